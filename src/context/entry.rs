@@ -1,0 +1,91 @@
+//! One installed value and the record of where it came from.
+
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+
+/// Whether an entry travels with snapshots of the context.
+///
+/// Every scheduling point milieu offers (a spawned thread, a wrapped future,
+/// a stage, a transaction) carries a snapshot of the context. `Inherited`
+/// entries ride along; `Local` entries stay on the thread that installed
+/// them, and dumps taken past the hop say where they were left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Policy {
+    /// Carried by every snapshot (the default).
+    Inherited,
+    /// Visible only on the installing thread, within its scope; never carried.
+    /// Local values need not be `Send` or `Sync`.
+    Local,
+}
+
+/// Formats a type-erased value with the `Debug` of its concrete type.
+pub(crate) type DebugFn = fn(&dyn Any, &mut fmt::Formatter<'_>) -> fmt::Result;
+
+/// A [`DebugFn`] for `T`, stored when the installer opted in to showing the
+/// value in dumps.
+pub(crate) fn debug_fn<T: fmt::Debug + 'static>() -> DebugFn {
+    |value, f| match value.downcast_ref::<T>() {
+        Some(v) => fmt::Debug::fmt(v, f),
+        None => f.write_str("<value of unexpected type>"),
+    }
+}
+
+/// Where an entry's value lives.
+pub(crate) enum Value {
+    /// Shared with every thread that carries the context.
+    Shared(Arc<dyn Any + Send + Sync>),
+    /// Kept in the installing thread's local table under this sequence
+    /// number, so the (shareable) frame never holds a `!Send` value.
+    Local,
+}
+
+/// An installed value with its provenance. Immutable once installed.
+pub(crate) struct Entry {
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+    pub(crate) value: Value,
+    /// Install site (the caller of `provide` / `Scope::with`).
+    pub(crate) site: &'static Location<'static>,
+    /// Per-thread sequence number; with the frame's thread it is unique.
+    pub(crate) seq: u64,
+    pub(crate) reason: Option<Cow<'static, str>>,
+    pub(crate) debug: Option<DebugFn>,
+}
+
+impl Entry {
+    pub(crate) fn policy(&self) -> Policy {
+        match self.value {
+            Value::Shared(_) => Policy::Inherited,
+            Value::Local => Policy::Local,
+        }
+    }
+}
+
+/// An entry waiting in a [`Scope`](super::Scope) to be installed.
+pub(crate) struct Pending {
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+    pub(crate) value: PendingValue,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) reason: Option<Cow<'static, str>>,
+    pub(crate) debug: Option<DebugFn>,
+}
+
+pub(crate) enum PendingValue {
+    Shared(Arc<dyn Any + Send + Sync>),
+    Local(Arc<dyn Any>),
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("type", &self.type_name)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}

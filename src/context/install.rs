@@ -1,0 +1,406 @@
+//! Installing entries: the guard form (`provide`, `Scope::enter`) and the
+//! closure form (`Scope::run`) built on it.
+
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::sync::Arc;
+
+use super::entry::{debug_fn, Entry, Pending, PendingValue, Value};
+use super::frame::{Frame, FrameKind};
+use super::map::EntryMap;
+use super::state::{Popped, Slot, State};
+use crate::propagate::WithContext;
+
+/// Installs `value` in the current context until the returned guard drops.
+///
+/// The entry is keyed by its type `T`; use a newtype for each role a type
+/// plays. An entry of the same type installed earlier is shadowed, not
+/// replaced: it is visible again once the guard drops, and dumps mark it.
+/// The install site (this call) is recorded in the entry's provenance.
+///
+/// The entry is [inherited](crate::Policy::Inherited): snapshots carry it
+/// into spawned threads and wrapped futures. For other options (a reason,
+/// a visible `Debug` value, local policy, several entries in one frame) use
+/// [`scope`].
+///
+/// # Examples
+///
+/// ```
+/// struct Tenant(&'static str);
+///
+/// let _guard = milieu::provide(Tenant("acme"));
+/// assert_eq!(milieu::get::<Tenant>().unwrap().0, "acme");
+/// drop(_guard);
+/// assert!(!milieu::contains::<Tenant>());
+/// ```
+#[track_caller]
+pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
+    scope().with(value).enter()
+}
+
+/// Installs a shared value under the type `T` (not `Arc<T>`), so
+/// [`get::<T>`](crate::get) hands out clones of this very `Arc`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// struct Pool;
+///
+/// let pool = Arc::new(Pool);
+/// let _guard = milieu::provide_arc(Arc::clone(&pool));
+/// assert!(Arc::ptr_eq(&milieu::get::<Pool>().unwrap(), &pool));
+/// ```
+#[track_caller]
+pub fn provide_arc<T: Send + Sync + 'static>(value: Arc<T>) -> Guard {
+    scope().with_arc(value).enter()
+}
+
+/// Installs a [local](crate::Policy::Local) value: visible on this thread
+/// until the guard drops, never carried by snapshots. `T` need not be `Send`.
+///
+/// # Examples
+///
+/// ```
+/// use std::rc::Rc;
+/// struct Scratch(Rc<Vec<u8>>); // not Send
+///
+/// let _guard = milieu::provide_local(Scratch(Rc::new(vec![1, 2])));
+/// assert_eq!(milieu::with(|s: &Scratch| s.0.len()).unwrap(), 2);
+/// // A snapshot does not carry it:
+/// assert!(!milieu::Context::current().contains::<Scratch>());
+/// ```
+#[track_caller]
+pub fn provide_local<T: 'static>(value: T) -> Guard {
+    scope().with_local(value).enter()
+}
+
+/// Starts a [`Scope`]: several entries installed as one frame, with options.
+///
+/// # Examples
+///
+/// ```
+/// #[derive(Debug)]
+/// struct Region(&'static str);
+/// struct Db;
+///
+/// let answer = milieu::scope()
+///     .with(Db)
+///     .because("one pool per service")
+///     .with_debug(Region("eu-west"))
+///     .run(|| milieu::get::<Region>().unwrap().0);
+/// assert_eq!(answer, "eu-west");
+/// assert!(!milieu::contains::<Db>());
+/// ```
+pub fn scope() -> Scope {
+    Scope { pending: Vec::new(), reason: None }
+}
+
+/// A set of entries to install together as one frame.
+///
+/// Built with [`scope`]; installed with [`run`](Scope::run) (closure form)
+/// or [`enter`](Scope::enter) (guard form). Each entry records the site of
+/// the `with*` call that added it; the frame records the site of `run` or
+/// `enter`.
+#[must_use = "a scope installs nothing until `run` or `enter` is called"]
+pub struct Scope {
+    pending: Vec<Pending>,
+    /// Applies to entries without a reason of their own.
+    reason: Option<Cow<'static, str>>,
+}
+
+impl Scope {
+    /// Adds an [inherited](crate::Policy::Inherited) entry.
+    #[track_caller]
+    pub fn with<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.with_arc(Arc::new(value))
+    }
+
+    /// Adds an inherited entry from an existing `Arc`, keyed by `T`.
+    #[track_caller]
+    pub fn with_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.pending.push(pending::<T>(PendingValue::Shared(value), None));
+        self
+    }
+
+    /// Adds an inherited entry whose value dumps show with its `Debug`.
+    ///
+    /// Values are hidden by default because a dump may be logged or served
+    /// on a debug page; opt in for values that are safe to show.
+    #[track_caller]
+    pub fn with_debug<T: fmt::Debug + Send + Sync + 'static>(mut self, value: T) -> Self {
+        let value = PendingValue::Shared(Arc::new(value));
+        self.pending.push(pending::<T>(value, Some(debug_fn::<T>())));
+        self
+    }
+
+    /// Adds a [local](crate::Policy::Local) entry (see [`provide_local`]).
+    #[track_caller]
+    pub fn with_local<T: 'static>(mut self, value: T) -> Self {
+        self.pending.push(pending::<T>(PendingValue::Local(Arc::new(value)), None));
+        self
+    }
+
+    /// Records why the entry added last is installed (shown in dumps and in
+    /// [`Missing`](crate::Missing) reports). Called before any `with*`, the
+    /// reason applies to every entry of the scope that has none of its own.
+    pub fn because(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        match self.pending.last_mut() {
+            Some(entry) => entry.reason = Some(reason.into()),
+            None => self.reason = Some(reason.into()),
+        }
+        self
+    }
+
+    /// Installs the entries, runs `f`, and removes them again, also when
+    /// `f` panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Depth(u32);
+    /// let depth = milieu::scope().with(Depth(1)).run(|| milieu::get::<Depth>().unwrap().0);
+    /// assert_eq!(depth, 1);
+    /// ```
+    #[track_caller]
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.enter();
+        f()
+    }
+
+    /// Wraps a future so that every poll runs with these entries installed
+    /// on top of the context current now (a task hop is recorded here).
+    ///
+    /// This is how to hold context across `.await`: a [`Guard`] cannot be.
+    /// Local entries are not carried into the future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct RequestId(u64);
+    ///
+    /// let fut = milieu::scope()
+    ///     .with(RequestId(9))
+    ///     .wrap(async { milieu::get::<RequestId>().unwrap().0 });
+    /// assert_eq!(futures::executor::block_on(fut), 9);
+    /// ```
+    #[track_caller]
+    pub fn wrap<F: std::future::Future>(self, fut: F) -> WithContext<F> {
+        let site = Location::caller();
+        let ctx = self.run(crate::Context::current);
+        WithContext::new(fut, ctx.hop_at(crate::HopKind::Task, None, site), site)
+    }
+
+    /// Installs the entries until the returned guard drops.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the thread's context state is already destroyed (the call
+    /// is made from a thread-local destructor during thread exit).
+    #[track_caller]
+    pub fn enter(self) -> Guard {
+        let site = Location::caller();
+        let installed = State::try_with(|state| {
+            let parent = state.top_frame();
+            let thread = state.thread_info();
+            let mut locals = Vec::new();
+            let entries: Vec<Arc<Entry>> = self
+                .pending
+                .into_iter()
+                .map(|p| {
+                    let seq = state.next_seq();
+                    let value = match p.value {
+                        PendingValue::Shared(v) => Value::Shared(v),
+                        PendingValue::Local(v) => {
+                            state.insert_local(seq, v);
+                            locals.push(seq);
+                            Value::Local
+                        }
+                    };
+                    Arc::new(Entry {
+                        type_id: p.type_id,
+                        type_name: p.type_name,
+                        value,
+                        site: p.site,
+                        seq,
+                        reason: p.reason.or_else(|| self.reason.clone()),
+                        debug: p.debug,
+                    })
+                })
+                .collect();
+            let frame = new_installed_frame(parent, entries, site, thread);
+            let id = state.push(Some(Arc::new(frame)), site);
+            (id, locals)
+        });
+        match installed {
+            Some((id, locals)) => Guard { id, locals, site, _not_send: PhantomData },
+            None => panic!(
+                "milieu: cannot install context at {site}: this thread's context \
+                 state is already destroyed (thread exit)"
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("entries", &self.pending)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+#[track_caller]
+fn pending<T: 'static>(value: PendingValue, debug: Option<super::entry::DebugFn>) -> Pending {
+    Pending {
+        type_id: TypeId::of::<T>(),
+        type_name: std::any::type_name::<T>(),
+        value,
+        site: Location::caller(),
+        reason: None,
+        debug,
+    }
+}
+
+/// Builds a frame installing `entries` on top of `parent`.
+fn new_installed_frame(
+    parent: Option<Arc<Frame>>,
+    entries: Vec<Arc<Entry>>,
+    site: &'static Location<'static>,
+    thread: Arc<super::frame::ThreadInfo>,
+) -> Frame {
+    let empty = Arc::<EntryMap>::default;
+    let (parent_visible, parent_carried) = match &parent {
+        Some(p) => (Arc::clone(&p.visible), Arc::clone(&p.carried)),
+        None => {
+            let map = empty();
+            (Arc::clone(&map), map)
+        }
+    };
+    let visible = Arc::new(parent_visible.extended(&entries));
+    let any_local = entries.iter().any(|e| matches!(e.value, Value::Local));
+    let carried = if !any_local && Arc::ptr_eq(&parent_visible, &parent_carried) {
+        // The common case: nothing local anywhere, one map serves both.
+        Arc::clone(&visible)
+    } else if entries.iter().all(|e| matches!(e.value, Value::Local)) {
+        parent_carried
+    } else {
+        Arc::new(parent_carried.extended(entries.iter().filter(|e| !matches!(e.value, Value::Local))))
+    };
+    Frame::new(parent, FrameKind::Installed { site, entries }, thread, visible, carried)
+}
+
+/// Removes what [`provide`], [`Scope::enter`] or
+/// [`Context::enter`](crate::Context::enter) installed, when dropped.
+///
+/// Guards must be dropped in the reverse order of their creation, which
+/// `let` bindings in one block do by themselves. A guard is not `Send`: it
+/// belongs to the thread whose context it changed.
+///
+/// # Panics
+///
+/// Dropping a guard while a guard created after it is still alive is a bug
+/// in the caller. milieu repairs the stack (both frames are removed, so the
+/// context is exactly what it was before the older guard was created) and
+/// then panics with a message naming both install sites, unless the thread
+/// is already panicking, in which case the report goes to `tracing` at
+/// error level instead.
+#[must_use = "the context entries are removed when the guard is dropped; bind it: `let _guard = ...`"]
+pub struct Guard {
+    id: u64,
+    /// Sequence numbers of the local values this guard must remove.
+    locals: Vec<u64>,
+    site: &'static Location<'static>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Guard {
+    pub(crate) fn from_push(id: u64, site: &'static Location<'static>) -> Self {
+        Guard { id, locals: Vec::new(), site, _not_send: PhantomData }
+    }
+
+    /// Where this guard was created.
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Guard(#{} at {})", self.id, self.site)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let outcome = State::try_with(|state| {
+            let popped = state.pop(self.id);
+            let locals = state.take_locals(&self.locals);
+            (popped, locals)
+        });
+        // Thread teardown: the state (and everything in it) is gone already.
+        let Some((popped, locals)) = outcome else { return };
+        match popped {
+            Popped::InOrder(slot) => release(slot.frame),
+            Popped::Gone => {}
+            Popped::OutOfOrder(slots) => {
+                let report = out_of_order_report(self.site, &slots);
+                State::try_with(|state| state.release(slots.into_iter().filter_map(|s| s.frame)));
+                drop(locals);
+                misuse(report);
+                return;
+            }
+        }
+        drop(locals);
+    }
+}
+
+/// Drops a popped frame (or parks it while a borrow may point into it).
+pub(crate) fn release(frame: Option<Arc<Frame>>) {
+    if let Some(frame) = frame {
+        State::try_with(|state| state.release([frame]));
+    }
+}
+
+/// The message for a guard dropped while younger installs are still active.
+pub(crate) fn out_of_order_report(dropped_site: &Location<'_>, slots: &[Slot]) -> String {
+    let newest = slots.last().map_or(dropped_site, |slot| slot.site);
+    let others = slots.len().saturating_sub(1);
+    format!(
+        "milieu: context guard dropped out of order: the install at {dropped_site} was removed \
+         while {others} install(s) made after it were still active (the most recent at {newest}). \
+         Guards must be dropped in reverse order of creation; keep guards in one block, use \
+         `Scope::run`, or for async code wrap the future (`FutureExt::in_current_context`) \
+         instead of holding a guard across `.await`. The stack was repaired: all {} install(s) \
+         were removed.",
+        slots.len()
+    )
+}
+
+/// Reports misuse: a panic, or an error event when already unwinding
+/// (a second panic would abort the process).
+pub(crate) fn misuse(report: String) {
+    if std::thread::panicking() {
+        tracing::error!(target: "milieu", "{report}");
+    } else {
+        panic!("{report}");
+    }
+}
+
+/// Downcasts an `Arc<dyn Any>` that holds a `T` (std offers this only for
+/// `dyn Any + Send + Sync` and `T: Send + Sync`; local values are neither).
+pub(crate) fn downcast_arc<T: 'static>(value: Arc<dyn Any>) -> Option<Arc<T>> {
+    if !(*value).is::<T>() {
+        return None;
+    }
+    let raw = Arc::into_raw(value).cast::<T>();
+    // SAFETY: the check above proves the allocation was made as an
+    // `ArcInner<T>` (an `Arc<T>` later unsized to `Arc<dyn Any>`), so the
+    // thin pointer to its data may be turned back into an `Arc<T>`; this is
+    // what `Arc::<dyn Any + Send + Sync>::downcast` does internally.
+    Some(unsafe { Arc::from_raw(raw) })
+}

@@ -1,0 +1,31 @@
+//! The context core: typed frames, lookup, snapshots, provenance, dumps and
+//! errors.
+//!
+//! A thread's current context is a pointer to an immutable [`Frame`](frame)
+//! kept in a thread-local stack ([`state`]). Installing entries pushes a new
+//! frame whose flattened map holds every visible entry; lookups probe that
+//! one map. Snapshots are pointer copies of the top frame.
+
+mod dump;
+mod entry;
+mod frame;
+mod install;
+mod lookup;
+mod map;
+mod missing;
+mod monitor;
+mod snapshot;
+mod state;
+
+pub use dump::{dump, Dump, EntryDump, EntryStatus, FrameDump, HopDump, Provenance, Site};
+pub use entry::Policy;
+pub use frame::{HopKind, ThreadInfo};
+pub use install::{provide, provide_arc, provide_local, scope, Guard, Scope};
+pub use lookup::{contains, get, with};
+pub use missing::{Missing, NearMiss, NearMissKind};
+pub use monitor::provide_subscriber;
+pub use snapshot::Context;
+
+pub(crate) use frame::Frame;
+pub(crate) use install::{misuse, out_of_order_report};
+pub(crate) use state::{Popped, State};

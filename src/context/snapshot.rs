@@ -1,0 +1,204 @@
+//! Snapshots: the current context as a value that can be stored, sent to
+//! another thread and entered there.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+use std::sync::{Arc, OnceLock};
+
+use super::dump::Dump;
+use super::entry::Value;
+use super::frame::{Frame, FrameKind, HopKind, HopRecord};
+use super::install::Guard;
+use super::missing::Missing;
+use super::state::State;
+
+/// A snapshot of a context: an immutable, shareable pointer to its top frame.
+///
+/// Taking one with [`Context::current`] is a pointer copy. A snapshot carries
+/// every [inherited](crate::Policy::Inherited) entry; [local](crate::Policy::Local)
+/// ones stay behind (dumps of the snapshot list them as not carried).
+/// [`run`](Context::run) or [`enter`](Context::enter) make it the current
+/// context of any thread; everything installed on top of it there is
+/// removed again afterwards, and the snapshot itself never changes.
+///
+/// # Examples
+///
+/// ```
+/// struct RequestId(u64);
+///
+/// let ctx = milieu::scope().with(RequestId(7)).run(milieu::Context::current);
+/// assert!(!milieu::contains::<RequestId>()); // the scope is over...
+/// let id = std::thread::spawn(move || {
+///     ctx.run(|| milieu::get::<RequestId>().unwrap().0) // ...the snapshot lives on
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(id, 7);
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    frame: Option<Arc<Frame>>,
+}
+
+impl Context {
+    /// The current context of this thread. O(1): one reference-count
+    /// increment.
+    #[inline]
+    pub fn current() -> Context {
+        Context { frame: State::try_with(State::top_frame).flatten() }
+    }
+
+    /// A context with no entries.
+    pub fn empty() -> Context {
+        Context { frame: None }
+    }
+
+    /// Whether the snapshot carries no entry.
+    pub fn is_empty(&self) -> bool {
+        self.frame.as_ref().is_none_or(|f| f.carried.len() == 0)
+    }
+
+    /// Records that this snapshot is being carried across a hop (into a
+    /// task, thread, stage or process) captured at the caller's location.
+    ///
+    /// The propagation helpers of this crate call this for you; call it when
+    /// handing a context to an executor or pool milieu does not know, so the
+    /// dumps taken there say how the context arrived.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::{Context, HopKind};
+    /// struct Job(u32);
+    ///
+    /// let _guard = milieu::provide(Job(3));
+    /// let carried = Context::current().hop(HopKind::Thread);
+    /// std::thread::spawn(move || carried.run(|| {
+    ///     let dump = milieu::dump();
+    ///     assert_eq!(dump.entries().next().unwrap().provenance.hops.len(), 1);
+    /// }))
+    /// .join()
+    /// .unwrap();
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn hop(&self, kind: HopKind) -> Context {
+        self.hop_at(kind, None, Location::caller())
+    }
+
+    /// Like [`hop`](Context::hop), with a label for the dump (a stage name,
+    /// a remote service).
+    #[track_caller]
+    #[must_use]
+    pub fn hop_labeled(&self, kind: HopKind, label: impl Into<Cow<'static, str>>) -> Context {
+        self.hop_at(kind, Some(label.into()), Location::caller())
+    }
+
+    pub(crate) fn hop_at(
+        &self,
+        kind: HopKind,
+        label: Option<Cow<'static, str>>,
+        site: &'static Location<'static>,
+    ) -> Context {
+        // An empty context carries nothing worth recording.
+        let Some(parent) = &self.frame else { return Context::empty() };
+        let thread = State::try_with(State::thread_info)
+            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::of_current()));
+        let record = HopRecord { kind, label, site, arrived: OnceLock::new() };
+        let carried = Arc::clone(&parent.carried);
+        let frame = Frame::new(
+            Some(Arc::clone(parent)),
+            FrameKind::Hop(record),
+            thread,
+            Arc::clone(&carried),
+            carried,
+        );
+        Context { frame: Some(Arc::new(frame)) }
+    }
+
+    /// Makes this snapshot the current context while `f` runs, then restores
+    /// the previous one (also when `f` panics).
+    #[track_caller]
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.enter();
+        f()
+    }
+
+    /// Makes this snapshot the current context until the guard drops.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from a thread-local destructor during thread exit.
+    #[track_caller]
+    pub fn enter(&self) -> Guard {
+        let site = Location::caller();
+        let frame = self.frame_for_entering(site);
+        match State::try_with(|state| state.push(frame, site)) {
+            Some(id) => Guard::from_push(id, site),
+            None => panic!(
+                "milieu: cannot enter a context at {site}: this thread's context state \
+                 is already destroyed (thread exit)"
+            ),
+        }
+    }
+
+    /// The frame to make current: the top frame itself, or, when local
+    /// entries are visible in it, an `Entered` frame that leaves them out.
+    pub(crate) fn frame_for_entering(&self, site: &'static Location<'static>) -> Option<Arc<Frame>> {
+        let top = self.frame.as_ref()?;
+        if !top.has_local_entries() {
+            return Some(Arc::clone(top));
+        }
+        let thread = State::try_with(State::thread_info)
+            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::of_current()));
+        let carried = Arc::clone(&top.carried);
+        Some(Arc::new(Frame::new(
+            Some(Arc::clone(top)),
+            FrameKind::Entered { site },
+            thread,
+            Arc::clone(&carried),
+            carried,
+        )))
+    }
+
+    /// The value of type `T` this snapshot carries.
+    ///
+    /// # Errors
+    ///
+    /// [`Missing`] when the snapshot carries no `T`.
+    #[track_caller]
+    pub fn get<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, Missing> {
+        let found = self.frame.as_ref().and_then(|f| f.carried.get(TypeId::of::<T>()));
+        match found.map(|e| &e.value) {
+            Some(Value::Shared(v)) => match Arc::clone(v).downcast::<T>() {
+                Ok(v) => Ok(v),
+                Err(_) => Err(Missing::for_context::<T>(self, Location::caller())),
+            },
+            _ => Err(Missing::for_context::<T>(self, Location::caller())),
+        }
+    }
+
+    /// Whether the snapshot carries a value of type `T`.
+    pub fn contains<T: 'static>(&self) -> bool {
+        self.frame.as_ref().is_some_and(|f| f.carried.get(TypeId::of::<T>()).is_some())
+    }
+
+    /// A dump of what this snapshot carries, with provenance.
+    pub fn dump(&self) -> Dump {
+        Dump::of_snapshot(self.frame.as_deref())
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        if let Some(frame) = &self.frame {
+            for entry in frame.carried.values() {
+                list.entry(&format_args!("{}", entry.type_name));
+            }
+        }
+        list.finish()
+    }
+}

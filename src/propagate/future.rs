@@ -1,0 +1,136 @@
+//! A future wrapper that makes a snapshot current on every poll, on any
+//! executor (tokio, futures, a milieu reactor).
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Popped, State};
+
+pin_project_lite::pin_project! {
+    /// A future that runs inside a captured context.
+    ///
+    /// Created by [`FutureExt::in_current_context`], [`FutureExt::in_context`]
+    /// or [`Scope::wrap`](crate::Scope::wrap). Each poll makes the captured
+    /// context current (moving the frame pointer in and out of the thread
+    /// state: no reference count is touched) and restores the thread's own
+    /// context afterwards, also when the poll panics.
+    ///
+    /// # Panics
+    ///
+    /// A poll that returns while a [`Guard`](crate::Guard) created inside it
+    /// is still alive (a guard held across `.await`) is reported as misuse:
+    /// the stray install is removed and the poll panics naming its site.
+    /// Hold context across `.await` with `Scope::wrap` instead.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct WithContext<F> {
+        #[pin]
+        inner: F,
+        frame: Option<Arc<Frame>>,
+        site: &'static Location<'static>,
+    }
+}
+
+impl<F> WithContext<F> {
+    pub(crate) fn new(inner: F, ctx: Context, site: &'static Location<'static>) -> Self {
+        // The frame to enter is fixed now, so polls only move a pointer.
+        let frame = ctx.frame_for_entering(site);
+        WithContext { inner, frame, site }
+    }
+
+    /// The wrapped future.
+    pub fn inner(&self) -> &F {
+        &self.inner
+    }
+}
+
+impl<F: std::fmt::Debug> std::fmt::Debug for WithContext<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithContext")
+            .field("inner", &self.inner)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for WithContext<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut frame = this.frame.take();
+        let site = *this.site;
+        let Some(id) = State::try_with(|state| state.push(frame.take(), site)) else {
+            // Thread teardown: no context to enter; poll as is.
+            *this.frame = frame;
+            return this.inner.poll(cx);
+        };
+        let _restore = TakeBack { id, slot: this.frame, site };
+        this.inner.poll(cx)
+    }
+}
+
+/// Pops the future's frame after the poll and puts it back into the future.
+struct TakeBack<'a> {
+    id: u64,
+    slot: &'a mut Option<Arc<Frame>>,
+    site: &'static Location<'static>,
+}
+
+impl Drop for TakeBack<'_> {
+    fn drop(&mut self) {
+        match State::try_with(|state| state.pop(self.id)) {
+            Some(Popped::InOrder(slot)) => *self.slot = slot.frame,
+            Some(Popped::OutOfOrder(mut slots)) => {
+                let report = format!(
+                    "{} (detected when the poll of the future wrapped at {} returned: a guard \
+                     was held across `.await` or leaked)",
+                    out_of_order_report(self.site, &slots),
+                    self.site
+                );
+                *self.slot = slots[0].frame.take();
+                State::try_with(|s| s.release(slots.into_iter().filter_map(|s| s.frame)));
+                misuse(report);
+            }
+            // Removed by an out-of-order guard inside the poll, which
+            // reported it; the future goes on without its context.
+            Some(Popped::Gone) | None => {}
+        }
+    }
+}
+
+/// Extension methods that carry the context into a future.
+pub trait FutureExt: Future + Sized {
+    /// Wraps the future so every poll runs in the context current now,
+    /// recording a task hop at the caller's location.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::FutureExt;
+    /// struct RequestId(u64);
+    ///
+    /// let _guard = milieu::provide(RequestId(42));
+    /// let task = async { milieu::get::<RequestId>().unwrap().0 }.in_current_context();
+    /// drop(_guard);
+    /// // Polled later, elsewhere, it still sees the entry.
+    /// assert_eq!(futures::executor::block_on(task), 42);
+    /// ```
+    #[track_caller]
+    fn in_current_context(self) -> WithContext<Self> {
+        let site = Location::caller();
+        WithContext::new(self, Context::current().hop_at(HopKind::Task, None, site), site)
+    }
+
+    /// Wraps the future so every poll runs in `ctx`, recording a task hop
+    /// at the caller's location.
+    #[track_caller]
+    fn in_context(self, ctx: Context) -> WithContext<Self> {
+        let site = Location::caller();
+        WithContext::new(self, ctx.hop_at(HopKind::Task, None, site), site)
+    }
+}
+
+impl<F: Future> FutureExt for F {}
