@@ -317,7 +317,7 @@ fn entry_dump(
     let status = if found.is_some_and(|f| Arc::ptr_eq(f, entry)) {
         EntryStatus::Visible
     } else if entry.policy() == Policy::Local && cut_above {
-        EntryStatus::NotCarried { hop: hops.last().cloned() }
+        EntryStatus::NotCarried { hop: hops.first().cloned() }
     } else {
         EntryStatus::Shadowed { by: found.map(|f| Site::from(f.site)) }
     };
