@@ -32,7 +32,7 @@
 //!
 //! // A missing value names what was asked, where, and everything present.
 //! struct Clock;
-//! let err = milieu::get::<Clock>().unwrap_err();
+//! let err = milieu::get::<Clock>().err().expect("nobody installed a Clock");
 //! assert!(err.to_string().contains("Clock"));
 //! # Ok::<(), milieu::Missing>(())
 //! ```
@@ -52,3 +52,8 @@ pub use context::{
     NearMissKind, Policy, Provenance, Scope, Site, ThreadInfo,
 };
 pub use propagate::{thread, FutureExt, WithContext};
+
+// The README's quick start is compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -17,7 +17,7 @@ use super::state::State;
 ///
 /// ```
 /// #[derive(Debug)]
-/// struct Tenant(&'static str);
+/// struct Tenant(#[allow(dead_code)] &'static str);
 ///
 /// let _g = milieu::scope().with_debug(Tenant("acme")).because("demo").enter();
 /// let text = milieu::dump().to_string();
@@ -203,7 +203,7 @@ impl Dump {
 
     fn build(top: Option<&Frame>, view: View) -> Dump {
         let thread = State::try_with(|s| (*s.thread_info()).clone())
-            .unwrap_or_else(ThreadInfo::of_current);
+            .unwrap_or_else(ThreadInfo::exiting);
         let mut frames = Vec::new();
         if let Some(top) = top {
             let map: &EntryMap = match view {

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::panic::Location;
 use std::sync::{Arc, OnceLock};
-use std::thread::ThreadId;
 
 use super::entry::Entry;
 use super::map::EntryMap;
@@ -19,13 +18,12 @@ use super::map::EntryMap;
 /// A thread as dumps name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ThreadInfo {
     /// The thread's name, if it has one.
     pub name: Option<String>,
     /// The thread's id, formatted (`ThreadId(3)`): std gives no stable number.
     pub id: String,
-    #[cfg_attr(feature = "serde", serde(skip))]
-    pub(crate) raw_id: ThreadId,
 }
 
 impl ThreadInfo {
@@ -34,8 +32,13 @@ impl ThreadInfo {
         ThreadInfo {
             name: thread.name().map(str::to_owned),
             id: format!("{:?}", thread.id()),
-            raw_id: thread.id(),
         }
+    }
+
+    /// Stands in while the thread's locals are being destroyed, when asking
+    /// std for the current thread is no longer reliable.
+    pub(crate) fn exiting() -> Self {
+        ThreadInfo { name: None, id: "exiting thread".to_owned() }
     }
 }
 

@@ -71,9 +71,9 @@ impl Context {
     ///
     /// ```
     /// use milieu::{Context, HopKind};
-    /// struct Job(u32);
+    /// struct Job;
     ///
-    /// let _guard = milieu::provide(Job(3));
+    /// let _guard = milieu::provide(Job);
     /// let carried = Context::current().hop(HopKind::Thread);
     /// std::thread::spawn(move || carried.run(|| {
     ///     let dump = milieu::dump();
@@ -105,7 +105,7 @@ impl Context {
         // An empty context carries nothing worth recording.
         let Some(parent) = &self.frame else { return Context::empty() };
         let thread = State::try_with(State::thread_info)
-            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::of_current()));
+            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
         let record = HopRecord { kind, label, site, arrived: OnceLock::new() };
         let carried = Arc::clone(&parent.carried);
         let frame = Frame::new(
@@ -152,7 +152,7 @@ impl Context {
             return Some(Arc::clone(top));
         }
         let thread = State::try_with(State::thread_info)
-            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::of_current()));
+            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
         let carried = Arc::clone(&top.carried);
         Some(Arc::new(Frame::new(
             Some(Arc::clone(top)),
