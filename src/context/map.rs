@@ -119,3 +119,66 @@ impl Hasher for TypeIdHasher {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+    use std::sync::Arc;
+
+    use super::{EntryMap, Repr, SMALL};
+    use crate::context::entry::{Entry, Value};
+
+    fn entry(type_id: TypeId, seq: u64) -> Arc<Entry> {
+        Arc::new(Entry {
+            type_id,
+            type_name: "test",
+            value: Value::Shared(Arc::new(seq)),
+            site: std::panic::Location::caller(),
+            seq,
+            reason: None,
+            debug: None,
+        })
+    }
+
+    /// Distinct type ids without declaring distinct types by hand.
+    fn ids() -> Vec<TypeId> {
+        struct K<const N: usize>;
+        macro_rules! ids {
+            ($($n:literal)*) => { vec![$(TypeId::of::<K<$n>>()),*] };
+        }
+        ids!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
+    }
+
+    #[test]
+    fn later_entries_shadow_earlier_ones_of_the_same_type() {
+        let ids = ids();
+        let base = EntryMap::default().extended(&[entry(ids[0], 1), entry(ids[1], 2)]);
+        let top = base.extended(&[entry(ids[0], 3)]);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top.get(ids[0]).map(|e| e.seq), Some(3));
+        assert_eq!(top.get(ids[1]).map(|e| e.seq), Some(2));
+        // The parent map is untouched (copy on write).
+        assert_eq!(base.get(ids[0]).map(|e| e.seq), Some(1));
+        assert!(top.get(ids[2]).is_none());
+    }
+
+    #[test]
+    fn grows_from_vector_to_hash_map_without_losing_entries() {
+        let ids = ids();
+        let mut map = EntryMap::default();
+        for (seq, id) in ids.iter().enumerate() {
+            map = map.extended(&[entry(*id, seq as u64)]);
+            let small = matches!(map.repr, Repr::Small(_));
+            assert_eq!(small, seq < SMALL, "representation after {} entries", seq + 1);
+        }
+        assert_eq!(map.len(), ids.len());
+        for (seq, id) in ids.iter().enumerate() {
+            assert_eq!(map.get(*id).map(|e| e.seq), Some(seq as u64));
+        }
+        assert_eq!(map.values().count(), ids.len());
+        // Shadowing in the large representation replaces, not duplicates.
+        let shadowed = map.extended(&[entry(ids[5], 100)]);
+        assert_eq!(shadowed.len(), ids.len());
+        assert_eq!(shadowed.get(ids[5]).map(|e| e.seq), Some(100));
+    }
+}
