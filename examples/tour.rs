@@ -33,7 +33,9 @@ mod legacy {
 /// Service start-up: installs what lives as long as the service.
 fn start_service() -> milieu::Guard {
     milieu::scope()
-        .with_debug(Db { path: "orders.sqlite" })
+        .with_debug(Db {
+            path: "orders.sqlite",
+        })
         .because("one pool per service")
         .with_debug(Tenant("default"))
         .with(legacy::Clock)
@@ -62,8 +64,14 @@ fn handle_request() {
         .expect("thread finished");
 
     let db = milieu::get::<Db>().expect("installed at start-up");
-    println!("database: {}; tenant seen by the thread: {}\n", db.path, from_thread.0);
-    println!("dump taken inside a task inside the thread:\n{}", from_thread.1);
+    println!(
+        "database: {}; tenant seen by the thread: {}\n",
+        db.path, from_thread.0
+    );
+    println!(
+        "dump taken inside a task inside the thread:\n{}",
+        from_thread.1
+    );
     println!("dump taken in the request handler:\n{}", milieu::dump());
 
     match milieu::get::<Clock>() {

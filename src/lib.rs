@@ -40,17 +40,27 @@
 //! The guide (docs/guide.md) introduces the concepts in order; the design
 //! notes (docs/design.md) explain the storage and its measurements.
 
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![doc(test(attr(deny(warnings))))]
 
 mod context;
+mod declare;
 mod propagate;
 
 pub use context::{
     contains, dump, get, provide, provide_arc, provide_local, provide_subscriber, scope, with,
-    Context, Dump, EntryDump, EntryStatus, FrameDump, Guard, HopDump, HopKind, Missing, NearMiss,
-    NearMissKind, Policy, Provenance, Scope, Site, ThreadInfo,
+    Context, Declared, Dump, EntryDump, EntryStatus, FrameDump, Guard, HopDump, HopKind, Missing,
+    NearMiss, NearMissKind, Policy, Provenance, Scope, Site, ThreadInfo,
 };
+#[doc(hidden)]
+pub use declare::__private;
+pub use declare::{verify, Requirement, Requirements, VerifyReport};
+pub use milieu_macros::requires;
 pub use propagate::{thread, FutureExt, WithContext};
 
 // The README's quick start is compiled and run as a doc-test.

@@ -1,7 +1,33 @@
-//! Procedural macros for [`milieu`](https://docs.rs/milieu).
+//! Procedural macros for [`milieu`](https://docs.rs/milieu): declared
+//! context.
 //!
 //! This crate is an implementation detail of `milieu`; depend on `milieu`
-//! and use the macros through its re-exports. The declared-context macros
-//! (`#[requires]`, injected `#[ctx]` parameters) land here next.
+//! and use `#[milieu::requires]`. The pipeline follows thiserror and
+//! tracing-attributes: [`args`] parses the attribute, [`plan`] parses and
+//! validates the function into a plan, [`expand`] writes the code. On any
+//! mistake the output is the `compile_error!` plus the untouched function,
+//! so the user sees one error, not a cascade.
 
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+use proc_macro::TokenStream;
+
+mod args;
+mod expand;
+mod plan;
+
+/// Declares the context a function needs; see `milieu::requires`.
+#[proc_macro_attribute]
+pub fn requires(args: TokenStream, item: TokenStream) -> TokenStream {
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let result = args::parse(args.into())
+        .and_then(|args| plan::plan(args, syn::parse(item)?))
+        .map(expand::expand);
+    result.unwrap_or_else(|err| fallback(err, original)).into()
+}
+
+/// The error, and the function as written so its other uses still resolve.
+fn fallback(err: syn::Error, original: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let error = err.to_compile_error();
+    quote::quote!(#error #original)
+}

@@ -42,7 +42,11 @@ pub struct Site {
 
 impl From<&'static Location<'static>> for Site {
     fn from(loc: &'static Location<'static>) -> Self {
-        Site { file: loc.file(), line: loc.line(), column: loc.column() }
+        Site {
+            file: loc.file(),
+            line: loc.line(),
+            column: loc.column(),
+        }
     }
 }
 
@@ -76,7 +80,9 @@ impl fmt::Display for HopDump {
             write!(f, " `{label}`")?;
         }
         match &self.to {
-            Some(to) if *to != self.from => write!(f, " at {} from {} to {to}", self.site, self.from),
+            Some(to) if *to != self.from => {
+                write!(f, " at {} from {} to {to}", self.site, self.from)
+            }
             _ => write!(f, " at {} on {}", self.site, self.from),
         }
     }
@@ -202,8 +208,8 @@ impl Dump {
     }
 
     fn build(top: Option<&Frame>, view: View) -> Dump {
-        let thread = State::try_with(|s| (*s.thread_info()).clone())
-            .unwrap_or_else(ThreadInfo::exiting);
+        let thread =
+            State::try_with(|s| (*s.thread_info()).clone()).unwrap_or_else(ThreadInfo::exiting);
         let mut frames = Vec::new();
         if let Some(top) = top {
             let map: &EntryMap = match view {
@@ -246,7 +252,11 @@ impl Dump {
                 }
             }
         }
-        Dump { thread, snapshot: matches!(view, View::Snapshot), frames }
+        Dump {
+            thread,
+            snapshot: matches!(view, View::Snapshot),
+            frames,
+        }
     }
 
     /// Every entry, top frame first.
@@ -317,9 +327,13 @@ fn entry_dump(
     let status = if found.is_some_and(|f| Arc::ptr_eq(f, entry)) {
         EntryStatus::Visible
     } else if entry.policy() == Policy::Local && cut_above {
-        EntryStatus::NotCarried { hop: hops.first().cloned() }
+        EntryStatus::NotCarried {
+            hop: hops.first().cloned(),
+        }
     } else {
-        EntryStatus::Shadowed { by: found.map(|f| Site::from(f.site)) }
+        EntryStatus::Shadowed {
+            by: found.map(|f| Site::from(f.site)),
+        }
     };
     let value = entry.debug.and_then(|debug| {
         let shown = |v: &dyn std::any::Any| format!("{:?}", DebugWith(v, debug));
@@ -346,7 +360,11 @@ fn entry_dump(
             seq: entry.seq,
             reason: entry.reason.as_deref().map(str::to_owned),
             // An entry left behind did not travel.
-            hops: if matches!(status, EntryStatus::NotCarried { .. }) { Vec::new() } else { hops.to_vec() },
+            hops: if matches!(status, EntryStatus::NotCarried { .. }) {
+                Vec::new()
+            } else {
+                hops.to_vec()
+            },
         },
     }
 }
@@ -370,12 +388,21 @@ impl fmt::Display for Dump {
     ///       installed at examples/tour.rs:44:9 on `main`; carried by thread at ...
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = |want: fn(&EntryStatus) -> bool| self.entries().filter(|e| want(&e.status)).count();
+        let count =
+            |want: fn(&EntryStatus) -> bool| self.entries().filter(|e| want(&e.status)).count();
         let visible = count(|s| matches!(s, EntryStatus::Visible));
         let shadowed = count(|s| matches!(s, EntryStatus::Shadowed { .. }));
         let left = count(|s| matches!(s, EntryStatus::NotCarried { .. }));
-        let what = if self.snapshot { "snapshot taken" } else { "context" };
-        write!(f, "milieu {what} on thread {}: {visible} visible", self.thread)?;
+        let what = if self.snapshot {
+            "snapshot taken"
+        } else {
+            "context"
+        };
+        write!(
+            f,
+            "milieu {what} on thread {}: {visible} visible",
+            self.thread
+        )?;
         if shadowed > 0 {
             write!(f, ", {shadowed} shadowed")?;
         }
@@ -388,18 +415,30 @@ impl fmt::Display for Dump {
         writeln!(f, " (top frame first)")?;
         for (i, frame) in self.frames.iter().enumerate() {
             let last = i + 1 == self.frames.len();
-            let (branch, indent) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+            let (branch, indent) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
             match frame {
                 FrameDump::Hop(hop) => writeln!(f, "{branch}hop: {hop}")?,
                 FrameDump::Entered { site, thread } => writeln!(
                     f,
                     "{branch}snapshot entered at {site} on {thread} (local entries below left out)"
                 )?,
-                FrameDump::Installed { site, thread, entries } => {
+                FrameDump::Installed {
+                    site,
+                    thread,
+                    entries,
+                } => {
                     writeln!(f, "{branch}frame installed at {site} on {thread}")?;
                     for (j, entry) in entries.iter().enumerate() {
                         let last = j + 1 == entries.len();
-                        let (b, i2) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+                        let (b, i2) = if last {
+                            ("└─ ", "   ")
+                        } else {
+                            ("├─ ", "│  ")
+                        };
                         write_entry(f, entry, &format!("{indent}{b}"), &format!("{indent}{i2}"))?;
                     }
                 }
@@ -433,7 +472,11 @@ fn write_entry(f: &mut fmt::Formatter<'_>, e: &EntryDump, first: &str, rest: &st
         write!(f, " because {reason:?}")?;
     }
     writeln!(f)?;
-    write!(f, "{rest}installed at {} on {}", e.provenance.site, e.provenance.thread)?;
+    write!(
+        f,
+        "{rest}installed at {} on {}",
+        e.provenance.site, e.provenance.thread
+    )?;
     writeln!(f)?;
     if !e.provenance.hops.is_empty() {
         // Kind and site only: the hop frames above give the threads.

@@ -38,7 +38,10 @@ impl ThreadInfo {
     /// Stands in while the thread's locals are being destroyed, when asking
     /// std for the current thread is no longer reliable.
     pub(crate) fn exiting() -> Self {
-        ThreadInfo { name: None, id: "exiting thread".to_owned() }
+        ThreadInfo {
+            name: None,
+            id: "exiting thread".to_owned(),
+        }
     }
 }
 
@@ -127,7 +130,14 @@ impl Frame {
         let dispatch = visible
             .get(TypeId::of::<tracing::Dispatch>())
             .map_or(0, |e| Arc::as_ptr(e) as usize);
-        Frame { parent, kind, thread, visible, carried, dispatch }
+        Frame {
+            parent,
+            kind,
+            thread,
+            visible,
+            carried,
+            dispatch,
+        }
     }
 
     /// Whether some visible entry is local (so snapshots must drop it).

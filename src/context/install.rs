@@ -96,7 +96,10 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 /// assert!(!milieu::contains::<Db>());
 /// ```
 pub fn scope() -> Scope {
-    Scope { pending: Vec::new(), reason: None }
+    Scope {
+        pending: Vec::new(),
+        reason: None,
+    }
 }
 
 /// A set of entries to install together as one frame.
@@ -122,7 +125,8 @@ impl Scope {
     /// Adds an inherited entry from an existing `Arc`, keyed by `T`.
     #[track_caller]
     pub fn with_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
-        self.pending.push(pending::<T>(PendingValue::Shared(value), None));
+        self.pending
+            .push(pending::<T>(PendingValue::Shared(value), None));
         self
     }
 
@@ -133,14 +137,16 @@ impl Scope {
     #[track_caller]
     pub fn with_debug<T: fmt::Debug + Send + Sync + 'static>(mut self, value: T) -> Self {
         let value = PendingValue::Shared(Arc::new(value));
-        self.pending.push(pending::<T>(value, Some(debug_fn::<T>())));
+        self.pending
+            .push(pending::<T>(value, Some(debug_fn::<T>())));
         self
     }
 
     /// Adds a [local](crate::Policy::Local) entry (see [`provide_local`]).
     #[track_caller]
     pub fn with_local<T: 'static>(mut self, value: T) -> Self {
-        self.pending.push(pending::<T>(PendingValue::Local(Arc::new(value)), None));
+        self.pending
+            .push(pending::<T>(PendingValue::Local(Arc::new(value)), None));
         self
     }
 
@@ -236,7 +242,12 @@ impl Scope {
             (id, locals)
         });
         match installed {
-            Some((id, locals)) => Guard { id, locals, site, _not_send: PhantomData },
+            Some((id, locals)) => Guard {
+                id,
+                locals,
+                site,
+                _not_send: PhantomData,
+            },
             None => panic!(
                 "milieu: cannot install context at {site}: this thread's context \
                  state is already destroyed (thread exit)"
@@ -289,9 +300,17 @@ fn new_installed_frame(
     } else if entries.iter().all(|e| matches!(e.value, Value::Local)) {
         parent_carried
     } else {
-        Arc::new(parent_carried.extended(entries.iter().filter(|e| !matches!(e.value, Value::Local))))
+        Arc::new(
+            parent_carried.extended(entries.iter().filter(|e| !matches!(e.value, Value::Local))),
+        )
     };
-    Frame::new(parent, FrameKind::Installed { site, entries }, thread, visible, carried)
+    Frame::new(
+        parent,
+        FrameKind::Installed { site, entries },
+        thread,
+        visible,
+        carried,
+    )
 }
 
 /// Removes what [`provide`], [`Scope::enter`] or
@@ -320,7 +339,12 @@ pub struct Guard {
 
 impl Guard {
     pub(crate) fn from_push(id: u64, site: &'static Location<'static>) -> Self {
-        Guard { id, locals: Vec::new(), site, _not_send: PhantomData }
+        Guard {
+            id,
+            locals: Vec::new(),
+            site,
+            _not_send: PhantomData,
+        }
     }
 
     /// Where this guard was created.
@@ -343,7 +367,9 @@ impl Drop for Guard {
             (popped, locals)
         });
         // Thread teardown: the state (and everything in it) is gone already.
-        let Some((popped, locals)) = outcome else { return };
+        let Some((popped, locals)) = outcome else {
+            return;
+        };
         match popped {
             Popped::InOrder(slot) => release(slot.frame),
             Popped::Gone => {}

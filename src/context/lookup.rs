@@ -110,10 +110,15 @@ pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
 /// ```
 #[inline]
 pub fn contains<T: 'static>() -> bool {
+    contains_id(TypeId::of::<T>())
+}
+
+/// Whether an entry keyed by `id` is visible in the current context.
+#[inline]
+pub(crate) fn contains_id(id: TypeId) -> bool {
     State::try_with(|state| {
         // SAFETY: as in `get`.
-        unsafe { state.top_ptr().as_ref() }
-            .is_some_and(|frame| frame.visible.get(TypeId::of::<T>()).is_some())
+        unsafe { state.top_ptr().as_ref() }.is_some_and(|frame| frame.visible.get(id).is_some())
     })
     .unwrap_or(false)
 }

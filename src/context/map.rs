@@ -72,7 +72,10 @@ impl EntryMap {
             Repr::Small(items) => (Some(items.iter().map(|(_, e)| e)), None),
             Repr::Large(map) => (None, Some(map.values())),
         };
-        small.into_iter().flatten().chain(large.into_iter().flatten())
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
     }
 
     fn insert(&mut self, entry: Arc<Entry>) {
@@ -169,7 +172,12 @@ mod tests {
         for (seq, id) in ids.iter().enumerate() {
             map = map.extended(&[entry(*id, seq as u64)]);
             let small = matches!(map.repr, Repr::Small(_));
-            assert_eq!(small, seq < SMALL, "representation after {} entries", seq + 1);
+            assert_eq!(
+                small,
+                seq < SMALL,
+                "representation after {} entries",
+                seq + 1
+            );
         }
         assert_eq!(map.len(), ids.len());
         for (seq, id) in ids.iter().enumerate() {

@@ -24,11 +24,27 @@ use super::snapshot::Context;
 pub struct Missing(Box<Inner>);
 
 struct Inner {
-    type_name: &'static str,
-    site: Site,
+    /// Every missing type: one for a lookup, possibly several for a
+    /// declared requirement (all are reported at once).
+    types: Vec<&'static str>,
+    /// The lookup or call site; `None` when unknowable (an `async fn`'s
+    /// requirements are checked at first poll, far from its caller).
+    site: Option<Site>,
+    /// The `#[requires]` declaration the check came from.
+    declared: Option<Declared>,
     thread: ThreadInfo,
     present: Dump,
     near: Vec<NearMiss>,
+}
+
+/// Where a failed requirement was declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Declared {
+    /// The annotated function, with its module path.
+    pub function: &'static str,
+    /// The `#[requires]` attribute (or the function, for `#[ctx]` alone).
+    pub site: Site,
 }
 
 /// An entry that is probably what the failed lookup meant.
@@ -70,24 +86,66 @@ impl Missing {
     }
 
     fn new(type_name: &'static str, site: &'static Location<'static>, present: Dump) -> Self {
-        let near = near_misses(type_name, &present);
+        Self::build(vec![type_name], Some(Site::from(site)), None, present)
+    }
+
+    /// A report for a declared requirement: every type in `types` is
+    /// missing from the current context.
+    pub(crate) fn for_requirement(
+        types: Vec<&'static str>,
+        declared: Declared,
+        call_site: Option<&'static Location<'static>>,
+    ) -> Self {
+        Self::build(
+            types,
+            call_site.map(Site::from),
+            Some(declared),
+            Dump::current(),
+        )
+    }
+
+    fn build(
+        types: Vec<&'static str>,
+        site: Option<Site>,
+        declared: Option<Declared>,
+        present: Dump,
+    ) -> Self {
+        let near = types
+            .iter()
+            .flat_map(|t| near_misses(t, &present))
+            .collect();
+        let thread = present.thread.clone();
         Missing(Box::new(Inner {
-            type_name,
-            site: Site::from(site),
-            thread: present.thread.clone(),
+            types,
+            site,
+            declared,
+            thread,
             present,
             near,
         }))
     }
 
-    /// The requested type, as `std::any::type_name` spells it.
+    /// The requested type, as `std::any::type_name` spells it (the first
+    /// one, when a declared requirement lists several).
     pub fn type_name(&self) -> &'static str {
-        self.0.type_name
+        self.0.types.first().copied().unwrap_or("?")
     }
 
-    /// Where the lookup was made.
-    pub fn site(&self) -> Site {
+    /// Every missing type (one for a lookup; all that are missing for a
+    /// declared requirement).
+    pub fn type_names(&self) -> &[&'static str] {
+        &self.0.types
+    }
+
+    /// Where the lookup or the call of the annotated function was made;
+    /// `None` for an `async fn`'s requirements (checked at first poll).
+    pub fn site(&self) -> Option<Site> {
         self.0.site
+    }
+
+    /// The `#[requires]` declaration, when the report comes from one.
+    pub fn declared(&self) -> Option<&Declared> {
+        self.0.declared.as_ref()
     }
 
     /// The thread the lookup ran on.
@@ -126,7 +184,10 @@ fn near_misses(requested: &str, present: &Dump) -> Vec<NearMiss> {
                     return None;
                 }
             };
-            Some(NearMiss { entry: entry.clone(), kind })
+            Some(NearMiss {
+                entry: entry.clone(),
+                kind,
+            })
         })
         .collect()
 }
@@ -155,7 +216,10 @@ fn short_name(full: &str) -> String {
 /// `Arc<X>` / `Box<X>` / `Rc<X>` / `&X` -> `X`; anything else unchanged.
 fn unwrap(short: &str) -> &str {
     for wrapper in ["Arc<", "Box<", "Rc<"] {
-        if let Some(inner) = short.strip_prefix(wrapper).and_then(|s| s.strip_suffix('>')) {
+        if let Some(inner) = short
+            .strip_prefix(wrapper)
+            .and_then(|s| s.strip_suffix('>'))
+        {
             return inner;
         }
     }
@@ -165,9 +229,43 @@ fn unwrap(short: &str) -> &str {
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.0;
-        let place = if inner.present.snapshot { "the snapshot" } else { "the context" };
-        writeln!(f, "milieu: no `{}` in {place}", inner.type_name)?;
-        writeln!(f, "  looked up at {} on thread {}", inner.site, inner.thread)?;
+        let place = if inner.present.snapshot {
+            "the snapshot"
+        } else {
+            "the context"
+        };
+        let list = inner
+            .types
+            .iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &inner.declared {
+            None => writeln!(f, "milieu: no {list} in {place}")?,
+            Some(declared) => {
+                let n = inner.types.len();
+                let what = if n == 1 { "entry" } else { "entries" };
+                writeln!(
+                    f,
+                    "milieu: `{}` requires {n} {what} missing from {place}: {list}",
+                    declared.function
+                )?;
+                writeln!(f, "  declared at {} (#[requires])", declared.site)?;
+            }
+        }
+        let verb = if inner.declared.is_some() {
+            "called from"
+        } else {
+            "looked up at"
+        };
+        match &inner.site {
+            Some(site) => writeln!(f, "  {verb} {site} on thread {}", inner.thread)?,
+            None => writeln!(
+                f,
+                "  checked when the async fn was first polled, on thread {}",
+                inner.thread
+            )?,
+        }
         for near in &inner.near {
             let e = &near.entry;
             let why = match near.kind {
@@ -186,7 +284,11 @@ impl fmt::Display for Missing {
                      `T` (or use `provide_arc`) and ask for `T`"
                 }
             };
-            writeln!(f, "  near miss: `{}` installed at {}: {why}", e.type_name, e.provenance.site)?;
+            writeln!(
+                f,
+                "  near miss: `{}` installed at {}: {why}",
+                e.type_name, e.provenance.site
+            )?;
         }
         if inner.present.frames.is_empty() {
             return write!(f, "  present: nothing (the context is empty)");

@@ -22,10 +22,11 @@ pub use entry::Policy;
 pub use frame::{HopKind, ThreadInfo};
 pub use install::{provide, provide_arc, provide_local, scope, Guard, Scope};
 pub use lookup::{contains, get, with};
-pub use missing::{Missing, NearMiss, NearMissKind};
+pub use missing::{Declared, Missing, NearMiss, NearMissKind};
 pub use monitor::provide_subscriber;
 pub use snapshot::Context;
 
 pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};
+pub(crate) use lookup::contains_id;
 pub(crate) use state::{Popped, State};

@@ -32,5 +32,8 @@ use super::install::{scope, Guard};
 /// ```
 #[track_caller]
 pub fn provide_subscriber<S: Subscriber + Send + Sync + 'static>(subscriber: S) -> Guard {
-    scope().with(Dispatch::new(subscriber)).because("log monitor").enter()
+    scope()
+        .with(Dispatch::new(subscriber))
+        .because("log monitor")
+        .enter()
 }

@@ -47,7 +47,9 @@ impl Context {
     /// increment.
     #[inline]
     pub fn current() -> Context {
-        Context { frame: State::try_with(State::top_frame).flatten() }
+        Context {
+            frame: State::try_with(State::top_frame).flatten(),
+        }
     }
 
     /// A context with no entries.
@@ -103,10 +105,17 @@ impl Context {
         site: &'static Location<'static>,
     ) -> Context {
         // An empty context carries nothing worth recording.
-        let Some(parent) = &self.frame else { return Context::empty() };
+        let Some(parent) = &self.frame else {
+            return Context::empty();
+        };
         let thread = State::try_with(State::thread_info)
             .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
-        let record = HopRecord { kind, label, site, arrived: OnceLock::new() };
+        let record = HopRecord {
+            kind,
+            label,
+            site,
+            arrived: OnceLock::new(),
+        };
         let carried = Arc::clone(&parent.carried);
         let frame = Frame::new(
             Some(Arc::clone(parent)),
@@ -115,7 +124,9 @@ impl Context {
             Arc::clone(&carried),
             carried,
         );
-        Context { frame: Some(Arc::new(frame)) }
+        Context {
+            frame: Some(Arc::new(frame)),
+        }
     }
 
     /// Makes this snapshot the current context while `f` runs, then restores
@@ -146,7 +157,10 @@ impl Context {
 
     /// The frame to make current: the top frame itself, or, when local
     /// entries are visible in it, an `Entered` frame that leaves them out.
-    pub(crate) fn frame_for_entering(&self, site: &'static Location<'static>) -> Option<Arc<Frame>> {
+    pub(crate) fn frame_for_entering(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Option<Arc<Frame>> {
         let top = self.frame.as_ref()?;
         if !top.has_local_entries() {
             return Some(Arc::clone(top));
@@ -170,7 +184,10 @@ impl Context {
     /// [`Missing`] when the snapshot carries no `T`.
     #[track_caller]
     pub fn get<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, Missing> {
-        let found = self.frame.as_ref().and_then(|f| f.carried.get(TypeId::of::<T>()));
+        let found = self
+            .frame
+            .as_ref()
+            .and_then(|f| f.carried.get(TypeId::of::<T>()));
         match found.map(|e| &e.value) {
             Some(Value::Shared(v)) => match Arc::clone(v).downcast::<T>() {
                 Ok(v) => Ok(v),
@@ -182,7 +199,13 @@ impl Context {
 
     /// Whether the snapshot carries a value of type `T`.
     pub fn contains<T: 'static>(&self) -> bool {
-        self.frame.as_ref().is_some_and(|f| f.carried.get(TypeId::of::<T>()).is_some())
+        self.contains_id(TypeId::of::<T>())
+    }
+
+    pub(crate) fn contains_id(&self, id: TypeId) -> bool {
+        self.frame
+            .as_ref()
+            .is_some_and(|f| f.carried.get(id).is_some())
     }
 
     /// A dump of what this snapshot carries, with provenance.

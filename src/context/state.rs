@@ -91,7 +91,10 @@ impl State {
 
     /// A counted reference to the current frame.
     pub(crate) fn top_frame(&self) -> Option<Arc<Frame>> {
-        self.stack.borrow().last().and_then(|slot| slot.frame.clone())
+        self.stack
+            .borrow()
+            .last()
+            .and_then(|slot| slot.frame.clone())
     }
 
     pub(crate) fn next_seq(&self) -> u64 {
@@ -101,7 +104,10 @@ impl State {
     }
 
     pub(crate) fn thread_info(&self) -> Arc<ThreadInfo> {
-        Arc::clone(self.thread.get_or_init(|| Arc::new(ThreadInfo::of_current())))
+        Arc::clone(
+            self.thread
+                .get_or_init(|| Arc::new(ThreadInfo::of_current())),
+        )
     }
 
     /// Makes `frame` current; returns the id to pop it with.
@@ -110,7 +116,8 @@ impl State {
         if let Some(FrameKind::Hop(hop)) = frame.as_deref().map(|f| &f.kind) {
             hop.arrived.get_or_init(|| self.thread_info());
         }
-        self.top.set(frame.as_deref().map_or(ptr::null(), |f| f as *const Frame));
+        self.top
+            .set(frame.as_deref().map_or(ptr::null(), |f| f as *const Frame));
         self.stack.borrow_mut().push(Slot { id, frame, site });
         self.sync_dispatch();
         id
@@ -165,7 +172,11 @@ impl State {
 
     pub(crate) fn local_value(&self, seq: u64) -> Option<Arc<dyn Any>> {
         let locals = self.locals.borrow();
-        locals.iter().rev().find(|(s, _)| *s == seq).map(|(_, v)| Arc::clone(v))
+        locals
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, v)| Arc::clone(v))
     }
 
     /// Removes local values; the caller drops them after this returns.
@@ -190,7 +201,11 @@ impl State {
         // stack slot, which we hold no borrow on but which cannot be dropped
         // during this call (nothing here pops the stack).
         let want = unsafe { top.as_ref() }.map_or(0, |f| f.dispatch);
-        let have = self.applied_dispatch.borrow().as_ref().map_or(0, |(p, _)| *p);
+        let have = self
+            .applied_dispatch
+            .borrow()
+            .as_ref()
+            .map_or(0, |(p, _)| *p);
         if want == have {
             return;
         }
@@ -205,7 +220,9 @@ impl State {
                 .visible
                 .get(std::any::TypeId::of::<tracing::Dispatch>())
                 .and_then(|e| match &e.value {
-                    super::entry::Value::Shared(v) => v.downcast_ref::<tracing::Dispatch>().cloned(),
+                    super::entry::Value::Shared(v) => {
+                        v.downcast_ref::<tracing::Dispatch>().cloned()
+                    }
                     super::entry::Value::Local => self
                         .local_value(e.seq)
                         .and_then(|v| v.downcast_ref::<tracing::Dispatch>().cloned()),

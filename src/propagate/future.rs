@@ -67,7 +67,11 @@ impl<F: Future> Future for WithContext<F> {
             *this.frame = frame;
             return this.inner.poll(cx);
         };
-        let _restore = TakeBack { id, slot: this.frame, site };
+        let _restore = TakeBack {
+            id,
+            slot: this.frame,
+            site,
+        };
         this.inner.poll(cx)
     }
 }
@@ -121,7 +125,11 @@ pub trait FutureExt: Future + Sized {
     #[track_caller]
     fn in_current_context(self) -> WithContext<Self> {
         let site = Location::caller();
-        WithContext::new(self, Context::current().hop_at(HopKind::Task, None, site), site)
+        WithContext::new(
+            self,
+            Context::current().hop_at(HopKind::Task, None, site),
+            site,
+        )
     }
 
     /// Wraps the future so every poll runs in `ctx`, recording a task hop

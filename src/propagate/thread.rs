@@ -54,7 +54,10 @@ impl Default for Builder {
 impl Builder {
     /// A builder with default settings.
     pub fn new() -> Builder {
-        Builder { inner: std::thread::Builder::new(), name: None }
+        Builder {
+            inner: std::thread::Builder::new(),
+            name: None,
+        }
     }
 
     /// Names the thread (also the label of the hop in dumps).

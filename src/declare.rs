@@ -1,0 +1,249 @@
+//! Declared context: what `#[requires]` functions need, checked on entry,
+//! documented by rustdoc and verifiable at start-up.
+//!
+//! The attribute itself lives in the `milieu-macros` crate; this module is
+//! the run-time half it expands to.
+
+use std::any::TypeId;
+use std::fmt;
+
+use crate::context::{contains_id, Context, Declared, Dump, Missing, Site};
+
+/// One type a function requires from the context.
+///
+/// Built by `#[requires]`; [`Requirement::of`] builds one by hand.
+#[derive(Clone, Copy)]
+pub struct Requirement {
+    type_name: fn() -> &'static str,
+    type_id: fn() -> TypeId,
+}
+
+impl Requirement {
+    /// The requirement of a `T` in the context.
+    pub fn of<T: ?Sized + 'static>() -> Requirement {
+        Requirement {
+            type_name: std::any::type_name::<T>,
+            type_id: TypeId::of::<T>,
+        }
+    }
+
+    /// For the macro: usable in `const` and `static` items, where
+    /// `TypeId::of` cannot be called yet but can be named.
+    #[doc(hidden)]
+    pub const fn from_fns(type_name: fn() -> &'static str, type_id: fn() -> TypeId) -> Self {
+        Requirement { type_name, type_id }
+    }
+
+    /// The required type's name.
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// The required type's id.
+    pub fn type_id(&self) -> TypeId {
+        (self.type_id)()
+    }
+}
+
+impl fmt::Debug for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Requirement({})", self.type_name())
+    }
+}
+
+/// Everything one annotated function requires, with where it says so.
+///
+/// `#[requires]` on a free, non-generic function `handle` makes
+/// `handle::requirements()` return one; on a method `handle` it adds the
+/// associated constant `HANDLE_REQUIREMENTS`. Pass them to [`verify`] at
+/// start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Requirements {
+    function: &'static str,
+    site: Site,
+    types: &'static [Requirement],
+}
+
+impl Requirements {
+    /// For the macro.
+    #[doc(hidden)]
+    pub const fn new(
+        function: &'static str,
+        file: &'static str,
+        line: u32,
+        column: u32,
+        types: &'static [Requirement],
+    ) -> Self {
+        Requirements {
+            function,
+            site: Site { file, line, column },
+            types,
+        }
+    }
+
+    /// The annotated function, with its module path.
+    pub fn function(&self) -> &'static str {
+        self.function
+    }
+
+    /// Where the requirement is declared.
+    pub fn site(&self) -> Site {
+        self.site
+    }
+
+    /// The required types.
+    pub fn types(&self) -> &'static [Requirement] {
+        self.types
+    }
+
+    /// The required types missing from `ctx`.
+    pub fn missing_in(&self, ctx: &Context) -> Vec<&'static str> {
+        self.types
+            .iter()
+            .filter(|r| !ctx.contains_id(r.type_id()))
+            .map(Requirement::type_name)
+            .collect()
+    }
+}
+
+/// Checks at start-up that `ctx` satisfies every declared requirement,
+/// before a service starts serving.
+///
+/// # Errors
+///
+/// A [`VerifyReport`] naming each function that could not run in `ctx`,
+/// what it misses, where it declared it, and what `ctx` does hold.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::{Requirement, Requirements};
+/// struct Db;
+/// struct Clock;
+///
+/// static HANDLER: Requirements = Requirements::new(
+///     "orders::handle", file!(), line!(), column!(),
+///     &[Requirement::from_fns(std::any::type_name::<Db>, std::any::TypeId::of::<Db>),
+///       Requirement::from_fns(std::any::type_name::<Clock>, std::any::TypeId::of::<Clock>)],
+/// );
+///
+/// let root = milieu::scope().with(Db).run(milieu::Context::current);
+/// let report = milieu::verify(&root, &[HANDLER]).unwrap_err();
+/// assert!(report.to_string().contains("orders::handle"));
+/// assert_eq!(report.failures()[0].1, vec![std::any::type_name::<Clock>()]);
+/// ```
+pub fn verify(ctx: &Context, functions: &[Requirements]) -> Result<(), VerifyReport> {
+    let failures: Vec<_> = functions
+        .iter()
+        .filter_map(|r| {
+            let missing = r.missing_in(ctx);
+            (!missing.is_empty()).then_some((*r, missing))
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyReport {
+            checked: functions.len(),
+            failures,
+            present: ctx.dump(),
+        })
+    }
+}
+
+/// What [`verify`] found missing.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    checked: usize,
+    failures: Vec<(Requirements, Vec<&'static str>)>,
+    present: Dump,
+}
+
+impl VerifyReport {
+    /// Each function that cannot run, with the types it misses.
+    pub fn failures(&self) -> &[(Requirements, Vec<&'static str>)] {
+        &self.failures
+    }
+
+    /// What the verified context holds.
+    pub fn present(&self) -> &Dump {
+        &self.present
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "milieu: {} of {} declared function(s) cannot run in this context:",
+            self.failures.len(),
+            self.checked
+        )?;
+        for (req, missing) in &self.failures {
+            let list = missing
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            writeln!(
+                f,
+                "  `{}` (declared at {}) needs {list}",
+                req.function, req.site
+            )?;
+        }
+        write!(f, "  present: ")?;
+        for (i, line) in self.present.to_string().lines().enumerate() {
+            if i > 0 {
+                write!(f, "\n  ")?;
+            }
+            write!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VerifyReport {}
+
+/// What the `#[requires]` expansion calls. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use std::any::{type_name, TypeId};
+    pub use std::panic::Location;
+    pub use std::sync::Arc;
+
+    /// Whether every listed type is visible now.
+    #[inline]
+    pub fn all_present(types: &[Requirement]) -> bool {
+        types.iter().all(|r| contains_id(r.type_id()))
+    }
+
+    /// The one report for everything `types` misses right now.
+    #[cold]
+    pub fn missing(
+        function: &'static str,
+        declared: (&'static str, u32, u32),
+        types: &[Requirement],
+        call_site: Option<&'static Location<'static>>,
+    ) -> Missing {
+        let missing: Vec<_> = types
+            .iter()
+            .filter(|r| !contains_id(r.type_id()))
+            .map(Requirement::type_name)
+            .collect();
+        let (file, line, column) = declared;
+        let declared = Declared {
+            function,
+            site: Site { file, line, column },
+        };
+        Missing::for_requirement(missing, declared, call_site)
+    }
+
+    /// The panic path for functions that do not return a `Result`.
+    #[cold]
+    #[track_caller]
+    pub fn fail(missing: Missing) -> ! {
+        panic!("{missing}")
+    }
+}
