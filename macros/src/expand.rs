@@ -92,7 +92,7 @@ pub(crate) fn expand(plan: Plan) -> TokenStream {
             // so the report can name the caller, and the closure is not, so
             // panics inside the body keep their own locations.
             #[allow(unused_mut)]
-            let __milieu_body = move |#(#params),*| -> #output #block;
+            let mut __milieu_body = move |#(#params),*| -> #output #block;
             #run
         }
     } else {

@@ -26,8 +26,20 @@ pub fn requires(args: TokenStream, item: TokenStream) -> TokenStream {
     result.unwrap_or_else(|err| fallback(err, original)).into()
 }
 
-/// The error, and the function as written so its other uses still resolve.
+/// The error, and the function as written (less its `#[ctx]` markers,
+/// which mean nothing to rustc) so its other uses still resolve.
 fn fallback(err: syn::Error, original: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let error = err.to_compile_error();
-    quote::quote!(#error #original)
+    let item = match syn::parse2::<syn::ItemFn>(original.clone()) {
+        Ok(mut func) => {
+            for arg in &mut func.sig.inputs {
+                if let syn::FnArg::Typed(typed) = arg {
+                    typed.attrs.retain(|a| !a.path().is_ident("ctx"));
+                }
+            }
+            quote::quote!(#func)
+        }
+        Err(_) => original,
+    };
+    quote::quote!(#error #item)
 }

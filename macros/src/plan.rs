@@ -63,8 +63,8 @@ pub(crate) fn plan(args: Args, mut func: ItemFn) -> syn::Result<Plan> {
     let returns_result = returns_result(&func.sig.output);
     let on_missing = match args.on_missing {
         Some(OnMissing::Error) if !returns_result => {
-            return Err(syn::Error::new(
-                func.sig.output.span(),
+            return Err(syn::Error::new_spanned(
+                &func.sig.output,
                 "`on_missing = error` needs a `Result<_, E>` return type with \
                  `E: From<milieu::Missing>`",
             ))
@@ -127,15 +127,15 @@ fn take_injected(func: &mut ItemFn) -> syn::Result<Vec<Injected>> {
         };
         let attr = typed.attrs.remove(at);
         if !matches!(attr.meta, syn::Meta::Path(_)) {
-            return Err(syn::Error::new(attr.span(), "`#[ctx]` takes no arguments"));
+            return Err(syn::Error::new_spanned(attr, "`#[ctx]` takes no arguments"));
         }
         let (name, mutability) =
             match &*typed.pat {
                 Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
                     (p.ident.clone(), p.mutability)
                 }
-                other => return Err(syn::Error::new(
-                    other.span(),
+                other => return Err(syn::Error::new_spanned(
+                    other,
                     "`#[ctx]` needs a plain parameter name (`#[ctx] db: Arc<Db>`), not a pattern",
                 )),
             };
@@ -156,8 +156,8 @@ fn take_injected(func: &mut ItemFn) -> syn::Result<Vec<Injected>> {
 fn injected_key(ty: &Type) -> syn::Result<(Type, bool)> {
     match ty {
         Type::Reference(r) if r.mutability.is_none() => Ok(((*r.elem).clone(), true)),
-        Type::Reference(r) => Err(syn::Error::new(
-            r.span(),
+        Type::Reference(r) => Err(syn::Error::new_spanned(
+            r,
             "`#[ctx]` values are shared: take `&T` or `Arc<T>`, not `&mut T`",
         )),
         Type::Path(p) if p.qself.is_none() => {
@@ -176,8 +176,8 @@ fn injected_key(ty: &Type) -> syn::Result<(Type, bool)> {
 }
 
 fn not_shared(ty: &Type) -> syn::Error {
-    syn::Error::new(
-        ty.span(),
+    syn::Error::new_spanned(
+        ty,
         format!(
             "`#[ctx]` parameters are `Arc<T>` (owned) or `&T` (borrowed): the context holds \
              shared values; write `Arc<{0}>` or `&{0}`",

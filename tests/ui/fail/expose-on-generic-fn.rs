@@ -1,0 +1,6 @@
+struct Repo<T>(T);
+
+#[milieu::requires(Repo<T>, expose = true)]
+fn handle<T: Send + Sync + 'static>() {}
+
+fn main() {}

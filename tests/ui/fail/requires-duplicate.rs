@@ -1,0 +1,6 @@
+struct Db;
+
+#[milieu::requires(Db, Db)]
+fn handle() {}
+
+fn main() {}

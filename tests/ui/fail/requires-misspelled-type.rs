@@ -1,0 +1,8 @@
+struct Db;
+
+#[milieu::requires(Dbb)]
+fn handle() {}
+
+fn main() {
+    let _ = Db;
+}

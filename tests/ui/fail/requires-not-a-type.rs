@@ -1,0 +1,4 @@
+#[milieu::requires(42)]
+fn handle() {}
+
+fn main() {}

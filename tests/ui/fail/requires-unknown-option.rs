@@ -1,0 +1,6 @@
+struct Db;
+
+#[milieu::requires(Db, retries = 3)]
+fn handle() {}
+
+fn main() {}
