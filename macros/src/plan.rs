@@ -197,8 +197,9 @@ fn returns_result(output: &ReturnType) -> bool {
 }
 
 /// Whether `move || -> R { body }` can stand for the body: not when `R`
-/// holds `impl Trait` (not allowed there) or borrows (closure lifetime
-/// elision differs from functions').
+/// holds `impl Trait` (not allowed there) or an elided lifetime (`&T`,
+/// `'_`: closures elide differently from functions). Named lifetimes,
+/// `'static` included, are fine.
 fn closure_can_return(output: &ReturnType) -> bool {
     let ReturnType::Type(_, ty) = output else {
         return true;
@@ -208,11 +209,17 @@ fn closure_can_return(output: &ReturnType) -> bool {
         fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
             self.0 = true;
         }
-        fn visit_type_reference(&mut self, _: &'ast syn::TypeReference) {
-            self.0 = true;
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            match &r.lifetime {
+                Some(lifetime) => self.visit_lifetime(lifetime),
+                None => self.0 = true,
+            }
+            self.visit_type(&r.elem);
         }
-        fn visit_lifetime(&mut self, _: &'ast syn::Lifetime) {
-            self.0 = true;
+        fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+            if lifetime.ident == "_" {
+                self.0 = true;
+            }
         }
     }
     let mut finder = Finder(false);
