@@ -393,16 +393,19 @@ impl fmt::Display for Dump {
         let visible = count(|s| matches!(s, EntryStatus::Visible));
         let shadowed = count(|s| matches!(s, EntryStatus::Shadowed { .. }));
         let left = count(|s| matches!(s, EntryStatus::NotCarried { .. }));
-        let what = if self.snapshot {
-            "snapshot taken"
+        if self.snapshot {
+            write!(
+                f,
+                "milieu snapshot (dumped on thread {}): {visible} visible",
+                self.thread
+            )?;
         } else {
-            "context"
-        };
-        write!(
-            f,
-            "milieu {what} on thread {}: {visible} visible",
-            self.thread
-        )?;
+            write!(
+                f,
+                "milieu context on thread {}: {visible} visible",
+                self.thread
+            )?;
+        }
         if shadowed > 0 {
             write!(f, ", {shadowed} shadowed")?;
         }
