@@ -16,7 +16,47 @@ mod args;
 mod expand;
 mod plan;
 
-/// Declares the context a function needs; see `milieu::requires`.
+/// Declares the context a function needs.
+///
+/// `#[requires(A, B, ...)]` lists types the function needs in the context;
+/// `#[ctx] name: Arc<T>` and `#[ctx] name: &T` parameters are injected
+/// from the context (and count as requirements). On entry every
+/// requirement is checked; if any is missing, **one** `milieu::Missing`
+/// lists them all, with this declaration's site, the call site and a dump
+/// of what is present. A function returning `Result<_, E>` with
+/// `E: From<milieu::Missing>` returns it; any other function panics with it.
+/// An `async fn` is checked when first polled, in the context it runs in.
+///
+/// Options, after the types:
+/// - `on_missing = panic | error`: override the choice above.
+/// - `expose = true | false`: whether to emit `NAME_REQUIREMENTS`, a
+///   `milieu::Requirements` constant for start-up checks with
+///   `milieu::verify`. Default: on for free functions, off for methods
+///   (a trait impl cannot take extra items).
+///
+/// rustdoc shows a "Context" section on the function listing the types.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// struct Db(&'static str);
+/// struct Clock;
+///
+/// #[milieu::requires(Clock)]
+/// fn store(item: &str, #[ctx] db: Arc<Db>) -> Result<String, milieu::Missing> {
+///     Ok(format!("{item} -> {}", db.0))
+/// }
+///
+/// let _db = milieu::provide(Db("orders"));
+/// let missing = store("book").unwrap_err(); // no Clock
+/// assert_eq!(missing.type_names(), [std::any::type_name::<Clock>()]);
+///
+/// let _clock = milieu::provide(Clock);
+/// assert_eq!(store("book").unwrap(), "book -> orders");
+/// assert_eq!(STORE_REQUIREMENTS.types().len(), 2);
+/// ```
 #[proc_macro_attribute]
 pub fn requires(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
