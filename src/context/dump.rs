@@ -219,29 +219,31 @@ impl Dump {
             // Hops seen so far walking down, newest first; the last one is
             // the hop nearest to the frame being visited.
             let mut hops_above: Vec<HopDump> = Vec::new();
-            // Whether a hop or re-entry separates the visited frame from the
-            // top, i.e. local entries there were left behind.
-            let mut cut_above = matches!(view, View::Snapshot);
+            // The cut (hop or re-entry) nearest above the visited frame, if
+            // any: local entries there were left behind by it. `Some(None)`
+            // is a re-entered snapshot (or the snapshot view itself).
+            let mut cut_above: Option<Option<HopDump>> =
+                matches!(view, View::Snapshot).then_some(None);
             for frame in top.chain() {
                 match &frame.kind {
                     FrameKind::Hop(hop) => {
                         let hop = hop_dump(hop, &frame.thread);
                         frames.push(FrameDump::Hop(hop.clone()));
-                        hops_above.push(hop);
-                        cut_above = true;
+                        hops_above.push(hop.clone());
+                        cut_above = Some(Some(hop));
                     }
                     FrameKind::Entered { site } => {
                         frames.push(FrameDump::Entered {
                             site: Site::from(*site),
                             thread: (*frame.thread).clone(),
                         });
-                        cut_above = true;
+                        cut_above = Some(None);
                     }
                     FrameKind::Installed { site, entries } => {
                         let hops: Vec<HopDump> = hops_above.iter().rev().cloned().collect();
                         let entries = entries
                             .iter()
-                            .map(|e| entry_dump(e, frame, map, &hops, cut_above, view))
+                            .map(|e| entry_dump(e, frame, map, &hops, cut_above.as_ref(), view))
                             .collect();
                         frames.push(FrameDump::Installed {
                             site: Site::from(*site),
@@ -320,15 +322,15 @@ fn entry_dump(
     frame: &Frame,
     map: &EntryMap,
     hops: &[HopDump],
-    cut_above: bool,
+    cut_above: Option<&Option<HopDump>>,
     view: View,
 ) -> EntryDump {
     let found = map.get(entry.type_id);
     let status = if found.is_some_and(|f| Arc::ptr_eq(f, entry)) {
         EntryStatus::Visible
-    } else if entry.policy() == Policy::Local && cut_above {
+    } else if let (Policy::Local, Some(left_at)) = (entry.policy(), cut_above) {
         EntryStatus::NotCarried {
-            hop: hops.first().cloned(),
+            hop: left_at.clone(),
         }
     } else {
         EntryStatus::Shadowed {

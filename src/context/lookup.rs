@@ -10,7 +10,6 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use super::entry::{Entry, Value};
-use super::frame::Frame;
 use super::install::downcast_arc;
 use super::missing::Missing;
 use super::state::State;
@@ -74,28 +73,27 @@ pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
 #[inline]
 pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
     let site = Location::caller();
-    let Some(frame) = pin_top() else {
-        return Err(Missing::for_current::<T>(site));
-    };
-    let _unpin = Unpin;
-    // SAFETY: `pin_top` pinned the thread state, so the frame is not dropped
-    // before `_unpin` runs, even if `f` pops it off the stack.
-    let frame = unsafe { &*frame };
-    let Some(entry) = frame.visible.get(TypeId::of::<T>()) else {
-        return Err(Missing::for_current::<T>(site));
-    };
-    match &entry.value {
-        Value::Shared(value) => match value.downcast_ref::<T>() {
-            Some(value) => Ok(f(value)),
-            None => Err(Missing::for_current::<T>(site)),
-        },
-        // Local values live in the thread's table, which `f` may change:
-        // hold a clone while `f` runs rather than a borrow of the table.
-        Value::Local => match State::try_with(|s| value_of::<T>(s, entry)).flatten() {
-            Some(value) => Ok(f(&value)),
-            None => Err(Missing::for_current::<T>(site)),
-        },
-    }
+    let found = State::try_with(|state| {
+        // SAFETY: the pointer is null or points to the frame owned by the
+        // top stack slot; it is pinned below before any user code runs.
+        let frame = unsafe { state.top_ptr().as_ref() }?;
+        let entry = frame.visible.get(TypeId::of::<T>())?;
+        match &entry.value {
+            Value::Shared(value) => {
+                let value = value.downcast_ref::<T>()?;
+                // `f` may pop this frame off the stack; the pin keeps it
+                // (and so `value`) alive until `f` has returned.
+                let _pin = Pin::new(state);
+                Some(f(value))
+            }
+            // Local values live in the thread's table, which `f` may
+            // change: hold a clone while `f` runs, not a borrow of it.
+            Value::Local => value_of::<T>(state, entry).map(|value| f(&value)),
+        }
+    });
+    found
+        .flatten()
+        .ok_or_else(|| Missing::for_current::<T>(site))
 }
 
 /// Whether a value of type `T` is visible in the current context.
@@ -131,26 +129,18 @@ pub(crate) fn value_of<T: 'static>(state: &State, entry: &Entry) -> Option<Arc<T
     }
 }
 
-/// Pins the thread state and returns the current frame, or `None` (and no
-/// pin) when the context is empty or the thread is exiting.
-fn pin_top() -> Option<*const Frame> {
-    State::try_with(|state| {
-        let top = state.top_ptr();
-        if top.is_null() {
-            None
-        } else {
-            state.pin();
-            Some(top)
-        }
-    })
-    .flatten()
+/// Pins the thread state while alive, also when `f` panics.
+struct Pin<'a>(&'a State);
+
+impl<'a> Pin<'a> {
+    fn new(state: &'a State) -> Self {
+        state.pin();
+        Pin(state)
+    }
 }
 
-/// Releases the pin taken by [`pin_top`], also when `f` panics.
-struct Unpin;
-
-impl Drop for Unpin {
+impl Drop for Pin<'_> {
     fn drop(&mut self) {
-        State::try_with(State::unpin);
+        self.0.unpin();
     }
 }

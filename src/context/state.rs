@@ -33,6 +33,8 @@ pub(crate) struct State {
     /// dropped, so the frame a borrow points into stays alive.
     pins: Cell<usize>,
     graveyard: RefCell<Vec<Arc<Frame>>>,
+    /// Whether `graveyard` holds anything (saves a borrow on every unpin).
+    parked: Cell<bool>,
     /// Values of local entries, keyed by the entry's sequence number.
     locals: RefCell<Vec<(u64, Arc<dyn Any>)>>,
     thread: OnceCell<Arc<ThreadInfo>>,
@@ -67,6 +69,7 @@ impl State {
             next_seq: Cell::new(1),
             pins: Cell::new(0),
             graveyard: RefCell::new(Vec::new()),
+            parked: Cell::new(false),
             locals: RefCell::new(Vec::new()),
             thread: OnceCell::new(),
             applied_dispatch: RefCell::new(None),
@@ -150,6 +153,7 @@ impl State {
             drop_all(frames);
         } else {
             self.graveyard.borrow_mut().extend(frames);
+            self.parked.set(true);
         }
     }
 
@@ -160,7 +164,7 @@ impl State {
     pub(crate) fn unpin(&self) {
         let pins = self.pins.get() - 1;
         self.pins.set(pins);
-        if pins == 0 {
+        if pins == 0 && self.parked.replace(false) {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             drop_all(parked);
         }
