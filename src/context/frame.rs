@@ -110,10 +110,10 @@ pub(crate) struct Frame {
     /// The thread that created the frame (installer or capturer).
     pub(crate) thread: Arc<ThreadInfo>,
     /// Every entry visible from this frame, flattened for O(1) lookup.
-    pub(crate) visible: Arc<EntryMap>,
+    pub(crate) visible: EntryMap,
     /// The visible entries a snapshot carries (local ones removed). The same
-    /// `Arc` as `visible` when no local entry is visible.
-    pub(crate) carried: Arc<EntryMap>,
+    /// table as `visible` when no local entry is visible.
+    pub(crate) carried: EntryMap,
     /// Address of the visible `tracing::Dispatch` entry, 0 if none: compared
     /// on every switch of the current frame to keep tracing's default in step.
     pub(crate) dispatch: usize,
@@ -124,8 +124,8 @@ impl Frame {
         parent: Option<Arc<Frame>>,
         kind: FrameKind,
         thread: Arc<ThreadInfo>,
-        visible: Arc<EntryMap>,
-        carried: Arc<EntryMap>,
+        visible: EntryMap,
+        carried: EntryMap,
     ) -> Self {
         let dispatch = visible
             .get(TypeId::of::<tracing::Dispatch>())
@@ -142,7 +142,7 @@ impl Frame {
 
     /// Whether some visible entry is local (so snapshots must drop it).
     pub(crate) fn has_local_entries(&self) -> bool {
-        !Arc::ptr_eq(&self.visible, &self.carried)
+        !self.visible.same(&self.carried)
     }
 
     /// Iterates this frame and its ancestors, top first.

@@ -38,7 +38,9 @@ use crate::propagate::WithContext;
 /// ```
 #[track_caller]
 pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
-    scope().with(value).enter()
+    // The one-entry path: no `Scope` vector to allocate.
+    let entry = pending::<T>(PendingValue::Shared(Arc::new(value)), None);
+    install([entry], None, Location::caller())
 }
 
 /// Installs a shared value under the type `T` (not `Arc<T>`), so
@@ -208,51 +210,58 @@ impl Scope {
     /// is made from a thread-local destructor during thread exit).
     #[track_caller]
     pub fn enter(self) -> Guard {
-        let site = Location::caller();
-        let installed = State::try_with(|state| {
-            let parent = state.top_frame();
-            let thread = state.thread_info();
-            let mut locals = Vec::new();
-            let entries: Vec<Arc<Entry>> = self
-                .pending
-                .into_iter()
-                .map(|p| {
-                    let seq = state.next_seq();
-                    let value = match p.value {
-                        PendingValue::Shared(v) => Value::Shared(v),
-                        PendingValue::Local(v) => {
-                            state.insert_local(seq, v);
-                            locals.push(seq);
-                            Value::Local
-                        }
-                    };
-                    Arc::new(Entry {
-                        type_id: p.type_id,
-                        type_name: p.type_name,
-                        value,
-                        site: p.site,
-                        seq,
-                        reason: p.reason.or_else(|| self.reason.clone()),
-                        debug: p.debug,
-                    })
+        install(self.pending, self.reason, Location::caller())
+    }
+}
+
+/// Installs `pending` as one frame on top of the current context.
+fn install(
+    pending: impl IntoIterator<Item = Pending>,
+    reason: Option<Cow<'static, str>>,
+    site: &'static Location<'static>,
+) -> Guard {
+    let installed = State::try_with(|state| {
+        let parent = state.top_frame();
+        let thread = state.thread_info();
+        let mut locals = Vec::new();
+        let entries: Vec<Arc<Entry>> = pending
+            .into_iter()
+            .map(|p| {
+                let seq = state.next_seq();
+                let value = match p.value {
+                    PendingValue::Shared(v) => Value::Shared(v),
+                    PendingValue::Local(v) => {
+                        state.insert_local(seq, v);
+                        locals.push(seq);
+                        Value::Local
+                    }
+                };
+                Arc::new(Entry {
+                    type_id: p.type_id,
+                    type_name: p.type_name,
+                    value,
+                    site: p.site,
+                    seq,
+                    reason: p.reason.or_else(|| reason.clone()),
+                    debug: p.debug,
                 })
-                .collect();
-            let frame = new_installed_frame(parent, entries, site, thread);
-            let id = state.push(Some(Arc::new(frame)), site);
-            (id, locals)
-        });
-        match installed {
-            Some((id, locals)) => Guard {
-                id,
-                locals,
-                site,
-                _not_send: PhantomData,
-            },
-            None => panic!(
-                "milieu: cannot install context at {site}: this thread's context \
-                 state is already destroyed (thread exit)"
-            ),
-        }
+            })
+            .collect();
+        let frame = new_installed_frame(parent, entries, site, thread);
+        let id = state.push(Some(Arc::new(frame)), site);
+        (id, locals)
+    });
+    match installed {
+        Some((id, locals)) => Guard {
+            id,
+            locals,
+            site,
+            _not_send: PhantomData,
+        },
+        None => panic!(
+            "milieu: cannot install context at {site}: this thread's context \
+             state is already destroyed (thread exit)"
+        ),
     }
 }
 
@@ -284,25 +293,17 @@ fn new_installed_frame(
     site: &'static Location<'static>,
     thread: Arc<super::frame::ThreadInfo>,
 ) -> Frame {
-    let empty = Arc::<EntryMap>::default;
     let (parent_visible, parent_carried) = match &parent {
-        Some(p) => (Arc::clone(&p.visible), Arc::clone(&p.carried)),
-        None => {
-            let map = empty();
-            (Arc::clone(&map), map)
-        }
+        Some(p) => (p.visible.clone(), p.carried.clone()),
+        None => (EntryMap::default(), EntryMap::default()),
     };
-    let visible = Arc::new(parent_visible.extended(&entries));
+    let visible = parent_visible.extended(&entries, |_| true);
     let any_local = entries.iter().any(|e| matches!(e.value, Value::Local));
-    let carried = if !any_local && Arc::ptr_eq(&parent_visible, &parent_carried) {
-        // The common case: nothing local anywhere, one map serves both.
-        Arc::clone(&visible)
-    } else if entries.iter().all(|e| matches!(e.value, Value::Local)) {
-        parent_carried
+    let carried = if !any_local && parent_visible.same(&parent_carried) {
+        // The common case: nothing local anywhere, one table serves both.
+        visible.clone()
     } else {
-        Arc::new(
-            parent_carried.extended(entries.iter().filter(|e| !matches!(e.value, Value::Local))),
-        )
+        parent_carried.extended(&entries, |e| !matches!(e.value, Value::Local))
     };
     Frame::new(
         parent,
@@ -363,7 +364,11 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let outcome = State::try_with(|state| {
             let popped = state.pop(self.id);
-            let locals = state.take_locals(&self.locals);
+            let locals = if self.locals.is_empty() {
+                Vec::new()
+            } else {
+                state.take_locals(&self.locals)
+            };
             (popped, locals)
         });
         // Thread teardown: the state (and everything in it) is gone already.

@@ -80,7 +80,9 @@ pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
         let entry = frame.visible.get(TypeId::of::<T>())?;
         match &entry.value {
             Value::Shared(value) => {
-                let value = value.downcast_ref::<T>()?;
+                // SAFETY: `shared_ref` points to the `T` in an allocation the
+                // frame keeps alive (and the pin below keeps the frame).
+                let value = unsafe { &*shared_ref::<T>(entry, value) };
                 // `f` may pop this frame off the stack; the pin keeps it
                 // (and so `value`) alive until `f` has returned.
                 let _pin = Pin::new(state);
@@ -121,12 +123,36 @@ pub(crate) fn contains_id(id: TypeId) -> bool {
     .unwrap_or(false)
 }
 
-/// The value of `entry` as an `Arc<T>`.
+/// The value of `entry`, an entry found under `TypeId::of::<T>()`, as an
+/// `Arc<T>`.
+#[inline]
 pub(crate) fn value_of<T: 'static>(state: &State, entry: &Entry) -> Option<Arc<T>> {
     match &entry.value {
-        Value::Shared(value) => downcast_arc::<T>(Arc::clone(value) as Arc<dyn std::any::Any>),
+        Value::Shared(value) => {
+            let value = shared_ref::<T>(entry, value);
+            // SAFETY: `shared_ref` points into the live `Arc` allocation
+            // made for a `T` (see there); taking one more strong count
+            // and wrapping it is `Arc::clone` on the typed `Arc`.
+            Some(unsafe {
+                Arc::increment_strong_count(value);
+                Arc::from_raw(value)
+            })
+        }
         Value::Local => state.local_value(entry.seq).and_then(downcast_arc::<T>),
     }
+}
+
+/// The `T` inside a shared entry found under `TypeId::of::<T>()`.
+///
+/// No run-time type check: the map is keyed by the `TypeId` that
+/// `Scope::with*` computed from the very `T` it boxed into this `Arc`, so
+/// the key match is the type check (`Arc::downcast` would repeat it
+/// through a virtual call on every lookup).
+#[inline]
+fn shared_ref<T: 'static>(entry: &Entry, value: &Arc<dyn std::any::Any + Send + Sync>) -> *const T {
+    debug_assert_eq!(entry.type_id, TypeId::of::<T>());
+    debug_assert!((**value).is::<T>());
+    Arc::as_ptr(value).cast::<T>()
 }
 
 /// Pins the thread state while alive, also when `f` panics.

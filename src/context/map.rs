@@ -9,94 +9,113 @@
 //! this choice.
 
 use std::any::TypeId;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::entry::Entry;
 
-/// Up to this many entries the map is a vector scanned linearly: comparing
-/// a handful of `TypeId`s is faster than hashing, and copying a short vector
-/// is one allocation.
-const SMALL: usize = 16;
-
-/// A map from `TypeId` to the entry visible for that type.
+/// A map from `TypeId` to the entry visible for that type: an
+/// open-addressing table (linear probing, load factor at most 1/2) indexed
+/// by the `TypeId`'s own hash bits. A hit is usually one probe, whether
+/// the map holds 3 entries or 1000.
+///
+/// The table is immutable and shared: cloning the map is one reference
+/// count increment, so a hop frame shares its parent's map.
 #[derive(Clone, Default)]
 pub(crate) struct EntryMap {
-    repr: Repr,
+    /// Power-of-two length; `None` when empty (no allocation).
+    slots: Option<Arc<[Slot]>>,
+    len: usize,
 }
 
-#[derive(Clone)]
-enum Repr {
-    Small(Vec<(TypeId, Arc<Entry>)>),
-    Large(HashMap<TypeId, Arc<Entry>, BuildHasherDefault<TypeIdHasher>>),
-}
-
-impl Default for Repr {
-    fn default() -> Self {
-        Repr::Small(Vec::new())
-    }
-}
+type Slot = Option<Arc<Entry>>;
 
 impl EntryMap {
     /// The entry visible for `id`, if any.
     #[inline]
     pub(crate) fn get(&self, id: TypeId) -> Option<&Arc<Entry>> {
-        match &self.repr {
-            Repr::Small(items) => items.iter().find(|(k, _)| *k == id).map(|(_, e)| e),
-            Repr::Large(map) => map.get(&id),
+        let slots = self.slots.as_deref()?;
+        let mask = slots.len() - 1;
+        let mut at = hash(id) as usize & mask;
+        // Terminates: at most half the slots are full.
+        loop {
+            match &slots[at] {
+                None => return None,
+                Some(entry) if entry.type_id == id => return Some(entry),
+                Some(_) => at = (at + 1) & mask,
+            }
         }
     }
 
     /// Number of visible entries.
     pub(crate) fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Small(items) => items.len(),
-            Repr::Large(map) => map.len(),
+        self.len
+    }
+
+    /// Whether `self` and `other` are the same table (not merely equal).
+    pub(crate) fn same(&self, other: &EntryMap) -> bool {
+        match (&self.slots, &other.slots) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
         }
     }
 
-    /// A copy of `self` with `entries` added, each replacing (shadowing) any
-    /// entry of the same type.
-    pub(crate) fn extended<'a>(&self, entries: impl IntoIterator<Item = &'a Arc<Entry>>) -> Self {
-        let mut out = self.clone();
-        for entry in entries {
-            out.insert(Arc::clone(entry));
+    /// A copy of `self` with the `entries` that `keep` accepts added, each
+    /// replacing (shadowing) any entry of the same type.
+    pub(crate) fn extended(&self, entries: &[Arc<Entry>], keep: impl Fn(&Entry) -> bool) -> Self {
+        let added = entries.iter().filter(|e| keep(e)).count();
+        if added == 0 {
+            return self.clone();
         }
-        out
+        let capacity = ((self.len + added) * 2).next_power_of_two().max(4);
+        // One allocation: collect straight into the `Arc`, then fill it
+        // while it is still unique.
+        let mut slots: Arc<[Slot]> = (0..capacity).map(|_| None).collect();
+        let mut len = 0;
+        if let Some(table) = Arc::get_mut(&mut slots) {
+            let new = entries.iter().filter(|e| keep(e));
+            for entry in self.values().chain(new) {
+                len += insert(table, Arc::clone(entry));
+            }
+        }
+        EntryMap {
+            slots: Some(slots),
+            len,
+        }
     }
 
     /// Iterates the visible entries in no particular order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        let (small, large) = match &self.repr {
-            Repr::Small(items) => (Some(items.iter().map(|(_, e)| e)), None),
-            Repr::Large(map) => (None, Some(map.values())),
-        };
-        small
-            .into_iter()
-            .flatten()
-            .chain(large.into_iter().flatten())
+        self.slots.as_deref().unwrap_or(&[]).iter().flatten()
     }
+}
 
-    fn insert(&mut self, entry: Arc<Entry>) {
-        let id = entry.type_id;
-        match &mut self.repr {
-            Repr::Small(items) => {
-                if let Some(slot) = items.iter_mut().find(|(k, _)| *k == id) {
-                    slot.1 = entry;
-                } else if items.len() < SMALL {
-                    items.push((id, entry));
-                } else {
-                    let mut map: HashMap<_, _, _> = items.drain(..).collect();
-                    map.insert(id, entry);
-                    self.repr = Repr::Large(map);
-                }
+/// Inserts into a table with room to spare; returns 1 if the entry is new,
+/// 0 if it replaced one of the same type.
+fn insert(slots: &mut [Slot], entry: Arc<Entry>) -> usize {
+    let mask = slots.len() - 1;
+    let mut at = hash(entry.type_id) as usize & mask;
+    loop {
+        match &mut slots[at] {
+            slot @ None => {
+                *slot = Some(entry);
+                return 1;
             }
-            Repr::Large(map) => {
-                map.insert(id, entry);
+            Some(old) if old.type_id == entry.type_id => {
+                *old = entry;
+                return 0;
             }
+            Some(_) => at = (at + 1) & mask,
         }
     }
+}
+
+#[inline]
+fn hash(id: TypeId) -> u64 {
+    let mut hasher = TypeIdHasher::default();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A hasher for `TypeId` keys, which are already well-distributed hashes:
@@ -114,10 +133,12 @@ impl Hasher for TypeIdHasher {
         }
     }
 
+    #[inline]
     fn write_u64(&mut self, n: u64) {
         self.0 ^= n;
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -128,7 +149,7 @@ mod tests {
     use std::any::TypeId;
     use std::sync::Arc;
 
-    use super::{EntryMap, Repr, SMALL};
+    use super::EntryMap;
     use crate::context::entry::{Entry, Value};
 
     fn entry(type_id: TypeId, seq: u64) -> Arc<Entry> {
@@ -155,8 +176,8 @@ mod tests {
     #[test]
     fn later_entries_shadow_earlier_ones_of_the_same_type() {
         let ids = ids();
-        let base = EntryMap::default().extended(&[entry(ids[0], 1), entry(ids[1], 2)]);
-        let top = base.extended(&[entry(ids[0], 3)]);
+        let base = EntryMap::default().extended(&[entry(ids[0], 1), entry(ids[1], 2)], |_| true);
+        let top = base.extended(&[entry(ids[0], 3)], |_| true);
         assert_eq!(top.len(), 2);
         assert_eq!(top.get(ids[0]).map(|e| e.seq), Some(3));
         assert_eq!(top.get(ids[1]).map(|e| e.seq), Some(2));
@@ -166,27 +187,31 @@ mod tests {
     }
 
     #[test]
-    fn grows_from_vector_to_hash_map_without_losing_entries() {
+    fn many_entries_are_all_found_and_shadowing_replaces() {
         let ids = ids();
         let mut map = EntryMap::default();
         for (seq, id) in ids.iter().enumerate() {
-            map = map.extended(&[entry(*id, seq as u64)]);
-            let small = matches!(map.repr, Repr::Small(_));
-            assert_eq!(
-                small,
-                seq < SMALL,
-                "representation after {} entries",
-                seq + 1
-            );
+            map = map.extended(&[entry(*id, seq as u64)], |_| true);
+            assert_eq!(map.len(), seq + 1);
+            let slots = map.slots.as_ref().map_or(0, |s| s.len());
+            assert!(slots >= 2 * map.len(), "load factor stays at most 1/2");
         }
-        assert_eq!(map.len(), ids.len());
         for (seq, id) in ids.iter().enumerate() {
             assert_eq!(map.get(*id).map(|e| e.seq), Some(seq as u64));
         }
         assert_eq!(map.values().count(), ids.len());
-        // Shadowing in the large representation replaces, not duplicates.
-        let shadowed = map.extended(&[entry(ids[5], 100)]);
+        let shadowed = map.extended(&[entry(ids[5], 100)], |_| true);
         assert_eq!(shadowed.len(), ids.len());
         assert_eq!(shadowed.get(ids[5]).map(|e| e.seq), Some(100));
+        assert_eq!(
+            map.get(ids[5]).map(|e| e.seq),
+            Some(5),
+            "the original is untouched"
+        );
+    }
+
+    #[test]
+    fn an_empty_map_finds_nothing() {
+        assert!(EntryMap::default().get(TypeId::of::<u8>()).is_none());
     }
 }

@@ -116,12 +116,12 @@ impl Context {
             site,
             arrived: OnceLock::new(),
         };
-        let carried = Arc::clone(&parent.carried);
+        let carried = parent.carried.clone();
         let frame = Frame::new(
             Some(Arc::clone(parent)),
             FrameKind::Hop(record),
             thread,
-            Arc::clone(&carried),
+            carried.clone(),
             carried,
         );
         Context {
@@ -167,12 +167,12 @@ impl Context {
         }
         let thread = State::try_with(State::thread_info)
             .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
-        let carried = Arc::clone(&top.carried);
+        let carried = top.carried.clone();
         Some(Arc::new(Frame::new(
             Some(Arc::clone(top)),
             FrameKind::Entered { site },
             thread,
-            Arc::clone(&carried),
+            carried.clone(),
             carried,
         )))
     }

@@ -40,6 +40,9 @@ pub(crate) struct State {
     thread: OnceCell<Arc<ThreadInfo>>,
     /// The `tracing` default milieu set for the current frame's dispatch.
     applied_dispatch: RefCell<Option<(usize, tracing::dispatcher::DefaultGuard)>>,
+    /// The address in `applied_dispatch` (0 if none), readable without a
+    /// borrow on every switch of the current frame.
+    applied: Cell<usize>,
 }
 
 /// One active install.
@@ -73,6 +76,7 @@ impl State {
             locals: RefCell::new(Vec::new()),
             thread: OnceCell::new(),
             applied_dispatch: RefCell::new(None),
+            applied: Cell::new(0),
         }
     }
 
@@ -114,6 +118,7 @@ impl State {
     }
 
     /// Makes `frame` current; returns the id to pop it with.
+    #[inline]
     pub(crate) fn push(&self, frame: Option<Arc<Frame>>, site: &'static Location<'static>) -> u64 {
         let id = self.next_seq();
         if let Some(FrameKind::Hop(hop)) = frame.as_deref().map(|f| &f.kind) {
@@ -128,6 +133,7 @@ impl State {
 
     /// Removes the slot `id` (and, if it is not on top, every slot above it).
     /// The caller drops what is returned, after this borrow has ended.
+    #[inline]
     pub(crate) fn pop(&self, id: u64) -> Popped {
         let popped = {
             let mut stack = self.stack.borrow_mut();
@@ -157,10 +163,12 @@ impl State {
         }
     }
 
+    #[inline]
     pub(crate) fn pin(&self) {
         self.pins.set(self.pins.get() + 1);
     }
 
+    #[inline]
     pub(crate) fn unpin(&self) {
         let pins = self.pins.get() - 1;
         self.pins.set(pins);
@@ -199,20 +207,22 @@ impl State {
 
     /// Keeps `tracing`'s thread default equal to the `Dispatch` visible in
     /// the current frame (the log monitor is a context entry).
+    #[inline]
     fn sync_dispatch(&self) {
         let top = self.top.get();
         // SAFETY: `top` is null or points to the frame owned by the last
         // stack slot, which we hold no borrow on but which cannot be dropped
         // during this call (nothing here pops the stack).
         let want = unsafe { top.as_ref() }.map_or(0, |f| f.dispatch);
-        let have = self
-            .applied_dispatch
-            .borrow()
-            .as_ref()
-            .map_or(0, |(p, _)| *p);
-        if want == have {
-            return;
+        // The common case (no dispatch, or the same one): one comparison.
+        if want != self.applied.get() {
+            self.switch_dispatch(top, want);
         }
+    }
+
+    #[cold]
+    fn switch_dispatch(&self, top: *const Frame, want: usize) {
+        self.applied.set(want);
         // Drop the old default guard first so tracing restores the default
         // it saved, then set the new one on top of that.
         let old = self.applied_dispatch.borrow_mut().take();
@@ -231,9 +241,12 @@ impl State {
                         .local_value(e.seq)
                         .and_then(|v| v.downcast_ref::<tracing::Dispatch>().cloned()),
                 });
-            if let Some(dispatch) = dispatch {
-                let guard = tracing::dispatcher::set_default(&dispatch);
-                *self.applied_dispatch.borrow_mut() = Some((want, guard));
+            match dispatch {
+                Some(dispatch) => {
+                    let guard = tracing::dispatcher::set_default(&dispatch);
+                    *self.applied_dispatch.borrow_mut() = Some((want, guard));
+                }
+                None => self.applied.set(0),
             }
         }
     }

@@ -60,24 +60,33 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let mut frame = this.frame.take();
         let site = *this.site;
-        let Some(id) = State::try_with(|state| state.push(frame.take(), site)) else {
-            // Thread teardown: no context to enter; poll as is.
-            *this.frame = frame;
-            return this.inner.poll(cx);
-        };
-        let _restore = TakeBack {
-            id,
-            slot: this.frame,
-            site,
-        };
-        this.inner.poll(cx)
+        // Handed to the closure below, which runs unless the thread is
+        // exiting (then the future is polled without its context).
+        let mut parts = Some((this.inner, this.frame));
+        let polled = State::try_with(|state| {
+            let (inner, slot) = parts.take()?;
+            let id = state.push(slot.take(), site);
+            let _restore = TakeBack {
+                state,
+                id,
+                slot,
+                site,
+            };
+            Some(inner.poll(cx))
+        });
+        match (polled.flatten(), parts) {
+            (Some(poll), _) => poll,
+            (None, Some((inner, _))) => inner.poll(cx),
+            // The closure took the parts and returned: it always polls.
+            (None, None) => Poll::Pending,
+        }
     }
 }
 
 /// Pops the future's frame after the poll and puts it back into the future.
 struct TakeBack<'a> {
+    state: &'a State,
     id: u64,
     slot: &'a mut Option<Arc<Frame>>,
     site: &'static Location<'static>,
@@ -85,9 +94,9 @@ struct TakeBack<'a> {
 
 impl Drop for TakeBack<'_> {
     fn drop(&mut self) {
-        match State::try_with(|state| state.pop(self.id)) {
-            Some(Popped::InOrder(slot)) => *self.slot = slot.frame,
-            Some(Popped::OutOfOrder(mut slots)) => {
+        match self.state.pop(self.id) {
+            Popped::InOrder(slot) => *self.slot = slot.frame,
+            Popped::OutOfOrder(mut slots) => {
                 let report = format!(
                     "{} (detected when the poll of the future wrapped at {} returned: a guard \
                      was held across `.await` or leaked)",
@@ -95,12 +104,13 @@ impl Drop for TakeBack<'_> {
                     self.site
                 );
                 *self.slot = slots[0].frame.take();
-                State::try_with(|s| s.release(slots.into_iter().filter_map(|s| s.frame)));
+                self.state
+                    .release(slots.into_iter().filter_map(|s| s.frame));
                 misuse(report);
             }
             // Removed by an out-of-order guard inside the poll, which
             // reported it; the future goes on without its context.
-            Some(Popped::Gone) | None => {}
+            Popped::Gone => {}
         }
     }
 }
