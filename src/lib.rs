@@ -51,6 +51,7 @@
 mod context;
 mod declare;
 mod propagate;
+pub mod reactor;
 
 pub use context::{
     contains, dump, get, provide, provide_arc, provide_local, provide_subscriber, scope, with,

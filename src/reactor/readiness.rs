@@ -1,0 +1,82 @@
+//! Readiness: one call into epoll per tick, yielding ready tokens.
+//!
+//! The bottom layer of the reactor: it knows nothing of connections, only
+//! which registered sources became readable or writable. A `mio::Waker`
+//! under its own token lets other threads interrupt the wait.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Events, Poll, Registry, Token, Waker};
+
+/// The token of the cross-thread waker; sources use the others.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// What a source is ready for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Data (or a pending connection, or end of stream) can be read.
+    pub readable: bool,
+    /// The send buffer has room.
+    pub writable: bool,
+    /// The peer closed its sending side (read returns 0 once drained).
+    pub read_closed: bool,
+    /// Our sending side is closed (or the peer reset the connection).
+    pub write_closed: bool,
+    /// The source reported an error (the next I/O call returns it).
+    pub error: bool,
+}
+
+/// `mio::Poll` with its event buffer and waker.
+pub(crate) struct Readiness {
+    poll: Poll,
+    events: Events,
+    waker: Arc<Waker>,
+}
+
+impl Readiness {
+    pub(crate) fn new() -> io::Result<Readiness> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Readiness {
+            poll,
+            events: Events::with_capacity(1024),
+            waker,
+        })
+    }
+
+    #[allow(dead_code)] // used by the transport layer (next step)
+    pub(crate) fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Waits at most `timeout` (forever if `None`) and returns the ready
+    /// sources, the waker's token left out. `Interrupted` is retried.
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> io::Result<impl Iterator<Item = (Token, Ready)> + '_> {
+        loop {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.events.iter().filter(|e| e.token() != WAKER).map(|e| {
+            let ready = Ready {
+                readable: e.is_readable(),
+                writable: e.is_writable(),
+                read_closed: e.is_read_closed(),
+                write_closed: e.is_write_closed(),
+                error: e.is_error(),
+            };
+            (e.token(), ready)
+        }))
+    }
+}

@@ -1,0 +1,270 @@
+//! Time: the reactor's clock (real or virtual) and its timers.
+//!
+//! Timers live in a binary heap ordered by (deadline, sequence) next to a
+//! slotmap that owns the callbacks. Insert is O(log n); cancel is O(1)
+//! (the heap entry goes stale and is skipped when it reaches the top);
+//! `reset` pushes a fresh heap entry and leaves the old one stale.
+//! Twisted's `task.Clock` keeps a sorted list: O(n) per insert.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slotmap::{new_key_type, SlotMap};
+
+use crate::Context;
+
+new_key_type! {
+    /// Identifies one scheduled call in its reactor.
+    pub(crate) struct TimerKey;
+}
+
+/// Where a reactor reads the time.
+#[derive(Clone)]
+pub enum Clock {
+    /// The monotonic system clock.
+    Real,
+    /// A clock that moves only when told to (see
+    /// [`Reactor::advance`](super::Reactor::advance)): deterministic tests.
+    Virtual(VirtualClock),
+}
+
+impl Clock {
+    /// The current time on this clock.
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::Real => Instant::now(),
+            Clock::Virtual(clock) => clock.now(),
+        }
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Clock::Real => f.write_str("Clock::Real"),
+            Clock::Virtual(clock) => write!(f, "Clock::Virtual(+{:?})", clock.elapsed()),
+        }
+    }
+}
+
+/// Virtual time: an origin and an offset that only `advance` moves.
+///
+/// Cloning shares the clock. Reading it is one atomic load.
+#[derive(Clone)]
+pub struct VirtualClock {
+    origin: Instant,
+    /// Nanoseconds since `origin`.
+    offset: Arc<AtomicU64>,
+}
+
+impl VirtualClock {
+    /// A virtual clock starting now.
+    pub fn new() -> Self {
+        VirtualClock {
+            origin: Instant::now(),
+            offset: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.offset.load(Ordering::Acquire))
+    }
+
+    /// Virtual time elapsed since the clock was made.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.offset.load(Ordering::Acquire))
+    }
+
+    /// Moves the clock to `when` (never backwards).
+    pub(crate) fn set(&self, when: Instant) {
+        let nanos = when.saturating_duration_since(self.origin).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+        self.offset.fetch_max(nanos, Ordering::AcqRel);
+    }
+}
+
+impl Default for VirtualClock {
+    fn default() -> Self {
+        VirtualClock::new()
+    }
+}
+
+impl fmt::Debug for VirtualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VirtualClock(+{:?})", self.elapsed())
+    }
+}
+
+/// A callback waiting for its deadline.
+pub(crate) struct Timer {
+    pub(crate) when: Instant,
+    /// Matches the live heap entry; older heap entries are stale.
+    seq: u64,
+    pub(crate) callback: Box<dyn FnOnce() + Send>,
+    pub(crate) context: Context,
+}
+
+/// The reactor's timers.
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerKey)>>,
+    timers: SlotMap<TimerKey, Timer>,
+    next_seq: u64,
+}
+
+impl Timers {
+    pub(crate) fn insert(
+        &mut self,
+        when: Instant,
+        callback: Box<dyn FnOnce() + Send>,
+        context: Context,
+    ) -> TimerKey {
+        let seq = self.bump();
+        let key = self.timers.insert(Timer {
+            when,
+            seq,
+            callback,
+            context,
+        });
+        self.heap.push(Reverse((when, seq, key)));
+        key
+    }
+
+    /// Removes a pending call; false if it already ran or was cancelled.
+    pub(crate) fn cancel(&mut self, key: TimerKey) -> bool {
+        let removed = self.timers.remove(key).is_some();
+        if self.timers.is_empty() {
+            // Every heap entry is stale now: drop them in one go.
+            self.heap.clear();
+        }
+        removed
+    }
+
+    /// Moves a pending call to `when`; false if it already ran or was
+    /// cancelled.
+    pub(crate) fn reset(&mut self, key: TimerKey, when: Instant) -> bool {
+        let seq = self.bump();
+        match self.timers.get_mut(key) {
+            Some(timer) => {
+                timer.when = when;
+                timer.seq = seq;
+                self.heap.push(Reverse((when, seq, key)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_pending(&self, key: TimerKey) -> bool {
+        self.timers.contains_key(key)
+    }
+
+    pub(crate) fn deadline(&self, key: TimerKey) -> Option<Instant> {
+        self.timers.get(key).map(|t| t.when)
+    }
+
+    /// Number of pending calls.
+    pub(crate) fn len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The earliest deadline, if any (stale heap entries are discarded).
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.skip_stale();
+        self.heap.peek().map(|Reverse((when, _, _))| *when)
+    }
+
+    /// Removes and returns the earliest call due at or before `now` whose
+    /// sequence number is below `seq_limit` (calls scheduled after the
+    /// limit was read wait for the next round).
+    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<Timer> {
+        self.skip_stale();
+        let Reverse((when, seq, key)) = *self.heap.peek()?;
+        if when > now || seq >= seq_limit {
+            return None;
+        }
+        self.heap.pop();
+        self.timers.remove(key)
+    }
+
+    /// The sequence number the next insert or reset will get.
+    pub(crate) fn seq_limit(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn bump(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn skip_stale(&mut self) {
+        while let Some(Reverse((_, seq, key))) = self.heap.peek() {
+            match self.timers.get(*key) {
+                Some(timer) if timer.seq == *seq => return,
+                _ => {
+                    self.heap.pop();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Timers;
+    use crate::Context;
+
+    fn noop() -> Box<dyn FnOnce() + Send> {
+        Box::new(|| {})
+    }
+
+    #[test]
+    fn due_calls_come_out_in_deadline_order_and_cancelled_ones_never() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut timers = Timers::default();
+        let late = timers.insert(at(30), noop(), Context::empty());
+        let early = timers.insert(at(10), noop(), Context::empty());
+        let gone = timers.insert(at(20), noop(), Context::empty());
+        assert!(timers.cancel(gone));
+        assert!(!timers.cancel(gone));
+        assert_eq!(timers.next_deadline(), Some(at(10)));
+        let limit = timers.seq_limit();
+        assert_eq!(timers.pop_due(at(30), limit).map(|t| t.when), Some(at(10)));
+        assert_eq!(timers.pop_due(at(30), limit).map(|t| t.when), Some(at(30)));
+        assert!(timers.pop_due(at(100), limit).is_none());
+        assert!(!timers.is_pending(early) && !timers.is_pending(late));
+    }
+
+    #[test]
+    fn reset_moves_a_call_and_the_old_slot_goes_stale() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut timers = Timers::default();
+        let key = timers.insert(at(10), noop(), Context::empty());
+        assert!(timers.reset(key, at(50)));
+        assert_eq!(timers.next_deadline(), Some(at(50)));
+        let limit = timers.seq_limit();
+        assert!(timers.pop_due(at(20), limit).is_none());
+        assert!(timers.pop_due(at(50), limit).is_some());
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn calls_scheduled_after_the_limit_wait_for_the_next_round() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let limit = timers.seq_limit();
+        timers.insert(now, noop(), Context::empty());
+        assert!(timers.pop_due(now, limit).is_none());
+        assert!(timers.pop_due(now, timers.seq_limit()).is_some());
+    }
+}
