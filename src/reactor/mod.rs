@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -291,8 +291,10 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let site = Location::caller();
         let (tx, rx) = futures_channel::oneshot::channel();
-        let task = task::run_and_send(future, tx).in_current_context();
+        let ctx = self.capture(HopKind::Task, "spawn", site);
+        let task = crate::WithContext::new(task::run_and_send(future, tx), ctx, site);
         self.shared.insert_task(Box::pin(task));
         JoinHandle { rx }
     }
@@ -301,7 +303,7 @@ impl Handle {
     /// current here. Twisted's `callLater`.
     #[track_caller]
     pub fn call_later<F: FnOnce() + Send + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        let ctx = Context::current().hop_labeled(HopKind::Task, "call_later");
+        let ctx = self.capture(HopKind::Task, "call_later", Location::caller());
         let when = self.now() + delay;
         let key = self.shared.core().timers.insert(when, Box::new(f), ctx);
         self.shared.unpark();
@@ -334,7 +336,7 @@ impl Handle {
     /// one thread-safe entry into a reactor. Wakes the reactor.
     #[track_caller]
     pub fn call_from_thread<F: FnOnce() + Send + 'static>(&self, f: F) {
-        let ctx = Context::current().hop_labeled(HopKind::Thread, "call_from_thread");
+        let ctx = self.capture(HopKind::Thread, "call_from_thread", Location::caller());
         self.shared.core().calls.push_back((Box::new(f), ctx));
         // Always wake: the caller may be another thread while the reactor
         // is about to wait.
@@ -350,7 +352,7 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let ctx = Context::current().hop_labeled(HopKind::Thread, "defer_to_thread");
+        let ctx = self.capture(HopKind::Thread, "defer_to_thread", Location::caller());
         let (tx, rx) = futures_channel::oneshot::channel();
         let job = Box::new(move || {
             let result = ctx.run(|| catch_unwind(AssertUnwindSafe(f)));
@@ -373,6 +375,27 @@ impl Handle {
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.shared.waker.wake();
+    }
+
+    /// The caller's context for work this reactor will run, carried
+    /// across a hop: with this reactor's handle on top unless it already is
+    /// the visible one, so the work can always find the reactor running it.
+    fn capture(
+        &self,
+        kind: HopKind,
+        label: &'static str,
+        site: &'static Location<'static>,
+    ) -> Context {
+        let ours = crate::with(|h: &Handle| Arc::ptr_eq(&h.shared, &self.shared)).unwrap_or(false);
+        let ctx = if ours {
+            Context::current()
+        } else {
+            crate::scope()
+                .with(self.clone())
+                .because("the reactor running this work")
+                .run(Context::current)
+        };
+        ctx.hop_at(kind, Some(label.into()), site)
     }
 
     fn pool(&self) -> io::Result<&Pool> {
@@ -749,6 +772,9 @@ impl Reactor {
     /// timer due on the way at its own scheduled time, in order (inside
     /// the callback, [`Handle::now`] is that time). Returns how many fired.
     ///
+    /// Tasks woken by a timer (a [`Sleep`] ending) are polled right after
+    /// it, while the clock still reads its time.
+    ///
     /// A zero-delay call scheduled during `advance` runs within it; the
     /// zero-delay calls *it* schedules wait for the next tick or advance,
     /// so a callback that keeps rescheduling itself cannot loop forever.
@@ -802,10 +828,24 @@ impl Reactor {
                 clock.set(when);
                 fired += 1;
                 run_guarded("timer", &timer.context, timer.callback);
+                // Tasks the timer woke (a `sleep` ending) resume at its time.
+                self.run_ready_tasks();
             }
             clock.set(target);
             fired
         }))
+    }
+
+    /// Polls runnable tasks, at most the task budget; returns (polls, panics).
+    fn run_ready_tasks(&mut self) -> (usize, usize) {
+        let (mut polls, mut panics) = (0, 0);
+        for _ in 0..self.task_budget {
+            let next = self.shared.ready().pop_front();
+            let Some(key) = next else { break };
+            polls += 1;
+            panics += usize::from(!self.poll_task(key));
+        }
+        (polls, panics)
     }
 
     /// Number of pending timers.
