@@ -11,19 +11,6 @@ use milieu::{Context, HopKind};
 
 struct RequestId(u32);
 
-/// Ticks until `done` or 5 s of real time pass; panics on the latter.
-#[track_caller]
-fn tick_until(reactor: &mut Reactor, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 5 s"
-        );
-        reactor.tick(Some(Duration::from_millis(10))).expect("tick");
-    }
-}
-
 fn virtual_reactor() -> (Reactor, VirtualClock) {
     let clock = VirtualClock::new();
     let reactor = Reactor::builder()
