@@ -261,3 +261,66 @@ fn requirements_const(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> String {
+        let args = crate::args::parse(args).expect("valid arguments");
+        let plan = crate::plan::plan(args, syn::parse2(item).expect("a function")).expect("valid");
+        super::expand(plan).to_string()
+    }
+
+    #[test]
+    fn docs_gain_a_linked_context_section() {
+        let out = expand(
+            quote!(Clock),
+            quote! {
+                /// Handles it.
+                fn handle(#[ctx] db: &Db) {}
+            },
+        );
+        assert!(out.contains("\" Handles it.\""), "{out}");
+        assert!(out.contains("# Context"), "{out}");
+        assert!(out.contains("- [`Clock`](Clock)"), "{out}");
+        assert!(out.contains("- [`Db`](Db) (injected as `db`)"), "{out}");
+    }
+
+    #[test]
+    fn generic_parameters_are_not_linked_and_get_no_constant() {
+        let out = expand(
+            quote!(),
+            quote!(
+                fn first<T: Send + Sync + 'static>(#[ctx] v: &T) {}
+            ),
+        );
+        assert!(out.contains("- `T` (injected as `v`)"), "{out}");
+        assert!(!out.contains("FIRST_REQUIREMENTS"), "{out}");
+    }
+
+    #[test]
+    fn free_functions_get_a_requirements_constant_and_methods_do_not() {
+        let free = expand(
+            quote!(Db),
+            quote!(
+                fn handle() {}
+            ),
+        );
+        assert!(free.contains("const HANDLE_REQUIREMENTS"), "{free}");
+        let method = expand(
+            quote!(Db),
+            quote!(
+                fn handle(&self) {}
+            ),
+        );
+        assert!(!method.contains("HANDLE_REQUIREMENTS"), "{method}");
+        let opted_in = expand(
+            quote!(Db, expose = true),
+            quote!(
+                fn handle(&self) {}
+            ),
+        );
+        assert!(opted_in.contains("const HANDLE_REQUIREMENTS"), "{opted_in}");
+    }
+}
