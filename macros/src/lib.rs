@@ -3,8 +3,8 @@
 //!
 //! This crate is an implementation detail of `milieu`; depend on `milieu`
 //! and use `#[milieu::requires]`. The pipeline follows thiserror and
-//! tracing-attributes: [`args`] parses the attribute, [`plan`] parses and
-//! validates the function into a plan, [`expand`] writes the code. On any
+//! tracing-attributes: `args` parses the attribute, `plan` parses and
+//! validates the function into a plan, `expand` writes the code. On any
 //! mistake the output is the `compile_error!` plus the untouched function,
 //! so the user sees one error, not a cascade.
 
