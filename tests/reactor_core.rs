@@ -372,3 +372,28 @@ fn code_under_test_uses_a_virtual_reactor_without_change() {
     assert_eq!(*log.lock().unwrap(), [Duration::from_secs(30)]);
     let _ = Context::current();
 }
+
+#[test]
+fn dropping_the_reactor_drops_pending_work_that_holds_its_handle() {
+    let reactor = Reactor::new().unwrap();
+    let handle = reactor.handle();
+    let weak = {
+        // A task and a timer that each keep a handle, and never finish.
+        let h = handle.clone();
+        drop(handle.spawn(async move {
+            h.sleep(Duration::from_secs(3600)).await;
+        }));
+        let h = handle.clone();
+        handle.call_later(Duration::from_secs(3600), move || drop(h));
+        let probe = Arc::new(());
+        let weak = Arc::downgrade(&probe);
+        handle.call_later(Duration::from_secs(3600), move || drop(probe));
+        weak
+    };
+    drop(handle);
+    drop(reactor);
+    assert!(
+        weak.upgrade().is_none(),
+        "pending work outlived its reactor"
+    );
+}

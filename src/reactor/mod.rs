@@ -27,10 +27,18 @@
 //! context lookup). Several reactors in one process, one per thread, are
 //! ordinary, and a test installs a reactor on a virtual clock the same way.
 
+mod application;
+mod connection;
+mod cores;
+mod listener;
+mod net;
+mod protocol;
 mod readiness;
 mod task;
+pub mod testing;
 mod threads;
 mod time;
+mod transport;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -45,9 +53,16 @@ use std::time::{Duration, Instant};
 
 use crate::{Context, FutureExt, HopKind, Missing};
 
+pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};
+pub use connection::{Connect, Connection, Wait};
+pub use cores::{run_on_threads, CoreId, Cores, SharedPort};
+pub use listener::Listener;
+pub use net::{ConnectionId, ConnectionInfo};
+pub use protocol::{LineError, LineProtocol, Protocol, Requests};
 pub use readiness::Ready;
 pub use task::{JoinError, JoinHandle};
 pub use time::{Clock, VirtualClock};
+pub use transport::{CloseReason, Limits, TransportEvent};
 
 use readiness::Readiness;
 use task::{BoxFuture, Task, TaskKey, TaskWaker, Tasks};
@@ -61,6 +76,7 @@ pub struct Builder {
     task_budget: usize,
     pool_size: usize,
     name: String,
+    io_limits: Limits,
 }
 
 impl Default for Builder {
@@ -70,6 +86,7 @@ impl Default for Builder {
             task_budget: 256,
             pool_size: 4,
             name: "reactor".to_owned(),
+            io_limits: Limits::default(),
         }
     }
 }
@@ -120,6 +137,7 @@ impl Builder {
             pool: OnceLock::new(),
             pool_size: self.pool_size,
             name: self.name,
+            io: net::IoShared::new(self.io_limits),
         });
         let handle = Handle {
             shared: Arc::clone(&shared),
@@ -129,6 +147,7 @@ impl Builder {
             .because("the reactor running this code")
             .run(Context::current);
         Ok(Reactor {
+            io: net::Io::new(Arc::clone(&shared)),
             shared,
             readiness,
             root,
@@ -151,12 +170,26 @@ pub struct TickStats {
     pub polls: usize,
     /// Callbacks, tasks or handlers that panicked (each was logged).
     pub panics: usize,
+    /// Connections accepted by listeners.
+    pub accepted: usize,
+    /// Client connections established ([`Handle::connect_tcp`]).
+    pub connected: usize,
+    /// Connections closed and removed (failed connects included).
+    pub closed: usize,
+    /// Bytes received.
+    pub bytes_read: usize,
+    /// Bytes sent.
+    pub bytes_written: usize,
+    /// Requests decoded and handed to handlers.
+    pub requests: usize,
 }
 
 impl TickStats {
     /// Whether the tick did anything at all.
     pub fn is_idle(&self) -> bool {
-        self.calls + self.timers + self.events + self.polls == 0
+        let io = self.accepted + self.connected + self.closed + self.requests;
+        self.calls + self.timers + self.events + self.polls + io == 0
+            && self.bytes_read + self.bytes_written == 0
     }
 }
 
@@ -166,6 +199,8 @@ pub struct Reactor {
     readiness: Readiness,
     root: Context,
     task_budget: usize,
+    /// The I/O sources (listeners, connections): owned here, not shared.
+    io: net::Io,
 }
 
 impl fmt::Debug for Reactor {
@@ -190,6 +225,8 @@ pub(crate) struct Shared {
     pool: OnceLock<Pool>,
     pool_size: usize,
     name: String,
+    /// Requests from handles to the I/O sources of the reactor.
+    io: net::IoShared,
 }
 
 #[derive(Default)]
@@ -637,9 +674,14 @@ impl Reactor {
         let timeout = self.poll_timeout(max_wait);
         let polled = self.readiness.poll(timeout).map(|ready| ready.count());
         self.shared.parked.store(false, Ordering::SeqCst);
-        // 4-5. I/O and protocol dispatch: the transport layer (not wired yet
-        // in this revision: sources register in a later step).
         stats.events = polled?;
+
+        // 4. I/O: registrations queued by handles, then accept / recv (and
+        // connects finishing) on the ready sources.
+        self.io.transport_step(&self.readiness, &mut stats);
+
+        // 5. Protocol dispatch: complete requests to the application.
+        self.io.dispatch_step(&self.readiness, &mut stats);
 
         // 6. Runnable tasks, bounded.
         for _ in 0..self.task_budget {
@@ -649,7 +691,8 @@ impl Reactor {
             stats.panics += usize::from(!self.poll_task(key));
         }
 
-        // 7. Flush: nothing buffered without transports.
+        // 7. Flush of buffered writes; finished connections are removed.
+        self.io.flush_step(&self.readiness, &mut stats);
         Ok(stats)
     }
 
@@ -856,6 +899,25 @@ impl Reactor {
     /// Number of live tasks.
     pub fn tasks(&self) -> usize {
         self.shared.core().tasks.slots.len()
+    }
+}
+
+impl Drop for Reactor {
+    // Tasks, timers and queued calls often hold a `Handle`, which holds the
+    // shared state that holds them: a cycle. Dropping the reactor breaks it
+    // by dropping the pending work (outside the lock: destructors may use
+    // a handle), so the state and its thread pool go away too.
+    fn drop(&mut self) {
+        let (tasks, timers, calls) = {
+            let mut core = self.shared.core();
+            (
+                std::mem::take(&mut core.tasks),
+                std::mem::take(&mut core.timers),
+                std::mem::take(&mut core.calls),
+            )
+        };
+        drop((tasks, timers, calls));
+        self.shared.ready().clear();
     }
 }
 

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mio::event::Event;
 use mio::{Events, Poll, Registry, Token, Waker};
 
 /// The token of the cross-thread waker; sources use the others.
@@ -28,6 +29,30 @@ pub struct Ready {
     pub error: bool,
 }
 
+impl Ready {
+    /// Readable and writable: what a source is told when the reactor wants
+    /// it to try its I/O without an event (a resumed read, a memory
+    /// transport). Trying is always safe: a drained source answers
+    /// `WouldBlock`.
+    pub(crate) const ANY: Ready = Ready {
+        readable: true,
+        writable: true,
+        read_closed: false,
+        write_closed: false,
+        error: false,
+    };
+
+    fn of(event: &Event) -> Ready {
+        Ready {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
 /// `mio::Poll` with its event buffer and waker.
 pub(crate) struct Readiness {
     poll: Poll,
@@ -46,7 +71,7 @@ impl Readiness {
         })
     }
 
-    #[allow(dead_code)] // used by the transport layer (next step)
+    /// Where the transport layer registers its sources.
     pub(crate) fn registry(&self) -> &Registry {
         self.poll.registry()
     }
@@ -68,15 +93,15 @@ impl Readiness {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.events.iter().filter(|e| e.token() != WAKER).map(|e| {
-            let ready = Ready {
-                readable: e.is_readable(),
-                writable: e.is_writable(),
-                read_closed: e.is_read_closed(),
-                write_closed: e.is_write_closed(),
-                error: e.is_error(),
-            };
-            (e.token(), ready)
-        }))
+        Ok(self.events())
+    }
+
+    /// The ready sources of the last poll again (the waker left out): the
+    /// transport layer walks them after the poll step has counted them.
+    pub(crate) fn events(&self) -> impl Iterator<Item = (Token, Ready)> + '_ {
+        self.events
+            .iter()
+            .filter(|e| e.token() != WAKER)
+            .map(|e| (e.token(), Ready::of(e)))
     }
 }

@@ -1,0 +1,520 @@
+//! Application: handlers, as plain functions or `async fn`s, and the server
+//! connection that ties transport, protocol and handler together.
+//!
+//! A server connection decodes complete requests from its read buffer and
+//! calls the handler for each, in its context (which includes the
+//! connection's [`ConnectionInfo`]). A plain handler answers at once; an
+//! `async` one runs as a task of the reactor. Responses go out in request
+//! order whatever order they finish in (pipelining): each request takes a
+//! slot in a queue, and only the slots at its front are encoded.
+
+use std::collections::VecDeque;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_channel::oneshot;
+
+use super::log_panic;
+use super::net::{ConnectionInfo, Cx, Driver, NewConn, StreamIo};
+use super::protocol::Protocol;
+use super::readiness::Ready;
+use super::transport::{CloseReason, Limits, Transport, TransportEvent};
+use crate::{Context, FutureExt};
+
+/// What a handler returns: a response now, or a future of one.
+pub enum Reply<R> {
+    /// The response.
+    Now(R),
+    /// A future of the response, run as a task of the reactor.
+    Later(Pin<Box<dyn Future<Output = R> + Send>>),
+}
+
+impl<R> Reply<R> {
+    /// A reply computed by `future`.
+    pub fn later(future: impl Future<Output = R> + Send + 'static) -> Reply<R> {
+        Reply::Later(Box::pin(future))
+    }
+}
+
+impl<R> fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Now(_) => f.write_str("Reply::Now(..)"),
+            Reply::Later(_) => f.write_str("Reply::Later(..)"),
+        }
+    }
+}
+
+/// A request handler: implemented by functions and closures of the
+/// shapes below, told apart by the `Kind` marker (inferred, never written).
+///
+/// | shape                                      | `Kind`        |
+/// |--------------------------------------------|---------------|
+/// | `Fn(Request) -> Response`                  | [`Immediate`] |
+/// | `Fn(Request) -> impl Future<Output = Response>` (an `async fn`) | [`Deferred`] |
+/// | `Fn(Request) -> Reply<Response>`           | [`Replying`]  |
+///
+/// Closures need their argument type written (`|line: String| ..`), as
+/// the compiler picks the shape from the signature.
+pub trait Handler<Req, Resp, Kind>: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, request: Req) -> Reply<Resp>;
+}
+
+/// [`Handler`] marker: a plain function answering at once.
+#[derive(Debug)]
+pub enum Immediate {}
+
+/// [`Handler`] marker: an `async fn` (a function returning a future).
+#[derive(Debug)]
+pub enum Deferred {}
+
+/// [`Handler`] marker: a function returning a [`Reply`].
+#[derive(Debug)]
+pub enum Replying {}
+
+impl<F, Req, Resp> Handler<Req, Resp, Immediate> for F
+where
+    F: Fn(Req) -> Resp + Send + Sync + 'static,
+{
+    fn call(&self, request: Req) -> Reply<Resp> {
+        Reply::Now(self(request))
+    }
+}
+
+impl<F, Fut, Req, Resp> Handler<Req, Resp, Deferred> for F
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    fn call(&self, request: Req) -> Reply<Resp> {
+        Reply::Later(Box::pin(self(request)))
+    }
+}
+
+impl<F, Req, Resp> Handler<Req, Resp, Replying> for F
+where
+    F: Fn(Req) -> Reply<Resp> + Send + Sync + 'static,
+{
+    fn call(&self, request: Req) -> Reply<Resp> {
+        self(request)
+    }
+}
+
+type HandlerFn<Req, Resp> = Arc<dyn Fn(Req) -> Reply<Resp> + Send + Sync>;
+
+/// What serves one connection: a protocol state and the application's
+/// handler. Listener factories return one per connection.
+///
+/// Cloning shares the handler (and clones the protocol state), so a
+/// factory can hand out clones of one `Serve`.
+pub struct Serve<P: Protocol> {
+    pub(crate) protocol: P,
+    pub(crate) handler: HandlerFn<P::Request, P::Response>,
+    pub(crate) limits: Option<Limits>,
+}
+
+impl<P: Protocol> Serve<P> {
+    /// Buffer sizes and backpressure thresholds for this connection
+    /// (default: the reactor's, see
+    /// [`Builder::transport_limits`](super::Builder::transport_limits)).
+    pub fn with_limits(mut self, limits: Limits) -> Serve<P> {
+        self.limits = Some(limits);
+        self
+    }
+}
+
+impl<P: Protocol + Clone> Clone for Serve<P> {
+    fn clone(&self) -> Self {
+        Serve {
+            protocol: self.protocol.clone(),
+            handler: Arc::clone(&self.handler),
+            limits: self.limits,
+        }
+    }
+}
+
+impl<P: Protocol> fmt::Debug for Serve<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("protocol", &std::any::type_name::<P>())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves a connection with `protocol` and `handler`: a plain function
+/// (`Fn(Request) -> Response`) or an `async fn`. See [`Handler`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use milieu::reactor::{serve, Handle, LineProtocol};
+///
+/// fn shout(line: String) -> String {
+///     line.to_uppercase()
+/// }
+///
+/// async fn slow_echo(line: String) -> String {
+///     let reactor = Handle::current().expect("handlers run in the reactor's context");
+///     reactor.sleep(Duration::from_millis(1)).await;
+///     line
+/// }
+///
+/// let _plain = serve(LineProtocol::new(), shout);
+/// let _async = serve(LineProtocol::new(), slow_echo);
+/// let _closure = serve(LineProtocol::new(), |line: String| format!("> {line}"));
+/// ```
+pub fn serve<P, H, K>(protocol: P, handler: H) -> Serve<P>
+where
+    P: Protocol,
+    H: Handler<P::Request, P::Response, K>,
+{
+    Serve {
+        protocol,
+        handler: Arc::new(move |request| handler.call(request)),
+        limits: None,
+    }
+}
+
+/// A handler or task panicked (it was logged where it happened).
+struct Panicked;
+
+/// A response in the pipeline: ready, or being computed by a task.
+enum Slot<R> {
+    Ready(Option<R>),
+    Waiting(oneshot::Receiver<Result<R, Panicked>>),
+}
+
+/// What the front of the pipeline produced.
+enum Next<R> {
+    Response(R),
+    Panicked,
+    /// The task was dropped (its reactor is going away).
+    Cancelled,
+}
+
+/// A server connection: transport, protocol and handler.
+pub(crate) struct ServerConn<P: Protocol> {
+    stream: StreamIo,
+    transport: Transport,
+    protocol: P,
+    handler: HandlerFn<P::Request, P::Response>,
+    /// Responses owed, in request order.
+    pipeline: VecDeque<Slot<P::Response>>,
+    ctx: Context,
+    info: ConnectionInfo,
+    /// The connection is ending (why): nothing more is decoded; it closes
+    /// once the responses owed are sent.
+    ending: Option<CloseReason>,
+    /// The connection is over (why): the table removes it.
+    done: Option<CloseReason>,
+}
+
+impl<P: Protocol> ServerConn<P> {
+    pub(crate) fn new(new: NewConn, serve: Serve<P>) -> ServerConn<P> {
+        ServerConn {
+            stream: new.stream,
+            transport: Transport::new(serve.limits.unwrap_or(new.limits)),
+            protocol: serve.protocol,
+            handler: serve.handler,
+            pipeline: VecDeque::new(),
+            ctx: new.ctx,
+            info: new.info,
+            ending: None,
+            done: None,
+        }
+    }
+
+    /// Calls the handler (we are in the connection's context) and takes a
+    /// slot for its response.
+    fn request(&mut self, request: P::Request, cx: &mut Cx<'_>) {
+        cx.stats.requests += 1;
+        match catch_unwind(AssertUnwindSafe(|| (self.handler)(request))) {
+            Ok(Reply::Now(response)) => self.pipeline.push_back(Slot::Ready(Some(response))),
+            Ok(Reply::Later(future)) => {
+                let (tx, rx) = oneshot::channel();
+                let shared = Arc::downgrade(cx.shared);
+                let token = cx.token;
+                let task = async move {
+                    let result = CatchPanic { future }.await;
+                    // The connection may be gone: nobody to answer.
+                    let _ = tx.send(result);
+                    if let Some(shared) = shared.upgrade() {
+                        shared.touch_io(token);
+                    }
+                };
+                cx.shared.insert_task(Box::pin(task.in_current_context()));
+                self.pipeline.push_back(Slot::Waiting(rx));
+            }
+            Err(panic) => {
+                log_panic("handler", &*panic);
+                cx.stats.panics += 1;
+                match self.protocol.panic_response() {
+                    Some(response) => self.pipeline.push_back(Slot::Ready(Some(response))),
+                    None => self.end(CloseReason::Panicked),
+                }
+            }
+        }
+    }
+
+    /// Takes the response at the front of the pipeline, if it is there.
+    fn front(&mut self) -> Option<Next<P::Response>> {
+        let next = match self.pipeline.front_mut()? {
+            Slot::Ready(response) => Next::Response(response.take()?),
+            Slot::Waiting(rx) => match rx.try_recv() {
+                Ok(None) => return None,
+                Ok(Some(Ok(response))) => Next::Response(response),
+                Ok(Some(Err(Panicked))) => Next::Panicked,
+                Err(oneshot::Canceled) => Next::Cancelled,
+            },
+        };
+        self.pipeline.pop_front();
+        Some(next)
+    }
+
+    /// Encodes the responses at the front of the pipeline, in order.
+    fn advance(&mut self, cx: &mut Cx<'_>) {
+        while let Some(next) = self.front() {
+            let response = match next {
+                Next::Response(response) => response,
+                Next::Panicked => {
+                    // Logged by the task when it panicked.
+                    cx.stats.panics += 1;
+                    match self.protocol.panic_response() {
+                        Some(response) => response,
+                        None => {
+                            self.pipeline.clear();
+                            self.end(CloseReason::Panicked);
+                            break;
+                        }
+                    }
+                }
+                Next::Cancelled => {
+                    self.pipeline.clear();
+                    self.end(CloseReason::ReactorGone);
+                    break;
+                }
+            };
+            self.protocol.encode(response, self.transport.output.tail());
+        }
+        if self.ending.is_some() && self.pipeline.is_empty() {
+            self.transport.shutdown_when_flushed();
+        }
+        self.update_backpressure(cx);
+    }
+
+    /// Pauses or resumes reading from the output waiting and the requests
+    /// in flight; tells the protocol and the application.
+    fn update_backpressure(&mut self, cx: &mut Cx<'_>) {
+        let buffered = self.transport.output.len();
+        let in_flight = self.pipeline.len();
+        let limits = self.transport.limits;
+        let too_many = in_flight >= limits.max_in_flight();
+        let over = too_many || buffered > limits.high_water();
+        let under = !too_many && buffered <= limits.low_water();
+        match self.transport.backpressure(over, under) {
+            Some(true) => {
+                self.info.set_paused(true);
+                self.protocol.event(&TransportEvent::Paused {
+                    buffered,
+                    in_flight,
+                });
+            }
+            Some(false) => {
+                self.info.set_paused(false);
+                self.protocol.event(&TransportEvent::Resumed);
+                // Input left undecoded and unread waits for us.
+                cx.retry.push(cx.token);
+            }
+            None => {}
+        }
+    }
+
+    /// Stops decoding; the connection closes once what is owed is sent.
+    fn end(&mut self, reason: CloseReason) {
+        if self.ending.is_none() {
+            self.ending = Some(reason);
+            // Keep reading (and dropping) until the peer's end of stream, so
+            // it gets our last responses rather than a reset.
+            self.transport.stop_reading(true);
+        }
+    }
+
+    fn decode_error(&mut self, error: P::Error) {
+        tracing::warn!(
+            target: "milieu::reactor",
+            connection = ?self.info,
+            %error,
+            "closing a connection: undecodable input"
+        );
+        if let Some(response) = self.protocol.error_response(&error) {
+            self.pipeline.push_back(Slot::Ready(Some(response)));
+        }
+        self.end(CloseReason::Protocol(Arc::new(error)));
+    }
+}
+
+impl<P: Protocol> Driver for ServerConn<P> {
+    fn io(&mut self, ready: Ready, cx: &mut Cx<'_>) {
+        if self.done.is_some() || !(ready.readable || ready.read_closed || ready.error) {
+            return;
+        }
+        let cap = self.transport.limits.max_input();
+        let out = self.transport.read_from(&mut self.stream, cap);
+        cx.stats.bytes_read += out.read;
+        if let Some(e) = out.error {
+            self.done = Some(CloseReason::from_io(e));
+        } else if out.eof && self.ending.is_none() {
+            self.protocol.event(&TransportEvent::ReadClosed);
+        }
+    }
+
+    fn dispatch(&mut self, cx: &mut Cx<'_>) {
+        if self.done.is_some() {
+            return;
+        }
+        let cap = self.transport.limits.max_input();
+        while self.ending.is_none() && !self.transport.is_paused() {
+            let input = self.transport.input.as_slice();
+            let available = input.len();
+            if available == 0 {
+                break;
+            }
+            let at_eof = self.transport.read_eof();
+            let decoded = if at_eof {
+                self.protocol.decode_eof(input)
+            } else {
+                self.protocol.decode(input)
+            };
+            match decoded {
+                Ok(Some((request, consumed))) => {
+                    if consumed == 0 || consumed > available {
+                        let error = NoProgress {
+                            consumed,
+                            available,
+                        };
+                        self.end(CloseReason::Protocol(Arc::new(error)));
+                        break;
+                    }
+                    self.transport.input.consume(consumed);
+                    self.request(request, cx);
+                    self.advance(cx);
+                }
+                Ok(None) => {
+                    if !at_eof && available >= cap {
+                        self.end(CloseReason::InputTooLarge { limit: cap });
+                    }
+                    break;
+                }
+                Err(error) => {
+                    self.decode_error(error);
+                    break;
+                }
+            }
+        }
+        if self.ending.is_none() && self.transport.read_eof() && !self.transport.is_paused() {
+            // Half-close: the peer sent all it will; answer, then close.
+            self.end(CloseReason::Finished);
+        }
+        if self.ending.is_some() {
+            self.advance(cx);
+        } else if self.transport.wants_read(cap) {
+            cx.retry.push(cx.token);
+        }
+    }
+
+    fn flush(&mut self, cx: &mut Cx<'_>) {
+        if self.done.is_some() {
+            return;
+        }
+        self.advance(cx);
+        let out = self.transport.write_to(&mut self.stream);
+        cx.stats.bytes_written += out.written;
+        if let Some(e) = out.error {
+            self.done = Some(CloseReason::from_io(e));
+            return;
+        }
+        self.update_backpressure(cx);
+        if self.transport.write_shut() && self.transport.read_done() {
+            self.done = Some(self.ending.take().unwrap_or(CloseReason::Finished));
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.done.is_some()
+    }
+
+    fn abort(&mut self, reason: CloseReason) {
+        self.done.get_or_insert(reason);
+    }
+
+    fn closed(&mut self, _cx: &mut Cx<'_>) {
+        let reason = self.done.clone().unwrap_or(CloseReason::Finished);
+        self.info.set_paused(false);
+        tracing::debug!(
+            target: "milieu::reactor",
+            connection = ?self.info,
+            %reason,
+            "connection closed"
+        );
+        self.protocol.event(&TransportEvent::Closed(&reason));
+    }
+
+    fn stream(&mut self) -> &mut StreamIo {
+        &mut self.stream
+    }
+
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// A protocol returned a request that consumed no input, or more input
+/// than there was: a bug in the protocol; the connection is closed.
+#[derive(Debug)]
+struct NoProgress {
+    consumed: usize,
+    available: usize,
+}
+
+impl fmt::Display for NoProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the protocol decoded a request from {} of {} input bytes \
+             (Protocol::decode must consume between 1 and all of them)",
+            self.consumed, self.available
+        )
+    }
+}
+
+impl Error for NoProgress {}
+
+/// Runs a handler's future, turning a panic into `Err(Panicked)` (logged
+/// with the context dump, which names the connection).
+struct CatchPanic<R> {
+    future: Pin<Box<dyn Future<Output = R> + Send>>,
+}
+
+impl<R> Future for CatchPanic<R> {
+    type Output = Result<R, Panicked>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let future = self.future.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(response)) => Poll::Ready(Ok(response)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                log_panic("handler", &*panic);
+                Poll::Ready(Err(Panicked))
+            }
+        }
+    }
+}

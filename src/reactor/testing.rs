@@ -1,0 +1,559 @@
+//! Testing support: memory transports, and a connected client/server pair
+//! pumped tick by tick, so protocol and handler code is tested
+//! deterministically, without sockets.
+//!
+//! A [`MemoryStream`] is one end of a pair of bounded in-memory pipes: it
+//! reads what the other end wrote, says `WouldBlock` when there is nothing
+//! to read or no room to write, and reads end of stream once the other end
+//! shut its sending side or was dropped. The reactor drives a memory
+//! stream exactly as it drives a TCP stream (same transport, protocol and
+//! application code, same steps of the tick); only the readiness comes
+//! from the pipe instead of epoll.
+//!
+//! [`Pair`] puts the server end in a reactor on a virtual clock and gives
+//! the test the client end: write bytes, [`tick`](Pair::tick) or
+//! [`pump`](Pair::pump), read what the server answered.
+//!
+//! # Examples
+//!
+//! ```
+//! use milieu::reactor::testing::Pair;
+//! use milieu::reactor::{serve, LineProtocol};
+//!
+//! let mut pair = Pair::new(|| serve(LineProtocol::new(), |line: String| line.to_uppercase()))?;
+//! pair.send(b"hello\nwor")?;
+//! pair.pump()?;
+//! assert_eq!(pair.receive(), b"HELLO\n"); // "wor" waits for the rest of its line
+//! assert_eq!(pair.exchange(b"ld\n")?, b"WORLD\n");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::application::{Serve, ServerConn};
+use super::net::{reactor_gone, ConnectionId, Driver, IoRequest, MakeOnce, NewConn, StreamIo};
+use super::protocol::Protocol;
+use super::time::{Clock, VirtualClock};
+use super::{Handle, NotVirtual, Reactor, TickStats};
+
+/// Bytes each direction of a [`Pair`] buffers by default.
+pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+/// Ticks [`Pair::pump`] runs at most before giving up.
+const PUMP_LIMIT: usize = 10_000;
+
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// One direction: bytes written by one end, read by the other.
+#[derive(Default)]
+struct Pipe {
+    state: Mutex<PipeState>,
+}
+
+#[derive(Default)]
+struct PipeState {
+    data: VecDeque<u8>,
+    capacity: usize,
+    /// The writing end shut its side or was dropped.
+    writer_closed: bool,
+    /// The reading end was dropped.
+    reader_closed: bool,
+    /// Called when bytes are read (room for the writer) or the reader goes.
+    on_read: Option<Notify>,
+    /// Called when bytes are written or the writer closes.
+    on_write: Option<Notify>,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, PipeState> {
+        // Nothing panics while a pipe is locked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One end of an in-memory, bounded, non-blocking byte stream pair.
+///
+/// Reads and writes never block: `WouldBlock` when the pipe is empty or
+/// full. All methods take `&self` (the pipes are shared), and `Read` /
+/// `Write` are implemented for `&MemoryStream` too.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use milieu::reactor::testing::MemoryStream;
+///
+/// let (mut a, b) = MemoryStream::pair(4);
+/// assert_eq!(a.write(b"hello")?, 4); // bounded
+/// assert_eq!(b.read_available(), b"hell");
+/// a.shutdown_write();
+/// let mut buf = [0; 8];
+/// assert_eq!((&b).read(&mut buf)?, 0); // end of stream
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct MemoryStream {
+    incoming: Arc<Pipe>,
+    outgoing: Arc<Pipe>,
+}
+
+impl fmt::Debug for MemoryStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStream")
+            .field("readable", &self.incoming.lock().data.len())
+            .field("unread_by_peer", &self.outgoing.lock().data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStream {
+    /// Two connected ends, each direction buffering at most `capacity`
+    /// bytes (at least 1).
+    pub fn pair(capacity: usize) -> (MemoryStream, MemoryStream) {
+        let pipe = || {
+            Arc::new(Pipe {
+                state: Mutex::new(PipeState {
+                    capacity: capacity.max(1),
+                    ..PipeState::default()
+                }),
+            })
+        };
+        let (ab, ba) = (pipe(), pipe());
+        let a = MemoryStream {
+            incoming: Arc::clone(&ba),
+            outgoing: Arc::clone(&ab),
+        };
+        let b = MemoryStream {
+            incoming: ab,
+            outgoing: ba,
+        };
+        (a, b)
+    }
+
+    /// Ends this side's sending direction: the peer reads end of stream
+    /// once it read what was written.
+    pub fn shutdown_write(&self) {
+        let notify = {
+            let mut pipe = self.outgoing.lock();
+            pipe.writer_closed = true;
+            pipe.on_write.clone()
+        };
+        if let Some(notify) = notify {
+            notify();
+        }
+    }
+
+    /// Reads everything readable now (possibly nothing).
+    pub fn read_available(&self) -> Vec<u8> {
+        let (bytes, notify) = {
+            let mut pipe = self.incoming.lock();
+            let bytes: Vec<u8> = pipe.data.drain(..).collect();
+            (bytes, pipe.on_read.clone())
+        };
+        if let (Some(notify), false) = (notify, bytes.is_empty()) {
+            notify();
+        }
+        bytes
+    }
+
+    /// Whether the peer ended its sending side (or was dropped) and every
+    /// byte it sent was read.
+    pub fn at_eof(&self) -> bool {
+        let pipe = self.incoming.lock();
+        pipe.writer_closed && pipe.data.is_empty()
+    }
+
+    /// Bytes written here and not read by the peer yet.
+    pub fn unread_by_peer(&self) -> usize {
+        self.outgoing.lock().data.len()
+    }
+
+    /// The reactor's end: `notify` runs whenever the peer writes, reads,
+    /// or goes away.
+    pub(crate) fn set_notify(&self, notify: Box<dyn Fn() + Send + Sync>) {
+        let notify: Notify = Arc::from(notify);
+        self.incoming.lock().on_write = Some(Arc::clone(&notify));
+        self.outgoing.lock().on_read = Some(notify);
+    }
+
+    fn read_bytes(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (n, notify) = {
+            let mut pipe = self.incoming.lock();
+            if pipe.data.is_empty() {
+                return if pipe.writer_closed {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(pipe.data.len());
+            for (dst, src) in buf.iter_mut().zip(pipe.data.drain(..n)) {
+                *dst = src;
+            }
+            (n, pipe.on_read.clone())
+        };
+        if let Some(notify) = notify {
+            notify();
+        }
+        Ok(n)
+    }
+
+    fn write_bytes(&self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (n, notify) = {
+            let mut pipe = self.outgoing.lock();
+            if pipe.reader_closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the other end of the memory stream was dropped",
+                ));
+            }
+            if pipe.writer_closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "this end of the memory stream shut its sending side",
+                ));
+            }
+            let n = buf.len().min(pipe.capacity - pipe.data.len());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            pipe.data.extend(&buf[..n]);
+            (n, pipe.on_write.clone())
+        };
+        if let Some(notify) = notify {
+            notify();
+        }
+        Ok(n)
+    }
+}
+
+impl Read for MemoryStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_bytes(buf)
+    }
+}
+
+impl Read for &MemoryStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_bytes(buf)
+    }
+}
+
+impl Write for MemoryStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_bytes(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &MemoryStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_bytes(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MemoryStream {
+    fn drop(&mut self) {
+        let on_write = {
+            let mut pipe = self.outgoing.lock();
+            pipe.writer_closed = true;
+            pipe.on_read = None;
+            pipe.on_write.clone()
+        };
+        let on_read = {
+            let mut pipe = self.incoming.lock();
+            pipe.reader_closed = true;
+            pipe.data.clear();
+            pipe.on_write = None;
+            pipe.on_read.clone()
+        };
+        for notify in [on_write, on_read].into_iter().flatten() {
+            notify();
+        }
+    }
+}
+
+impl Handle {
+    /// Serves one connection over a memory transport with what `factory`
+    /// returns, exactly as [`listen_tcp`](Handle::listen_tcp) serves an
+    /// accepted TCP connection; the other end of `stream` is the client.
+    /// The reactor takes it up at its next tick.
+    ///
+    /// # Errors
+    ///
+    /// An error if the reactor was dropped.
+    #[track_caller]
+    pub fn serve_memory<F, P>(&self, stream: MemoryStream, factory: F) -> io::Result<ConnectionId>
+    where
+        F: FnOnce() -> Serve<P> + Send + 'static,
+        P: Protocol,
+    {
+        let token = self.shared.io.token();
+        let ctx = self.connection_parent("serve_memory");
+        let make: MakeOnce = Box::new(move |new: NewConn| -> Box<dyn Driver> {
+            Box::new(ServerConn::new(new, factory()))
+        });
+        let request = IoRequest::Serve {
+            token,
+            stream: StreamIo::Memory(stream),
+            make,
+            ctx,
+        };
+        self.shared
+            .io
+            .request(request, &self.shared.waker)
+            .map_err(|_| reactor_gone())?;
+        Ok(ConnectionId::of(token))
+    }
+}
+
+/// A server connection in a reactor on a virtual clock, and the client end
+/// of its memory transport, pumped tick by tick.
+///
+/// Nothing happens between calls: each [`tick`](Pair::tick) is one
+/// [`Reactor::tick`] that never waits, and time moves only with
+/// [`advance`](Pair::advance), so a test sees every intermediate state.
+pub struct Pair {
+    reactor: Reactor,
+    client: MemoryStream,
+    server: ConnectionId,
+}
+
+impl fmt::Debug for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pair")
+            .field("server", &self.server)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pair {
+    /// A pair whose server is made by `factory`, in a fresh reactor on a
+    /// virtual clock, with [`DEFAULT_CAPACITY`] bytes per direction.
+    ///
+    /// # Errors
+    ///
+    /// If the reactor cannot be built (see [`Builder::build`](super::Builder::build)).
+    #[track_caller]
+    pub fn new<F, P>(factory: F) -> io::Result<Pair>
+    where
+        F: FnOnce() -> Serve<P> + Send + 'static,
+        P: Protocol,
+    {
+        let reactor = Reactor::builder()
+            .clock(Clock::Virtual(VirtualClock::new()))
+            .name("testing")
+            .build()?;
+        Pair::with_reactor(reactor, DEFAULT_CAPACITY, factory)
+    }
+
+    /// A pair on `reactor` (built by the test, e.g. with a subscriber in its
+    /// context or other transport limits), with `capacity` bytes per
+    /// direction: a small capacity makes backpressure easy to reach.
+    ///
+    /// # Errors
+    ///
+    /// An error if the reactor's I/O is shut down.
+    #[track_caller]
+    pub fn with_reactor<F, P>(reactor: Reactor, capacity: usize, factory: F) -> io::Result<Pair>
+    where
+        F: FnOnce() -> Serve<P> + Send + 'static,
+        P: Protocol,
+    {
+        let (client, server_end) = MemoryStream::pair(capacity);
+        let handle = reactor.handle();
+        let server = reactor
+            .context()
+            .run(|| handle.serve_memory(server_end, factory))?;
+        Ok(Pair {
+            reactor,
+            client,
+            server,
+        })
+    }
+
+    /// The client end: write requests to it, read responses from it.
+    pub fn client(&self) -> &MemoryStream {
+        &self.client
+    }
+
+    /// The reactor the server runs on.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        &mut self.reactor
+    }
+
+    /// The server connection's id.
+    pub fn server_id(&self) -> ConnectionId {
+        self.server
+    }
+
+    /// One reactor tick that does not wait.
+    ///
+    /// # Errors
+    ///
+    /// The error of the readiness poll.
+    pub fn tick(&mut self) -> io::Result<TickStats> {
+        self.reactor.tick(Some(Duration::ZERO))
+    }
+
+    /// Ticks until a tick does nothing (nothing read, written, decoded,
+    /// polled or fired); returns how many ticks ran, the idle one included.
+    ///
+    /// # Errors
+    ///
+    /// The error of the readiness poll, or `TimedOut` if the reactor is
+    /// still busy after 10 000 ticks (a task that keeps waking itself).
+    pub fn pump(&mut self) -> io::Result<usize> {
+        for ticks in 1..=PUMP_LIMIT {
+            let stats = self.tick()?;
+            if is_quiet(&stats) && self.reactor.io.is_idle() {
+                return Ok(ticks);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("Pair::pump: the reactor is still busy after {PUMP_LIMIT} ticks"),
+        ))
+    }
+
+    /// Writes all of `bytes` to the server, pumping while the pipe is full.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the server end is gone; `WriteZero` if the server
+    /// stopped reading (backpressure) with bytes left to send.
+    pub fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.client.write_bytes(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let before = self.client.unread_by_peer();
+                    self.pump()?;
+                    if self.client.unread_by_peer() >= before {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!(
+                                "Pair::send: the server reads no more ({} bytes left to send; \
+                                 read its responses to lift backpressure)",
+                                bytes.len()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the server sent that the client has not read yet.
+    pub fn receive(&mut self) -> Vec<u8> {
+        self.client.read_available()
+    }
+
+    /// [`send`](Pair::send), [`pump`](Pair::pump), [`receive`](Pair::receive).
+    ///
+    /// # Errors
+    ///
+    /// As `send` and `pump`.
+    pub fn exchange(&mut self, bytes: &[u8]) -> io::Result<Vec<u8>> {
+        self.send(bytes)?;
+        self.pump()?;
+        Ok(self.receive())
+    }
+
+    /// Moves the virtual clock forward by `delay` (firing the timers due),
+    /// then pumps.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` if the reactor is not on a virtual clock; as `pump`.
+    pub fn advance(&mut self, delay: Duration) -> io::Result<usize> {
+        self.reactor
+            .advance(delay)
+            .map_err(|e: NotVirtual| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        self.pump()
+    }
+
+    /// Whether the server ended its stream and the client read it all.
+    pub fn server_closed(&self) -> bool {
+        self.client.at_eof()
+    }
+}
+
+/// Whether a tick did nothing at all.
+fn is_quiet(stats: &TickStats) -> bool {
+    stats.is_idle()
+        && stats.bytes_read == 0
+        && stats.bytes_written == 0
+        && stats.requests == 0
+        && stats.accepted == 0
+        && stats.connected == 0
+        && stats.closed == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read, Write};
+
+    use super::MemoryStream;
+
+    #[test]
+    fn a_full_pipe_would_block_and_a_dropped_peer_is_a_broken_pipe() {
+        let (mut a, b) = MemoryStream::pair(2);
+        assert_eq!(a.write(b"abc").unwrap(), 2);
+        assert_eq!(a.write(b"c").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let mut buf = [0; 1];
+        assert_eq!((&b).read(&mut buf).unwrap(), 1);
+        assert_eq!(a.write(b"c").unwrap(), 1);
+        drop(b);
+        assert_eq!(a.write(b"d").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            (&a).read(&mut buf).unwrap(),
+            0,
+            "a dropped peer is end of stream"
+        );
+    }
+
+    #[test]
+    fn notify_runs_when_the_peer_writes_reads_and_goes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let (reactor_end, peer) = MemoryStream::pair(8);
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        reactor_end.set_notify(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        (&peer).write_all(b"x").unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        (&reactor_end).write_all(b"y").unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 1, "own writes do not notify");
+        assert_eq!(peer.read_available(), b"y");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        drop(peer);
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            4,
+            "writer closed + reader gone"
+        );
+    }
+}

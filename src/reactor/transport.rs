@@ -1,0 +1,688 @@
+//! Transport: non-blocking `recv`/`send` on one byte stream, with a read
+//! buffer, a write buffer, write backpressure and half-close.
+//!
+//! A [`Transport`] owns no socket: the connection that owns one hands it
+//! in for each call, so the same code drives a TCP stream and a memory pipe
+//! (see [`testing`](super::testing)). It speaks `io::Result` at its edges:
+//! `Interrupted` is retried, `WouldBlock` means drained, and any other
+//! error comes back as an outcome the connection turns into a close event
+//! ([`CloseReason`]), never a panic.
+
+use std::error::Error;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+/// Bytes asked for per `read` call.
+const CHUNK: usize = 16 * 1024;
+
+/// After closing on bad input, how much more of the peer's input is read
+/// and dropped while waiting for its end of stream, so that it receives our
+/// last bytes and a clean end of stream rather than a reset.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Buffer sizes and backpressure thresholds of a connection.
+///
+/// Write backpressure: when more than [`high_water`](Limits::high_water)
+/// bytes of responses wait to be sent (the peer does not read), or
+/// [`max_in_flight`](Limits::max_in_flight) requests wait for their
+/// responses, the connection stops reading and decoding; it resumes once
+/// the buffer is down to [`low_water`](Limits::low_water) bytes. The
+/// protocol sees [`TransportEvent::Paused`] / [`TransportEvent::Resumed`],
+/// the application [`ConnectionInfo::is_paused`](super::ConnectionInfo::is_paused).
+///
+/// # Examples
+///
+/// ```
+/// use milieu::reactor::Limits;
+///
+/// let limits = Limits::new().with_water_marks(4096, 16 * 1024).with_max_input(8192);
+/// assert_eq!((limits.low_water(), limits.high_water()), (4096, 16 * 1024));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    high_water: usize,
+    low_water: usize,
+    max_in_flight: usize,
+    max_input: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            max_in_flight: 128,
+            max_input: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults: water marks 16 KiB / 64 KiB, 128 requests in flight,
+    /// 64 KiB of undecoded input.
+    pub fn new() -> Limits {
+        Limits::default()
+    }
+
+    /// Pause reading above `high` buffered bytes, resume at `low` or below
+    /// (`low` is capped at `high`; `high` is at least 1).
+    pub fn with_water_marks(mut self, low: usize, high: usize) -> Limits {
+        self.high_water = high.max(1);
+        self.low_water = low.min(self.high_water);
+        self
+    }
+
+    /// Pause reading while this many requests wait for their responses
+    /// (pipelining depth; at least 1).
+    pub fn with_max_in_flight(mut self, requests: usize) -> Limits {
+        self.max_in_flight = requests.max(1);
+        self
+    }
+
+    /// The most undecoded input a connection holds: a request that does not
+    /// fit closes the connection with [`CloseReason::InputTooLarge`] (at
+    /// least 1 byte). A client [`Connection`](super::Connection) stops
+    /// reading at `high_water` unread bytes instead (but always holds a
+    /// line as long as its `read_line` accepts).
+    pub fn with_max_input(mut self, bytes: usize) -> Limits {
+        self.max_input = bytes.max(1);
+        self
+    }
+
+    /// Buffered bytes above which reading pauses.
+    pub fn high_water(&self) -> usize {
+        self.high_water
+    }
+
+    /// Buffered bytes at or below which reading resumes.
+    pub fn low_water(&self) -> usize {
+        self.low_water
+    }
+
+    /// Requests in flight at which reading pauses.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// The most undecoded input a server connection holds.
+    pub fn max_input(&self) -> usize {
+        self.max_input
+    }
+}
+
+/// Why a connection closed: errors and resets are events, not panics.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer ended its stream and everything owed to it was sent.
+    Finished,
+    /// Closed by this side ([`Connection::close`](super::Connection::close),
+    /// a dropped connection).
+    Local,
+    /// The peer reset the connection (`ECONNRESET`, `EPIPE`,
+    /// `ECONNABORTED`).
+    Reset,
+    /// Another I/O error.
+    Io(Arc<io::Error>),
+    /// The protocol could not decode the input (the error is its own type,
+    /// e.g. [`LineError`](super::LineError)).
+    Protocol(Arc<dyn Error + Send + Sync>),
+    /// A request did not fit in [`Limits::max_input`] bytes.
+    InputTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A handler or the protocol panicked, and the protocol had no error
+    /// response for it (the panic was logged with the context dump).
+    Panicked,
+    /// The reactor was dropped.
+    ReactorGone,
+}
+
+impl CloseReason {
+    /// Whether the connection ended abnormally (anything but
+    /// [`Finished`](CloseReason::Finished) or [`Local`](CloseReason::Local)).
+    pub fn is_error(&self) -> bool {
+        !matches!(self, CloseReason::Finished | CloseReason::Local)
+    }
+
+    pub(crate) fn from_io(error: io::Error) -> CloseReason {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => CloseReason::Reset,
+            _ => CloseReason::Io(Arc::new(error)),
+        }
+    }
+
+    /// The reason as an `io::Error`, for calls on a closed connection.
+    pub(crate) fn to_io(&self) -> io::Error {
+        let kind = match self {
+            CloseReason::Finished | CloseReason::Local => io::ErrorKind::NotConnected,
+            CloseReason::Reset => io::ErrorKind::ConnectionReset,
+            CloseReason::Io(e) => e.kind(),
+            CloseReason::Protocol(_) | CloseReason::InputTooLarge { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            CloseReason::Panicked | CloseReason::ReactorGone => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, format!("connection closed: {self}"))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Finished => f.write_str("finished: the peer ended its stream"),
+            CloseReason::Local => f.write_str("closed by this side"),
+            CloseReason::Reset => f.write_str("reset by the peer"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Protocol(e) => write!(f, "undecodable input: {e}"),
+            CloseReason::InputTooLarge { limit } => write!(
+                f,
+                "a request did not fit in {limit} bytes (Limits::with_max_input raises the limit)"
+            ),
+            CloseReason::Panicked => {
+                f.write_str("a handler or the protocol panicked (logged with the context dump)")
+            }
+            CloseReason::ReactorGone => f.write_str("the reactor was dropped"),
+        }
+    }
+}
+
+/// What happened to a connection's transport, as told to its
+/// [`Protocol`](super::Protocol) ([`Protocol::event`](super::Protocol::event)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TransportEvent<'a> {
+    /// Write backpressure: reading and decoding stopped.
+    Paused {
+        /// Bytes waiting to be sent.
+        buffered: usize,
+        /// Requests waiting for their responses.
+        in_flight: usize,
+    },
+    /// Reading and decoding resumed.
+    Resumed,
+    /// The peer ended its stream (half-close): the requests already
+    /// received are still answered.
+    ReadClosed,
+    /// The connection is closed; the protocol sees nothing more.
+    Closed(&'a CloseReason),
+}
+
+/// A byte stream the transport can drive: a TCP stream or a memory pipe.
+pub(crate) trait Stream: Read + Write {
+    /// Ends our sending side (half-close).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// A byte buffer consumed from the front and appended at the back.
+#[derive(Default)]
+pub(crate) struct Buffer {
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl Buffer {
+    pub(crate) fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// Drops `n` bytes from the front (at most all of them).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.clear();
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.start = 0;
+    }
+
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.tail().extend_from_slice(bytes);
+    }
+
+    /// The bytes as a vector to append to (consumed bytes are moved out
+    /// first, so whatever the caller does to the vector is the content).
+    pub(crate) fn tail(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        &mut self.data
+    }
+
+    /// Takes up to `n` bytes from the front.
+    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.len());
+        let taken = self.as_slice()[..n].to_vec();
+        self.consume(n);
+        taken
+    }
+
+    /// One `read` of at most `max` bytes appended at the back.
+    fn read_from(&mut self, reader: &mut impl Read, max: usize) -> io::Result<usize> {
+        let data = self.tail();
+        let len = data.len();
+        data.resize(len + max, 0);
+        let read = reader.read(&mut data[len..]);
+        data.truncate(len + *read.as_ref().unwrap_or(&0));
+        read
+    }
+}
+
+/// The read side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Open,
+    /// The peer ended its stream.
+    Eof,
+    /// We are closing: input is read and dropped until the peer's end of
+    /// stream, up to `left` more bytes.
+    Discarding {
+        left: usize,
+    },
+    /// Nothing more is read.
+    Stopped,
+}
+
+/// The write side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writing {
+    Open,
+    /// Half-close once the buffer is flushed.
+    ShutdownWhenFlushed,
+    Shut,
+}
+
+/// What one transport call did.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) read: usize,
+    pub(crate) written: usize,
+    /// The peer's end of stream was reached in this call.
+    pub(crate) eof: bool,
+    /// An I/O error other than `WouldBlock` / `Interrupted`.
+    pub(crate) error: Option<io::Error>,
+}
+
+/// Buffers and state of one connection's byte stream.
+pub(crate) struct Transport {
+    /// Received bytes not decoded yet.
+    pub(crate) input: Buffer,
+    /// Bytes waiting to be sent.
+    pub(crate) output: Buffer,
+    pub(crate) limits: Limits,
+    reading: Reading,
+    writing: Writing,
+    paused: bool,
+    /// Reading stopped before the stream said `WouldBlock` (no room, or
+    /// paused): more may be waiting without a new readiness event.
+    pending: bool,
+}
+
+impl Transport {
+    pub(crate) fn new(limits: Limits) -> Transport {
+        Transport {
+            input: Buffer::default(),
+            output: Buffer::default(),
+            limits,
+            reading: Reading::Open,
+            writing: Writing::Open,
+            paused: false,
+            pending: false,
+        }
+    }
+
+    /// Reads until the stream is drained (`WouldBlock`), ends, fails, or
+    /// `input` holds `cap` bytes. Reads nothing while paused.
+    pub(crate) fn read_from(&mut self, stream: &mut impl Read, cap: usize) -> Outcome {
+        let mut out = Outcome::default();
+        loop {
+            let max = match self.reading {
+                Reading::Open if self.paused => {
+                    self.pending = true;
+                    break;
+                }
+                Reading::Open => {
+                    let room = cap.saturating_sub(self.input.len());
+                    if room == 0 {
+                        self.pending = true;
+                        break;
+                    }
+                    room.min(CHUNK)
+                }
+                Reading::Discarding { left } => left.min(CHUNK),
+                Reading::Eof | Reading::Stopped => break,
+            };
+            match self.input.read_from(stream, max) {
+                Ok(0) => {
+                    self.reading = Reading::Eof;
+                    self.pending = false;
+                    out.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    out.read += n;
+                    if let Reading::Discarding { left } = self.reading {
+                        self.input.clear();
+                        let left = left.saturating_sub(n);
+                        self.reading = if left == 0 {
+                            Reading::Stopped
+                        } else {
+                            Reading::Discarding { left }
+                        };
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pending = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.reading = Reading::Stopped;
+                    self.pending = false;
+                    out.error = Some(e);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes buffered output until it is empty or the stream is full
+    /// (`WouldBlock`); then half-closes if that was asked for.
+    pub(crate) fn write_to(&mut self, stream: &mut impl Stream) -> Outcome {
+        let mut out = Outcome::default();
+        while !self.output.is_empty() && self.writing != Writing::Shut {
+            match stream.write(self.output.as_slice()) {
+                Ok(0) => {
+                    out.error = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => {
+                    self.output.consume(n);
+                    out.written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
+        }
+        if out.error.is_some() {
+            self.writing = Writing::Shut;
+            self.output.clear();
+            return out;
+        }
+        if self.output.is_empty() && self.writing == Writing::ShutdownWhenFlushed {
+            self.writing = Writing::Shut;
+            match stream.shutdown_write() {
+                Ok(()) => {}
+                // The peer is gone already: nothing left to tell it.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => out.error = Some(e),
+            }
+        }
+        out
+    }
+
+    /// Pauses reading when `over` (a high-water mark is passed), resumes it
+    /// when `under` (back down to the low-water marks); returns the new
+    /// state when it changed. Between the two, the state holds (hysteresis).
+    pub(crate) fn backpressure(&mut self, over: bool, under: bool) -> Option<bool> {
+        if !self.paused && over {
+            self.paused = true;
+            Some(true)
+        } else if self.paused && under && !over {
+            self.paused = false;
+            // An edge may have arrived while paused and been skipped.
+            self.pending = true;
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether reading should be tried again without a readiness event.
+    pub(crate) fn wants_read(&self, cap: usize) -> bool {
+        self.pending && !self.paused && self.reading == Reading::Open && self.input.len() < cap
+    }
+
+    /// Half-closes once the output is flushed.
+    pub(crate) fn shutdown_when_flushed(&mut self) {
+        if self.writing == Writing::Open {
+            self.writing = Writing::ShutdownWhenFlushed;
+        }
+    }
+
+    /// Stops reading: pending input is dropped; with `linger`, further input
+    /// is read and dropped until the peer ends its stream (bounded).
+    pub(crate) fn stop_reading(&mut self, linger: bool) {
+        self.input.clear();
+        if matches!(self.reading, Reading::Open | Reading::Discarding { .. }) {
+            self.reading = if linger {
+                Reading::Discarding { left: LINGER_BYTES }
+            } else {
+                Reading::Stopped
+            };
+        }
+    }
+
+    /// The peer ended its stream.
+    pub(crate) fn read_eof(&self) -> bool {
+        self.reading == Reading::Eof
+    }
+
+    /// Nothing more will be read (end of stream, error or stopped).
+    pub(crate) fn read_done(&self) -> bool {
+        matches!(self.reading, Reading::Eof | Reading::Stopped)
+    }
+
+    /// Bytes may still be queued for sending.
+    pub(crate) fn write_open(&self) -> bool {
+        self.writing == Writing::Open
+    }
+
+    /// Our sending side is closed.
+    pub(crate) fn write_shut(&self) -> bool {
+        self.writing == Writing::Shut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read, Write};
+
+    use super::{Buffer, Limits, Stream, Transport};
+
+    /// A scripted stream: reads come from `reads` (an empty entry is
+    /// `WouldBlock`), writes accept at most `room` bytes.
+    #[derive(Default)]
+    struct Script {
+        reads: Vec<io::Result<Vec<u8>>>,
+        written: Vec<u8>,
+        room: usize,
+        shut: bool,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.reads.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut chunk = self.reads.remove(0)?;
+            if chunk.len() > buf.len() {
+                let rest = chunk.split_off(buf.len());
+                self.reads.insert(0, Ok(rest));
+            }
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Script {
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut = true;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn buffer_consumes_from_the_front_and_appends_at_the_back() {
+        let mut buf = Buffer::default();
+        buf.extend(b"hello world");
+        buf.consume(6);
+        assert_eq!(buf.as_slice(), b"world");
+        buf.tail().extend_from_slice(b"!");
+        assert_eq!(buf.as_slice(), b"world!");
+        assert_eq!(buf.take(3), b"wor");
+        buf.consume(100);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn interrupted_is_retried_and_would_block_means_drained() {
+        let mut stream = Script {
+            reads: vec![
+                Ok(b"ab".to_vec()),
+                Err(io::ErrorKind::Interrupted.into()),
+                Ok(b"cd".to_vec()),
+            ],
+            ..Script::default()
+        };
+        let mut t = Transport::new(Limits::default());
+        let out = t.read_from(&mut stream, 1024);
+        assert_eq!((out.read, out.eof, out.error.is_none()), (4, false, true));
+        assert_eq!(t.input.as_slice(), b"abcd");
+        assert!(!t.wants_read(1024), "drained: wait for the next event");
+    }
+
+    #[test]
+    fn reading_stops_at_the_cap_and_asks_to_be_retried() {
+        let mut stream = Script {
+            reads: vec![Ok(vec![b'x'; 100])],
+            ..Script::default()
+        };
+        let mut t = Transport::new(Limits::default());
+        assert_eq!(t.read_from(&mut stream, 60).read, 60);
+        assert!(!t.wants_read(60));
+        t.input.consume(60);
+        assert!(t.wants_read(60));
+        assert_eq!(t.read_from(&mut stream, 60).read, 40);
+    }
+
+    #[test]
+    fn errors_come_back_as_outcomes() {
+        let mut stream = Script {
+            reads: vec![
+                Ok(b"x".to_vec()),
+                Err(io::ErrorKind::ConnectionReset.into()),
+            ],
+            ..Script::default()
+        };
+        let mut t = Transport::new(Limits::default());
+        let out = t.read_from(&mut stream, 1024);
+        assert_eq!(out.read, 1);
+        assert_eq!(
+            out.error.map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+        assert!(t.read_done());
+    }
+
+    #[test]
+    fn backpressure_pauses_over_the_high_marks_and_resumes_under_the_low_ones() {
+        let mut t = Transport::new(Limits::default());
+        assert_eq!(t.backpressure(false, false), None);
+        assert_eq!(t.backpressure(true, false), Some(true));
+        let mut stream = Script {
+            reads: vec![Ok(b"x".to_vec())],
+            ..Script::default()
+        };
+        assert_eq!(
+            t.read_from(&mut stream, 1024).read,
+            0,
+            "paused: nothing read"
+        );
+        assert_eq!(
+            t.backpressure(false, false),
+            None,
+            "between the marks: holds"
+        );
+        assert_eq!(
+            t.backpressure(true, true),
+            None,
+            "a high mark is still passed"
+        );
+        assert_eq!(t.backpressure(false, true), Some(false));
+        assert!(t.wants_read(1024));
+        assert_eq!(t.read_from(&mut stream, 1024).read, 1);
+    }
+
+    #[test]
+    fn half_close_waits_for_the_output_to_drain() {
+        let mut stream = Script {
+            room: 3,
+            ..Script::default()
+        };
+        let mut t = Transport::new(Limits::default());
+        t.output.extend(b"hello");
+        t.shutdown_when_flushed();
+        assert_eq!(t.write_to(&mut stream).written, 3);
+        assert!(!stream.shut && !t.write_shut());
+        stream.room = 10;
+        assert_eq!(t.write_to(&mut stream).written, 2);
+        assert!(stream.shut && t.write_shut());
+        assert_eq!(stream.written, b"hello");
+    }
+
+    #[test]
+    fn lingering_reads_drop_input_until_end_of_stream() {
+        let mut stream = Script {
+            reads: vec![Ok(b"junk".to_vec()), Ok(Vec::new())],
+            ..Script::default()
+        };
+        let mut t = Transport::new(Limits::default());
+        t.input.extend(b"partial");
+        t.stop_reading(true);
+        assert!(t.input.is_empty());
+        let out = t.read_from(&mut stream, 1024);
+        assert!(out.eof && t.input.is_empty() && t.read_done());
+    }
+}
