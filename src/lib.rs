@@ -52,6 +52,9 @@ mod context;
 mod declare;
 mod propagate;
 pub mod reactor;
+pub mod stage;
+#[cfg(feature = "sqlite")]
+pub mod txn;
 
 pub use context::{
     contains, dump, get, provide, provide_arc, provide_local, provide_subscriber, scope, with,

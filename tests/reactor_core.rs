@@ -397,3 +397,40 @@ fn dropping_the_reactor_drops_pending_work_that_holds_its_handle() {
         "pending work outlived its reactor"
     );
 }
+
+#[test]
+fn a_timer_fired_from_another_thread_shows_its_scheduling_site_and_thread() {
+    let (mut reactor, clock) = virtual_reactor();
+    let handle = reactor.handle();
+    let seen = Arc::new(Mutex::new(None));
+    let s = Arc::clone(&seen);
+    // Scheduled on another thread, in a context without the reactor: the
+    // hop frame is only built when the call fires, so it must still name
+    // the scheduling thread and line, not the reactor's.
+    let scheduled_line = std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || {
+            milieu::scope().with(RequestId(21)).run(|| {
+                let line = line!() + 1;
+                handle.call_later(Duration::from_millis(5), move || {
+                    *s.lock().unwrap() =
+                        Some((milieu::get::<RequestId>().unwrap().0, milieu::dump()));
+                });
+                line
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(reactor.advance(Duration::from_millis(5)).unwrap(), 1);
+    let (id, dump) = seen.lock().unwrap().take().expect("the timer fired");
+    assert_eq!(id, 21);
+    let hop = dump
+        .hops()
+        .find(|h| h.label.as_deref() == Some("call_later"))
+        .unwrap_or_else(|| panic!("a call_later hop in\n{dump}"));
+    assert_eq!(hop.kind, HopKind::Task);
+    assert_eq!(hop.site.line, scheduled_line, "{dump}");
+    assert_eq!(hop.from.name.as_deref(), Some("scheduler"), "{dump}");
+    assert!(clock.elapsed() >= Duration::from_millis(5));
+}

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::{poll_once, Capture};
 use milieu::reactor::testing::{MemoryStream, Pair};
 use milieu::reactor::{
-    serve, Clock, CloseReason, ConnectionInfo, Handle, Limits, LineError, LineProtocol, Protocol,
-    Reactor, Reply, TickStats, TransportEvent, VirtualClock,
+    serve, Clock, CloseReason, ConnectionInfo, Handle, Limits, LineError, LineProtocol, Listener,
+    Protocol, Reactor, Reply, TickStats, TransportEvent, VirtualClock,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -894,14 +894,7 @@ fn a_client_connection_stops_reading_what_the_application_does_not_read() {
 #[test]
 fn after_a_half_close_the_requests_received_are_answered_then_the_server_closes() {
     let mut reactor = Reactor::new().unwrap();
-    let log: Log = Log::default();
-    let events = Arc::clone(&log);
-    let listener = reactor
-        .handle()
-        .listen_tcp("127.0.0.1:0", move || {
-            serve(Observed::new(LineProtocol::new(), &events), echo)
-        })
-        .unwrap();
+    let (log, listener) = observed_echo_server(&reactor);
     let addr = listener.local_addr();
     let (got, _) = serve_client(&mut reactor, move || {
         let mut stream = connect(addr);
@@ -911,6 +904,65 @@ fn after_a_half_close_the_requests_received_are_answered_then_the_server_closes(
     });
     assert_eq!(got, b"a\nb\nlast without a line end\n");
     tick_until(&mut reactor, |r| r.connections() == 0);
+    let log = seen(&log);
+    assert!(
+        matches!(
+            log.as_slice(),
+            [Seen::ReadClosed, Seen::Closed(CloseReason::Finished)]
+        ),
+        "{log:?}"
+    );
+}
+
+/// A line echo server on an ephemeral loopback port whose protocol
+/// records its transport events in the returned log.
+fn observed_echo_server(reactor: &Reactor) -> (Log, Listener) {
+    let log: Log = Log::default();
+    let events = Arc::clone(&log);
+    let listener = reactor
+        .handle()
+        .listen_tcp("127.0.0.1:0", move || {
+            serve(Observed::new(LineProtocol::new(), &events), echo)
+        })
+        .unwrap();
+    (log, listener)
+}
+
+/// Ticks until the reactor's totals satisfy `done`, failing after
+/// [`DEADLINE`].
+#[track_caller]
+fn tick_until_totals(reactor: &mut Reactor, totals: &mut Totals, done: impl Fn(&Totals) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done(totals) {
+        assert!(Instant::now() < deadline, "timed out; so far: {totals:?}");
+        let stats = reactor.tick(Some(Duration::from_millis(5))).unwrap();
+        totals.add(&stats);
+    }
+}
+
+#[test]
+fn input_and_end_of_stream_arriving_after_a_short_read_are_still_seen() {
+    // Each read below returns less than the transport asks for, which ends
+    // the read as drained: what the peer sends afterwards, data or end of
+    // stream, must come with a new readiness event.
+    let mut reactor = Reactor::new().unwrap();
+    let (log, listener) = observed_echo_server(&reactor);
+    let mut client = connect(listener.local_addr());
+    let mut totals = Totals::default();
+
+    client.write_all(b"hel").unwrap();
+    tick_until_totals(&mut reactor, &mut totals, |t| t.bytes_read == 3);
+    client.write_all(b"lo\n").unwrap();
+    tick_until_totals(&mut reactor, &mut totals, |t| t.bytes_written == 6);
+    assert_eq!(read_exactly(&mut client, 6), b"hello\n");
+
+    client.write_all(b"bye").unwrap();
+    tick_until_totals(&mut reactor, &mut totals, |t| t.bytes_read == 9);
+    let so_far = seen(&log);
+    assert!(so_far.is_empty(), "no end of stream yet: {so_far:?}");
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    tick_until(&mut reactor, |r| r.connections() == 0);
+    assert_eq!(read_to_end(&mut client), b"bye\n");
     let log = seen(&log);
     assert!(
         matches!(
@@ -948,14 +1000,7 @@ fn a_client_can_half_close_and_still_read() {
 #[test]
 fn a_reset_by_the_peer_is_a_close_event() {
     let mut reactor = Reactor::new().unwrap();
-    let log: Log = Log::default();
-    let events = Arc::clone(&log);
-    let listener = reactor
-        .handle()
-        .listen_tcp("127.0.0.1:0", move || {
-            serve(Observed::new(LineProtocol::new(), &events), echo)
-        })
-        .unwrap();
+    let (log, listener) = observed_echo_server(&reactor);
     let addr = listener.local_addr();
     let (_, totals) = serve_client(&mut reactor, move || {
         let mut stream = connect(addr);

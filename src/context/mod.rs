@@ -25,6 +25,7 @@ pub use lookup::{contains, get, with};
 pub use missing::{Declared, Missing, NearMiss, NearMissKind};
 pub use monitor::provide_subscriber;
 pub use snapshot::Context;
+pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};

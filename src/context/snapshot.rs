@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::dump::Dump;
 use super::entry::Value;
-use super::frame::{Frame, FrameKind, HopKind, HopRecord};
+use super::frame::{Frame, FrameKind, HopKind, HopRecord, ThreadInfo};
 use super::install::Guard;
 use super::missing::Missing;
 use super::state::State;
@@ -104,29 +104,7 @@ impl Context {
         label: Option<Cow<'static, str>>,
         site: &'static Location<'static>,
     ) -> Context {
-        // An empty context carries nothing worth recording.
-        let Some(parent) = &self.frame else {
-            return Context::empty();
-        };
-        let thread = State::try_with(State::thread_info)
-            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
-        let record = HopRecord {
-            kind,
-            label,
-            site,
-            arrived: OnceLock::new(),
-        };
-        let carried = parent.carried.clone();
-        let frame = Frame::new(
-            Some(Arc::clone(parent)),
-            FrameKind::Hop(record),
-            thread,
-            carried.clone(),
-            carried,
-        );
-        Context {
-            frame: Some(Arc::new(frame)),
-        }
+        PendingHop::new(self.clone(), kind, label, site).into_context()
     }
 
     /// Makes this snapshot the current context while `f` runs, then restores
@@ -223,5 +201,67 @@ impl fmt::Debug for Context {
             }
         }
         list.finish()
+    }
+}
+
+/// A hop decided now and recorded later, when the work it leads to runs.
+///
+/// Building a hop frame allocates; work that is often scheduled and then
+/// cancelled (a timer guarding a request that finishes in time) would pay
+/// for a record nobody reads. This keeps what the record needs — the
+/// snapshot, the thread it was taken on, the site — and builds the frame
+/// only in [`into_context`](PendingHop::into_context). The dump is the same
+/// as with an eager [`Context::hop_at`].
+pub(crate) struct PendingHop {
+    from: Context,
+    thread: Option<Arc<ThreadInfo>>,
+    kind: HopKind,
+    label: Option<Cow<'static, str>>,
+    site: &'static Location<'static>,
+}
+
+impl PendingHop {
+    pub(crate) fn new(
+        from: Context,
+        kind: HopKind,
+        label: Option<Cow<'static, str>>,
+        site: &'static Location<'static>,
+    ) -> Self {
+        // An empty context carries nothing worth recording: skip the
+        // thread lookup too.
+        let thread = from.frame.is_some().then(|| {
+            State::try_with(State::thread_info).unwrap_or_else(|| Arc::new(ThreadInfo::exiting()))
+        });
+        PendingHop {
+            from,
+            thread,
+            kind,
+            label,
+            site,
+        }
+    }
+
+    /// The snapshot with the hop frame on top, as the work should see it.
+    pub(crate) fn into_context(self) -> Context {
+        let (Some(parent), Some(thread)) = (self.from.frame, self.thread) else {
+            return Context::empty();
+        };
+        let record = HopRecord {
+            kind: self.kind,
+            label: self.label,
+            site: self.site,
+            arrived: OnceLock::new(),
+        };
+        let carried = parent.carried.clone();
+        let frame = Frame::new(
+            Some(parent),
+            FrameKind::Hop(record),
+            thread,
+            carried.clone(),
+            carried,
+        );
+        Context {
+            frame: Some(Arc::new(frame)),
+        }
     }
 }

@@ -367,7 +367,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
             return;
         }
         let cap = self.transport.limits.max_input();
-        let out = self.transport.read_from(&mut self.stream, cap);
+        let out = self.transport.read_from(&mut self.stream, cap, ready);
         cx.stats.bytes_read += out.read;
         if let Some(e) = out.error {
             self.done = Some(CloseReason::from_io(e));

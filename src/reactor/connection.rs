@@ -561,7 +561,7 @@ impl Driver for ClientDriver {
         }
         Self::backpressure(&mut state);
         let cap = input_cap(&state);
-        let out = state.transport.read_from(&mut self.stream, cap);
+        let out = state.transport.read_from(&mut self.stream, cap, ready);
         cx.stats.bytes_read += out.read;
         if out.read > 0 || out.eof || out.error.is_some() {
             state.wake_all();

@@ -51,6 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::context::PendingHop;
 use crate::{Context, FutureExt, HopKind, Missing};
 
 pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};
@@ -340,9 +341,9 @@ impl Handle {
     /// current here. Twisted's `callLater`.
     #[track_caller]
     pub fn call_later<F: FnOnce() + Send + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        let ctx = self.capture(HopKind::Task, "call_later", Location::caller());
+        let hop = self.capture_pending(HopKind::Task, "call_later", Location::caller());
         let when = self.now() + delay;
-        let key = self.shared.core().timers.insert(when, Box::new(f), ctx);
+        let key = self.shared.core().timers.insert(when, Box::new(f), hop);
         self.shared.unpark();
         DelayedCall {
             key,
@@ -423,6 +424,17 @@ impl Handle {
         label: &'static str,
         site: &'static Location<'static>,
     ) -> Context {
+        self.capture_pending(kind, label, site).into_context()
+    }
+
+    /// [`capture`](Handle::capture) without building the hop frame yet:
+    /// for timers, most of which are cancelled before they fire.
+    fn capture_pending(
+        &self,
+        kind: HopKind,
+        label: &'static str,
+        site: &'static Location<'static>,
+    ) -> PendingHop {
         let ours = crate::with(|h: &Handle| Arc::ptr_eq(&h.shared, &self.shared)).unwrap_or(false);
         let ctx = if ours {
             Context::current()
@@ -432,7 +444,7 @@ impl Handle {
                 .because("the reactor running this work")
                 .run(Context::current)
         };
-        ctx.hop_at(kind, Some(label.into()), site)
+        PendingHop::new(ctx, kind, Some(label.into()), site)
     }
 
     fn pool(&self) -> io::Result<&Pool> {
@@ -666,7 +678,8 @@ impl Reactor {
             let due = self.shared.core().timers.pop_due(now, limit);
             let Some(timer) = due else { break };
             stats.timers += 1;
-            stats.panics += usize::from(!run_guarded("timer", &timer.context, timer.callback));
+            let ctx = timer.hop.into_context();
+            stats.panics += usize::from(!run_guarded("timer", &ctx, timer.callback));
         }
 
         // 3. One readiness poll, as long as nothing else is waiting.
@@ -870,7 +883,7 @@ impl Reactor {
                 drop(core);
                 clock.set(when);
                 fired += 1;
-                run_guarded("timer", &timer.context, timer.callback);
+                run_guarded("timer", &timer.hop.into_context(), timer.callback);
                 // Tasks the timer woke (a `sleep` ending) resume at its time.
                 self.run_ready_tasks();
             }
@@ -967,11 +980,7 @@ fn run_guarded(kind: &str, ctx: &Context, f: Box<dyn FnOnce() + Send>) -> bool {
 
 /// Logs a caught panic through `tracing`, with the current context dump.
 pub(crate) fn log_panic(kind: &str, panic: &(dyn std::any::Any + Send)) {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string panic payload>".to_owned());
+    let message = panic_message(panic);
     tracing::error!(
         target: "milieu::reactor",
         kind,
@@ -979,4 +988,13 @@ pub(crate) fn log_panic(kind: &str, panic: &(dyn std::any::Any + Send)) {
         context = %crate::dump(),
         "a {kind} panicked; the reactor goes on"
     );
+}
+
+/// The message of a caught panic (`panic!` payloads are `&str` or `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic payload>".to_owned())
 }

@@ -28,6 +28,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+use std::collections::vec_deque::Drain;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -180,7 +181,22 @@ impl MemoryStream {
     }
 
     fn read_bytes(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
+        self.read_with(buf.len(), |bytes| {
+            for (dst, src) in buf.iter_mut().zip(bytes) {
+                *dst = src;
+            }
+        })
+    }
+
+    /// A read of at most `max` bytes appended to `data`: the transport's
+    /// read, with no buffer to zero first as `Read::read` would need.
+    pub(crate) fn read_appending(&self, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.read_with(max, |bytes| data.extend(bytes))
+    }
+
+    /// A read of at most `max` bytes, handed to `copy`.
+    fn read_with(&self, max: usize, copy: impl FnOnce(Drain<'_, u8>)) -> io::Result<usize> {
+        if max == 0 {
             return Ok(0);
         }
         let (n, notify) = {
@@ -192,10 +208,8 @@ impl MemoryStream {
                     Err(io::ErrorKind::WouldBlock.into())
                 };
             }
-            let n = buf.len().min(pipe.data.len());
-            for (dst, src) in buf.iter_mut().zip(pipe.data.drain(..n)) {
-                *dst = src;
-            }
+            let n = max.min(pipe.data.len());
+            copy(pipe.data.drain(..n));
             (n, pipe.on_read.clone())
         };
         if let Some(notify) = notify {

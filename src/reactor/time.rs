@@ -2,8 +2,11 @@
 //!
 //! Timers live in a binary heap ordered by (deadline, sequence) next to a
 //! slotmap that owns the callbacks. Insert is O(log n); cancel is O(1)
-//! (the heap entry goes stale and is skipped when it reaches the top);
-//! `reset` pushes a fresh heap entry and leaves the old one stale.
+//! amortised (the heap entry goes stale and is skipped when it reaches the
+//! top; once stale entries outnumber live ones two to one the heap is
+//! rebuilt without them); `reset` pushes a fresh heap entry and leaves the
+//! old one stale. A timer keeps its scheduler's context as a
+//! [`PendingHop`]: the hop frame is only built if the call fires.
 //! Twisted's `task.Clock` keeps a sorted list: O(n) per insert.
 
 use std::cmp::Reverse;
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use slotmap::{new_key_type, SlotMap};
 
-use crate::Context;
+use crate::context::PendingHop;
 
 new_key_type! {
     /// Identifies one scheduled call in its reactor.
@@ -106,7 +109,9 @@ pub(crate) struct Timer {
     /// Matches the live heap entry; older heap entries are stale.
     seq: u64,
     pub(crate) callback: Box<dyn FnOnce() + Send>,
-    pub(crate) context: Context,
+    /// The scheduler's context; the hop frame is built only if the call
+    /// fires.
+    pub(crate) hop: PendingHop,
 }
 
 /// The reactor's timers.
@@ -115,6 +120,10 @@ pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerKey)>>,
     timers: SlotMap<TimerKey, Timer>,
     next_seq: u64,
+    /// Heap entries whose timer was cancelled or moved. When they outnumber
+    /// the live ones the heap is rebuilt, so a service that schedules and
+    /// cancels timeouts forever keeps a heap the size of what is pending.
+    stale: usize,
 }
 
 impl Timers {
@@ -122,14 +131,14 @@ impl Timers {
         &mut self,
         when: Instant,
         callback: Box<dyn FnOnce() + Send>,
-        context: Context,
+        hop: PendingHop,
     ) -> TimerKey {
         let seq = self.bump();
         let key = self.timers.insert(Timer {
             when,
             seq,
             callback,
-            context,
+            hop,
         });
         self.heap.push(Reverse((when, seq, key)));
         key
@@ -138,9 +147,9 @@ impl Timers {
     /// Removes a pending call; false if it already ran or was cancelled.
     pub(crate) fn cancel(&mut self, key: TimerKey) -> bool {
         let removed = self.timers.remove(key).is_some();
-        if self.timers.is_empty() {
-            // Every heap entry is stale now: drop them in one go.
-            self.heap.clear();
+        if removed {
+            self.stale += 1;
+            self.compact_if_mostly_stale();
         }
         removed
     }
@@ -154,6 +163,8 @@ impl Timers {
                 timer.when = when;
                 timer.seq = seq;
                 self.heap.push(Reverse((when, seq, key)));
+                self.stale += 1;
+                self.compact_if_mostly_stale();
                 true
             }
             None => false,
@@ -209,9 +220,31 @@ impl Timers {
                 Some(timer) if timer.seq == *seq => return,
                 _ => {
                     self.heap.pop();
+                    self.stale -= 1;
                 }
             }
         }
+    }
+
+    /// Drops every stale heap entry once they are more than twice the live
+    /// ones: O(n) work after at least n/2 cancels, so O(1) amortised per
+    /// cancel.
+    fn compact_if_mostly_stale(&mut self) {
+        if self.timers.is_empty() {
+            // Every heap entry is stale: drop them in one go.
+            self.heap.clear();
+            self.stale = 0;
+        } else if self.stale > 64 && self.stale > 2 * self.timers.len() {
+            let timers = &self.timers;
+            self.heap
+                .retain(|Reverse((_, seq, key))| timers.get(*key).is_some_and(|t| t.seq == *seq));
+            self.stale = 0;
+        }
+    }
+
+    #[cfg(test)]
+    fn heap_len(&self) -> usize {
+        self.heap.len()
     }
 }
 
@@ -219,11 +252,18 @@ impl Timers {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use std::panic::Location;
+
     use super::Timers;
-    use crate::Context;
+    use crate::context::PendingHop;
+    use crate::{Context, HopKind};
 
     fn noop() -> Box<dyn FnOnce() + Send> {
         Box::new(|| {})
+    }
+
+    fn no_hop() -> PendingHop {
+        PendingHop::new(Context::empty(), HopKind::Task, None, Location::caller())
     }
 
     #[test]
@@ -231,9 +271,9 @@ mod tests {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
         let mut timers = Timers::default();
-        let late = timers.insert(at(30), noop(), Context::empty());
-        let early = timers.insert(at(10), noop(), Context::empty());
-        let gone = timers.insert(at(20), noop(), Context::empty());
+        let late = timers.insert(at(30), noop(), no_hop());
+        let early = timers.insert(at(10), noop(), no_hop());
+        let gone = timers.insert(at(20), noop(), no_hop());
         assert!(timers.cancel(gone));
         assert!(!timers.cancel(gone));
         assert_eq!(timers.next_deadline(), Some(at(10)));
@@ -249,7 +289,7 @@ mod tests {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
         let mut timers = Timers::default();
-        let key = timers.insert(at(10), noop(), Context::empty());
+        let key = timers.insert(at(10), noop(), no_hop());
         assert!(timers.reset(key, at(50)));
         assert_eq!(timers.next_deadline(), Some(at(50)));
         let limit = timers.seq_limit();
@@ -259,11 +299,39 @@ mod tests {
     }
 
     #[test]
+    fn cancelling_most_timers_shrinks_the_heap_and_keeps_the_order() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut timers = Timers::default();
+        let keys: Vec<_> = (0..1000)
+            .map(|i| timers.insert(at(i), noop(), no_hop()))
+            .collect();
+        // Keep every tenth timer.
+        for (i, key) in keys.iter().enumerate() {
+            if i % 10 != 0 {
+                assert!(timers.cancel(*key));
+            }
+        }
+        assert_eq!(timers.len(), 100);
+        assert!(
+            timers.heap_len() <= 3 * timers.len() + 65,
+            "heap {}",
+            timers.heap_len()
+        );
+        let limit = timers.seq_limit();
+        let fired: Vec<_> = std::iter::from_fn(|| timers.pop_due(at(1000), limit))
+            .map(|t| t.when)
+            .collect();
+        let expected: Vec<_> = (0..1000).step_by(10).map(at).collect();
+        assert_eq!(fired, expected);
+    }
+
+    #[test]
     fn calls_scheduled_after_the_limit_wait_for_the_next_round() {
         let now = Instant::now();
         let mut timers = Timers::default();
         let limit = timers.seq_limit();
-        timers.insert(now, noop(), Context::empty());
+        timers.insert(now, noop(), no_hop());
         assert!(timers.pop_due(now, limit).is_none());
         assert!(timers.pop_due(now, timers.seq_limit()).is_some());
     }

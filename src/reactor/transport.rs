@@ -4,14 +4,18 @@
 //! A [`Transport`] owns no socket: the connection that owns one hands it
 //! in for each call, so the same code drives a TCP stream and a memory pipe
 //! (see [`testing`](super::testing)). It speaks `io::Result` at its edges:
-//! `Interrupted` is retried, `WouldBlock` means drained, and any other
-//! error comes back as an outcome the connection turns into a close event
-//! ([`CloseReason`]), never a panic.
+//! `Interrupted` is retried, `WouldBlock` means drained (so does a short
+//! read on an edge-triggered socket, see [`Transport::read_from`]), and any
+//! other error comes back as an outcome the connection turns into a close
+//! event ([`CloseReason`]), never a panic.
 
 use std::error::Error;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+
+use super::net::StreamIo;
+use super::readiness::Ready;
 
 /// Bytes asked for per `read` call.
 const CHUNK: usize = 16 * 1024;
@@ -218,6 +222,93 @@ pub(crate) trait Stream: Read + Write {
     fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
+/// How the transport reads a byte stream: one read appended straight to
+/// its input buffer, and whether a short read proves the stream drained.
+pub(crate) trait Receive: Read {
+    /// One read of at most `max` bytes (`max > 0`) appended to `data`: the
+    /// bytes read, `Ok(0)` at end of stream.
+    ///
+    /// This default goes through [`Read`], which wants initialised memory,
+    /// so it zeroes the room first; sockets and memory streams append
+    /// without that.
+    fn receive(&mut self, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let len = data.len();
+        data.resize(len + max, 0);
+        let read = self.read(&mut data[len..]);
+        data.truncate(len + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// Whether a read that returned fewer bytes than asked for means the
+    /// stream is drained and will raise a new readiness event for anything
+    /// that arrives later (see [`Transport::read_from`]).
+    fn short_read_drains(&self) -> bool {
+        false
+    }
+}
+
+/// Whether mio's readiness comes from a kernel edge-triggered queue here
+/// (epoll, kqueue). On Windows, and with mio's `poll(2)` fallback, mio
+/// emulates edges by re-arming a registration when an I/O call says
+/// `WouldBlock`, so only `WouldBlock` proves a socket drained there. Same
+/// platform list as mio's selectors (and tokio's short-read rule).
+#[allow(unexpected_cfgs)] // `mio_unsupported_force_poll_poll` is mio's, set in RUSTFLAGS
+const EDGE_TRIGGERED_SOCKETS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "redox",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "tvos",
+        target_os = "visionos",
+        target_os = "watchos",
+    )
+));
+
+impl Receive for StreamIo {
+    fn receive(&mut self, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        match self {
+            StreamIo::Tcp(stream) => recv_appending(stream, data, max),
+            StreamIo::Memory(stream) => stream.read_appending(data, max),
+        }
+    }
+
+    fn short_read_drains(&self) -> bool {
+        // A memory stream reads on to `WouldBlock`: that costs no system
+        // call, and its readiness is a notification, not a kernel edge.
+        EDGE_TRIGGERED_SOCKETS && matches!(self, StreamIo::Tcp(_))
+    }
+}
+
+/// One `recv` of at most `max` bytes into the spare capacity of `data`:
+/// unlike `Read::read`, it needs no zeroed memory to receive into.
+fn recv_appending(
+    stream: &mio::net::TcpStream,
+    data: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    data.reserve(max);
+    let len = data.len();
+    let room = &mut data.spare_capacity_mut()[..max];
+    // Through `try_io`, as mio asks of I/O it does not do itself: where
+    // mio emulates edge triggering (Windows), `WouldBlock` re-arms the
+    // registration.
+    let received = stream.try_io(|| socket2::SockRef::from(stream).recv(room))?;
+    debug_assert!(received <= max, "recv returned more than asked for");
+    // SAFETY: `recv(2)` wrote `received` bytes at the start of `room`, the
+    // spare capacity right after the `len` initialised bytes, and returns
+    // at most `room.len()` (`max`, within the capacity reserved above).
+    unsafe { data.set_len(len + received) };
+    Ok(received)
+}
+
 /// A byte buffer consumed from the front and appended at the back.
 #[derive(Default)]
 pub(crate) struct Buffer {
@@ -273,14 +364,9 @@ impl Buffer {
         taken
     }
 
-    /// One `read` of at most `max` bytes appended at the back.
-    fn read_from(&mut self, reader: &mut impl Read, max: usize) -> io::Result<usize> {
-        let data = self.tail();
-        let len = data.len();
-        data.resize(len + max, 0);
-        let read = reader.read(&mut data[len..]);
-        data.truncate(len + *read.as_ref().unwrap_or(&0));
-        read
+    /// One read of at most `max` bytes appended at the back.
+    fn read_from(&mut self, stream: &mut impl Receive, max: usize) -> io::Result<usize> {
+        stream.receive(self.tail(), max)
     }
 }
 
@@ -329,8 +415,9 @@ pub(crate) struct Transport {
     reading: Reading,
     writing: Writing,
     paused: bool,
-    /// Reading stopped before the stream said `WouldBlock` (no room, or
-    /// paused): more may be waiting without a new readiness event.
+    /// Reading stopped before the stream was drained (no room, or paused):
+    /// more may be waiting, and the readiness events passed over meanwhile
+    /// do not come again.
     pending: bool,
 }
 
@@ -347,9 +434,38 @@ impl Transport {
         }
     }
 
-    /// Reads until the stream is drained (`WouldBlock`), ends, fails, or
-    /// `input` holds `cap` bytes. Reads nothing while paused.
-    pub(crate) fn read_from(&mut self, stream: &mut impl Read, cap: usize) -> Outcome {
+    /// Reads until the stream is drained, ends, fails, or `input` holds
+    /// `cap` bytes. Reads nothing while paused. `ready` is the readiness
+    /// that brought us here ([`Ready::ANY`] for a try without an event).
+    ///
+    /// Drained is `WouldBlock`, or, where it proves the same, a read that
+    /// returned fewer bytes than asked for: that saves a second `recv` per
+    /// readable event that would only say `WouldBlock`.
+    pub(crate) fn read_from(
+        &mut self,
+        stream: &mut impl Receive,
+        cap: usize,
+        ready: Ready,
+    ) -> Outcome {
+        // A short read ends this call as drained only when nothing can be
+        // lost by stopping there:
+        // - The stream is a socket under kernel edge-triggered readiness
+        //   (`short_read_drains`). `recv` on a stream socket returns less
+        //   than asked for only once it emptied the receive queue (epoll(7)
+        //   says as much), and every later arrival (data, end of stream,
+        //   error) queues a new event, whose `read_closed`/`error` are read
+        //   when the event is collected. What arrives next comes with that
+        //   event.
+        // - No event was passed over since the stream was last drained
+        //   (`pending` is false). Events skipped while paused or without
+        //   room are gone; a try without an event (`Ready::ANY`) cannot
+        //   tell whether one of them was an end of stream, which raises no
+        //   further event, so it reads on to `WouldBlock` or end of stream.
+        // - This event reports no `read_closed` nor `error`: once reported,
+        //   an end of stream or an error may raise no further event, so we
+        //   read on until the read returns 0 or the error.
+        let short_read_drains =
+            stream.short_read_drains() && !self.pending && !ready.read_closed && !ready.error;
         let mut out = Outcome::default();
         loop {
             let max = match self.reading {
@@ -385,6 +501,10 @@ impl Transport {
                         } else {
                             Reading::Discarding { left }
                         };
+                    }
+                    if n < max && short_read_drains {
+                        self.pending = false;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -513,20 +633,37 @@ impl Transport {
 mod tests {
     use std::io::{self, Read, Write};
 
-    use super::{Buffer, Limits, Stream, Transport};
+    use super::{Buffer, Limits, Receive, Stream, Transport, CHUNK};
+    use crate::reactor::readiness::Ready;
 
-    /// A scripted stream: reads come from `reads` (an empty entry is
-    /// `WouldBlock`), writes accept at most `room` bytes.
+    /// A scripted stream: reads come from `reads` (an empty entry is end
+    /// of stream, none left is `WouldBlock`), writes accept at most `room`
+    /// bytes. With `edge_triggered`, a short read proves it drained, as for
+    /// a socket under epoll.
     #[derive(Default)]
     struct Script {
         reads: Vec<io::Result<Vec<u8>>>,
         written: Vec<u8>,
         room: usize,
         shut: bool,
+        edge_triggered: bool,
+        /// `read` calls so far.
+        calls: usize,
+    }
+
+    impl Script {
+        fn edge_triggered(reads: Vec<io::Result<Vec<u8>>>) -> Script {
+            Script {
+                reads,
+                edge_triggered: true,
+                ..Script::default()
+            }
+        }
     }
 
     impl Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
             if self.reads.is_empty() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -563,6 +700,21 @@ mod tests {
         }
     }
 
+    impl Receive for Script {
+        fn short_read_drains(&self) -> bool {
+            self.edge_triggered
+        }
+    }
+
+    /// A readable event, as epoll reports one.
+    const READABLE: Ready = Ready {
+        readable: true,
+        writable: false,
+        read_closed: false,
+        write_closed: false,
+        error: false,
+    };
+
     #[test]
     fn buffer_consumes_from_the_front_and_appends_at_the_back() {
         let mut buf = Buffer::default();
@@ -587,7 +739,7 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY);
         assert_eq!((out.read, out.eof, out.error.is_none()), (4, false, true));
         assert_eq!(t.input.as_slice(), b"abcd");
         assert!(!t.wants_read(1024), "drained: wait for the next event");
@@ -600,11 +752,11 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        assert_eq!(t.read_from(&mut stream, 60).read, 60);
+        assert_eq!(t.read_from(&mut stream, 60, Ready::ANY).read, 60);
         assert!(!t.wants_read(60));
         t.input.consume(60);
         assert!(t.wants_read(60));
-        assert_eq!(t.read_from(&mut stream, 60).read, 40);
+        assert_eq!(t.read_from(&mut stream, 60, Ready::ANY).read, 40);
     }
 
     #[test]
@@ -617,7 +769,7 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY);
         assert_eq!(out.read, 1);
         assert_eq!(
             out.error.map(|e| e.kind()),
@@ -636,7 +788,7 @@ mod tests {
             ..Script::default()
         };
         assert_eq!(
-            t.read_from(&mut stream, 1024).read,
+            t.read_from(&mut stream, 1024, Ready::ANY).read,
             0,
             "paused: nothing read"
         );
@@ -652,7 +804,7 @@ mod tests {
         );
         assert_eq!(t.backpressure(false, true), Some(false));
         assert!(t.wants_read(1024));
-        assert_eq!(t.read_from(&mut stream, 1024).read, 1);
+        assert_eq!(t.read_from(&mut stream, 1024, Ready::ANY).read, 1);
     }
 
     #[test]
@@ -682,7 +834,140 @@ mod tests {
         t.input.extend(b"partial");
         t.stop_reading(true);
         assert!(t.input.is_empty());
-        let out = t.read_from(&mut stream, 1024);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        assert!(out.eof && t.input.is_empty() && t.read_done());
+    }
+
+    #[test]
+    fn the_default_receive_appends_what_one_read_returned() {
+        let mut stream = Script {
+            reads: vec![Ok(b"abc".to_vec())],
+            ..Script::default()
+        };
+        let mut data = b"xy".to_vec();
+        assert_eq!(stream.receive(&mut data, 2).unwrap(), 2);
+        assert_eq!(data, b"xyab");
+        assert_eq!(stream.receive(&mut data, 8).unwrap(), 1);
+        assert_eq!(data, b"xyabc");
+        assert!(stream.receive(&mut data, 8).is_err());
+        assert_eq!(data, b"xyabc", "a failed read appends nothing");
+    }
+
+    #[test]
+    fn on_an_edge_triggered_stream_a_short_read_means_drained() {
+        let mut stream = Script::edge_triggered(vec![Ok(b"ab\n".to_vec()), Ok(b"cd\n".to_vec())]);
+        let mut t = Transport::new(Limits::default());
+        let out = t.read_from(&mut stream, 1024, READABLE);
+        assert_eq!(
+            (out.read, stream.calls),
+            (3, 1),
+            "no second read for WouldBlock"
+        );
+        assert!(!t.wants_read(1024), "drained: wait for the next event");
+        // What arrives later raises its own event and is read then.
+        let out = t.read_from(&mut stream, 1024, READABLE);
+        assert_eq!((out.read, out.eof), (3, false));
+        assert_eq!(t.input.as_slice(), b"ab\ncd\n");
+    }
+
+    #[test]
+    fn a_read_that_fills_what_was_asked_for_reads_on() {
+        let mut stream = Script::edge_triggered(vec![Ok(vec![b'x'; CHUNK + 10])]);
+        let mut t = Transport::new(Limits::default());
+        let out = t.read_from(&mut stream, 4 * CHUNK, READABLE);
+        assert_eq!((out.read, stream.calls), (CHUNK + 10, 2));
+    }
+
+    #[test]
+    fn an_event_reporting_end_of_stream_reads_past_a_short_read_to_it() {
+        let mut stream = Script::edge_triggered(vec![Ok(b"last".to_vec()), Ok(Vec::new())]);
+        let mut t = Transport::new(Limits::default());
+        let closed = Ready {
+            read_closed: true,
+            ..READABLE
+        };
+        let out = t.read_from(&mut stream, 1024, closed);
+        assert_eq!((out.read, out.eof), (4, true));
+        assert!(t.read_eof());
+    }
+
+    #[test]
+    fn an_end_of_stream_after_a_short_read_is_seen_with_its_own_event() {
+        let mut stream = Script::edge_triggered(vec![Ok(b"data".to_vec())]);
+        let mut t = Transport::new(Limits::default());
+        let out = t.read_from(&mut stream, 1024, READABLE);
+        assert_eq!((out.read, out.eof), (4, false));
+        // The peer ends its stream later: epoll reports it as a new event.
+        stream.reads.push(Ok(Vec::new()));
+        let closed = Ready {
+            read_closed: true,
+            ..READABLE
+        };
+        let out = t.read_from(&mut stream, 1024, closed);
+        assert_eq!((out.read, out.eof), (0, true));
+        // A read returning 0 is end of stream even when not announced.
+        let mut stream = Script::edge_triggered(vec![Ok(Vec::new())]);
+        let mut t = Transport::new(Limits::default());
+        assert!(t.read_from(&mut stream, 1024, READABLE).eof);
+    }
+
+    #[test]
+    fn an_event_reporting_an_error_reads_past_a_short_read_to_it() {
+        let mut stream = Script::edge_triggered(vec![
+            Ok(b"x".to_vec()),
+            Err(io::ErrorKind::ConnectionReset.into()),
+        ]);
+        let mut t = Transport::new(Limits::default());
+        let failed = Ready {
+            error: true,
+            ..READABLE
+        };
+        let out = t.read_from(&mut stream, 1024, failed);
+        assert_eq!(out.read, 1);
+        assert_eq!(
+            out.error.map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+    }
+
+    #[test]
+    fn after_events_were_passed_over_reading_goes_on_to_would_block() {
+        // An end of stream whose event came while paused comes no more:
+        // the read after resuming must not stop at the short read.
+        let mut stream = Script::edge_triggered(vec![Ok(b"held".to_vec()), Ok(Vec::new())]);
+        let mut t = Transport::new(Limits::default());
+        t.backpressure(true, false);
+        let closed = Ready {
+            read_closed: true,
+            ..READABLE
+        };
+        assert_eq!(t.read_from(&mut stream, 1024, closed).read, 0);
+        t.backpressure(false, true);
+        assert!(t.wants_read(1024));
+        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        assert_eq!((out.read, out.eof), (4, true));
+
+        // The same after stopping for want of room.
+        let mut stream = Script::edge_triggered(vec![Ok(vec![b'x'; 100]), Ok(Vec::new())]);
+        let mut t = Transport::new(Limits::default());
+        assert_eq!(t.read_from(&mut stream, 60, closed).read, 60);
+        t.input.consume(60);
+        let out = t.read_from(&mut stream, 60, Ready::ANY);
+        assert_eq!((out.read, out.eof), (40, true));
+    }
+
+    #[test]
+    fn lingering_reads_stop_at_a_short_read_too() {
+        let mut stream = Script::edge_triggered(vec![Ok(b"junk".to_vec()), Ok(Vec::new())]);
+        let mut t = Transport::new(Limits::default());
+        t.stop_reading(true);
+        let out = t.read_from(&mut stream, 1024, READABLE);
+        assert_eq!((out.read, out.eof, t.read_done()), (4, false, false));
+        let closed = Ready {
+            read_closed: true,
+            ..READABLE
+        };
+        let out = t.read_from(&mut stream, 1024, closed);
         assert!(out.eof && t.input.is_empty() && t.read_done());
     }
 }

@@ -1,0 +1,675 @@
+//! The state a stage's handles and workers share: the bounded queue, the
+//! worker loop, replacement after a panic, and closing.
+//!
+//! One mutex guards the queue, the closed flag, the idle-worker count, the
+//! `submit_wait` waiters and the list of worker threads; no user code runs
+//! under it and no thread blocks under it except in `Condvar::wait`. Idle
+//! workers sleep on one condvar, woken by `notify_one` only when one is
+//! known to sleep (a submit to busy workers makes no syscall). Counters and
+//! the latency histogram are atomics outside the lock.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Instant;
+
+use futures_channel::oneshot;
+
+use super::error::{CloseError, RefuseReason, Refused, StageError};
+use super::stats::{Histogram, StageStats};
+use super::{CloseMode, Submission};
+use crate::{Context, HopKind};
+
+/// One accepted item on its way to a handler.
+struct Job<In, Out> {
+    item: In,
+    reply: oneshot::Sender<Result<Out, StageError>>,
+    /// The submitter's context, with the stage hop on top.
+    ctx: Context,
+    submitted: Instant,
+}
+
+/// A job's reply channel, context and submit time, made before the lock.
+struct Prepared<Out> {
+    reply: oneshot::Sender<Result<Out, StageError>>,
+    rx: oneshot::Receiver<Result<Out, StageError>>,
+    /// The submitter's context, with the stage hop on top.
+    ctx: Context,
+    submitted: Instant,
+}
+
+/// A `submit_wait` future waiting for room.
+struct Waiter {
+    id: u64,
+    /// `None` once woken for a freed slot and not yet back: that waiter
+    /// holds the turn until it polls again or is dropped.
+    waker: Option<Waker>,
+}
+
+/// Everything under the stage's mutex.
+struct State<In, Out> {
+    queue: VecDeque<Job<In, Out>>,
+    closed: bool,
+    /// Workers sleeping on `Shared::ready`.
+    idle: usize,
+    /// `submit_wait` futures waiting for room, oldest first.
+    waiters: VecDeque<Waiter>,
+    next_waiter: u64,
+    /// Worker slots that have a thread (a replacement keeps its slot).
+    live: usize,
+    /// Every worker thread not yet finished, replacements included: how
+    /// `close` and the last handle's drop recognise a worker calling them.
+    members: Vec<ThreadId>,
+}
+
+/// The counters of [`StageStats`], outside the lock.
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    completed: AtomicU64,
+    panicked: AtomicU64,
+    cancelled: AtomicU64,
+    replaced: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// What a poll of `offer` decided.
+pub(super) enum Offer<In, Out> {
+    Accepted(Submission<Out>),
+    Refused(Refused<In>),
+    /// Full: the waiter is registered and will be woken when a slot frees.
+    Wait(In),
+}
+
+/// The shared part of a stage.
+pub(super) struct Shared<In, Out> {
+    pub(super) name: Arc<str>,
+    /// The hop label: the stage's name (dumps show it as ``stage `name` ``).
+    label: String,
+    pub(super) capacity: usize,
+    state: Mutex<State<In, Out>>,
+    /// Idle workers wait here for a job or for the stage to close.
+    ready: Condvar,
+    /// Mirrors of `state.closed` and `state.queue.len()`, read without the
+    /// lock: a refusal costs no allocation and `stats` takes no lock.
+    closed: AtomicBool,
+    depth: AtomicUsize,
+    /// Join handles of the worker threads, replacements included.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Held while joining, so a second `close` waits for the first.
+    joining: Mutex<()>,
+    /// The context current at `build`: handler factories run in it.
+    build_ctx: Context,
+    counters: Counters,
+    latency: Histogram,
+    started: Instant,
+}
+
+impl<In, Out> Shared<In, Out> {
+    pub(super) fn new(name: &str, capacity: usize, build_ctx: Context) -> Self {
+        Shared {
+            name: name.into(),
+            label: name.to_owned(),
+            capacity,
+            state: Mutex::new(State {
+                // Grows on demand: a large bound costs nothing until used.
+                queue: VecDeque::with_capacity(capacity.min(64)),
+                closed: false,
+                idle: 0,
+                waiters: VecDeque::new(),
+                next_waiter: 0,
+                live: 0,
+                members: Vec::new(),
+            }),
+            ready: Condvar::new(),
+            closed: AtomicBool::new(false),
+            depth: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            joining: Mutex::new(()),
+            build_ctx,
+            counters: Counters::default(),
+            latency: Histogram::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State<In, Out>> {
+        // No user code runs under the lock, so a poisoned lock (a panic in
+        // a waker, say) still guards consistent data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refuse(&self, item: In, reason: RefuseReason) -> Refused<In> {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        Refused {
+            reason,
+            stage: Arc::clone(&self.name),
+            item,
+        }
+    }
+
+    /// Hands `item` to the stage, in `ctx` (a stage hop at `site` is
+    /// recorded). Without `waiter` (`submit`) a full queue refuses; with
+    /// one (`submit_wait`) it registers the waker and says `Wait`.
+    pub(super) fn offer(
+        &self,
+        item: In,
+        ctx: &Context,
+        site: &'static Location<'static>,
+        waiter: Option<(&mut Option<u64>, &Waker)>,
+    ) -> Offer<In, Out> {
+        let (id, waker) = match waiter {
+            Some((id, waker)) => (Some(id), Some(waker)),
+            None => (None, None),
+        };
+        // Refusals read two atomics and allocate nothing: under overload,
+        // shedding must stay cheap.
+        if self.closed.load(Ordering::Acquire) {
+            self.forget_waiter(id);
+            return Offer::Refused(self.refuse(item, RefuseReason::Closed));
+        }
+        let room = self.depth.load(Ordering::Relaxed) < self.capacity;
+        if !room && waker.is_none() {
+            return Offer::Refused(self.refuse(item, self.full()));
+        }
+        // The hop frame and the channel are built outside the lock.
+        let prepared = room.then(|| self.prepare(ctx, site));
+
+        let mut state = self.state();
+        if state.closed {
+            drop(state);
+            self.forget_waiter(id);
+            return Offer::Refused(self.refuse(item, RefuseReason::Closed));
+        }
+        if state.queue.len() >= self.capacity {
+            let (Some(id), Some(waker)) = (id, waker) else {
+                drop(state);
+                return Offer::Refused(self.refuse(item, self.full()));
+            };
+            register(&mut state, id, waker);
+            drop(state);
+            return Offer::Wait(item);
+        }
+        // Rare: the queue looked full a moment ago and has room now.
+        let Prepared {
+            reply,
+            rx,
+            ctx,
+            submitted,
+        } = match prepared {
+            Some(prepared) => prepared,
+            None => self.prepare(ctx, site),
+        };
+        state.queue.push_back(Job {
+            item,
+            reply,
+            ctx,
+            submitted,
+        });
+        self.depth.store(state.queue.len(), Ordering::Relaxed);
+        if let Some(id) = id.and_then(Option::take) {
+            state.waiters.retain(|w| w.id != id);
+        }
+        let wake_worker = state.idle > 0;
+        drop(state);
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if wake_worker {
+            self.ready.notify_one();
+        }
+        Offer::Accepted(Submission {
+            rx,
+            stage: Arc::clone(&self.name),
+        })
+    }
+
+    fn full(&self) -> RefuseReason {
+        RefuseReason::Full {
+            capacity: self.capacity,
+        }
+    }
+
+    /// What a job needs besides its item, built before taking the lock.
+    fn prepare(&self, ctx: &Context, site: &'static Location<'static>) -> Prepared<Out> {
+        let (reply, rx) = oneshot::channel();
+        let label = Cow::Owned(self.label.clone());
+        Prepared {
+            reply,
+            rx,
+            ctx: ctx.hop_at(HopKind::Stage, Some(label), site),
+            submitted: Instant::now(),
+        }
+    }
+
+    /// Removes a `submit_wait` registration (the future completed or was
+    /// dropped). A waiter woken for a slot it will not use passes the turn
+    /// on, so no slot goes unclaimed while others wait.
+    pub(super) fn forget_waiter(&self, id: Option<&mut Option<u64>>) {
+        let Some(id) = id.and_then(Option::take) else {
+            return;
+        };
+        let mut state = self.state();
+        let Some(at) = state.waiters.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let had_turn = state.waiters.remove(at).is_some_and(|w| w.waker.is_none());
+        let next = if had_turn {
+            next_waiter(&mut state)
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waker) = next {
+            waker.wake();
+        }
+    }
+
+    /// The next job for a worker; `None` once the stage is closed and the
+    /// queue empty. Sleeps on the condvar while there is nothing to do.
+    fn next_job(&self) -> Option<Job<In, Out>> {
+        let mut state = self.state();
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                self.depth.store(state.queue.len(), Ordering::Relaxed);
+                self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                // A slot is free: the oldest `submit_wait` may take it.
+                let waiter = next_waiter(&mut state);
+                drop(state);
+                if let Some(waker) = waiter {
+                    waker.wake();
+                }
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.idle += 1;
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.idle -= 1;
+        }
+    }
+
+    /// Stops accepting; with `Cancel`, empties the queue and answers every
+    /// item with `Cancelled`. Wakes the workers (to drain and exit) and the
+    /// waiters (to be refused). Does not wait for anything.
+    fn shut(&self, mode: CloseMode) {
+        let mut state = self.state();
+        state.closed = true;
+        self.closed.store(true, Ordering::Release);
+        let cancelled: Vec<Job<In, Out>> = match mode {
+            CloseMode::Drain => Vec::new(),
+            CloseMode::Cancel => state.queue.drain(..).collect(),
+        };
+        self.depth.store(state.queue.len(), Ordering::Relaxed);
+        let waiters: Vec<Waker> = state
+            .waiters
+            .iter_mut()
+            .filter_map(|w| w.waker.take())
+            .collect();
+        drop(state);
+        self.ready.notify_all();
+        self.cancel(cancelled);
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    fn cancel(&self, jobs: Vec<Job<In, Out>>) {
+        for job in jobs {
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            let stage = self.name.to_string();
+            let _ = job.reply.send(Err(StageError::Cancelled { stage }));
+            // The item and the context drop here, outside the lock: their
+            // destructors may do anything (even drop the last stage handle).
+        }
+    }
+
+    /// Whether the calling thread is one of this stage's workers.
+    pub(super) fn on_worker(&self) -> bool {
+        let me = std::thread::current().id();
+        self.state().members.contains(&me)
+    }
+
+    /// [`Stage::close`](super::Stage::close).
+    pub(super) fn close(&self, mode: CloseMode) -> Result<(), CloseError> {
+        if self.on_worker() {
+            let thread = std::thread::current();
+            return Err(CloseError::FromWorker {
+                stage: self.name.to_string(),
+                thread: thread.name().unwrap_or("<unnamed>").to_owned(),
+            });
+        }
+        self.shut(mode);
+        self.join_all();
+        Ok(())
+    }
+
+    /// Joins every worker thread, replacements started meanwhile included.
+    fn join_all(&self) {
+        let _joining = self.joining.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = std::thread::current().id();
+        loop {
+            // A worker replaced while we join pushes its successor's handle
+            // before it exits, so the next round finds it.
+            let threads = std::mem::take(&mut *self.threads());
+            if threads.is_empty() {
+                return;
+            }
+            for thread in threads {
+                if thread.thread().id() == me {
+                    continue; // never join oneself (cannot happen: see on_worker)
+                }
+                if thread.join().is_err() {
+                    // Handlers run under catch_unwind; only a panic in the
+                    // stage's own bookkeeping (a logging layer) gets here.
+                    tracing::error!(
+                        target: "milieu::stage",
+                        stage = %self.name,
+                        "a worker thread of stage `{}` ended with a panic outside its handler",
+                        self.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// The last handle went away: close with `Drain`, joining the workers
+    /// unless this is one of them (then they finish the queue and exit on
+    /// their own).
+    pub(super) fn last_handle_dropped(&self) {
+        if self.on_worker() {
+            self.shut(CloseMode::Drain);
+        } else {
+            let _ = self.close(CloseMode::Drain);
+        }
+    }
+
+    /// A worker slot has no thread any more. The last one closes the stage
+    /// and cancels what is left, so no submitter waits forever.
+    fn retire(&self) {
+        let mut state = self.state();
+        state.live = state.live.saturating_sub(1);
+        let last = state.live == 0;
+        drop(state);
+        if last {
+            self.shut(CloseMode::Cancel);
+        }
+    }
+
+    /// Whether a worker that panicked needs a successor: not when the
+    /// stage is closed and nothing is left to drain.
+    fn wants_replacement(&self) -> bool {
+        let state = self.state();
+        !(state.closed && state.queue.is_empty())
+    }
+
+    pub(super) fn stats(&self) -> StageStats {
+        let c = &self.counters;
+        let completed = c.completed.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        StageStats {
+            name: self.name.to_string(),
+            capacity: self.capacity,
+            workers: self.state().live,
+            queue_depth: self.depth.load(Ordering::Relaxed),
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            completed,
+            panicked: c.panicked.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            replaced: c.replaced.load(Ordering::Relaxed),
+            throughput: if elapsed > 0.0 {
+                completed as f64 / elapsed
+            } else {
+                0.0
+            },
+            latency_p50: self.latency.quantile(0.50),
+            latency_p99: self.latency.quantile(0.99),
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops a stage whose build failed: nothing was handed out yet.
+    pub(super) fn abort(&self) {
+        self.shut(CloseMode::Cancel);
+        self.join_all();
+    }
+}
+
+/// Registers (or refreshes) a `submit_wait` waker.
+fn register<In, Out>(state: &mut State<In, Out>, id: &mut Option<u64>, waker: &Waker) {
+    if let Some(known) = *id {
+        if let Some(w) = state.waiters.iter_mut().find(|w| w.id == known) {
+            // Keeps its place in line; the turn it may have had is used up
+            // by this poll, which found the queue full again.
+            match &mut w.waker {
+                Some(old) => old.clone_from(waker),
+                none => *none = Some(waker.clone()),
+            }
+            return;
+        }
+    }
+    let new = state.next_waiter;
+    state.next_waiter += 1;
+    state.waiters.push_back(Waiter {
+        id: new,
+        waker: Some(waker.clone()),
+    });
+    *id = Some(new);
+}
+
+/// Takes the waker of the oldest waiter that has not been woken yet.
+fn next_waiter<In, Out>(state: &mut State<In, Out>) -> Option<Waker> {
+    state.waiters.iter_mut().find_map(|w| w.waker.take())
+}
+
+/// How a worker's handler stopped serving.
+enum Served<Out> {
+    /// The stage closed and the queue is empty.
+    Closed,
+    /// The handler panicked; the reply is sent once a successor is started.
+    Panicked(oneshot::Sender<Result<Out, StageError>>, StageError),
+}
+
+/// Starts a worker thread for `slot`. `ready` is for `build`: the worker
+/// reports there whether its handler factory succeeded.
+pub(super) fn spawn_worker<In, Out, M, H>(
+    shared: &Arc<Shared<In, Out>>,
+    make: &Arc<M>,
+    slot: usize,
+    ready: Option<mpsc::Sender<Result<(), String>>>,
+) -> io::Result<()>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    M: Fn() -> H + Send + Sync + 'static,
+    H: FnMut(In) -> Out + 'static,
+{
+    let (worker_shared, worker_make) = (Arc::clone(shared), Arc::clone(make));
+    let thread = std::thread::Builder::new()
+        .name(format!("{}-{slot}", shared.name))
+        .spawn(move || work(worker_shared, worker_make, slot, ready))?;
+    let mut threads = shared.threads();
+    // Replaced workers that already exited are detached here, so a long
+    // series of panics does not pile up handles.
+    threads.retain(|t| !t.is_finished());
+    threads.push(thread);
+    Ok(())
+}
+
+/// Counts a fresh worker slot (at build, before its thread starts).
+pub(super) fn add_slot<In, Out>(shared: &Shared<In, Out>) {
+    shared.state().live += 1;
+}
+
+/// The body of a worker thread.
+fn work<In, Out, M, H>(
+    shared: Arc<Shared<In, Out>>,
+    make: Arc<M>,
+    slot: usize,
+    mut ready: Option<mpsc::Sender<Result<(), String>>>,
+) where
+    In: Send + 'static,
+    Out: Send + 'static,
+    M: Fn() -> H + Send + Sync + 'static,
+    H: FnMut(In) -> Out + 'static,
+{
+    let me = std::thread::current().id();
+    shared.state().members.push(me);
+    // One round per handler: a handler that panicked is dropped and this
+    // thread hands its slot to a fresh thread (or, if the OS refuses one,
+    // builds a fresh handler itself).
+    loop {
+        // 1. This worker's own handler, built in the context of `build`.
+        let made = shared
+            .build_ctx
+            .run(|| catch_unwind(AssertUnwindSafe(|| make())));
+        let handler = match made {
+            Ok(handler) => handler,
+            Err(panic) => {
+                let message = crate::reactor::panic_message(&*panic);
+                drop_quietly(panic);
+                match ready.take() {
+                    // `build` reports it and stops the stage.
+                    Some(tx) => drop(tx.send(Err(message))),
+                    None => {
+                        tracing::error!(
+                            target: "milieu::stage",
+                            stage = %shared.name,
+                            panic = %message,
+                            "stage `{}`: the handler factory panicked while replacing a \
+                             worker; the slot stays empty",
+                            shared.name
+                        );
+                        shared.retire();
+                    }
+                }
+                break;
+            }
+        };
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Ok(()));
+        }
+
+        // 2. Jobs until the stage closes or the handler panics.
+        let (reply, error) = match serve(&shared, handler) {
+            Served::Closed => {
+                shared.retire();
+                break;
+            }
+            Served::Panicked(reply, error) => (reply, error),
+        };
+
+        // 3. A successor first, then the answer: whoever sees `Panicked`
+        //    also sees the stage at full strength and `replaced` counted.
+        if !shared.wants_replacement() {
+            shared.retire();
+            let _ = reply.send(Err(error));
+            break;
+        }
+        shared.counters.replaced.fetch_add(1, Ordering::Relaxed);
+        match spawn_worker(&shared, &make, slot, None) {
+            Ok(()) => {
+                let _ = reply.send(Err(error));
+                break;
+            }
+            Err(e) => {
+                tracing::error!(
+                    target: "milieu::stage",
+                    stage = %shared.name,
+                    "stage `{}`: cannot start a replacement worker ({e}); this thread \
+                     rebuilds its handler instead",
+                    shared.name
+                );
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+    shared.state().members.retain(|id| *id != me);
+}
+
+/// Runs jobs through `handler` until the stage closes or it panics.
+fn serve<In, Out, H>(shared: &Shared<In, Out>, mut handler: H) -> Served<Out>
+where
+    H: FnMut(In) -> Out,
+{
+    while let Some(job) = shared.next_job() {
+        let Job {
+            item,
+            reply,
+            ctx,
+            submitted,
+        } = job;
+        // The handler runs in the submitter's context; a panic is logged
+        // there too, so the dump shows whose item it was.
+        let outcome = ctx.run(|| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| handler(item)));
+            if let Err(panic) = &outcome {
+                log_panic(&shared.name, &**panic);
+            }
+            outcome
+        });
+        let done = Instant::now();
+        shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Ok(out) => {
+                shared
+                    .latency
+                    .record(done.saturating_duration_since(submitted));
+                shared.counters.completed.fetch_add(1, Ordering::Relaxed);
+                // Wakes the awaiting task; its continuation runs wherever
+                // it is polled (the reactor thread), never here.
+                let _ = reply.send(Ok(out));
+            }
+            Err(panic) => {
+                shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                let message = crate::reactor::panic_message(&*panic);
+                drop_quietly(panic);
+                // The handler's state may be broken: it goes, with its
+                // thread (its destructor is user code too).
+                drop_quietly(handler);
+                let error = StageError::Panicked {
+                    stage: shared.name.to_string(),
+                    message,
+                };
+                return Served::Panicked(reply, error);
+            }
+        }
+        // `ctx` drops here, outside the lock; it may hold the last handle.
+    }
+    Served::Closed
+}
+
+/// Drops a value whose destructor is user code, swallowing its panic.
+fn drop_quietly<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
+/// Logs a handler panic with the current context dump (the item's).
+fn log_panic(stage: &str, panic: &(dyn std::any::Any + Send)) {
+    let message = crate::reactor::panic_message(panic);
+    tracing::error!(
+        target: "milieu::stage",
+        stage,
+        panic = %message,
+        context = %crate::dump(),
+        "stage `{stage}`: a handler panicked; its worker is replaced and the stage goes on"
+    );
+}

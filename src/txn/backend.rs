@@ -1,0 +1,70 @@
+//! What a database must offer `run_interaction` and the outbox.
+//!
+//! The trait is sealed: the crate ships [`Sqlite`](super::Sqlite) and, with
+//! the `postgres` feature, `Postgres`. A backend turns its own errors into
+//! [`TxError`], marking lock contention as [`TxError::Busy`] so the caller
+//! retries with backoff.
+
+use super::{OutboxId, TxError};
+
+/// An outbox row as stored: what delivery and recovery read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    /// The row's id: stable across restarts, so consumers can de-duplicate.
+    pub id: OutboxId,
+    /// The item type's [`OutboxItem::KIND`](super::OutboxItem::KIND).
+    pub kind: String,
+    /// The item as JSON.
+    pub payload: String,
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+pub(crate) use sealed::Sealed;
+
+/// A database `milieu::txn` can run transactions on (sealed).
+///
+/// Each DB stage worker opens its own [`Connection`](Backend::Connection)
+/// and keeps it for its life; transactions are bracketed with
+/// [`begin`](Backend::begin) and [`commit`](Backend::commit) or
+/// [`rollback`](Backend::rollback) on it.
+pub trait Backend: Sealed + Send + Sync + 'static {
+    /// What a transaction's code uses: [`Tx`](super::Tx) dereferences to it.
+    type Connection: 'static;
+
+    /// A short name for dumps and errors ("sqlite", "postgres").
+    fn name(&self) -> &str;
+
+    /// How many worker threads the DB stage may have (an in-memory SQLite
+    /// database exists once per connection, so it allows one).
+    fn max_workers(&self) -> Option<usize> {
+        None
+    }
+
+    /// Opens a connection and prepares the outbox table.
+    fn connect(&self) -> Result<Self::Connection, TxError>;
+
+    /// Starts a transaction. Lock contention is [`TxError::Busy`].
+    fn begin(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// Commits. Lock contention is [`TxError::Busy`] and leaves the
+    /// transaction open, so the commit may be retried.
+    fn commit(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// Rolls back the open transaction.
+    fn rollback(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// Writes one outbox row in the open transaction.
+    fn insert_outbox(
+        conn: &Self::Connection,
+        kind: &str,
+        payload: &str,
+    ) -> Result<OutboxId, TxError>;
+
+    /// Every row not yet marked delivered, oldest first.
+    fn undelivered(conn: &Self::Connection) -> Result<Vec<StoredItem>, TxError>;
+
+    /// Marks rows delivered (in its own short transaction).
+    fn mark_delivered(conn: &Self::Connection, ids: &[OutboxId]) -> Result<(), TxError>;
+}

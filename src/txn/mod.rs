@@ -1,0 +1,820 @@
+//! Whole transactions on a database stage, with an outbox released only on
+//! commit.
+//!
+//! The essay behind milieu asks for database work to run as whole
+//! transactions in threads, "stipulating that transactions must produce
+//! notifications or network I/O in the form of output objects placed into
+//! a queue". This module is that:
+//!
+//! - A [`Database`] is a context entry (no global pool). It owns a
+//!   [stage](crate::stage): a bounded queue and worker threads, each with
+//!   its own connection.
+//! - [`Database::run_interaction`] runs a closure as **one** transaction on
+//!   a worker. Code at any depth inside finds the transaction as
+//!   `milieu::get::<Tx>()` and the [`Outbox`] as `milieu::get::<Outbox>()`
+//!   (both local entries: they never leave the DB thread).
+//! - Items pushed to the outbox are written to the `milieu_outbox` table in
+//!   the same transaction. After the commit they are delivered on the
+//!   reactor thread to the handler registered for their type
+//!   ([`DatabaseBuilder::on_delivery`]), then marked delivered. On
+//!   rollback, error or panic nothing is released. Rows committed but not
+//!   delivered when the process died are delivered after the next
+//!   [`open`](DatabaseBuilder::open) (at-least-once, with stable
+//!   [`OutboxId`]s).
+//! - [`Cache`] invalidations registered in a transaction apply only on
+//!   commit.
+//!
+//! SQLite ([`Sqlite`], bundled) is the embedded default; PostgreSQL
+//! (`Postgres`, feature `postgres`) is the path past one machine.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use milieu::reactor::Reactor;
+//! use milieu::txn::{Database, Delivery, OutboxItem, Sqlite, Tx, TxError};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced { order: i64 }
+//! impl OutboxItem for OrderPlaced { const KIND: &'static str = "order-placed"; }
+//!
+//! // Deep inside the transaction: no connection parameter.
+//! fn place_order(item: &str) -> Result<i64, TxError> {
+//!     let tx = milieu::get::<Tx>()?;
+//!     tx.execute("INSERT INTO orders (item) VALUES (?1)", [item])?;
+//!     let order = tx.last_insert_rowid();
+//!     milieu::txn::push(&OrderPlaced { order })?;
+//!     Ok(order)
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! let delivered = Arc::new(Mutex::new(Vec::new()));
+//! let seen = Arc::clone(&delivered);
+//! let db = reactor.context().run(|| {
+//!     Database::builder(Sqlite::memory())
+//!         .on_delivery(move |d: Delivery<OrderPlaced>| seen.lock().unwrap().push(d.item.order))
+//!         .open()
+//! })?;
+//!
+//! let setup = db.run_interaction(|tx| {
+//!     tx.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL)")?;
+//!     Ok::<_, TxError>(())
+//! });
+//! let placed = db.run_interaction(|_tx| place_order("tea"));
+//! let rolled_back = db.run_interaction(|_tx| {
+//!     place_order("coffee")?;
+//!     Err::<i64, _>(TxError::Aborted("changed my mind".into()))
+//! });
+//! let (placed, rolled_back) = reactor.run_until(async move {
+//!     setup.await?;
+//!     Ok::<_, TxError>((placed.await?, rolled_back.await.is_err()))
+//! })??;
+//! // Let the reactor run the delivery (a few ticks at most).
+//! for _ in 0..10 {
+//!     reactor.tick(Some(std::time::Duration::from_millis(10)))?;
+//! }
+//! assert!(rolled_back);
+//! assert_eq!(*delivered.lock().unwrap(), vec![placed]); // only the committed one
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod backend;
+mod cache;
+mod outbox;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+pub use backend::{Backend, StoredItem};
+pub use cache::Cache;
+pub use outbox::{push, Delivery, Outbox, OutboxId, OutboxItem};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgConnection, Postgres};
+pub use sqlite::Sqlite;
+
+use crate::reactor::{self, Handle};
+use crate::stage::{CloseMode, RefuseReason, Stage, StageError, StageStats};
+use crate::Missing;
+use outbox::{Effects, Handlers};
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Why a transaction did not commit, or its result did not arrive.
+///
+/// A closure given to [`run_interaction`](Database::run_interaction) may
+/// return its own error type as long as it converts from `TxError`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TxError {
+    /// The database stayed locked by another writer through every retry.
+    Busy {
+        /// How many times `begin` or `commit` was tried.
+        attempts: u32,
+        /// The last lock error.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The database reported an error (the transaction was rolled back).
+    Database(Box<dyn StdError + Send + Sync>),
+    /// The transaction's code panicked (it was rolled back; the panic is
+    /// logged with the context dump).
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The DB stage's queue is full: the transaction was not started
+    /// (admission control; try later or shed the request).
+    Overloaded {
+        /// The stage's name.
+        stage: String,
+        /// Its queue bound.
+        capacity: usize,
+    },
+    /// The database was closed: the transaction was not started.
+    Closed {
+        /// The stage's name.
+        stage: String,
+    },
+    /// The transaction was queued but cancelled before it ran (the
+    /// database closed with [`CloseMode::Cancel`]).
+    Cancelled {
+        /// The stage's name.
+        stage: String,
+    },
+    /// An outbox item of a kind the database has no handler for: it could
+    /// never be delivered.
+    UnknownKind {
+        /// The item's [`OutboxItem::KIND`].
+        kind: &'static str,
+    },
+    /// An outbox item did not serialize.
+    Encode {
+        /// The item's [`OutboxItem::KIND`].
+        kind: &'static str,
+        /// The serializer's error.
+        source: serde_json::Error,
+    },
+    /// A transaction-only operation outside `run_interaction`, or a
+    /// database looked up in a context that has none.
+    NotInTransaction(Box<Missing>),
+    /// The transaction's own code gave up (rolls back): for closures that
+    /// use `TxError` as their error type.
+    Aborted(String),
+}
+
+impl fmt::Display for TxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxError::Busy { attempts, source } => {
+                write!(
+                    f,
+                    "database busy: still locked after {attempts} attempts ({source})"
+                )
+            }
+            TxError::Database(e) => write!(f, "database error: {e}"),
+            TxError::Panicked { message } => {
+                write!(f, "the transaction panicked and was rolled back: {message}")
+            }
+            TxError::Overloaded { stage, capacity } => write!(
+                f,
+                "stage `{stage}` is full ({capacity} transactions queued): not started"
+            ),
+            TxError::Closed { stage } => write!(f, "stage `{stage}` is closed: not started"),
+            TxError::Cancelled { stage } => {
+                write!(
+                    f,
+                    "stage `{stage}` closed before the transaction ran: not started"
+                )
+            }
+            TxError::UnknownKind { kind } => write!(
+                f,
+                "no outbox handler for `{kind}`: register one with DatabaseBuilder::on_delivery"
+            ),
+            TxError::Encode { kind, source } => {
+                write!(f, "outbox item `{kind}` does not serialize: {source}")
+            }
+            TxError::NotInTransaction(missing) => {
+                write!(f, "not inside a transaction: {missing}")
+            }
+            TxError::Aborted(reason) => write!(f, "transaction aborted: {reason}"),
+        }
+    }
+}
+
+impl StdError for TxError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            TxError::Busy { source, .. } => Some(source.as_ref()),
+            TxError::Database(e) => Some(e.as_ref()),
+            TxError::Encode { source, .. } => Some(source),
+            TxError::NotInTransaction(missing) => Some(missing.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<Missing> for TxError {
+    fn from(missing: Missing) -> Self {
+        TxError::NotInTransaction(Box::new(missing))
+    }
+}
+
+impl TxError {
+    /// Whether another writer holding the lock caused this.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, TxError::Busy { .. })
+    }
+
+    /// A backend's error: [`Busy`](TxError::Busy) when it is lock
+    /// contention (retried), [`Database`](TxError::Database) otherwise.
+    fn from_backend(error: Box<dyn StdError + Send + Sync>, busy: bool) -> Self {
+        if busy {
+            TxError::Busy {
+                attempts: 1,
+                source: error,
+            }
+        } else {
+            TxError::Database(error)
+        }
+    }
+
+    fn from_stage(error: StageError) -> Self {
+        match error {
+            StageError::Panicked { message, .. } => TxError::Panicked { message },
+            StageError::Cancelled { stage } => TxError::Cancelled { stage },
+            other => TxError::Aborted(other.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Retry
+// ---------------------------------------------------------------------------
+
+/// How long a worker keeps trying to take the write lock.
+///
+/// `begin` (and `commit`) that meet a lock held by another writer are
+/// retried after `first_delay`, doubling up to `max_delay`, `attempts`
+/// times in all; then [`TxError::Busy`]. The worker thread sleeps between
+/// attempts: it is a DB thread, the reactor is not blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all, at least 1.
+    pub attempts: u32,
+    /// The wait after the first failure.
+    pub first_delay: Duration,
+    /// The longest wait between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    /// 10 tries, 1 ms doubling to 100 ms: about 0.4 s in all.
+    fn default() -> Self {
+        Retry {
+            attempts: 10,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Retry {
+    fn run<T>(&self, mut op: impl FnMut() -> Result<T, TxError>) -> Result<T, TxError> {
+        let attempts = self.attempts.max(1);
+        let mut delay = self.first_delay;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match op() {
+                Err(TxError::Busy { source, .. }) if tried >= attempts => {
+                    return Err(TxError::Busy {
+                        attempts: tried,
+                        source,
+                    })
+                }
+                Err(TxError::Busy { .. }) => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(self.max_delay);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tx
+// ---------------------------------------------------------------------------
+
+/// The open transaction: dereferences to the worker's connection
+/// (`rusqlite::Connection` for [`Sqlite`]), on which a transaction is open.
+///
+/// A local context entry of the transaction's code (`milieu::get::<Tx>()`
+/// finds it at any depth); it does not cross hops, so it cannot leave the
+/// DB thread. Do not commit or roll back by hand: returning `Ok` commits,
+/// an error or a panic rolls back.
+pub struct Tx<B: Backend = Sqlite> {
+    conn: Rc<B::Connection>,
+    stage: Arc<str>,
+}
+
+impl<B: Backend> Deref for Tx<B> {
+    type Target = B::Connection;
+
+    fn deref(&self) -> &B::Connection {
+        &self.conn
+    }
+}
+
+impl<B: Backend> fmt::Debug for Tx<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tx({})", self.stage)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Database
+// ---------------------------------------------------------------------------
+
+/// A database: a DB stage whose workers run whole transactions.
+///
+/// Cheap to clone; install it in the context (`milieu::scope().with(db)`)
+/// so handlers find it. See the [module docs](self) for an example.
+pub struct Database<B: Backend = Sqlite> {
+    inner: Arc<DbInner<B>>,
+}
+
+impl<B: Backend> Clone for Database<B> {
+    fn clone(&self) -> Self {
+        Database {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct DbInner<B: Backend> {
+    stage: Stage<Job<B>, ()>,
+    shared: Arc<Shared<B>>,
+}
+
+/// What the workers and deliveries share (never the stage itself, so
+/// dropping the last `Database` closes the stage).
+struct Shared<B: Backend> {
+    backend: B,
+    stage_name: Arc<str>,
+    retry: Retry,
+    handlers: Arc<Handlers>,
+    reactor: Handle,
+    /// Set once the stage exists: deliveries mark rows through it.
+    db: OnceLock<Weak<DbInner<B>>>,
+}
+
+type Job<B> = Box<dyn FnOnce(&mut Worker<B>) + Send>;
+
+/// One DB stage worker: its connection, opened on first use and reopened
+/// after a failure left it in doubt.
+struct Worker<B: Backend> {
+    shared: Arc<Shared<B>>,
+    conn: Option<Rc<B::Connection>>,
+}
+
+impl Database<Sqlite> {
+    /// Starts building a database on `backend`.
+    pub fn builder<B: Backend>(backend: B) -> DatabaseBuilder<B> {
+        DatabaseBuilder {
+            backend,
+            name: None,
+            workers: 1,
+            capacity: 1024,
+            retry: Retry::default(),
+            reactor: None,
+            handlers: Handlers::new(),
+        }
+    }
+}
+
+/// Options of a [`Database`] (from [`Database::builder`]).
+pub struct DatabaseBuilder<B: Backend> {
+    backend: B,
+    name: Option<String>,
+    workers: usize,
+    capacity: usize,
+    retry: Retry,
+    reactor: Option<Handle>,
+    handlers: Handlers,
+}
+
+impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseBuilder")
+            .field("backend", &self.backend.name())
+            .field("workers", &self.workers)
+            .field("capacity", &self.capacity)
+            .field("retry", &self.retry)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why [`DatabaseBuilder::open`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No reactor to deliver outbox items on: none was given and none is
+    /// in the context.
+    NoReactor(Box<Missing>),
+    /// A setting the backend cannot honour.
+    Config(String),
+    /// The DB stage could not start.
+    Stage(crate::stage::StageBuildError),
+    /// Connecting, preparing the outbox table or reading undelivered rows
+    /// failed.
+    Database(TxError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NoReactor(missing) => write!(
+                f,
+                "no reactor to deliver the outbox on: open the database in a reactor's \
+                 context or pass DatabaseBuilder::reactor ({missing})"
+            ),
+            OpenError::Config(why) => write!(f, "invalid database settings: {why}"),
+            OpenError::Stage(e) => write!(f, "cannot start the DB stage: {e}"),
+            OpenError::Database(e) => write!(f, "cannot open the database: {e}"),
+        }
+    }
+}
+
+impl StdError for OpenError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            OpenError::NoReactor(missing) => Some(missing.as_ref()),
+            OpenError::Stage(e) => Some(e),
+            OpenError::Database(e) => Some(e),
+            OpenError::Config(_) => None,
+        }
+    }
+}
+
+impl<B: Backend> DatabaseBuilder<B> {
+    /// The DB stage's name, shown in hops and figures (default `db`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Worker threads, each with its own connection (default 1; SQLite
+    /// serialises writers anyway, an in-memory database allows only 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The DB stage's queue bound (default 1024): more queued
+    /// transactions are refused with [`TxError::Overloaded`].
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How lock contention is retried (default [`Retry::default`]).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The reactor outbox items are delivered on (default: the one in the
+    /// context at [`open`](DatabaseBuilder::open)).
+    pub fn reactor(mut self, reactor: Handle) -> Self {
+        self.reactor = Some(reactor);
+        self
+    }
+
+    /// Registers the handler of `T` items: called on the reactor thread
+    /// for each item a committed transaction pushed (and for items found
+    /// undelivered at open). A later registration for the same kind
+    /// replaces the earlier one.
+    pub fn on_delivery<T, F>(mut self, handler: F) -> Self
+    where
+        T: OutboxItem,
+        F: Fn(Delivery<T>) + Send + Sync + 'static,
+    {
+        self.handlers.insert(T::KIND, outbox::erase(handler));
+        self
+    }
+
+    /// Starts the DB stage, connects, and schedules the delivery of every
+    /// item left undelivered by an earlier process.
+    ///
+    /// Blocks until the first worker has connected (a startup step: errors
+    /// such as a bad path or an unreachable server are reported here).
+    ///
+    /// # Errors
+    ///
+    /// See [`OpenError`].
+    #[track_caller]
+    pub fn open(self) -> Result<Database<B>, OpenError> {
+        let reactor = match self.reactor {
+            Some(reactor) => reactor,
+            None => Handle::current().map_err(|m| OpenError::NoReactor(Box::new(m)))?,
+        };
+        if let Some(max) = self.backend.max_workers() {
+            if self.workers > max {
+                return Err(OpenError::Config(format!(
+                    "{} allows at most {max} worker(s) here, {} asked",
+                    self.backend.name(),
+                    self.workers
+                )));
+            }
+        }
+        let stage_name: Arc<str> = self.name.unwrap_or_else(|| "db".to_owned()).into();
+        let shared = Arc::new(Shared {
+            backend: self.backend,
+            stage_name: Arc::clone(&stage_name),
+            retry: self.retry,
+            handlers: Arc::new(self.handlers),
+            reactor,
+            db: OnceLock::new(),
+        });
+        let for_workers = Arc::clone(&shared);
+        let stage = Stage::builder(stage_name.to_string())
+            .capacity(self.capacity)
+            .workers(self.workers)
+            .build_with(move || {
+                let mut worker = Worker {
+                    shared: Arc::clone(&for_workers),
+                    conn: None,
+                };
+                move |job: Job<B>| job(&mut worker)
+            })
+            .map_err(OpenError::Stage)?;
+        let inner = Arc::new(DbInner { stage, shared });
+        let _ = inner.shared.db.set(Arc::downgrade(&inner));
+        let db = Database { inner };
+
+        // Recovery: connect on a worker and read what an earlier process
+        // committed but did not deliver.
+        let (done, wait) = std::sync::mpsc::channel();
+        // The answer comes through `done`; the submission's own result
+        // (a panic, a cancel) shows as `done` hanging up.
+        drop(
+            db.submit_job(Box::new(move |worker: &mut Worker<B>| {
+                let found = worker.connection().and_then(|conn| B::undelivered(&conn));
+                let _ = done.send(found);
+            }))
+            .map_err(OpenError::Database)?,
+        );
+        let undelivered = wait
+            .recv()
+            .map_err(|_| OpenError::Database(TxError::Aborted("the DB worker stopped".into())))?
+            .map_err(OpenError::Database)?;
+        if !undelivered.is_empty() {
+            tracing::info!(
+                target: "milieu::txn",
+                stage = %stage_name,
+                count = undelivered.len(),
+                "delivering outbox items left undelivered by an earlier process"
+            );
+            let shared = Arc::clone(&db.inner.shared);
+            db.inner
+                .shared
+                .reactor
+                .call_from_thread(move || deliver(&shared, undelivered, true));
+        }
+        Ok(db)
+    }
+}
+
+impl<B: Backend> Database<B> {
+    /// The database installed in the current context.
+    ///
+    /// # Errors
+    ///
+    /// [`Missing`] when none is (the report lists what is).
+    #[track_caller]
+    pub fn current() -> Result<Database<B>, Missing> {
+        crate::get::<Database<B>>().map(|db| (*db).clone())
+    }
+
+    /// Runs `f` as one transaction on a DB stage worker, in the context
+    /// current here (a stage hop is recorded), with [`Tx`] and [`Outbox`]
+    /// in the context inside.
+    ///
+    /// `Ok` commits, then the outbox items are delivered on the reactor
+    /// thread; `Err` or a panic rolls back and releases nothing. The
+    /// transaction is queued now: dropping the future does not cancel it
+    /// (what commits stays committed and is delivered), it only discards
+    /// the result. The future resolves where it is awaited (on the reactor
+    /// thread in a reactor task).
+    ///
+    /// # Errors
+    ///
+    /// `f`'s error, or one converted from [`TxError`]: the stage full or
+    /// closed, the lock busy beyond [`Retry`], a database error, a panic.
+    #[track_caller]
+    pub fn run_interaction<R, E, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+    where
+        F: FnOnce(&Tx<B>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<TxError> + Send + 'static,
+    {
+        let (send, receive) = futures_channel::oneshot::channel();
+        let submitted = self.submit_job(Box::new(move |worker: &mut Worker<B>| {
+            let _ = send.send(worker.transaction(f));
+        }));
+        async move {
+            let submission = submitted.map_err(E::from)?;
+            submission
+                .await
+                .map_err(|e| E::from(TxError::from_stage(e)))?;
+            match receive.await {
+                Ok(result) => result,
+                // The job was dropped without running: the stage cancelled
+                // it.
+                Err(_) => Err(E::from(TxError::Aborted(
+                    "the transaction was dropped unrun".into(),
+                ))),
+            }
+        }
+    }
+
+    /// The outbox rows not yet marked delivered (for operators and
+    /// tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`run_interaction`](Database::run_interaction).
+    #[track_caller]
+    pub fn undelivered(
+        &self,
+    ) -> impl Future<Output = Result<Vec<StoredItem>, TxError>> + Send + 'static {
+        self.run_interaction(|tx: &Tx<B>| B::undelivered(tx))
+    }
+
+    /// The DB stage's figures: queue depth, counts, latency.
+    pub fn stats(&self) -> StageStats {
+        self.inner.stage.stats()
+    }
+
+    /// The DB stage's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.stage_name
+    }
+
+    /// Stops accepting transactions, then runs ([`CloseMode::Drain`]) or
+    /// cancels ([`CloseMode::Cancel`]) the queued ones and joins the
+    /// workers. Deliveries already handed to the reactor still run; rows
+    /// they could not mark delivered are delivered again after the next
+    /// open.
+    ///
+    /// # Errors
+    ///
+    /// When called from one of the database's own workers.
+    pub fn close(&self, mode: CloseMode) -> Result<(), crate::stage::CloseError> {
+        self.inner.stage.close(mode)
+    }
+
+    #[track_caller]
+    fn submit_job(&self, job: Job<B>) -> Result<crate::stage::Submission<()>, TxError> {
+        self.inner.stage.submit(job).map_err(|refused| {
+            let stage = self.inner.shared.stage_name.to_string();
+            match refused.reason {
+                RefuseReason::Full { capacity } => TxError::Overloaded { stage, capacity },
+                _ => TxError::Closed { stage },
+            }
+        })
+    }
+}
+
+impl<B: Backend> fmt::Debug for Database<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.inner.shared.backend.name())
+            .field("stage", &self.inner.stage.stats())
+            .finish()
+    }
+}
+
+impl<B: Backend> Worker<B> {
+    fn connection(&mut self) -> Result<Rc<B::Connection>, TxError> {
+        if let Some(conn) = &self.conn {
+            return Ok(Rc::clone(conn));
+        }
+        let conn = Rc::new(self.shared.retry.run(|| self.shared.backend.connect())?);
+        self.conn = Some(Rc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// One whole transaction: begin, `f` with `Tx` and `Outbox` in the
+    /// context, commit or roll back, release the outbox on commit.
+    fn transaction<R, E, F>(&mut self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Tx<B>) -> Result<R, E>,
+        E: From<TxError>,
+    {
+        let conn = self.connection()?;
+        let retry = self.shared.retry;
+        retry.run(|| B::begin(&conn))?;
+        let insert_conn = Rc::clone(&conn);
+        let effects = Effects::new(
+            Box::new(move |kind, payload| B::insert_outbox(&insert_conn, kind, payload)),
+            Arc::clone(&self.shared.handlers),
+        );
+        let tx = Tx::<B> {
+            conn: Rc::clone(&conn),
+            stage: Arc::clone(&self.shared.stage_name),
+        };
+        let outcome = crate::scope()
+            .with_local(tx)
+            .because("the open transaction")
+            .with_local(Outbox::new(Rc::clone(&effects)))
+            .because("output released only on commit")
+            .run(|| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    let tx = crate::get::<Tx<B>>().map_err(TxError::from)?;
+                    f(&tx)
+                }))
+            });
+        match outcome {
+            Ok(Ok(value)) => match retry.run(|| B::commit(&conn)) {
+                Ok(()) => {
+                    let items = effects.committed();
+                    if !items.is_empty() {
+                        let shared = Arc::clone(&self.shared);
+                        self.shared
+                            .reactor
+                            .call_from_thread(move || deliver(&shared, items, false));
+                    }
+                    Ok(value)
+                }
+                Err(e) => {
+                    self.roll_back(&conn);
+                    Err(E::from(e))
+                }
+            },
+            Ok(Err(e)) => {
+                self.roll_back(&conn);
+                Err(e)
+            }
+            Err(panic) => {
+                let message = reactor::panic_message(&*panic);
+                reactor::log_panic("transaction", &*panic);
+                self.roll_back(&conn);
+                Err(E::from(TxError::Panicked { message }))
+            }
+        }
+    }
+
+    /// Rolls back; a connection that cannot is dropped (closing it rolls
+    /// back) and reopened for the next transaction.
+    fn roll_back(&mut self, conn: &B::Connection) {
+        if let Err(e) = B::rollback(conn) {
+            tracing::warn!(target: "milieu::txn", "rollback failed, reconnecting: {e}");
+            self.conn = None;
+        }
+    }
+}
+
+/// Runs the handlers of `items` (on the reactor thread: callers reach it
+/// with `call_from_thread`), then marks the handled ones delivered through
+/// the DB stage.
+fn deliver<B: Backend>(shared: &Arc<Shared<B>>, items: Vec<StoredItem>, redelivered: bool) {
+    let done = outbox::dispatch(&shared.handlers, &items, redelivered);
+    if done.is_empty() {
+        return;
+    }
+    let Some(db) = shared.db.get().and_then(Weak::upgrade) else {
+        // The database is gone: the rows are delivered again next time.
+        return;
+    };
+    let retry = shared.retry;
+    let marked = db.stage.submit(Box::new(move |worker: &mut Worker<B>| {
+        let result = worker
+            .connection()
+            .and_then(|conn| retry.run(|| B::mark_delivered(&conn, &done)));
+        if let Err(e) = result {
+            tracing::warn!(target: "milieu::txn", "cannot mark outbox items delivered (they will be delivered again): {e}");
+        }
+    }));
+    if marked.is_err() {
+        tracing::warn!(
+            target: "milieu::txn",
+            "DB stage full or closed: delivered outbox items stay unmarked and will be delivered again"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! PostgreSQL through the synchronous `postgres` client: the path past one
+//! machine (several service processes sharing one database).
+//!
+//! Transactions run at PostgreSQL's default isolation (read committed).
+//! Lock timeouts, serialization failures and deadlocks are
+//! [`TxError::Busy`]; `begin` and `commit` are retried with backoff like
+//! SQLite's busy lock.
+
+use std::cell::{RefCell, RefMut};
+use std::fmt;
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+use super::backend::{Backend, Sealed, StoredItem};
+use super::{OutboxId, TxError};
+
+/// The PostgreSQL backend: a connection string such as
+/// `host=127.0.0.1 user=milieu dbname=milieu` or a `postgresql://` URL.
+///
+/// Connections are plain TCP (`NoTls`): meant for loopback or a private
+/// network.
+#[derive(Clone)]
+pub struct Postgres {
+    config: String,
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection string may hold a password.
+        f.write_str("Postgres { .. }")
+    }
+}
+
+impl Postgres {
+    /// A database reached with `config` (libpq key/value form or URL).
+    pub fn new(config: impl Into<String>) -> Self {
+        Postgres {
+            config: config.into(),
+        }
+    }
+}
+
+/// A worker's PostgreSQL connection, as [`Tx`](super::Tx) shows it.
+///
+/// `postgres::Client` needs `&mut` for every query; a transaction's code
+/// reaches the connection through a shared context entry, so it borrows
+/// the client for each use with [`client`](PgConnection::client).
+pub struct PgConnection {
+    client: RefCell<Client>,
+}
+
+impl fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PgConnection { .. }")
+    }
+}
+
+impl PgConnection {
+    /// The client, borrowed for one use.
+    ///
+    /// # Panics
+    ///
+    /// If the client is already borrowed (a borrow held across a call
+    /// that borrows again).
+    pub fn client(&self) -> RefMut<'_, Client> {
+        self.client.borrow_mut()
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), TxError> {
+        self.client().batch_execute(sql)?;
+        Ok(())
+    }
+}
+
+impl Sealed for Postgres {}
+
+impl Backend for Postgres {
+    type Connection = PgConnection;
+
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn connect(&self) -> Result<PgConnection, TxError> {
+        let mut client = Client::connect(&self.config, NoTls)?;
+        // `CREATE ... IF NOT EXISTS` races with itself in PostgreSQL (two
+        // sessions both see no table, one fails on the catalog's unique
+        // index): processes and workers starting together take turns
+        // under a transaction-scoped advisory lock.
+        client.batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(7262011575447305217);
+             CREATE TABLE IF NOT EXISTS milieu_outbox (
+                 id           BIGSERIAL PRIMARY KEY,
+                 kind         TEXT NOT NULL,
+                 payload      TEXT NOT NULL,
+                 created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 delivered_at TIMESTAMPTZ
+             );
+             CREATE INDEX IF NOT EXISTS milieu_outbox_undelivered
+                 ON milieu_outbox (id) WHERE delivered_at IS NULL;
+             COMMIT;",
+        )?;
+        Ok(PgConnection {
+            client: RefCell::new(client),
+        })
+    }
+
+    fn begin(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("BEGIN")
+    }
+
+    fn commit(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("COMMIT")
+    }
+
+    fn rollback(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("ROLLBACK")
+    }
+
+    fn insert_outbox(conn: &PgConnection, kind: &str, payload: &str) -> Result<OutboxId, TxError> {
+        let row = conn.client().query_one(
+            "INSERT INTO milieu_outbox (kind, payload) VALUES ($1, $2) RETURNING id",
+            &[&kind, &payload],
+        )?;
+        Ok(OutboxId(row.get(0)))
+    }
+
+    fn undelivered(conn: &PgConnection) -> Result<Vec<StoredItem>, TxError> {
+        let rows = conn.client().query(
+            "SELECT id, kind, payload FROM milieu_outbox WHERE delivered_at IS NULL ORDER BY id",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredItem {
+                id: OutboxId(row.get(0)),
+                kind: row.get(1),
+                payload: row.get(2),
+            })
+            .collect())
+    }
+
+    fn mark_delivered(conn: &PgConnection, ids: &[OutboxId]) -> Result<(), TxError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        conn.client().execute(
+            "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL",
+            &[&ids],
+        )?;
+        Ok(())
+    }
+}
+
+impl From<postgres::Error> for TxError {
+    fn from(e: postgres::Error) -> Self {
+        let busy = e.code().is_some_and(|code| {
+            [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ]
+            .contains(code)
+        });
+        TxError::from_backend(Box::new(e), busy)
+    }
+}
