@@ -16,6 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
@@ -215,7 +216,19 @@ pub(crate) struct ServerConn<P: Protocol> {
     ending: Option<CloseReason>,
     /// The connection is over (why): the table removes it.
     done: Option<CloseReason>,
+    /// When the request now arriving began (only with a read timeout).
+    request_started: Option<Instant>,
+    /// Since when nothing has been in progress (only with an idle timeout).
+    idle_since: Option<Instant>,
+    /// Our side is shut and we wait for the peer's end of stream until
+    /// then, at most [`LINGER`].
+    linger_until: Option<Instant>,
 }
+
+/// How long a connection whose output is shut waits for the peer to close
+/// before it is dropped: long enough for a client to read the last
+/// response, short enough that a peer that never closes costs little.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl<P: Protocol> ServerConn<P> {
     pub(crate) fn new(new: NewConn, serve: Serve<P>) -> ServerConn<P> {
@@ -229,6 +242,9 @@ impl<P: Protocol> ServerConn<P> {
             info: new.info,
             ending: None,
             done: None,
+            request_started: None,
+            idle_since: None,
+            linger_until: None,
         }
     }
 
@@ -303,6 +319,13 @@ impl<P: Protocol> ServerConn<P> {
                 }
             };
             self.protocol.encode(response, self.transport.output.tail());
+            if self.ending.is_none() && self.protocol.closing() {
+                // This response ends the connection: later ones are not
+                // sent (their requests are answered by nobody).
+                self.pipeline.clear();
+                self.end(CloseReason::Finished);
+                break;
+            }
         }
         if self.ending.is_some() && self.pipeline.is_empty() {
             self.transport.shutdown_when_flushed();
@@ -404,12 +427,19 @@ impl<P: Protocol> Driver for ServerConn<P> {
                         break;
                     }
                     self.transport.input.consume(consumed);
+                    self.request_started = None;
                     self.request(request, cx);
+                    if self.protocol.closing() {
+                        // The last request: answer what is owed, then close.
+                        self.end(CloseReason::Finished);
+                    }
                     self.advance(cx);
                 }
                 Ok(None) => {
                     if !at_eof && available >= cap {
                         self.end(CloseReason::InputTooLarge { limit: cap });
+                    } else if self.pipeline.is_empty() {
+                        self.protocol.interim(self.transport.output.tail());
                     }
                     break;
                 }
@@ -422,6 +452,12 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if self.ending.is_none() && self.transport.read_eof() && !self.transport.is_paused() {
             // Half-close: the peer sent all it will; answer, then close.
             self.end(CloseReason::Finished);
+        }
+        let partial = self.ending.is_none() && !self.transport.input.as_slice().is_empty();
+        if !partial {
+            self.request_started = None;
+        } else if self.request_started.is_none() && self.transport.limits.read_timeout().is_some() {
+            self.request_started = Some(cx.shared.clock.now());
         }
         if self.ending.is_some() {
             self.advance(cx);
@@ -443,6 +479,68 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
         self.update_backpressure(cx);
         if self.transport.write_shut() && self.transport.read_done() {
+            self.done = Some(self.ending.take().unwrap_or(CloseReason::Finished));
+            return;
+        }
+        if self.transport.write_shut() {
+            if self.linger_until.is_none() {
+                self.linger_until = Some(cx.shared.clock.now() + LINGER);
+            }
+            return;
+        }
+        let idle = self.ending.is_none()
+            && self.pipeline.is_empty()
+            && self.transport.input.as_slice().is_empty()
+            && self.transport.output.is_empty();
+        if !idle {
+            self.idle_since = None;
+        } else if self.idle_since.is_none() && self.transport.limits.idle_timeout().is_some() {
+            self.idle_since = Some(cx.shared.clock.now());
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let limits = &self.transport.limits;
+        let read = self.request_started.zip(limits.read_timeout());
+        let idle = self.idle_since.zip(limits.idle_timeout());
+        [read, idle]
+            .into_iter()
+            .flatten()
+            .map(|(since, timeout)| since + timeout)
+            .chain(self.linger_until)
+            .min()
+    }
+
+    fn expire(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        if self.done.is_some() {
+            return;
+        }
+        let limits = self.transport.limits;
+        if let (Some(started), Some(after)) = (self.request_started, limits.read_timeout()) {
+            if started + after <= now {
+                tracing::debug!(
+                    target: "milieu::reactor",
+                    connection = ?self.info,
+                    "closing a connection: a request stayed incomplete for {after:?}"
+                );
+                self.request_started = None;
+                if let Some(response) = self.protocol.timeout_response() {
+                    self.pipeline.push_back(Slot::Ready(Some(response)));
+                }
+                self.end(CloseReason::TimedOut { idle: false, after });
+                self.advance(cx);
+                return;
+            }
+        }
+        if let (Some(since), Some(after)) = (self.idle_since, limits.idle_timeout()) {
+            if since + after <= now {
+                // Nothing in progress and nothing owed: close at once.
+                self.done = Some(CloseReason::TimedOut { idle: true, after });
+                return;
+            }
+        }
+        if self.linger_until.is_some_and(|until| until <= now) {
+            // The peer did not close after our last response.
             self.done = Some(self.ending.take().unwrap_or(CloseReason::Finished));
         }
     }

@@ -718,7 +718,12 @@ impl Reactor {
         if busy {
             return Some(Duration::ZERO);
         }
-        let deadline = self.shared.core().timers.next_deadline();
+        let timer = self.shared.core().timers.next_deadline();
+        // Connection timeouts (read, idle, linger) wake the reactor too.
+        let deadline = match (timer, self.io.next_sweep()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let until_timer = match (&self.shared.clock, deadline) {
             (_, None) => None,
             (Clock::Real, Some(when)) => Some(when.saturating_duration_since(Instant::now())),

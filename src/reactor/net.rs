@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
@@ -195,6 +196,18 @@ pub(crate) trait Driver: Send {
     fn abort(&mut self, reason: CloseReason);
     /// Called once, when it leaves the table.
     fn closed(&mut self, cx: &mut Cx<'_>);
+    /// When [`expire`](Driver::expire) has something to do (a read or idle
+    /// timeout, the end of a linger): asked after every flush, without
+    /// entering the connection's context, so it must be a cheap getter.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Acts on the timeouts due at `now` (the sweep found
+    /// [`deadline`](Driver::deadline) passed); the connection is flushed
+    /// in the same tick.
+    fn expire(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        let _ = (now, cx);
+    }
     fn stream(&mut self) -> &mut StreamIo;
     fn context(&self) -> &Context;
 }
@@ -492,7 +505,15 @@ pub(crate) struct Io {
     /// Finished connections, removed at the end of each step.
     dead: Vec<usize>,
     work: Vec<(usize, Ready)>,
+    /// The earliest connection deadline seen (read or idle timeout,
+    /// linger), if any: the sweep in step 4 runs once it has passed.
+    next_sweep: Option<Instant>,
 }
+
+/// The shortest time between two timeout sweeps: deadlines closer together
+/// are handled together, so 10,000 idle connections cost at most ten
+/// passes over the table a second, not one per connection.
+const SWEEP_GRANULARITY: Duration = Duration::from_millis(100);
 
 impl Io {
     pub(crate) fn new(shared: Arc<Shared>) -> Io {
@@ -504,6 +525,55 @@ impl Io {
             flush: Vec::new(),
             dead: Vec::new(),
             work: Vec::new(),
+            next_sweep: None,
+        }
+    }
+
+    /// When the reactor must wake for a timeout sweep, if ever.
+    pub(crate) fn next_sweep(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires the connections whose deadline passed (they are flushed in
+    /// step 7) and finds the next deadline.
+    fn sweep(&mut self, now: Instant, stats: &mut TickStats) {
+        if self.next_sweep.is_none_or(|at| at > now) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (&token, source) in &mut self.sources {
+            let Source::Conn(driver) = source else {
+                continue;
+            };
+            match driver.deadline() {
+                Some(at) if at <= now => {
+                    drive(
+                        token,
+                        driver,
+                        &self.shared,
+                        stats,
+                        &mut self.retry,
+                        |d, cx| {
+                            d.expire(now, cx);
+                        },
+                    );
+                    self.flush.push(token);
+                    if driver.finished() {
+                        self.dead.push(token);
+                    }
+                }
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        // Connections just expired report their next deadline after their
+        // flush.
+        self.next_sweep = next.map(|at| at.max(now + SWEEP_GRANULARITY));
+    }
+
+    fn note_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |n| n.min(at)));
         }
     }
 
@@ -523,6 +593,7 @@ impl Io {
                 .chain(ready)
                 .map(|token| (token, Ready::ANY)),
         );
+        self.sweep(self.shared.clock.now(), stats);
         let mut born = Vec::new();
         for (token, ready) in work.drain(..) {
             match self.sources.get_mut(&token) {
@@ -611,6 +682,9 @@ impl Io {
                     );
                     if driver.finished() {
                         self.dead.push(token);
+                    } else {
+                        let deadline = driver.deadline();
+                        self.note_deadline(deadline);
                     }
                 }
                 Some(Source::Listener(_)) => self.retry.push(token),

@@ -5,7 +5,7 @@
 //! It never touches a socket: the transport hands it the bytes received so
 //! far and takes back the bytes to send, so protocols are tested with
 //! plain byte slices or, tick by tick, with [`testing::Pair`](super::testing::Pair).
-//! [`LineProtocol`] ships with the crate; HTTP/1.1 comes later.
+//! [`LineProtocol`] ships with the crate; HTTP/1.1 is in `milieu::http`.
 
 use std::error::Error;
 use std::fmt;
@@ -99,6 +99,32 @@ pub trait Protocol: Send + 'static {
     /// Told what happens to the transport: backpressure, half-close, close.
     fn event(&mut self, event: &TransportEvent<'_>) {
         let _ = event;
+    }
+
+    /// Whether the connection should end once the responses owed so far
+    /// are sent (HTTP's `Connection: close`). Asked after each decoded
+    /// request and each encoded response; once it returns true nothing more
+    /// is decoded, responses of requests after the one that closed are not
+    /// sent, and the connection closes after the flush. Default: never.
+    fn closing(&self) -> bool {
+        false
+    }
+
+    /// Bytes to send now, while a request is still incomplete (HTTP's
+    /// `100 Continue` once the headers of a request that expects it are
+    /// in). Called after [`decode`](Protocol::decode) returned `Ok(None)`,
+    /// only when no earlier response is still owed, so interim output never
+    /// overtakes a response. Default: nothing.
+    fn interim(&mut self, output: &mut Vec<u8>) {
+        let _ = output;
+    }
+
+    /// The response to send when a request stays incomplete past the read
+    /// timeout ([`Limits::with_read_timeout`](super::Limits::with_read_timeout)):
+    /// HTTP's `408 Request Timeout`. The connection closes after it either
+    /// way. Default: none.
+    fn timeout_response(&mut self) -> Option<Self::Response> {
+        None
     }
 
     /// The complete requests of `input`, in order, as an iterator; its

@@ -13,6 +13,7 @@ use std::error::Error;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::net::StreamIo;
 use super::readiness::Ready;
@@ -49,6 +50,8 @@ pub struct Limits {
     low_water: usize,
     max_in_flight: usize,
     max_input: usize,
+    read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -58,6 +61,8 @@ impl Default for Limits {
             low_water: 16 * 1024,
             max_in_flight: 128,
             max_input: 64 * 1024,
+            read_timeout: None,
+            idle_timeout: None,
         }
     }
 }
@@ -92,6 +97,35 @@ impl Limits {
     pub fn with_max_input(mut self, bytes: usize) -> Limits {
         self.max_input = bytes.max(1);
         self
+    }
+
+    /// How long a server connection may hold an incomplete request (a
+    /// slow or stalled client, "slowloris"): past it the protocol's
+    /// [`timeout_response`](super::Protocol::timeout_response) is sent and
+    /// the connection closes with [`CloseReason::TimedOut`]. Checked about
+    /// once a second. Default: none.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Limits {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a server connection may sit idle (no request in progress,
+    /// no response owed) before it is closed with
+    /// [`CloseReason::TimedOut`]: keep-alive connections nobody uses.
+    /// Checked about once a second. Default: none.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Limits {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// See [`with_read_timeout`](Limits::with_read_timeout).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// See [`with_idle_timeout`](Limits::with_idle_timeout).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 
     /// Buffered bytes above which reading pauses.
@@ -137,6 +171,14 @@ pub enum CloseReason {
         /// The limit.
         limit: usize,
     },
+    /// A request stayed incomplete past the read timeout, or the
+    /// connection sat idle past the idle timeout ([`Limits`]).
+    TimedOut {
+        /// Which timeout.
+        idle: bool,
+        /// Its length.
+        after: Duration,
+    },
     /// A handler or the protocol panicked, and the protocol had no error
     /// response for it (the panic was logged with the context dump).
     Panicked,
@@ -169,6 +211,7 @@ impl CloseReason {
             CloseReason::Protocol(_) | CloseReason::InputTooLarge { .. } => {
                 io::ErrorKind::InvalidData
             }
+            CloseReason::TimedOut { .. } => io::ErrorKind::TimedOut,
             CloseReason::Panicked | CloseReason::ReactorGone => io::ErrorKind::Other,
         };
         io::Error::new(kind, format!("connection closed: {self}"))
@@ -186,6 +229,13 @@ impl fmt::Display for CloseReason {
             CloseReason::InputTooLarge { limit } => write!(
                 f,
                 "a request did not fit in {limit} bytes (Limits::with_max_input raises the limit)"
+            ),
+            CloseReason::TimedOut { idle: true, after } => {
+                write!(f, "idle for {after:?} (Limits::with_idle_timeout)")
+            }
+            CloseReason::TimedOut { idle: false, after } => write!(
+                f,
+                "a request stayed incomplete for {after:?} (Limits::with_read_timeout)"
             ),
             CloseReason::Panicked => {
                 f.write_str("a handler or the protocol panicked (logged with the context dump)")
