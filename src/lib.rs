@@ -50,6 +50,7 @@
 
 mod context;
 mod declare;
+pub mod http;
 mod propagate;
 pub mod reactor;
 pub mod stage;

@@ -25,6 +25,8 @@ const DEADLINE: Duration = Duration::from_secs(20);
 struct Hooks {
     lines: LineProtocol,
     closing: bool,
+    /// The last decode found only part of a line.
+    incomplete: bool,
     interim_sent: bool,
     closed: Arc<std::sync::Mutex<Option<CloseReason>>>,
 }
@@ -34,6 +36,7 @@ impl Hooks {
         Hooks {
             lines: LineProtocol::new(),
             closing: false,
+            incomplete: false,
             interim_sent: false,
             closed: Arc::default(),
         }
@@ -47,6 +50,7 @@ impl Protocol for Hooks {
 
     fn decode(&mut self, input: &[u8]) -> Result<Option<(String, usize)>, LineError> {
         let decoded = self.lines.decode(input)?;
+        self.incomplete = decoded.is_none() && !input.is_empty();
         if let Some((line, _)) = &decoded {
             self.interim_sent = false;
             self.closing |= line == "bye";
@@ -64,7 +68,7 @@ impl Protocol for Hooks {
     }
 
     fn interim(&mut self, output: &mut Vec<u8>) {
-        if !self.interim_sent {
+        if self.incomplete && !self.interim_sent {
             self.interim_sent = true;
             output.extend_from_slice(b"...\n");
         }
@@ -288,4 +292,33 @@ fn a_peer_that_never_closes_after_our_last_response_is_dropped_after_the_linger(
     });
     s.tick_until_no_connections();
     drop(keep);
+}
+
+#[test]
+fn interim_output_waiting_behind_a_slow_response_goes_out_once_it_is_sent() {
+    let reactor = Reactor::new().unwrap();
+    let listener = reactor
+        .handle()
+        .listen_tcp("127.0.0.1:0", || {
+            serve(Hooks::new(), |line: String| async move {
+                let reactor = milieu::reactor::Handle::current().unwrap();
+                reactor.sleep(Duration::from_millis(50)).await;
+                line
+            })
+        })
+        .unwrap();
+    let mut s = Server {
+        reactor,
+        listener,
+        closed: Arc::default(),
+    };
+    let got = s.with_client(|addr| {
+        let mut c = connect(addr);
+        // A complete request answered later, then part of the next one:
+        // the interim output must follow the slow answer without any more
+        // input from us.
+        c.write_all(b"slow\npar").unwrap();
+        read_exactly(&mut c, 9)
+    });
+    assert_eq!(got, b"slow\n...\n");
 }

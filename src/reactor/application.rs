@@ -329,6 +329,10 @@ impl<P: Protocol> ServerConn<P> {
         }
         if self.ending.is_some() && self.pipeline.is_empty() {
             self.transport.shutdown_when_flushed();
+        } else if self.pipeline.is_empty() && !self.transport.input.is_empty() {
+            // A partial request waited behind responses now sent: its
+            // interim output (`100 Continue`) may go now.
+            self.protocol.interim(self.transport.output.tail());
         }
         self.update_backpressure(cx);
     }
@@ -494,7 +498,11 @@ impl<P: Protocol> Driver for ServerConn<P> {
             && self.transport.output.is_empty();
         if !idle {
             self.idle_since = None;
-        } else if self.idle_since.is_none() && self.transport.limits.idle_timeout().is_some() {
+            return;
+        }
+        self.transport.input.release_if_empty();
+        self.transport.output.release_if_empty();
+        if self.idle_since.is_none() && self.transport.limits.idle_timeout().is_some() {
             self.idle_since = Some(cx.shared.clock.now());
         }
     }

@@ -5,7 +5,7 @@
 //! It never touches a socket: the transport hands it the bytes received so
 //! far and takes back the bytes to send, so protocols are tested with
 //! plain byte slices or, tick by tick, with [`testing::Pair`](super::testing::Pair).
-//! [`LineProtocol`] ships with the crate; HTTP/1.1 is in `milieu::http`.
+//! [`LineProtocol`] ships with the crate; HTTP/1.1 is [`HttpProtocol`](crate::http::HttpProtocol).
 
 use std::error::Error;
 use std::fmt;
@@ -112,9 +112,12 @@ pub trait Protocol: Send + 'static {
 
     /// Bytes to send now, while a request is still incomplete (HTTP's
     /// `100 Continue` once the headers of a request that expects it are
-    /// in). Called after [`decode`](Protocol::decode) returned `Ok(None)`,
-    /// only when no earlier response is still owed, so interim output never
-    /// overtakes a response. Default: nothing.
+    /// in). Called whenever undecoded input waits and no response is owed
+    /// (so interim output never overtakes a response): after
+    /// [`decode`](Protocol::decode) returned `Ok(None)`, and again once the
+    /// responses to earlier requests are sent. The protocol decides from
+    /// its own state whether anything is due, and should send it once.
+    /// Default: nothing.
     fn interim(&mut self, output: &mut Vec<u8>) {
         let _ = output;
     }

@@ -705,7 +705,7 @@ impl<B: Backend> fmt::Debug for Database<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")
             .field("backend", &self.inner.shared.backend.name())
-            .field("stage", &self.inner.stage.stats())
+            .field("stage", &format_args!("{}", self.inner.stage.stats()))
             .finish()
     }
 }

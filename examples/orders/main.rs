@@ -1,0 +1,245 @@
+//! The main job: a small order service on milieu.
+//!
+//! ```text
+//! cargo run --release --example orders -- [--addr HOST:PORT] [--threads N] [--data DIR]
+//! ```
+//!
+//! Defaults: `127.0.0.1:8080`, one reactor thread, the database in
+//! `milieu-orders` under the system temp dir. The first line of stdout is
+//! `listening on ADDR`. Routes:
+//!
+//! - `POST /orders` with `{"item": "tea", "quantity": 2}`: stores the order
+//!   and an "order placed" notification in one transaction; the
+//!   notification is delivered (logged) only after the commit.
+//! - `GET /orders/{id}`, `GET /orders?limit=N`.
+//! - `GET /debug/context`: the context of the request being handled, as
+//!   text, JSON (`Accept: application/json`) or an HTML page
+//!   (`Accept: text/html`); `GET /debug/stages`: the DB stage's figures.
+//! - `GET /`: a greeting (the benchmark's route).
+//!
+//! Start-up verifies every route's declared context before listening and
+//! refuses to start with a report if something is missing. SIGINT or
+//! SIGTERM stop it gracefully: no new connections, in-flight requests
+//! finish, committed notifications are delivered, exit status 0.
+//!
+//! Other flags: `--read-timeout-ms N` and `--idle-timeout-ms N` (defaults
+//! 10 s and 60 s), `--panic-route` (makes `POST /debug/panic` panic, for the
+//! tests of the panic handling).
+
+mod debug;
+mod routes;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use milieu::http::{self, HttpLimits};
+use milieu::reactor::{run_on_threads, Listener, Reactor, SharedPort};
+use milieu::txn::{Database, Delivery, Sqlite};
+
+use routes::Service;
+use store::OrderPlaced;
+
+/// Command-line settings.
+struct Args {
+    addr: String,
+    threads: usize,
+    data: PathBuf,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    panic_route: bool,
+}
+
+const USAGE: &str = "usage: orders [--addr HOST:PORT] [--threads N] [--data DIR] \
+                     [--read-timeout-ms N] [--idle-timeout-ms N] [--panic-route]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:8080".into(),
+        threads: 1,
+        data: std::env::temp_dir().join("milieu-orders"),
+        read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        panic_route: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let millis = |text: String, name: &str| {
+            text.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("{name} {text}: {e}"))
+        };
+        match flag.as_str() {
+            "--addr" => args.addr = value("--addr")?,
+            "--threads" => {
+                let text = value("--threads")?;
+                args.threads = match text.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => n,
+                    _ => return Err(format!("--threads {text}: expected 1 to 256")),
+                };
+            }
+            "--data" => args.data = PathBuf::from(value("--data")?),
+            "--read-timeout-ms" => {
+                args.read_timeout = millis(value("--read-timeout-ms")?, "--read-timeout-ms")?
+            }
+            "--idle-timeout-ms" => {
+                args.idle_timeout = millis(value("--idle-timeout-ms")?, "--idle-timeout-ms")?
+            }
+            "--panic-route" => args.panic_route = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orders: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&args.data).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            args.data.display()
+        )
+    })?;
+    let db_path = args.data.join("orders.sqlite");
+
+    // The main thread's reactor delivers the outbox and runs the shutdown.
+    let mut main_reactor = Reactor::builder().name("main").build()?;
+    let service = Arc::new(Service {
+        panic_route: args.panic_route,
+        ..Service::default()
+    });
+    let counted = Arc::clone(&service);
+    let db: Database = main_reactor.context().run(|| {
+        Database::builder(Sqlite::file(&db_path))
+            .on_delivery(move |d: Delivery<OrderPlaced>| {
+                counted.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    target: "orders::notifications",
+                    id = %d.id,
+                    order = d.item.order,
+                    redelivered = d.redelivered,
+                    "order placed: {} x {}",
+                    d.item.quantity,
+                    d.item.item
+                );
+            })
+            .open()
+    })?;
+    main_reactor.run_until(db.run_interaction(|_tx| store::create_schema()))??;
+
+    // The root context every reactor thread inherits.
+    let root = milieu::scope()
+        .with_debug(db.clone())
+        .because("the orders database (SQLite, WAL)")
+        .with_arc(Arc::clone(&service))
+        .because("the service's counters")
+        .run(milieu::Context::current);
+
+    // Refuse to start if a route could not run.
+    let routes = [
+        routes::PLACE_ORDER_REQUIREMENTS,
+        routes::GET_ORDER_REQUIREMENTS,
+        routes::LIST_ORDERS_REQUIREMENTS,
+        routes::DEBUG_CONTEXT_REQUIREMENTS,
+        routes::DEBUG_STAGES_REQUIREMENTS,
+        routes::DEBUG_PANIC_REQUIREMENTS,
+    ];
+    if let Err(report) = milieu::verify(&root, &routes) {
+        return Err(format!("refusing to start:\n{report}").into());
+    }
+
+    let port = SharedPort::bind(args.addr.as_str())
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let addr: SocketAddr = port.local_addr();
+    let limits = HttpLimits::new()
+        .with_read_timeout(args.read_timeout)
+        .with_idle_timeout(args.idle_timeout);
+    let listeners: Arc<Mutex<Vec<Listener>>> = Arc::default();
+    let keep = Arc::clone(&listeners);
+    let cores = root.run(|| {
+        run_on_threads(args.threads, move |reactor| {
+            let app = http::serve_with(limits, routes::route);
+            let listener = reactor.listen_shared(&port, move || app.clone())?;
+            keep.lock().unwrap().push(listener);
+            Ok(())
+        })
+    })?;
+    println!("listening on {addr}");
+    tracing::info!(target: "orders", %addr, threads = args.threads, data = %args.data.display(), "serving");
+
+    // Run until SIGINT or SIGTERM.
+    let main_handle = main_reactor.handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let signal_handle = signals.handle();
+    let waiter = std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(target: "orders", signal, "shutting down");
+            main_handle.stop();
+        }
+    });
+    main_reactor.run()?;
+
+    // 1. No new connections.
+    for listener in listeners.lock().unwrap().drain(..) {
+        listener.close();
+    }
+    // 2. In-flight requests finish (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        main_reactor.tick(Some(Duration::from_millis(10)))?;
+    }
+    cores.stop();
+    cores.join()?;
+    // 3. Every committed notification is delivered (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        main_reactor.tick(Some(Duration::from_millis(10)))?;
+        let left = main_reactor.run_until(db.undelivered())??;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(target: "orders", left = left.len(), "undelivered notifications left for the next start");
+            break;
+        }
+    }
+    db.close(milieu::stage::CloseMode::Drain)?;
+    signal_handle.close();
+    let _ = waiter.join();
+    tracing::info!(
+        target: "orders",
+        placed = service.placed.load(Ordering::Relaxed),
+        delivered = service.delivered.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}

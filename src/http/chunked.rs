@@ -1,0 +1,264 @@
+//! Decoding a chunked request body (RFC 9112 §7.1), incrementally: the
+//! input grows between calls and each byte is looked at once.
+
+use std::fmt;
+
+use httparse::Status;
+
+use super::error::HttpError;
+use super::headers::is_forbidden_in_value;
+use super::limits::HttpLimits;
+
+/// Where the decoder is in the chunked syntax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// At a chunk-size line (`1a;ext=v\r\n`).
+    Size,
+    /// In a chunk's data, `left` bytes to go.
+    Data { left: usize },
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk (`0\r\n`), at the trailer section.
+    Trailers,
+}
+
+/// A chunked body being received.
+#[derive(Clone)]
+pub(crate) struct Chunked {
+    /// Offset in the request's input of the next byte to decode.
+    pos: usize,
+    state: State,
+    /// The data so far.
+    data: Vec<u8>,
+    /// Bytes of chunk-size lines, CRLFs and trailers so far.
+    framing: usize,
+}
+
+impl fmt::Debug for Chunked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunked")
+            .field("pos", &self.pos)
+            .field("state", &self.state)
+            .field("data", &format_args!("{} bytes", self.data.len()))
+            .field("framing", &self.framing)
+            .finish()
+    }
+}
+
+impl Chunked {
+    /// A body starting at offset `start` of the request's input.
+    pub(crate) fn new(start: usize) -> Chunked {
+        Chunked {
+            pos: start,
+            state: State::Size,
+            data: Vec::new(),
+            framing: 0,
+        }
+    }
+
+    /// The data, once complete.
+    pub(crate) fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// Decodes what arrived of `input` (the whole request so far, which
+    /// only grows between calls): the request's end offset once the body
+    /// is complete.
+    pub(crate) fn advance(
+        &mut self,
+        input: &[u8],
+        limits: &HttpLimits,
+    ) -> Result<Option<usize>, HttpError> {
+        loop {
+            let rest = input.get(self.pos..).unwrap_or_default();
+            match self.state {
+                State::Size => {
+                    let Some(first) = rest.first() else {
+                        return Ok(None);
+                    };
+                    // httparse reads an empty size as 0: we do not.
+                    if !first.is_ascii_hexdigit() {
+                        return Err(invalid("the chunk size is not a hexadecimal number"));
+                    }
+                    let (line, size) = match httparse::parse_chunk_size(rest) {
+                        Ok(Status::Complete(parsed)) => parsed,
+                        Ok(Status::Partial) => {
+                            self.check_framing(rest.len(), limits)?;
+                            return Ok(None);
+                        }
+                        Err(httparse::InvalidChunkSize) => {
+                            return Err(invalid("malformed chunk-size line"))
+                        }
+                    };
+                    // httparse lets anything through in an extension; a bare
+                    // LF there is read as a line end by some proxies.
+                    let text = rest.get(..line.saturating_sub(2)).unwrap_or_default();
+                    if text.iter().any(|&b| is_forbidden_in_value(b)) {
+                        return Err(invalid("control character in a chunk-size line"));
+                    }
+                    self.frame(line, limits)?;
+                    let room = limits.max_body().saturating_sub(self.data.len());
+                    let size = usize::try_from(size)
+                        .ok()
+                        .filter(|&size| size <= room)
+                        .ok_or(HttpError::BodyTooLarge {
+                            max: limits.max_body(),
+                        })?;
+                    self.state = match size {
+                        0 => State::Trailers,
+                        left => State::Data { left },
+                    };
+                }
+                State::Data { left } => {
+                    let take = left.min(rest.len());
+                    self.data.extend_from_slice(&rest[..take]);
+                    self.pos += take;
+                    if take < left {
+                        self.state = State::Data { left: left - take };
+                        return Ok(None);
+                    }
+                    self.state = State::DataEnd;
+                }
+                State::DataEnd => match rest {
+                    [b'\r', b'\n', ..] => {
+                        self.frame(2, limits)?;
+                        self.state = State::Size;
+                    }
+                    [] | [b'\r'] => {
+                        self.check_framing(rest.len(), limits)?;
+                        return Ok(None);
+                    }
+                    _ => return Err(invalid("chunk data not followed by CRLF")),
+                },
+                State::Trailers => {
+                    // A field takes 3 bytes at least (`a:\n`): a longer array
+                    // could never fill up.
+                    let slots = limits.max_headers().min(rest.len() / 3 + 2);
+                    let mut fields = vec![httparse::EMPTY_HEADER; slots];
+                    return match httparse::parse_headers(rest, &mut fields) {
+                        Ok(Status::Complete((len, _))) => {
+                            self.frame(len, limits)?;
+                            Ok(Some(self.pos))
+                        }
+                        Ok(Status::Partial) => {
+                            self.check_framing(rest.len(), limits)?;
+                            Ok(None)
+                        }
+                        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders {
+                            max: limits.max_headers(),
+                        }),
+                        Err(_) => Err(invalid("malformed trailer section")),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Takes `len` bytes of framing.
+    fn frame(&mut self, len: usize, limits: &HttpLimits) -> Result<(), HttpError> {
+        self.check_framing(len, limits)?;
+        self.framing += len;
+        self.pos += len;
+        Ok(())
+    }
+
+    /// Whether `more` bytes of framing would still be within the limit.
+    fn check_framing(&self, more: usize, limits: &HttpLimits) -> Result<(), HttpError> {
+        let max = limits.max_header_bytes();
+        if self.framing.saturating_add(more) > max {
+            return Err(HttpError::ChunkFramingTooLarge { max });
+        }
+        Ok(())
+    }
+}
+
+fn invalid(reason: &'static str) -> HttpError {
+    HttpError::InvalidChunk { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunked;
+    use crate::http::{HttpError, HttpLimits};
+
+    fn decode(body: &[u8], limits: &HttpLimits) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
+        let mut chunked = Chunked::new(0);
+        Ok(chunked
+            .advance(body, limits)?
+            .map(|end| (chunked.into_data(), end)))
+    }
+
+    #[test]
+    fn chunks_extensions_and_trailers() {
+        let limits = HttpLimits::new();
+        let body = b"4;name=value\r\nWiki\r\n5\r\npedia\r\nE ; x\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: yes\r\n\r\nNEXT";
+        let (data, end) = decode(body, &limits).unwrap().unwrap();
+        assert_eq!(data, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(&body[end..], b"NEXT");
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete_and_the_whole_is_the_same() {
+        let limits = HttpLimits::new();
+        let body = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n";
+        for cut in 0..body.len() {
+            let mut chunked = Chunked::new(0);
+            assert_eq!(
+                chunked.advance(&body[..cut], &limits),
+                Ok(None),
+                "cut at {cut}"
+            );
+            let end = chunked.advance(body, &limits).unwrap();
+            assert_eq!(end, Some(body.len()), "cut at {cut}");
+            assert_eq!(chunked.into_data(), b"abc0123456789abcdef");
+        }
+    }
+
+    #[test]
+    fn bad_syntax_is_an_invalid_chunk() {
+        let limits = HttpLimits::new();
+        for body in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b"-1\r\n",
+            b"3\nabc\r\n",
+            b"3;a\nb\r\nabc\r\n",
+            b"3\r\nabcX",
+            b"3\r\nabc\rX",
+            b"0\r\nbad header\r\n\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            match decode(body, &limits) {
+                Err(HttpError::InvalidChunk { .. }) => {}
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn data_and_framing_are_bounded() {
+        let limits = HttpLimits::new().with_max_body(4).with_max_header_bytes(16);
+        assert_eq!(
+            decode(b"5\r\n", &limits),
+            Err(HttpError::BodyTooLarge { max: 4 })
+        );
+        assert_eq!(
+            decode(b"3\r\nabc\r\n2\r\n", &limits),
+            Err(HttpError::BodyTooLarge { max: 4 })
+        );
+        assert_eq!(
+            decode(b"1;aaaaaaaaaaaaaaaaaaaa", &limits),
+            Err(HttpError::ChunkFramingTooLarge { max: 16 })
+        );
+        let many_empty_extensions = b"1;a\r\nx\r\n1;a\r\nx\r\n1;a\r\n";
+        assert_eq!(
+            decode(many_empty_extensions, &limits),
+            Err(HttpError::ChunkFramingTooLarge { max: 16 })
+        );
+        let limits = HttpLimits::new().with_max_headers(1);
+        assert_eq!(
+            decode(b"0\r\nA: 1\r\nB: 2\r\n\r\n", &limits),
+            Err(HttpError::TooManyHeaders { max: 1 })
+        );
+    }
+}

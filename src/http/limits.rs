@@ -1,0 +1,168 @@
+//! How much an HTTP request may take, and the transport limits that go
+//! with it.
+
+use std::time::Duration;
+
+use crate::reactor::Limits;
+
+/// How large a request may be, and how long it may take: the
+/// [`HttpProtocol`](super::HttpProtocol)'s limits and, through
+/// [`transport_limits`](HttpLimits::transport_limits), the connection's.
+///
+/// | limit | default | past it |
+/// |---|---|---|
+/// | [`max_header_bytes`](HttpLimits::max_header_bytes): request line and header fields | 16 KiB | 431 |
+/// | [`max_headers`](HttpLimits::max_headers): header (or trailer) fields | 100 | 431 |
+/// | [`max_body`](HttpLimits::max_body): body bytes | 1 MiB | 413 |
+/// | chunked framing (sizes, extensions, trailers) | `max_header_bytes` | 413 |
+/// | [`read_timeout`](HttpLimits::read_timeout): one request arriving | 10 s | 408, close |
+/// | [`idle_timeout`](HttpLimits::idle_timeout): a keep-alive connection unused | 60 s | close |
+///
+/// A `Content-Length` over `max_body` is refused as soon as the header
+/// fields are in, before any of the body is read (and before `100
+/// Continue`).
+///
+/// # The transport's `max_input`
+///
+/// The reactor keeps a request's bytes, body included, until the protocol
+/// decodes it whole, and closes a connection without a response once
+/// [`Limits::max_input`] bytes are waiting undecoded. So that the
+/// protocol's limits (and their 4xx responses) come first, `max_input`
+/// must exceed the largest request these limits let through:
+/// [`max_input`](HttpLimits::max_input) computes it, and
+/// [`transport_limits`](HttpLimits::transport_limits) sets it, with the
+/// timeouts. [`http::serve`](super::serve) does that for you.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use milieu::http::HttpLimits;
+///
+/// let limits = HttpLimits::new().with_max_body(64 * 1024).with_read_timeout(Duration::from_secs(5));
+/// let transport = limits.transport_limits();
+/// assert!(transport.max_input() > limits.max_header_bytes() + limits.max_body());
+/// assert_eq!(transport.read_timeout(), Some(Duration::from_secs(5)));
+/// assert_eq!(transport.idle_timeout(), Some(Duration::from_secs(60)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_body: usize,
+    read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body: 1024 * 1024,
+            read_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The defaults (see the table above).
+    pub fn new() -> HttpLimits {
+        HttpLimits::default()
+    }
+
+    /// At most `bytes` for the request line and header fields together
+    /// (leading empty lines and the final empty line included); also the
+    /// bound on a chunked body's framing.
+    pub fn with_max_header_bytes(mut self, bytes: usize) -> HttpLimits {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// At most `fields` header fields (and trailer fields).
+    pub fn with_max_headers(mut self, fields: usize) -> HttpLimits {
+        self.max_headers = fields;
+        self
+    }
+
+    /// At most `bytes` of body (decoded data, for a chunked body).
+    pub fn with_max_body(mut self, bytes: usize) -> HttpLimits {
+        self.max_body = bytes;
+        self
+    }
+
+    /// How long one request may take to arrive once its first byte is in
+    /// (`None`: no limit). Past it the client gets `408 Request Timeout`
+    /// and the connection closes.
+    pub fn with_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> HttpLimits {
+        self.read_timeout = timeout.into();
+        self
+    }
+
+    /// How long a keep-alive connection may wait for its next request
+    /// (`None`: no limit). Past it the connection closes.
+    pub fn with_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> HttpLimits {
+        self.idle_timeout = timeout.into();
+        self
+    }
+
+    /// See [`with_max_header_bytes`](HttpLimits::with_max_header_bytes).
+    pub fn max_header_bytes(&self) -> usize {
+        self.max_header_bytes
+    }
+
+    /// See [`with_max_headers`](HttpLimits::with_max_headers).
+    pub fn max_headers(&self) -> usize {
+        self.max_headers
+    }
+
+    /// See [`with_max_body`](HttpLimits::with_max_body).
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// See [`with_read_timeout`](HttpLimits::with_read_timeout).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// See [`with_idle_timeout`](HttpLimits::with_idle_timeout).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// The transport's [`max_input`](Limits::max_input) these limits need:
+    /// one byte more than the largest request they accept
+    /// (`max_header_bytes` of header section, `max_body` of body, and
+    /// `max_header_bytes` of a chunked body's framing), so that the
+    /// protocol refuses any larger request with its own status before the
+    /// reactor's limit is reached.
+    pub fn max_input(&self) -> usize {
+        self.max_header_bytes
+            .saturating_mul(2)
+            .saturating_add(self.max_body)
+            .saturating_add(1)
+    }
+
+    /// [`Limits::new`] with [`max_input`](HttpLimits::max_input) and the
+    /// timeouts set from these limits.
+    pub fn transport_limits(&self) -> Limits {
+        self.apply_to(Limits::new())
+    }
+
+    /// `limits` (water marks, pipelining depth) with
+    /// [`max_input`](HttpLimits::max_input) and the timeouts set from
+    /// these limits. A timeout that is `None` here is left as it is in
+    /// `limits`.
+    pub fn apply_to(&self, limits: Limits) -> Limits {
+        let mut limits = limits.with_max_input(self.max_input());
+        if let Some(timeout) = self.read_timeout {
+            limits = limits.with_read_timeout(timeout);
+        }
+        if let Some(timeout) = self.idle_timeout {
+            limits = limits.with_idle_timeout(timeout);
+        }
+        limits
+    }
+}

@@ -1,0 +1,226 @@
+//! A decoded HTTP request.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::headers::{is_forbidden_in_value, Headers};
+
+/// An HTTP/1.x request, as [`HttpProtocol`](super::HttpProtocol) decodes
+/// it: method, target (split into path and query), version, header fields
+/// and the whole body (de-chunked).
+///
+/// # Examples
+///
+/// Requests come from the protocol; a test of a handler builds one:
+///
+/// ```
+/// use milieu::http::Request;
+///
+/// let request = Request::new("POST", "/items?sort=asc#top")
+///     .with_header("Content-Type", "text/plain")
+///     .with_body("apple");
+/// assert_eq!(request.path(), "/items");
+/// assert_eq!(request.query(), Some("sort=asc"));
+/// assert_eq!(request.header("content-type"), Some("text/plain"));
+/// assert_eq!(request.body(), b"apple");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Request {
+    method: String,
+    target: String,
+    path: Range<usize>,
+    query: Option<Range<usize>>,
+    version: u8,
+    headers: Headers,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// A request for `target` with `method`, HTTP/1.1, no header fields,
+    /// no body.
+    pub fn new(method: impl Into<String>, target: impl Into<String>) -> Request {
+        Request::from_parts(method.into(), target.into(), 1, Headers::new(), Vec::new())
+    }
+
+    pub(crate) fn from_parts(
+        method: String,
+        target: String,
+        version: u8,
+        headers: Headers,
+        body: Vec<u8>,
+    ) -> Request {
+        let (path, query) = split_target(&target);
+        Request {
+            method,
+            target,
+            path,
+            query,
+            version,
+            headers,
+            body,
+        }
+    }
+
+    /// Adds a header field. Control characters (CR, LF, NUL, ...) are
+    /// removed from `value`; a `name` that is not a token is ignored.
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request {
+        let value = strip_controls(value.as_ref());
+        let _ = self.headers.append(name, value);
+        self
+    }
+
+    /// Replaces the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the minor version: 0 for HTTP/1.0, 1 (the default) for
+    /// HTTP/1.1.
+    pub fn with_version(mut self, minor: u8) -> Request {
+        self.version = minor.min(1);
+        self
+    }
+
+    /// The method (`GET`, `POST`, ...), case as sent (methods are case
+    /// sensitive).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target as sent: `/path?query` mostly, also an absolute
+    /// URI (to a proxy), an authority (`CONNECT`) or `*` (`OPTIONS`).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path of the target, without query or fragment: `/a/b` for
+    /// `/a/b?c` and for `http://host/a/b?c`; `/` for `http://host`. For
+    /// the authority and `*` forms, the whole target. Not percent-decoded.
+    pub fn path(&self) -> &str {
+        match self.target.get(self.path.clone()) {
+            // An absolute URI without a path (`http://host?q`) asks for `/`.
+            Some("") if self.path.start > 0 => "/",
+            path => path.unwrap_or_default(),
+        }
+    }
+
+    /// The query of the target (after `?`, before any `#`), if any. Not
+    /// percent-decoded.
+    pub fn query(&self) -> Option<&str> {
+        self.query.clone().and_then(|q| self.target.get(q))
+    }
+
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The header fields, in the order received.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The first header field named `name` (any ASCII case), if its value
+    /// is UTF-8. See [`Headers`] for the rest.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get_str(name)
+    }
+
+    /// The body: `Content-Length` bytes, or the data of a chunked body
+    /// (chunk extensions and trailer fields are dropped).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body, taken out.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("version", &format_args!("HTTP/1.{}", self.version))
+            .field("headers", &self.headers)
+            .field("body", &format_args!("{} bytes", self.body.len()))
+            .finish()
+    }
+}
+
+/// The byte ranges of path and query in `target`.
+fn split_target(target: &str) -> (Range<usize>, Option<Range<usize>>) {
+    let bytes = target.as_bytes();
+    // Absolute form: the path starts at the first `/` after `://`.
+    let start = if bytes.first() == Some(&b'/') {
+        0
+    } else if let Some(scheme_end) = target.find("://") {
+        let authority = scheme_end + 3;
+        let tail = &target[authority..];
+        match tail.find(['/', '?', '#']) {
+            Some(i) => authority + i,
+            None => target.len(),
+        }
+    } else {
+        // Authority form (`host:port`) or `*`: the target is the path.
+        return (0..target.len(), None);
+    };
+    let end_of = |from: usize, stops: &[char]| {
+        target[from..]
+            .find(stops)
+            .map_or(target.len(), |i| from + i)
+    };
+    let path_end = end_of(start, &['?', '#']);
+    let query = (bytes.get(path_end) == Some(&b'?')).then(|| {
+        let from = path_end + 1;
+        from..end_of(from, &['#'])
+    });
+    (start..path_end, query)
+}
+
+/// `value` without control characters (those [`Headers`] refuse).
+pub(crate) fn strip_controls(value: &[u8]) -> Vec<u8> {
+    value
+        .iter()
+        .copied()
+        .filter(|&b| !is_forbidden_in_value(b))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    fn split(target: &str) -> (String, Option<String>) {
+        let r = Request::new("GET", target);
+        (r.path().to_owned(), r.query().map(str::to_owned))
+    }
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        let s = |p: &str, q: Option<&str>| (p.to_owned(), q.map(str::to_owned));
+        assert_eq!(split("/"), s("/", None));
+        assert_eq!(split("/a/b?x=1&y"), s("/a/b", Some("x=1&y")));
+        assert_eq!(split("/a?"), s("/a", Some("")));
+        assert_eq!(split("/a#frag?no"), s("/a", None));
+        assert_eq!(split("/a?q#frag"), s("/a", Some("q")));
+        assert_eq!(split("http://example.com"), s("/", None));
+        assert_eq!(split("http://example.com/p?q"), s("/p", Some("q")));
+        assert_eq!(split("http://example.com?q"), s("/", Some("q")));
+        assert_eq!(split("example.com:443"), s("example.com:443", None));
+        assert_eq!(split("*"), s("*", None));
+        assert_eq!(split(""), s("", None));
+    }
+
+    #[test]
+    fn built_requests_strip_control_characters_from_header_values() {
+        let r = Request::new("GET", "/")
+            .with_header("X", "a\r\nb")
+            .with_header("bad name", "v");
+        assert_eq!(r.header("x"), Some("ab"));
+        assert_eq!(r.headers().len(), 1);
+    }
+}

@@ -1,0 +1,212 @@
+//! The application layer for HTTP: a handler served with the current
+//! request in its context and a `tracing` span around it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use super::limits::HttpLimits;
+use super::protocol::HttpProtocol;
+use super::request::Request;
+use super::response::Response;
+use crate::reactor::{self, Handler, Reply, Serve};
+use crate::Missing;
+
+/// The request being handled: a [local](crate::Policy::Local) context
+/// entry that [`serve`] installs around the handler.
+///
+/// Local means it is visible to the handler's own code (an `async`
+/// handler's too, on every poll) and never carried further: a
+/// [`Context`](crate::Context) snapshot, a thread from
+/// [`milieu::thread::spawn`](crate::thread::spawn) or a task spawned
+/// from the handler do not see it, unless the handler hands it on
+/// explicitly (`RequestInfo` is `Clone`, `Send` and `Sync`). A dump
+/// taken past such a hop shows it as not carried.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::http::{self, Request, RequestInfo, Response};
+/// use milieu::reactor::testing::Pair;
+///
+/// fn whoami(_request: Request) -> Response {
+///     let info = RequestInfo::current().expect("installed by http::serve");
+///     Response::text(200, format!("#{} {} {}", info.id(), info.method(), info.path()))
+/// }
+///
+/// let app = http::serve(whoami);
+/// let mut pair = Pair::new(move || app.clone())?;
+/// let answer = pair.exchange(b"GET /me?x HTTP/1.1\r\nHost: h\r\n\r\n")?;
+/// assert!(answer.ends_with(b"\r\n\r\n#1 GET /me"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestInfo {
+    id: u64,
+    method: Arc<str>,
+    path: Arc<str>,
+}
+
+impl RequestInfo {
+    /// The request the current code handles, from the context.
+    ///
+    /// # Errors
+    ///
+    /// [`Missing`] outside a handler served by [`serve`], and past a hop
+    /// (a thread, a task, a snapshot): the entry is local.
+    #[track_caller]
+    pub fn current() -> Result<RequestInfo, Missing> {
+        crate::with(|info: &RequestInfo| info.clone())
+    }
+
+    /// The request's number: unique among the requests served by one
+    /// [`serve`] value and its clones, counting from 1.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request's path ([`Request::path`]).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Debug for RequestInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestInfo(#{} {} {})", self.id, self.method, self.path)
+    }
+}
+
+/// Serves HTTP with `handler` (a plain function `fn(Request) -> Response`,
+/// an `async fn`, or one returning [`Reply`], as for
+/// [`reactor::serve`]), under the default [`HttpLimits`].
+///
+/// Around each call of the handler (each poll of its future, for an
+/// `async` one):
+///
+/// - a [`RequestInfo`] is installed as a local context entry;
+/// - the `tracing` span `http_request{id=..}` (target `milieu::http`,
+///   level INFO) is entered, so every event the handler emits carries the
+///   request's id.
+///
+/// The ids count the requests served by the returned value and its
+/// clones: create it once and hand out clones from the listener's
+/// factory, so that all connections share one counter (a factory that
+/// calls `serve` for each connection starts each one at 1).
+///
+/// The returned [`Serve`] carries the transport limits of
+/// [`HttpLimits::transport_limits`] (large enough input for the largest
+/// request, read and idle timeouts), in place of the reactor's;
+/// [`Serve::with_limits`] replaces them (keep `max_input` at
+/// [`HttpLimits::max_input`] or more).
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use milieu::http::{self, Request, Response};
+/// use milieu::reactor::{Handle, Reactor};
+///
+/// async fn hello(request: Request) -> Response {
+///     Response::text(200, format!("hello {}", request.path()))
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let app = http::serve(hello);
+/// let listener = reactor.handle().listen_tcp("127.0.0.1:0", move || app.clone())?;
+/// let addr = listener.local_addr();
+///
+/// // A blocking client on a pool thread, while the reactor serves.
+/// let answer = reactor.run_until(async move {
+///     let reactor = Handle::current().expect("in the reactor's context");
+///     let client = reactor.defer_to_thread(move || -> std::io::Result<String> {
+///         let mut stream = TcpStream::connect(addr)?;
+///         stream.write_all(b"GET /world HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")?;
+///         let mut answer = String::new();
+///         stream.read_to_string(&mut answer)?; // until the server closes
+///         Ok(answer)
+///     });
+///     client.await.expect("the client job ran")
+/// })??;
+/// assert!(answer.ends_with("Connection: close\r\nContent-Length: 12\r\n\r\nhello /world"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn serve<H, K>(handler: H) -> Serve<HttpProtocol>
+where
+    H: Handler<Request, Response, K>,
+{
+    serve_with(HttpLimits::default(), handler)
+}
+
+/// [`serve`] under `limits`.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::http::{self, HttpLimits, Request, Response};
+///
+/// let limits = HttpLimits::new().with_max_body(4096);
+/// let _app = http::serve_with(limits, |request: Request| {
+///     Response::text(200, format!("{} bytes", request.body().len()))
+/// });
+/// ```
+pub fn serve_with<H, K>(limits: HttpLimits, handler: H) -> Serve<HttpProtocol>
+where
+    H: Handler<Request, Response, K>,
+{
+    let next_id = AtomicU64::new(1);
+    let handle = move |request: Request| -> Reply<Response> {
+        let info = RequestInfo {
+            id: next_id.fetch_add(1, Ordering::Relaxed),
+            method: request.method().into(),
+            path: request.path().into(),
+        };
+        let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
+        let reply = {
+            let _entered = span.enter();
+            crate::scope()
+                .with_local(info.clone())
+                .because("the HTTP request being handled")
+                .run(|| handler.call(request))
+        };
+        match reply {
+            Reply::Now(response) => Reply::Now(response),
+            Reply::Later(future) => Reply::Later(Box::pin(InRequest { future, info, span })),
+        }
+    };
+    reactor::serve(HttpProtocol::with_limits(limits), handle).with_limits(limits.transport_limits())
+}
+
+/// An `async` handler's future, polled with its [`RequestInfo`] installed
+/// and its span entered.
+///
+/// A local entry is never carried into a future (that is what local
+/// means), so it is installed anew around each poll, on the thread that
+/// polls.
+struct InRequest {
+    future: Pin<Box<dyn Future<Output = Response> + Send>>,
+    info: RequestInfo,
+    span: tracing::Span,
+}
+
+impl Future for InRequest {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        crate::scope()
+            .with_local(this.info.clone())
+            .because("the HTTP request being handled")
+            .run(|| this.future.as_mut().poll(cx))
+    }
+}
