@@ -394,7 +394,9 @@ impl<P: Protocol> Driver for ServerConn<P> {
             return;
         }
         let cap = self.transport.limits.max_input();
-        let out = self.transport.read_from(&mut self.stream, cap, ready);
+        let out = self
+            .transport
+            .read_from(&mut self.stream, cap, ready, cx.scratch);
         cx.stats.bytes_read += out.read;
         if let Some(e) = out.error {
             self.done = Some(CloseReason::from_io(e));

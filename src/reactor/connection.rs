@@ -561,7 +561,9 @@ impl Driver for ClientDriver {
         }
         Self::backpressure(&mut state);
         let cap = input_cap(&state);
-        let out = state.transport.read_from(&mut self.stream, cap, ready);
+        let out = state
+            .transport
+            .read_from(&mut self.stream, cap, ready, cx.scratch);
         cx.stats.bytes_read += out.read;
         if out.read > 0 || out.eof || out.error.is_some() {
             state.wake_all();

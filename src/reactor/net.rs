@@ -177,6 +177,10 @@ pub(crate) struct Cx<'a> {
     pub(crate) token: usize,
     /// Sources to try again next tick without a readiness event.
     pub(crate) retry: &'a mut Vec<usize>,
+    /// The reactor's receive buffer: reads land here and only the bytes
+    /// received are copied into the connection's input, so a connection's
+    /// buffer is the size of its data, not of the largest possible read.
+    pub(crate) scratch: &'a mut Vec<u8>,
 }
 
 /// A connection as the source table drives it: a server connection
@@ -506,6 +510,8 @@ pub(crate) struct Io {
     /// Finished connections, removed at the end of each step.
     dead: Vec<usize>,
     work: Vec<(usize, Ready)>,
+    /// See [`Cx::scratch`].
+    scratch: Vec<u8>,
     /// The earliest connection deadline seen (read or idle timeout,
     /// linger), if any: the sweep in step 4 runs once it has passed.
     next_sweep: Option<Instant>,
@@ -556,6 +562,7 @@ impl Io {
             flush: Vec::new(),
             dead: Vec::new(),
             work: Vec::new(),
+            scratch: Vec::new(),
             next_sweep: None,
         }
     }
@@ -584,6 +591,7 @@ impl Io {
                         &self.shared,
                         stats,
                         &mut self.retry,
+                        &mut self.scratch,
                         |d, cx| {
                             d.expire(now, cx);
                         },
@@ -643,6 +651,7 @@ impl Io {
                         &self.shared,
                         stats,
                         &mut self.retry,
+                        &mut self.scratch,
                         |d, cx| {
                             d.io(ready, cx);
                         },
@@ -677,6 +686,7 @@ impl Io {
                     &self.shared,
                     stats,
                     &mut self.retry,
+                    &mut self.scratch,
                     |d, cx| {
                         d.dispatch(cx);
                     },
@@ -709,6 +719,7 @@ impl Io {
                         &self.shared,
                         stats,
                         &mut self.retry,
+                        &mut self.scratch,
                         |d, cx| {
                             d.flush(cx);
                         },
@@ -835,6 +846,7 @@ impl Io {
                 &self.shared,
                 stats,
                 &mut retry,
+                &mut self.scratch,
                 |d, cx| {
                     d.closed(cx);
                 },
@@ -864,6 +876,7 @@ fn drive(
     shared: &Arc<Shared>,
     stats: &mut TickStats,
     retry: &mut Vec<usize>,
+    scratch: &mut Vec<u8>,
     f: impl FnOnce(&mut dyn Driver, &mut Cx<'_>),
 ) {
     let ctx = driver.context().clone();
@@ -873,6 +886,7 @@ fn drive(
             stats,
             token,
             retry,
+            scratch,
         };
         let called = catch_unwind(AssertUnwindSafe(|| f(&mut **driver, &mut cx)));
         if let Err(panic) = called {

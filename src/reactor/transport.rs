@@ -21,6 +21,11 @@ use super::readiness::Ready;
 /// Bytes asked for per `read` call.
 const CHUNK: usize = 16 * 1024;
 
+/// The most buffer capacity an idle connection keeps (see
+/// `Buffer::release_if_empty`): enough for typical requests and responses
+/// to reuse it, small next to the kernel's own socket buffers.
+const KEEP_WHEN_IDLE: usize = 4 * 1024;
+
 /// After closing on bad input, how much more of the peer's input is read
 /// and dropped while waiting for its end of stream, so that it receives our
 /// last bytes and a clean end of stream rather than a reset.
@@ -392,12 +397,11 @@ impl Buffer {
         self.start = 0;
     }
 
-    /// Gives the allocation back when the buffer is empty: an idle
-    /// keep-alive connection then holds no buffer memory (a read reserves
-    /// [`CHUNK`] bytes; 10,000 idle connections would keep 160 MiB of
-    /// address space and a page each of it resident).
+    /// Gives a large allocation back once the buffer is empty (a big
+    /// request body or response passed through): an idle keep-alive
+    /// connection keeps at most [`KEEP_WHEN_IDLE`] bytes of buffer.
     pub(crate) fn release_if_empty(&mut self) {
-        if self.is_empty() && self.data.capacity() > 0 {
+        if self.is_empty() && self.data.capacity() > KEEP_WHEN_IDLE {
             self.data = Vec::new();
             self.start = 0;
         }
@@ -425,9 +429,20 @@ impl Buffer {
         taken
     }
 
-    /// One read of at most `max` bytes appended at the back.
-    fn read_from(&mut self, stream: &mut impl Receive, max: usize) -> io::Result<usize> {
-        stream.receive(self.tail(), max)
+    /// One read of at most `max` bytes appended at the back, through
+    /// `scratch` (the reactor's receive buffer): only the bytes received
+    /// are copied here, so this buffer grows to the size of the data, not
+    /// of the read.
+    fn read_from(
+        &mut self,
+        stream: &mut impl Receive,
+        max: usize,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        scratch.clear();
+        let received = stream.receive(scratch, max)?;
+        self.extend(&scratch[..received]);
+        Ok(received)
     }
 }
 
@@ -507,6 +522,7 @@ impl Transport {
         stream: &mut impl Receive,
         cap: usize,
         ready: Ready,
+        scratch: &mut Vec<u8>,
     ) -> Outcome {
         // A short read ends this call as drained only when nothing can be
         // lost by stopping there:
@@ -545,7 +561,7 @@ impl Transport {
                 Reading::Discarding { left } => left.min(CHUNK),
                 Reading::Eof | Reading::Stopped => break,
             };
-            match self.input.read_from(stream, max) {
+            match self.input.read_from(stream, max, scratch) {
                 Ok(0) => {
                     self.reading = Reading::Eof;
                     self.pending = false;
@@ -800,7 +816,7 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new());
         assert_eq!((out.read, out.eof, out.error.is_none()), (4, false, true));
         assert_eq!(t.input.as_slice(), b"abcd");
         assert!(!t.wants_read(1024), "drained: wait for the next event");
@@ -813,11 +829,19 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        assert_eq!(t.read_from(&mut stream, 60, Ready::ANY).read, 60);
+        assert_eq!(
+            t.read_from(&mut stream, 60, Ready::ANY, &mut Vec::new())
+                .read,
+            60
+        );
         assert!(!t.wants_read(60));
         t.input.consume(60);
         assert!(t.wants_read(60));
-        assert_eq!(t.read_from(&mut stream, 60, Ready::ANY).read, 40);
+        assert_eq!(
+            t.read_from(&mut stream, 60, Ready::ANY, &mut Vec::new())
+                .read,
+            40
+        );
     }
 
     #[test]
@@ -830,7 +854,7 @@ mod tests {
             ..Script::default()
         };
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new());
         assert_eq!(out.read, 1);
         assert_eq!(
             out.error.map(|e| e.kind()),
@@ -849,7 +873,8 @@ mod tests {
             ..Script::default()
         };
         assert_eq!(
-            t.read_from(&mut stream, 1024, Ready::ANY).read,
+            t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new())
+                .read,
             0,
             "paused: nothing read"
         );
@@ -865,7 +890,11 @@ mod tests {
         );
         assert_eq!(t.backpressure(false, true), Some(false));
         assert!(t.wants_read(1024));
-        assert_eq!(t.read_from(&mut stream, 1024, Ready::ANY).read, 1);
+        assert_eq!(
+            t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new())
+                .read,
+            1
+        );
     }
 
     #[test]
@@ -895,7 +924,7 @@ mod tests {
         t.input.extend(b"partial");
         t.stop_reading(true);
         assert!(t.input.is_empty());
-        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new());
         assert!(out.eof && t.input.is_empty() && t.read_done());
     }
 
@@ -918,7 +947,7 @@ mod tests {
     fn on_an_edge_triggered_stream_a_short_read_means_drained() {
         let mut stream = Script::edge_triggered(vec![Ok(b"ab\n".to_vec()), Ok(b"cd\n".to_vec())]);
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024, READABLE);
+        let out = t.read_from(&mut stream, 1024, READABLE, &mut Vec::new());
         assert_eq!(
             (out.read, stream.calls),
             (3, 1),
@@ -926,7 +955,7 @@ mod tests {
         );
         assert!(!t.wants_read(1024), "drained: wait for the next event");
         // What arrives later raises its own event and is read then.
-        let out = t.read_from(&mut stream, 1024, READABLE);
+        let out = t.read_from(&mut stream, 1024, READABLE, &mut Vec::new());
         assert_eq!((out.read, out.eof), (3, false));
         assert_eq!(t.input.as_slice(), b"ab\ncd\n");
     }
@@ -935,7 +964,7 @@ mod tests {
     fn a_read_that_fills_what_was_asked_for_reads_on() {
         let mut stream = Script::edge_triggered(vec![Ok(vec![b'x'; CHUNK + 10])]);
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 4 * CHUNK, READABLE);
+        let out = t.read_from(&mut stream, 4 * CHUNK, READABLE, &mut Vec::new());
         assert_eq!((out.read, stream.calls), (CHUNK + 10, 2));
     }
 
@@ -947,7 +976,7 @@ mod tests {
             read_closed: true,
             ..READABLE
         };
-        let out = t.read_from(&mut stream, 1024, closed);
+        let out = t.read_from(&mut stream, 1024, closed, &mut Vec::new());
         assert_eq!((out.read, out.eof), (4, true));
         assert!(t.read_eof());
     }
@@ -956,7 +985,7 @@ mod tests {
     fn an_end_of_stream_after_a_short_read_is_seen_with_its_own_event() {
         let mut stream = Script::edge_triggered(vec![Ok(b"data".to_vec())]);
         let mut t = Transport::new(Limits::default());
-        let out = t.read_from(&mut stream, 1024, READABLE);
+        let out = t.read_from(&mut stream, 1024, READABLE, &mut Vec::new());
         assert_eq!((out.read, out.eof), (4, false));
         // The peer ends its stream later: epoll reports it as a new event.
         stream.reads.push(Ok(Vec::new()));
@@ -964,12 +993,15 @@ mod tests {
             read_closed: true,
             ..READABLE
         };
-        let out = t.read_from(&mut stream, 1024, closed);
+        let out = t.read_from(&mut stream, 1024, closed, &mut Vec::new());
         assert_eq!((out.read, out.eof), (0, true));
         // A read returning 0 is end of stream even when not announced.
         let mut stream = Script::edge_triggered(vec![Ok(Vec::new())]);
         let mut t = Transport::new(Limits::default());
-        assert!(t.read_from(&mut stream, 1024, READABLE).eof);
+        assert!(
+            t.read_from(&mut stream, 1024, READABLE, &mut Vec::new())
+                .eof
+        );
     }
 
     #[test]
@@ -983,7 +1015,7 @@ mod tests {
             error: true,
             ..READABLE
         };
-        let out = t.read_from(&mut stream, 1024, failed);
+        let out = t.read_from(&mut stream, 1024, failed, &mut Vec::new());
         assert_eq!(out.read, 1);
         assert_eq!(
             out.error.map(|e| e.kind()),
@@ -1002,18 +1034,24 @@ mod tests {
             read_closed: true,
             ..READABLE
         };
-        assert_eq!(t.read_from(&mut stream, 1024, closed).read, 0);
+        assert_eq!(
+            t.read_from(&mut stream, 1024, closed, &mut Vec::new()).read,
+            0
+        );
         t.backpressure(false, true);
         assert!(t.wants_read(1024));
-        let out = t.read_from(&mut stream, 1024, Ready::ANY);
+        let out = t.read_from(&mut stream, 1024, Ready::ANY, &mut Vec::new());
         assert_eq!((out.read, out.eof), (4, true));
 
         // The same after stopping for want of room.
         let mut stream = Script::edge_triggered(vec![Ok(vec![b'x'; 100]), Ok(Vec::new())]);
         let mut t = Transport::new(Limits::default());
-        assert_eq!(t.read_from(&mut stream, 60, closed).read, 60);
+        assert_eq!(
+            t.read_from(&mut stream, 60, closed, &mut Vec::new()).read,
+            60
+        );
         t.input.consume(60);
-        let out = t.read_from(&mut stream, 60, Ready::ANY);
+        let out = t.read_from(&mut stream, 60, Ready::ANY, &mut Vec::new());
         assert_eq!((out.read, out.eof), (40, true));
     }
 
@@ -1022,13 +1060,13 @@ mod tests {
         let mut stream = Script::edge_triggered(vec![Ok(b"junk".to_vec()), Ok(Vec::new())]);
         let mut t = Transport::new(Limits::default());
         t.stop_reading(true);
-        let out = t.read_from(&mut stream, 1024, READABLE);
+        let out = t.read_from(&mut stream, 1024, READABLE, &mut Vec::new());
         assert_eq!((out.read, out.eof, t.read_done()), (4, false, false));
         let closed = Ready {
             read_closed: true,
             ..READABLE
         };
-        let out = t.read_from(&mut stream, 1024, closed);
+        let out = t.read_from(&mut stream, 1024, closed, &mut Vec::new());
         assert!(out.eof && t.input.is_empty() && t.read_done());
     }
 }
