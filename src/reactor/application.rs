@@ -15,7 +15,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
@@ -252,7 +252,25 @@ impl<P: Protocol> ServerConn<P> {
     /// slot for its response.
     fn request(&mut self, request: P::Request, cx: &mut Cx<'_>) {
         cx.stats.requests += 1;
-        match catch_unwind(AssertUnwindSafe(|| (self.handler)(request))) {
+        let replied = catch_unwind(AssertUnwindSafe(|| {
+            match (self.handler)(request) {
+                // An async handler that does not wait (most answer from
+                // memory) finishes on its first poll: poll it once here,
+                // in the connection's context, and only make a task of it
+                // if it has to wait. The no-op waker is safe: a new task
+                // is polled again in this tick's task step, and a future
+                // wakes the waker of its latest poll.
+                Reply::Later(mut future) => {
+                    let mut inline = TaskContext::from_waker(Waker::noop());
+                    match future.as_mut().poll(&mut inline) {
+                        Poll::Ready(response) => Reply::Now(response),
+                        Poll::Pending => Reply::Later(future),
+                    }
+                }
+                now => now,
+            }
+        }));
+        match replied {
             Ok(Reply::Now(response)) => self.pipeline.push_back(Slot::Ready(Some(response))),
             Ok(Reply::Later(future)) => {
                 let (tx, rx) = oneshot::channel();
