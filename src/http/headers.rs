@@ -1,6 +1,7 @@
 //! Header fields: an ordered list of name/value pairs, looked up by name
 //! without regard to ASCII case.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 
@@ -30,7 +31,9 @@ use std::fmt;
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(Box<str>, Box<[u8]>)>,
+    /// Borrowed for the fixed fields the crate adds itself (no allocation
+    /// per response), owned for everything else.
+    fields: Vec<(Cow<'static, str>, Cow<'static, [u8]>)>,
 }
 
 impl Headers {
@@ -110,7 +113,8 @@ impl Headers {
     pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), InvalidHeader> {
         let value = value.as_ref();
         validate(name, value)?;
-        self.fields.push((name.into(), value.into()));
+        self.fields
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
         Ok(())
     }
 
@@ -123,7 +127,8 @@ impl Headers {
         let value = value.as_ref();
         validate(name, value)?;
         self.remove(name);
-        self.fields.push((name.into(), value.into()));
+        self.fields
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
         Ok(())
     }
 
@@ -134,9 +139,18 @@ impl Headers {
         before - self.fields.len()
     }
 
+    /// Adds a constant field known to be valid (the `Content-Type` of
+    /// `Response::text`): no check, no copy.
+    pub(crate) fn push_static(&mut self, name: &'static str, value: &'static [u8]) {
+        debug_assert!(validate(name, value).is_ok(), "{name} is not a valid field");
+        self.fields
+            .push((Cow::Borrowed(name), Cow::Borrowed(value)));
+    }
+
     /// Adds a field the parser already validated.
     pub(crate) fn push_parsed(&mut self, name: &str, value: &[u8]) {
-        self.fields.push((name.into(), value.into()));
+        self.fields
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
     }
 }
 

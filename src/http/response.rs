@@ -68,9 +68,11 @@ impl Response {
 
     /// A `text/plain; charset=utf-8` response with status `code`.
     pub fn text(code: u16, body: impl Into<String>) -> Response {
-        Response::status(code)
-            .with_header("Content-Type", "text/plain; charset=utf-8")
-            .with_body(body.into())
+        let mut response = Response::status(code).with_body(body.into());
+        response
+            .headers
+            .push_static("Content-Type", b"text/plain; charset=utf-8");
+        response
     }
 
     /// An `application/json` response with status `code`: `value`
@@ -92,9 +94,13 @@ impl Response {
     #[cfg(feature = "serde")]
     pub fn json<T: serde::Serialize + ?Sized>(code: u16, value: &T) -> Response {
         match serde_json::to_vec(value) {
-            Ok(body) => Response::status(code)
-                .with_header("Content-Type", "application/json")
-                .with_body(body),
+            Ok(body) => {
+                let mut response = Response::status(code).with_body(body);
+                response
+                    .headers
+                    .push_static("Content-Type", b"application/json");
+                response
+            }
             Err(error) => {
                 tracing::error!(
                     target: "milieu::http",
