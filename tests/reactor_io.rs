@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{poll_once, Capture};
+use common::{connect, poll_once, read_exactly, read_to_end, Capture};
 use milieu::reactor::testing::{MemoryStream, Pair};
 use milieu::reactor::{
     serve, Clock, CloseReason, ConnectionInfo, Handle, Limits, LineError, LineProtocol, Listener,
@@ -98,29 +98,6 @@ fn serve_client<T: Send + 'static>(
         Ok(value) => (value, totals),
         Err(panic) => std::panic::resume_unwind(panic),
     }
-}
-
-/// A blocking std client whose reads give up after [`DEADLINE`].
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream
-}
-
-/// Reads until the server ends its stream.
-fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    stream
-        .read_to_end(&mut out)
-        .expect("read until end of stream");
-    out
-}
-
-/// Reads exactly `n` bytes.
-fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut out = vec![0; n];
-    stream.read_exact(&mut out).expect("read");
-    out
 }
 
 fn echo(line: String) -> String {

@@ -4,12 +4,15 @@
 //! nothing asserts how long anything took.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{connect, read_exactly, read_to_end};
 use milieu::reactor::{
     serve, CloseReason, Limits, LineError, LineProtocol, Listener, Protocol, Reactor,
     TransportEvent,
@@ -144,26 +147,6 @@ impl Server {
     fn close_reason(&self) -> Option<CloseReason> {
         self.closed.lock().unwrap().clone()
     }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream
-}
-
-fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    stream
-        .read_to_end(&mut out)
-        .expect("the server ends its stream");
-    out
-}
-
-fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut out = vec![0; n];
-    stream.read_exact(&mut out).unwrap();
-    out
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! A server connection decodes complete requests from its read buffer and
 //! calls the handler for each, in its context (which includes the
 //! connection's [`ConnectionInfo`]). A plain handler answers at once; an
-//! `async` one runs as a task of the reactor. Responses go out in request
+//! `async` one is polled once there and, if it has to wait, goes on as a
+//! task of the reactor (with a task hop in its context). Responses go out in request
 //! order whatever order they finish in (pipelining): each request takes a
 //! slot in a queue, and only the slots at its front are encoded.
 
@@ -31,7 +32,8 @@ use crate::{Context, FutureExt};
 pub enum Reply<R> {
     /// The response.
     Now(R),
-    /// A future of the response, run as a task of the reactor.
+    /// A future of the response: polled once in the connection's context,
+    /// then run as a task of the reactor if it is not ready.
     Later(Pin<Box<dyn Future<Output = R> + Send>>),
 }
 

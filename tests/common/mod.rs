@@ -12,6 +12,9 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use milieu::Site;
 
+/// How long a blocking test client waits on a socket before failing.
+pub const SOCKET_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
 pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
@@ -244,4 +247,29 @@ impl tracing::Subscriber for Capture {
     fn enter(&self, _: &tracing::span::Id) {}
 
     fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A blocking loopback client whose reads give up after [`SOCKET_DEADLINE`].
+pub fn connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(SOCKET_DEADLINE)).unwrap();
+    stream
+}
+
+/// Reads until the peer ends its stream.
+pub fn read_to_end(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .expect("read until end of stream");
+    out
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_exactly(stream: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = vec![0; n];
+    stream.read_exact(&mut out).expect("read");
+    out
 }
