@@ -8,7 +8,9 @@
 //! - `stage_round_trip`: the latency of one item sent from an event loop
 //!   to a worker thread and its result awaited back on the loop, items one
 //!   after the other (never two in flight). milieu: one `Reactor::new()`
-//!   and a `Stage` with 1 worker running `|x: u64| x + 1`; a reactor task
+//!   and a `Stage` with 1 worker running `|x: u64| x + 1` (default idle
+//!   spin; `..._no_spin` with `idle_spin(Duration::ZERO)`, so the worker
+//!   sleeps after each job as tokio's blocking thread does); a reactor task
 //!   does `iters` sequential `stage.submit(i).unwrap().await`, and the
 //!   whole `reactor.run_until` is timed. tokio: a current-thread runtime
 //!   (`enable_all`, default blocking pool) whose `block_on` does `iters`
@@ -20,7 +22,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Bencher, Criterion, Throughput};
 use milieu::reactor::Reactor;
 use milieu::stage::{CloseMode, Stage};
 
@@ -30,32 +32,12 @@ fn stage_round_trip(c: &mut Criterion) {
         .throughput(Throughput::Elements(1))
         .measurement_time(Duration::from_secs(10));
 
-    group.bench_function("milieu_stage_submit_await", |b| {
-        let mut reactor = Reactor::new().expect("reactor");
-        let handle = reactor.handle();
-        let stage = Stage::builder("bench")
-            .workers(1)
-            .build(|x: u64| x + 1)
-            .expect("stage");
-        b.iter_custom(|iters| {
-            let stage = stage.clone();
-            let start = Instant::now();
-            let task = handle.spawn(async move {
-                let mut sum = 0u64;
-                for i in 0..iters {
-                    sum += stage.submit(i).unwrap().await.expect("handler ran");
-                }
-                sum
-            });
-            let sum = reactor.run_until(task).expect("reactor").expect("task");
-            let elapsed = start.elapsed();
-            black_box(sum);
-            elapsed
-        });
-        stage
-            .close(CloseMode::Drain)
-            .expect("closed from the bench thread");
-    });
+    for (name, spin) in [
+        ("milieu_stage_submit_await", None),
+        ("milieu_stage_submit_await_no_spin", Some(Duration::ZERO)),
+    ] {
+        group.bench_function(name, |b| round_trips(b, spin));
+    }
 
     group.bench_function("tokio_spawn_blocking_await", |b| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -80,6 +62,36 @@ fn stage_round_trip(c: &mut Criterion) {
     });
 
     group.finish();
+}
+
+/// The milieu side of `stage_round_trip`: `spin` overrides the stage's
+/// idle spin (`None`: the default).
+fn round_trips(b: &mut Bencher<'_>, spin: Option<Duration>) {
+    let mut reactor = Reactor::new().expect("reactor");
+    let handle = reactor.handle();
+    let mut builder = Stage::builder("bench").workers(1);
+    if let Some(spin) = spin {
+        builder = builder.idle_spin(spin);
+    }
+    let stage = builder.build(|x: u64| x + 1).expect("stage");
+    b.iter_custom(|iters| {
+        let stage = stage.clone();
+        let start = Instant::now();
+        let task = handle.spawn(async move {
+            let mut sum = 0u64;
+            for i in 0..iters {
+                sum += stage.submit(i).unwrap().await.expect("handler ran");
+            }
+            sum
+        });
+        let sum = reactor.run_until(task).expect("reactor").expect("task");
+        let elapsed = start.elapsed();
+        black_box(sum);
+        elapsed
+    });
+    stage
+        .close(CloseMode::Drain)
+        .expect("closed from the bench thread");
 }
 
 criterion_group!(benches, stage_round_trip);

@@ -704,3 +704,89 @@ fn stages_and_their_futures_cross_threads() {
     // Items need only be `Send`: a handler takes them by value.
     send_sync::<Stage<std::cell::Cell<u8>, ()>>();
 }
+
+#[test]
+fn every_idle_spin_serves_every_item_from_one_and_many_submitters() {
+    // No spin (workers sleep after each job), the default, and a spin
+    // longer than the gaps between items: a lost wake-up or an item
+    // missed by a watching worker would leave a submission unanswered.
+    for spin in [
+        Duration::ZERO,
+        Duration::from_micros(50),
+        Duration::from_millis(5),
+    ] {
+        let stage = Stage::builder("spin")
+            .workers(2)
+            .idle_spin(spin)
+            .build(|x: u64| x * 2)
+            .unwrap();
+
+        // One submitter on the reactor, each item after the last result.
+        let sequential = {
+            let stage = stage.clone();
+            run(async move {
+                let mut sum = 0;
+                for i in 0..500u64 {
+                    sum += stage.submit(i).unwrap().await.unwrap();
+                }
+                sum
+            })
+        };
+        assert_eq!(
+            sequential,
+            (0..500u64).map(|i| i * 2).sum::<u64>(),
+            "{spin:?}"
+        );
+
+        // Four threads at once, waiting for room rather than refused.
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let stage = stage.clone();
+                std::thread::spawn(move || {
+                    (0..200u64)
+                        .map(|i| {
+                            let item = t * 1000 + i;
+                            futures::executor::block_on(async {
+                                stage.submit_wait(item).await.unwrap().await.unwrap()
+                            })
+                        })
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let expected: u64 = (0..4u64)
+            .flat_map(|t| (0..200u64).map(move |i| (t * 1000 + i) * 2))
+            .sum();
+        assert_eq!(total, expected, "{spin:?}");
+        stage.close(CloseMode::Drain).unwrap();
+        assert_eq!(stage.stats().completed, 1300, "{spin:?}");
+    }
+}
+
+#[test]
+fn close_does_not_wait_out_a_watching_worker() {
+    // A worker watches for work for an hour after each job; closing ends
+    // the watch instead of waiting for it (bounded: the test fails, not
+    // hangs, if it does not).
+    let stage = Stage::builder("watching")
+        .idle_spin(Duration::from_secs(3600))
+        .build(|x: u32| x)
+        .unwrap();
+    let answer = run(stage.submit(7).unwrap());
+    assert_eq!(answer.unwrap(), 7);
+    let (done_tx, done_rx) = mpsc::channel();
+    let closer = {
+        let stage = stage.clone();
+        std::thread::spawn(move || {
+            let closed = stage.close(CloseMode::Drain);
+            let _ = done_tx.send(());
+            closed
+        })
+    };
+    done_rx
+        .recv_timeout(LIMIT)
+        .expect("close returned while the worker was watching");
+    closer.join().unwrap().unwrap();
+    assert_eq!(stage.stats().workers, 0);
+}

@@ -88,24 +88,50 @@ impl Drop for InFlight {
     }
 }
 
+/// Which route a request asks for, decided from borrowed method and path
+/// before the request moves into its handler.
+enum Route {
+    Hello,
+    PlaceOrder,
+    ListOrders,
+    GetOrder,
+    DebugContext,
+    DebugStages,
+    DebugPanic,
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Route {
+    fn of(request: &Request) -> Route {
+        match (request.method(), request.path()) {
+            ("GET", "/") => Route::Hello,
+            ("POST", "/orders") => Route::PlaceOrder,
+            ("GET", "/orders") => Route::ListOrders,
+            ("GET", p) if p.starts_with("/orders/") => Route::GetOrder,
+            ("GET", "/debug/context") => Route::DebugContext,
+            ("GET", "/debug/stages") => Route::DebugStages,
+            ("POST", "/debug/panic") => Route::DebugPanic,
+            (_, "/" | "/orders" | "/debug/context" | "/debug/stages") => Route::MethodNotAllowed,
+            (_, p) if p.starts_with("/orders/") => Route::MethodNotAllowed,
+            _ => Route::NotFound,
+        }
+    }
+}
+
 /// Every request comes here: routes by method and path.
 pub async fn route(request: Request) -> Response {
     let _in_flight = milieu::get::<Service>().map(InFlight::enter);
-    let path = request.path().to_owned();
-    let method = request.method().to_owned();
-    let result = match (method.as_str(), path.as_str()) {
-        ("GET", "/") => Ok(Response::text(200, "hello from milieu\n")),
-        ("POST", "/orders") => place_order(request).await,
-        ("GET", "/orders") => list_orders(request).await,
-        ("GET", p) if p.starts_with("/orders/") => get_order(request).await,
-        ("GET", "/debug/context") => debug_context(request),
-        ("GET", "/debug/stages") => debug_stages(request),
-        ("POST", "/debug/panic") => debug_panic(),
-        (_, "/" | "/orders" | "/debug/context" | "/debug/stages") => {
-            Ok(error(405, "method not allowed"))
-        }
-        (_, p) if p.starts_with("/orders/") => Ok(error(405, "method not allowed")),
-        _ => Ok(error(404, "no such route")),
+    let result = match Route::of(&request) {
+        Route::Hello => Ok(Response::text(200, "hello from milieu\n")),
+        Route::PlaceOrder => place_order(request).await,
+        Route::ListOrders => list_orders(request).await,
+        Route::GetOrder => get_order(request).await,
+        Route::DebugContext => debug_context(request),
+        Route::DebugStages => debug_stages(request),
+        Route::DebugPanic => debug_panic(),
+        Route::MethodNotAllowed => Ok(error(405, "method not allowed")),
+        Route::NotFound => Ok(error(404, "no such route")),
     };
     result.unwrap_or_else(|e| e.response())
 }

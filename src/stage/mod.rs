@@ -41,6 +41,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use futures_channel::oneshot;
 
@@ -166,6 +167,7 @@ impl Stage<(), ()> {
             name: name.into(),
             capacity: 1024,
             workers: 1,
+            idle_spin: DEFAULT_IDLE_SPIN,
         }
     }
 }
@@ -285,7 +287,11 @@ pub struct StageBuilder {
     name: String,
     capacity: usize,
     workers: usize,
+    idle_spin: Duration,
 }
+
+/// See [`StageBuilder::idle_spin`].
+const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
 
 impl StageBuilder {
     /// At most this many items wait in the queue (default 1024); items a
@@ -298,6 +304,24 @@ impl StageBuilder {
     /// Worker threads (default 1). 0 is refused by `build`.
     pub fn workers(mut self, threads: usize) -> Self {
         self.workers = threads;
+        self
+    }
+
+    /// How long a worker that finished a job stays awake watching the
+    /// queue before it sleeps (default 50 µs; `Duration::ZERO` sleeps at
+    /// once).
+    ///
+    /// A submitter that awaits each result and then submits the next item
+    /// usually comes back within microseconds; a worker still awake takes
+    /// that item at once, where a sleeping one must be woken by the OS
+    /// first, which costs a system call on the submitting thread and the
+    /// scheduler's delay on the worker's (docs/benchmarks.md, "Stages",
+    /// measures the difference). The price is up to this much CPU time per
+    /// job when no next item comes: spent pausing at first, then yielding
+    /// the core to other threads. Lower it for stages with many workers or
+    /// rare items on a busy machine.
+    pub fn idle_spin(mut self, spin: Duration) -> Self {
+        self.idle_spin = spin;
         self
     }
 
@@ -368,6 +392,7 @@ impl StageBuilder {
             name,
             capacity,
             workers,
+            idle_spin,
         } = self;
         if name.contains('\0') {
             return Err(StageBuildError::InvalidName { stage: name });
@@ -384,7 +409,7 @@ impl StageBuilder {
             Some(label.into()),
             Location::caller(),
         );
-        let shared = Arc::new(Shared::new(&name, capacity, build_ctx));
+        let shared = Arc::new(Shared::new(&name, capacity, idle_spin, build_ctx));
         let make = Arc::new(make_handler);
         let (ready_tx, ready_rx) = mpsc::channel();
         for slot in 0..workers {
