@@ -1,7 +1,9 @@
 //! The HTTP/1.1 protocol layer: requests out of bytes, responses into
 //! bytes, keep-alive, `100 Continue`, and the responses for bad input.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use httparse::Status;
 
@@ -9,7 +11,7 @@ use super::chunked::Chunked;
 use super::error::HttpError;
 use super::headers::{trim_ows, Headers};
 use super::limits::HttpLimits;
-use super::request::Request;
+use super::request::{method_name, Request};
 use super::response::{reason_phrase, Response};
 use crate::reactor::Protocol;
 
@@ -82,8 +84,8 @@ pub struct HttpProtocol {
 /// A request whose header fields are in and whose body is not.
 #[derive(Clone, Debug)]
 struct Pending {
-    method: String,
-    target: String,
+    method: Cow<'static, str>,
+    target: Arc<str>,
     version: u8,
     headers: Headers,
     /// Bytes of the request line and header fields.
@@ -287,8 +289,8 @@ fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<Pending>, Http
     };
     let expect_continue = version == 1 && headers.has_token("expect", "100-continue");
     Ok(Some(Pending {
-        method: method.to_owned(),
-        target: target.to_owned(),
+        method: method_name(method),
+        target: target.into(),
         version,
         head_len,
         body,

@@ -1,7 +1,9 @@
 //! A decoded HTTP request.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::headers::{is_forbidden_in_value, Headers};
 
@@ -26,8 +28,10 @@ use super::headers::{is_forbidden_in_value, Headers};
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Request {
-    method: String,
-    target: String,
+    /// Borrowed for the standard methods (see [`method_name`]).
+    method: Cow<'static, str>,
+    /// Shared with the request's [`RequestInfo`](super::RequestInfo).
+    target: Arc<str>,
     path: Range<usize>,
     query: Option<Range<usize>>,
     version: u8,
@@ -39,12 +43,18 @@ impl Request {
     /// A request for `target` with `method`, HTTP/1.1, no header fields,
     /// no body.
     pub fn new(method: impl Into<String>, target: impl Into<String>) -> Request {
-        Request::from_parts(method.into(), target.into(), 1, Headers::new(), Vec::new())
+        let method: String = method.into();
+        let method = match method_name(&method) {
+            Cow::Borrowed(known) => Cow::Borrowed(known),
+            Cow::Owned(_) => Cow::Owned(method),
+        };
+        let target: String = target.into();
+        Request::from_parts(method, target.into(), 1, Headers::new(), Vec::new())
     }
 
     pub(crate) fn from_parts(
-        method: String,
-        target: String,
+        method: Cow<'static, str>,
+        target: Arc<str>,
         version: u8,
         headers: Headers,
         body: Vec<u8>,
@@ -98,11 +108,17 @@ impl Request {
     /// `/a/b?c` and for `http://host/a/b?c`; `/` for `http://host`. For
     /// the authority and `*` forms, the whole target. Not percent-decoded.
     pub fn path(&self) -> &str {
-        match self.target.get(self.path.clone()) {
-            // An absolute URI without a path (`http://host?q`) asks for `/`.
-            Some("") if self.path.start > 0 => "/",
-            path => path.unwrap_or_default(),
-        }
+        path_in(&self.target, &self.path)
+    }
+
+    /// What a [`RequestInfo`](super::RequestInfo) keeps of the request:
+    /// method, target and the path's range in it, shared, not copied.
+    pub(crate) fn info_parts(&self) -> (Cow<'static, str>, Arc<str>, Range<usize>) {
+        (
+            self.method.clone(),
+            Arc::clone(&self.target),
+            self.path.clone(),
+        )
     }
 
     /// The query of the target (after `?`, before any `#`), if any. Not
@@ -148,6 +164,27 @@ impl fmt::Debug for Request {
             .field("headers", &self.headers)
             .field("body", &format_args!("{} bytes", self.body.len()))
             .finish()
+    }
+}
+
+/// The path at `range` of `target` (see [`Request::path`]).
+pub(crate) fn path_in<'t>(target: &'t str, range: &Range<usize>) -> &'t str {
+    match target.get(range.clone()) {
+        // An absolute URI without a path (`http://host?q`) asks for `/`.
+        Some("") if range.start > 0 => "/",
+        path => path.unwrap_or_default(),
+    }
+}
+
+/// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
+/// static string, so the usual request allocates nothing for its method.
+pub(crate) fn method_name(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    match KNOWN.iter().find(|known| **known == method) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.to_owned()),
     }
 }
 
@@ -213,6 +250,20 @@ mod tests {
         assert_eq!(split("example.com:443"), s("example.com:443", None));
         assert_eq!(split("*"), s("*", None));
         assert_eq!(split(""), s("", None));
+    }
+
+    #[test]
+    fn standard_methods_are_borrowed_and_others_kept_as_sent() {
+        use std::borrow::Cow;
+        assert!(matches!(super::method_name("GET"), Cow::Borrowed("GET")));
+        assert!(matches!(
+            super::method_name("PATCH"),
+            Cow::Borrowed("PATCH")
+        ));
+        // Methods are case sensitive: `get` is not `GET`.
+        assert!(matches!(super::method_name("get"), Cow::Owned(m) if m == "get"));
+        assert_eq!(Request::new("PROPFIND", "/").method(), "PROPFIND");
+        assert_eq!(Request::new("GET", "/").method(), "GET");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The application layer for HTTP: a handler served with the current
 //! request in its context and a `tracing` span around it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::limits::HttpLimits;
 use super::protocol::HttpProtocol;
-use super::request::Request;
+use super::request::{path_in, Request};
 use super::response::Response;
 use crate::reactor::{self, Handler, Reply, Serve};
 use crate::Missing;
@@ -46,8 +48,10 @@ use crate::Missing;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RequestInfo {
     id: u64,
-    method: Arc<str>,
-    path: Arc<str>,
+    method: Cow<'static, str>,
+    /// The request's target, shared with the [`Request`] (not copied).
+    target: Arc<str>,
+    path: Range<usize>,
 }
 
 impl RequestInfo {
@@ -75,13 +79,19 @@ impl RequestInfo {
 
     /// The request's path ([`Request::path`]).
     pub fn path(&self) -> &str {
-        &self.path
+        path_in(&self.target, &self.path)
     }
 }
 
 impl fmt::Debug for RequestInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RequestInfo(#{} {} {})", self.id, self.method, self.path)
+        write!(
+            f,
+            "RequestInfo(#{} {} {})",
+            self.id,
+            self.method,
+            self.path()
+        )
     }
 }
 
@@ -165,10 +175,12 @@ where
 {
     let next_id = AtomicU64::new(1);
     let handle = move |request: Request| -> Reply<Response> {
+        let (method, target, path) = request.info_parts();
         let info = RequestInfo {
             id: next_id.fetch_add(1, Ordering::Relaxed),
-            method: request.method().into(),
-            path: request.path().into(),
+            method,
+            target,
+            path,
         };
         let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
         let reply = {
@@ -176,7 +188,23 @@ where
             crate::scope()
                 .with_local(info.clone())
                 .because("the HTTP request being handled")
-                .run(|| handler.call(request))
+                .run(|| match handler.call(request) {
+                    // Most `async` handlers answer on their first poll:
+                    // poll it here, under the install already made, rather
+                    // than install again around the reactor's first poll.
+                    // The no-op waker is safe for the reason the reactor's
+                    // own first poll gives (`reactor::application`): a
+                    // future left pending becomes a task, polled again with
+                    // its real waker in the same tick.
+                    Reply::Later(mut future) => {
+                        let mut inline = TaskContext::from_waker(Waker::noop());
+                        match future.as_mut().poll(&mut inline) {
+                            Poll::Ready(response) => Reply::Now(response),
+                            Poll::Pending => Reply::Later(future),
+                        }
+                    }
+                    now => now,
+                })
         };
         match reply {
             Reply::Now(response) => Reply::Now(response),
