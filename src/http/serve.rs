@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 
 use super::limits::HttpLimits;
 use super::protocol::HttpProtocol;
@@ -188,23 +188,10 @@ where
             crate::scope()
                 .with_local(info.clone())
                 .because("the HTTP request being handled")
-                .run(|| match handler.call(request) {
-                    // Most `async` handlers answer on their first poll:
-                    // poll it here, under the install already made, rather
-                    // than install again around the reactor's first poll.
-                    // The no-op waker is safe for the reason the reactor's
-                    // own first poll gives (`reactor::application`): a
-                    // future left pending becomes a task, polled again with
-                    // its real waker in the same tick.
-                    Reply::Later(mut future) => {
-                        let mut inline = TaskContext::from_waker(Waker::noop());
-                        match future.as_mut().poll(&mut inline) {
-                            Poll::Ready(response) => Reply::Now(response),
-                            Poll::Pending => Reply::Later(future),
-                        }
-                    }
-                    now => now,
-                })
+                // Most `async` handlers answer on their first poll: made
+                // here, under this install, rather than under a second one
+                // around the reactor's first poll.
+                .run(|| reactor::poll_first(handler.call(request)))
         };
         match reply {
             Reply::Now(response) => Reply::Now(response),

@@ -232,6 +232,26 @@ pub(crate) struct ServerConn<P: Protocol> {
 /// response, short enough that a peer that never closes costs little.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Polls a deferred reply once, here: an async handler that does not wait
+/// (most answer from memory) finishes on its first poll and needs no task.
+///
+/// The no-op waker is safe because a reply still `Later` after this is
+/// made a task by [`ServerConn::request`], queued as runnable and polled
+/// again with its own waker in the same tick, and a future wakes the
+/// waker of its latest poll.
+pub(crate) fn poll_first<R>(reply: Reply<R>) -> Reply<R> {
+    match reply {
+        Reply::Later(mut future) => {
+            let mut inline = TaskContext::from_waker(Waker::noop());
+            match future.as_mut().poll(&mut inline) {
+                Poll::Ready(response) => Reply::Now(response),
+                Poll::Pending => Reply::Later(future),
+            }
+        }
+        now => now,
+    }
+}
+
 impl<P: Protocol> ServerConn<P> {
     pub(crate) fn new(new: NewConn, serve: Serve<P>) -> ServerConn<P> {
         ServerConn {
@@ -255,22 +275,8 @@ impl<P: Protocol> ServerConn<P> {
     fn request(&mut self, request: P::Request, cx: &mut Cx<'_>) {
         cx.stats.requests += 1;
         let replied = catch_unwind(AssertUnwindSafe(|| {
-            match (self.handler)(request) {
-                // An async handler that does not wait (most answer from
-                // memory) finishes on its first poll: poll it once here,
-                // in the connection's context, and only make a task of it
-                // if it has to wait. The no-op waker is safe: a new task
-                // is polled again in this tick's task step, and a future
-                // wakes the waker of its latest poll.
-                Reply::Later(mut future) => {
-                    let mut inline = TaskContext::from_waker(Waker::noop());
-                    match future.as_mut().poll(&mut inline) {
-                        Poll::Ready(response) => Reply::Now(response),
-                        Poll::Pending => Reply::Later(future),
-                    }
-                }
-                now => now,
-            }
+            // In the connection's context; a task only if it must wait.
+            poll_first((self.handler)(request))
         }));
         match replied {
             Ok(Reply::Now(response)) => self.pipeline.push_back(Slot::Ready(Some(response))),

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use crate::context::PendingHop;
 use crate::{Context, FutureExt, HopKind, Missing};
 
+pub(crate) use application::poll_first;
 pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};
 pub use connection::{Connect, Connection, Wait};
 pub use cores::{run_on_threads, CoreId, Cores, SharedPort};
