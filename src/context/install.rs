@@ -5,6 +5,7 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::panic::Location;
 use std::sync::Arc;
 
@@ -223,30 +224,35 @@ fn install(
     let installed = State::try_with(|state| {
         let parent = state.top_frame();
         let thread = state.thread_info();
-        let mut locals = Vec::new();
-        let entries: Vec<Arc<Entry>> = pending
-            .into_iter()
-            .map(|p| {
-                let seq = state.next_seq();
-                let value = match p.value {
-                    PendingValue::Shared(v) => Value::Shared(v),
-                    PendingValue::Local(v) => {
-                        state.insert_local(seq, v);
-                        locals.push(seq);
-                        Value::Local
-                    }
-                };
-                Arc::new(Entry {
-                    type_id: p.type_id,
-                    type_name: p.type_name,
-                    value,
-                    site: p.site,
-                    seq,
-                    reason: p.reason.or_else(|| reason.clone()),
-                    debug: p.debug,
-                })
-            })
-            .collect();
+        // The entries take consecutive sequence numbers, so the local
+        // values this guard must remove are those in `first..next`.
+        let pending = pending.into_iter();
+        let mut entries = Vec::with_capacity(pending.size_hint().0);
+        let mut locals = 0..0;
+        for p in pending {
+            let seq = state.next_seq();
+            let value = match p.value {
+                PendingValue::Shared(v) => Value::Shared(v),
+                PendingValue::Local(v) => {
+                    state.insert_local(seq, v);
+                    locals = if locals.is_empty() {
+                        seq..seq + 1
+                    } else {
+                        locals.start..seq + 1
+                    };
+                    Value::Local
+                }
+            };
+            entries.push(Arc::new(Entry {
+                type_id: p.type_id,
+                type_name: p.type_name,
+                value,
+                site: p.site,
+                seq,
+                reason: p.reason.or_else(|| reason.clone()),
+                debug: p.debug,
+            }));
+        }
         let frame = new_installed_frame(parent, entries, site, thread);
         let id = state.push(Some(Arc::new(frame)), site);
         (id, locals)
@@ -333,7 +339,9 @@ fn new_installed_frame(
 pub struct Guard {
     id: u64,
     /// Sequence numbers of the local values this guard must remove.
-    locals: Vec<u64>,
+    /// Sequence numbers of the local values this guard must remove (none
+    /// of any other install fall in between).
+    locals: Range<u64>,
     site: &'static Location<'static>,
     _not_send: PhantomData<*const ()>,
 }
@@ -342,7 +350,7 @@ impl Guard {
     pub(crate) fn from_push(id: u64, site: &'static Location<'static>) -> Self {
         Guard {
             id,
-            locals: Vec::new(),
+            locals: 0..0,
             site,
             _not_send: PhantomData,
         }
@@ -362,31 +370,31 @@ impl fmt::Debug for Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let outcome = State::try_with(|state| {
-            let popped = state.pop(self.id);
-            let locals = if self.locals.is_empty() {
-                Vec::new()
-            } else {
-                state.take_locals(&self.locals)
-            };
-            (popped, locals)
-        });
         // Thread teardown: the state (and everything in it) is gone already.
-        let Some((popped, locals)) = outcome else {
+        let Some(popped) = State::try_with(|state| state.pop(self.id)) else {
             return;
         };
+        drop_locals(&self.locals);
         match popped {
             Popped::InOrder(slot) => release(slot.frame),
             Popped::Gone => {}
             Popped::OutOfOrder(slots) => {
                 let report = out_of_order_report(self.site, &slots);
                 State::try_with(|state| state.release(slots.into_iter().filter_map(|s| s.frame)));
-                drop(locals);
+                // The installs removed with ours are younger: their local
+                // values have larger sequence numbers than our slot id.
+                drop_locals(&(self.id + 1..u64::MAX));
                 misuse(report);
-                return;
             }
         }
-        drop(locals);
+    }
+}
+
+/// Removes and drops the local values numbered in `seqs`, one at a time,
+/// each outside the state's borrow (its destructor may use the context).
+fn drop_locals(seqs: &Range<u64>) {
+    while let Some(Some(value)) = State::try_with(|state| state.take_local(seqs)) {
+        drop(value);
     }
 }
 

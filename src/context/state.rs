@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
+use std::ops::Range;
 use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
@@ -191,18 +192,16 @@ impl State {
             .map(|(_, v)| Arc::clone(v))
     }
 
-    /// Removes local values; the caller drops them after this returns.
-    pub(crate) fn take_locals(&self, seqs: &[u64]) -> Vec<Arc<dyn Any>> {
+    /// Removes one local value whose sequence number is in `seqs`; the
+    /// caller drops it after this returns. Values are pushed in install
+    /// order, so for guards dropped in order it is the last one.
+    pub(crate) fn take_local(&self, seqs: &Range<u64>) -> Option<Arc<dyn Any>> {
+        if seqs.is_empty() {
+            return None;
+        }
         let mut locals = self.locals.borrow_mut();
-        let mut taken = Vec::with_capacity(seqs.len());
-        locals.retain(|(seq, value)| {
-            let keep = !seqs.contains(seq);
-            if !keep {
-                taken.push(Arc::clone(value));
-            }
-            keep
-        });
-        taken
+        let at = locals.iter().rposition(|(seq, _)| seqs.contains(seq))?;
+        Some(locals.remove(at).1)
     }
 
     /// Keeps `tracing`'s thread default equal to the `Dispatch` visible in
