@@ -4,8 +4,10 @@
 # current_thread runtime) and benches/twisted_hello.py (twisted.web), each
 # loaded by the same `wrk -t1 -c64 -d10s` on `GET /`, keep-alive, loopback.
 # The server is pinned to CPU 0 and wrk to CPU 1 (taskset). Runs the
-# milieu/hyper pair N times (default 3), Twisted once, then prints the table
-# and the ratios (above 1, milieu serves more requests per second). Also
+# milieu/hyper pair N times (default 3, the side that goes first
+# alternating), Twisted once, then prints the table and the ratios (above 1,
+# milieu serves more requests per second), with each server's CPU time per
+# request read from /proc (user + system, all threads). Also
 # measures `POST /orders` on milieu (SQLite, a wrk Lua script) once.
 # See docs/benchmarks.md, "HTTP: hello world".
 #
@@ -55,29 +57,48 @@ start() {
     addr=$(grep -m1 -o "127.0.0.1:[0-9]*" "$work/$name.out") || { cat "$work/$name.err" >&2; exit 1; }
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-# load URL [ARGS]: wrk on CPU 1, prints requests/s.
+# cpu_ticks: CPU time the server has used so far (user + system, all its
+# threads), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# load URL [ARGS]: wrk on CPU 1; prints requests/s and the server's CPU
+# time per request in microseconds (a second figure, less sensitive than
+# requests/s to time the VM takes away from the server's core).
 load() {
     local url=$1; shift
+    local before after
+    before=$(cpu_ticks)
     taskset -c 1 wrk -t1 -c64 -d"${duration}s" "$@" "$url" > "$work/wrk.txt"
+    after=$(cpu_ticks)
     grep -E "Non-2xx|Socket errors" "$work/wrk.txt" >&2 || true
-    awk '/Requests\/sec/ {print $2}' "$work/wrk.txt"
+    local rps requests
+    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+    requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+    echo "$rps $(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $requests * 1e6:.2f}')")"
+}
+# pair_milieu / pair_hyper I: one side of pair I into m[I], mc[I] / h[I], hc[I].
+pair_milieu() {
+    start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"
+    read -r "m[$1]" "mc[$1]" < <(load "http://$addr/")
+    stop
+}
+pair_hyper() {
+    start hyper "$bin/hyper_hello" --addr 127.0.0.1:0
+    read -r "h[$1]" "hc[$1]" < <(load "http://$addr/")
+    stop
 }
 
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
-declare -a m h
+declare -a m h mc hc
 for i in $(seq "$pairs"); do
-    start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"
-    m[$i]=$(load "http://$addr/")
-    stop
-    start hyper "$bin/hyper_hello" --addr 127.0.0.1:0
-    h[$i]=$(load "http://$addr/")
-    stop
-    echo "-- pair $i: milieu ${m[$i]} req/s, hyper ${h[$i]} req/s"
+    # Alternate which side goes first, so a drift of the machine's speed
+    # during the run does not favour one side.
+    if ((i % 2)); then pair_milieu "$i"; pair_hyper "$i"; else pair_hyper "$i"; pair_milieu "$i"; fi
+    echo "-- pair $i: milieu ${m[$i]} req/s (${mc[$i]} µs CPU/req), hyper ${h[$i]} req/s (${hc[$i]} µs CPU/req)"
 done
 start twisted "$venv/bin/python" benches/twisted_hello.py 0
-t=$(load "http://$addr/")
+read -r t tc < <(load "http://$addr/")
 stop
-echo "-- twisted.web $t req/s"
+echo "-- twisted.web $t req/s ($tc µs CPU/req)"
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -85,22 +106,26 @@ wrk.body = '{"item": "tea", "quantity": 2}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/post-data"
-p=$(load "http://$addr/orders" -s "$work/post.lua")
+read -r p pc < <(load "http://$addr/orders" -s "$work/post.lua")
 stop
-echo "-- milieu POST /orders (SQLite, WAL, synchronous=FULL) $p req/s"
+echo "-- milieu POST /orders (SQLite, WAL, synchronous=FULL) $p req/s ($pc µs CPU/req)"
 
 echo
-echo "| pair | milieu (req/s) | hyper (req/s) | milieu / hyper |"
-echo "| --- | --- | --- | --- |"
+echo "| pair | milieu (req/s) | hyper (req/s) | milieu / hyper | milieu CPU/req | hyper CPU/req | hyper CPU / milieu CPU |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 ratios=()
+cpu_ratios=()
 for i in $(seq "$pairs"); do
     r=$(python3 -c "print(f'{${m[$i]}/${h[$i]}:.2f}')")
+    c=$(python3 -c "print(f'{${hc[$i]}/${mc[$i]}:.2f}')")
     ratios+=("$r")
-    echo "| $i | ${m[$i]} | ${h[$i]} | ${r}x |"
+    cpu_ratios+=("$c")
+    echo "| $i | ${m[$i]} | ${h[$i]} | ${r}x | ${mc[$i]} µs | ${hc[$i]} µs | ${c}x |"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "median milieu / hyper: ${median}x (goal >= 1.0x)"
+echo "median milieu / hyper: $(median "${ratios[@]}")x requests/s (goal >= 1.0x); range $(printf '%s\n' "${ratios[@]}" | sort -n | head -1)-$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)"
+echo "median hyper CPU / milieu CPU per request: $(median "${cpu_ratios[@]}")x (above 1: milieu spends less)"
 mid=$(printf '%s\n' "${m[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "milieu (median of pairs) / twisted.web: $(python3 -c "print(f'{$mid/$t:.1f}')")x"
 echo "POST /orders: $p req/s"
