@@ -500,9 +500,8 @@ enum Source {
 pub(crate) struct Io {
     shared: Arc<Shared>,
     sources: HashMap<usize, Source, BuildHasherDefault<TokenHasher>>,
-    /// Sources to drive next tick without an event (resumed reading,
-    /// accepting after the budget ran out).
-    retry: Vec<usize>,
+    /// What each call into a driver needs besides the driver.
+    driving: Driving,
     /// Connections that did I/O this tick: step 5 dispatches them.
     dispatch: Vec<usize>,
     /// Connections to flush in step 7.
@@ -510,8 +509,6 @@ pub(crate) struct Io {
     /// Finished connections, removed at the end of each step.
     dead: Vec<usize>,
     work: Vec<(usize, Ready)>,
-    /// See [`Cx::scratch`].
-    scratch: Vec<u8>,
     /// The earliest connection deadline seen (read or idle timeout,
     /// linger), if any: the sweep in step 4 runs once it has passed.
     next_sweep: Option<Instant>,
@@ -555,14 +552,17 @@ const SWEEP_GRANULARITY: Duration = Duration::from_millis(100);
 impl Io {
     pub(crate) fn new(shared: Arc<Shared>) -> Io {
         Io {
+            driving: Driving {
+                shared: Arc::clone(&shared),
+                retry: Vec::new(),
+                scratch: Vec::new(),
+            },
             shared,
             sources: HashMap::default(),
-            retry: Vec::new(),
             dispatch: Vec::new(),
             flush: Vec::new(),
             dead: Vec::new(),
             work: Vec::new(),
-            scratch: Vec::new(),
             next_sweep: None,
         }
     }
@@ -585,17 +585,8 @@ impl Io {
             };
             match driver.deadline() {
                 Some(at) if at <= now => {
-                    drive(
-                        token,
-                        driver,
-                        &self.shared,
-                        stats,
-                        &mut self.retry,
-                        &mut self.scratch,
-                        |d, cx| {
-                            d.expire(now, cx);
-                        },
-                    );
+                    self.driving
+                        .drive(token, driver, stats, |d, cx| d.expire(now, cx));
                     self.flush.push(token);
                     if driver.finished() {
                         self.dead.push(token);
@@ -627,7 +618,8 @@ impl Io {
         let mut work = std::mem::take(&mut self.work);
         work.extend(readiness.events().map(|(token, ready)| (token.0, ready)));
         work.extend(
-            self.retry
+            self.driving
+                .retry
                 .drain(..)
                 .chain(ready)
                 .map(|token| (token, Ready::ANY)),
@@ -641,21 +633,12 @@ impl Io {
                 Some(Source::Listener(listener)) => {
                     let more = listener.accept(token, &self.shared, stats, &mut born);
                     if more {
-                        self.retry.push(token);
+                        self.driving.retry.push(token);
                     }
                 }
                 Some(Source::Conn(driver)) => {
-                    drive(
-                        token,
-                        driver,
-                        &self.shared,
-                        stats,
-                        &mut self.retry,
-                        &mut self.scratch,
-                        |d, cx| {
-                            d.io(ready, cx);
-                        },
-                    );
+                    self.driving
+                        .drive(token, driver, stats, |d, cx| d.io(ready, cx));
                     if driver.finished() {
                         self.dead.push(token);
                     }
@@ -680,17 +663,8 @@ impl Io {
         tokens.dedup();
         for &token in &tokens {
             if let Some(Source::Conn(driver)) = self.sources.get_mut(&token) {
-                drive(
-                    token,
-                    driver,
-                    &self.shared,
-                    stats,
-                    &mut self.retry,
-                    &mut self.scratch,
-                    |d, cx| {
-                        d.dispatch(cx);
-                    },
-                );
+                self.driving
+                    .drive(token, driver, stats, |d, cx| d.dispatch(cx));
                 if driver.finished() {
                     self.dead.push(token);
                 }
@@ -706,24 +680,15 @@ impl Io {
         let (touched, ready) = self.shared.io.take_touched();
         self.flush.extend(touched);
         // Readiness noticed after step 4 is handled next tick.
-        self.retry.extend(ready);
+        self.driving.retry.extend(ready);
         let mut tokens = std::mem::take(&mut self.flush);
         tokens.sort_unstable();
         tokens.dedup();
         for &token in &tokens {
             match self.sources.get_mut(&token) {
                 Some(Source::Conn(driver)) => {
-                    drive(
-                        token,
-                        driver,
-                        &self.shared,
-                        stats,
-                        &mut self.retry,
-                        &mut self.scratch,
-                        |d, cx| {
-                            d.flush(cx);
-                        },
-                    );
+                    self.driving
+                        .drive(token, driver, stats, |d, cx| d.flush(cx));
                     if driver.finished() {
                         self.dead.push(token);
                     } else {
@@ -731,7 +696,7 @@ impl Io {
                         self.note_deadline(deadline);
                     }
                 }
-                Some(Source::Listener(_)) => self.retry.push(token),
+                Some(Source::Listener(_)) => self.driving.retry.push(token),
                 None => {}
             }
         }
@@ -740,12 +705,12 @@ impl Io {
         self.reap(readiness.registry(), stats);
         self.shared
             .io
-            .end(&self.shared.waker, !self.retry.is_empty());
+            .end(&self.shared.waker, !self.driving.retry.is_empty());
     }
 
     /// Whether nothing waits to be done without a new event.
     pub(crate) fn is_idle(&self) -> bool {
-        self.retry.is_empty() && self.shared.io.is_empty()
+        self.driving.retry.is_empty() && self.shared.io.is_empty()
     }
 
     /// Number of open connections (server and client).
@@ -772,7 +737,7 @@ impl Io {
                     };
                     self.sources.insert(token, Source::Listener(source));
                     // Connections may be waiting already.
-                    self.retry.push(token);
+                    self.driving.retry.push(token);
                 }
                 Err(e) => ctx.run(|| {
                     tracing::error!(
@@ -826,7 +791,7 @@ impl Io {
         }
         self.sources.insert(token, Source::Conn(driver));
         // Input may be waiting already (a memory transport, a fast peer).
-        self.retry.push(token);
+        self.driving.retry.push(token);
     }
 
     /// Removes the finished connections.
@@ -839,18 +804,12 @@ impl Io {
                 let _ = registry.deregister(stream);
             }
             stats.closed += 1;
-            let mut retry = Vec::new();
-            drive(
-                token,
-                &mut driver,
-                &self.shared,
-                stats,
-                &mut retry,
-                &mut self.scratch,
-                |d, cx| {
-                    d.closed(cx);
-                },
-            );
+            // A removed connection has nothing to retry: whatever it asks
+            // for while closing is dropped.
+            let retries = self.driving.retry.len();
+            self.driving
+                .drive(token, &mut driver, stats, |d, cx| d.closed(cx));
+            self.driving.retry.truncate(retries);
             // Dropping the driver closes the socket.
         }
     }
@@ -869,32 +828,44 @@ impl Drop for Io {
     }
 }
 
-/// Runs one driver call in the connection's context, under `catch_unwind`.
-fn drive(
-    token: usize,
-    driver: &mut Box<dyn Driver>,
-    shared: &Arc<Shared>,
-    stats: &mut TickStats,
-    retry: &mut Vec<usize>,
-    scratch: &mut Vec<u8>,
-    f: impl FnOnce(&mut dyn Driver, &mut Cx<'_>),
-) {
-    let ctx = driver.context().clone();
-    ctx.run(|| {
-        let mut cx = Cx {
-            shared,
-            stats,
-            token,
-            retry,
-            scratch,
-        };
-        let called = catch_unwind(AssertUnwindSafe(|| f(&mut **driver, &mut cx)));
-        if let Err(panic) = called {
-            log_panic("protocol", &*panic);
-            cx.stats.panics += 1;
-            driver.abort(CloseReason::Panicked);
-        }
-    });
+/// What every call into a connection's driver needs besides the driver:
+/// handed to the driver as its [`Cx`].
+struct Driving {
+    shared: Arc<Shared>,
+    /// Sources to drive next tick without an event (resumed reading,
+    /// accepting after the budget ran out).
+    retry: Vec<usize>,
+    /// See [`Cx::scratch`].
+    scratch: Vec<u8>,
+}
+
+impl Driving {
+    /// Runs one driver call in the connection's context, under
+    /// `catch_unwind`.
+    fn drive(
+        &mut self,
+        token: usize,
+        driver: &mut Box<dyn Driver>,
+        stats: &mut TickStats,
+        f: impl FnOnce(&mut dyn Driver, &mut Cx<'_>),
+    ) {
+        let ctx = driver.context().clone();
+        ctx.run(|| {
+            let mut cx = Cx {
+                shared: &self.shared,
+                stats,
+                token,
+                retry: &mut self.retry,
+                scratch: &mut self.scratch,
+            };
+            let called = catch_unwind(AssertUnwindSafe(|| f(&mut **driver, &mut cx)));
+            if let Err(panic) = called {
+                log_panic("protocol", &*panic);
+                cx.stats.panics += 1;
+                driver.abort(CloseReason::Panicked);
+            }
+        });
+    }
 }
 
 /// Makes the driver of a new server connection: the connection's context
