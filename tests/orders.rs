@@ -493,3 +493,103 @@ print("ok")
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// A browser for [`a_browser_renders_the_html_debug_view`]: `MILIEU_CHROMIUM`
+/// or `chromium` on the `PATH`.
+fn chromium() -> String {
+    std::env::var("MILIEU_CHROMIUM").unwrap_or_else(|_| "chromium".into())
+}
+
+/// Runs headless Chromium with `args` (bounded by [`DEADLINE`]); its stdout.
+fn headless(profile: &Path, args: &[&str]) -> Vec<u8> {
+    let mut child = Command::new(chromium())
+        // As root (CI) the sandbox cannot start; no GPU on a server.
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{}` ({e}): install Debian's `chromium` or set MILIEU_CHROMIUM",
+                chromium()
+            )
+        });
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + DEADLINE * 3;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium {args:?} exited with {status}");
+            return reader.join().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium {args:?} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Width and height from a PNG's header (`IHDR` is always first).
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.len() > 24 && png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR",
+        "not a PNG"
+    );
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+#[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): .ci/run installs it \
+            and runs `cargo test --all-features --test orders -- --ignored browser`"]
+fn a_browser_renders_the_html_debug_view() {
+    let server = Server::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let profile = scratch.path().join("profile");
+    let url = format!("http://{}/debug/context", server.addr);
+
+    // The DOM after rendering: the browser's own `Accept` header chose the
+    // HTML view, and the page parsed into what the service meant.
+    let dom = String::from_utf8(headless(&profile, &["--dump-dom", &url])).unwrap();
+    for needle in [
+        "<title>milieu context</title>",
+        "<h1>Context of this request</h1>",
+        "RequestInfo",
+        "ConnectionInfo",
+        "<h2>Stages</h2>",
+    ] {
+        assert!(
+            dom.contains(needle),
+            "{needle} missing from the DOM:\n{dom}"
+        );
+    }
+
+    // A screenshot, kept for a person to look at, against one of an empty
+    // page of the same size: the view must have drawn something.
+    let shoot = |target: &str, file: &Path| {
+        let out = format!("--screenshot={}", file.display());
+        headless(&profile, &["--window-size=1024,768", &out, target]);
+        std::fs::read(file).unwrap()
+    };
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debug-context.png");
+    let page = shoot(&url, &kept);
+    let blank = shoot("about:blank", &scratch.path().join("blank.png"));
+    assert_eq!(png_size(&page), (1024, 768));
+    assert_eq!(png_size(&blank), (1024, 768));
+    assert!(
+        page.len() > 4 * blank.len(),
+        "the screenshot ({} bytes) looks as empty as a blank page ({} bytes): {}",
+        page.len(),
+        blank.len(),
+        kept.display()
+    );
+    println!("screenshot of the HTML debug view: {}", kept.display());
+    server.assert_still_serving();
+}

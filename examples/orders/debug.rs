@@ -57,6 +57,12 @@ pub fn stages(stages: &StageStats, format: Format) -> Response {
 }
 
 /// Escapes text for HTML element content and attribute values.
+/// A thread for a `<code>` element: its name without the backticks the
+/// text dump marks it with (the element marks it already).
+fn thread_html(thread: &impl std::fmt::Display) -> String {
+    esc(thread.to_string().trim_matches('`'))
+}
+
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -92,7 +98,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
          .shadowed{{color:#999}} .notcarried{{color:#a60}}\
          </style></head><body><h1>Context of this request</h1>\
          <p>Thread <code>{}</code>, {} frames, top first.</p>",
-        esc(&dump.thread.to_string()),
+        thread_html(&dump.thread),
         dump.frames.len()
     );
     for frame in &dump.frames {
@@ -108,7 +114,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
                      <table><tr><th>type</th><th>status</th><th>value</th>\
                      <th>installed at</th><th>reason</th><th>carried by</th></tr>",
                     esc(&site.to_string()),
-                    esc(&thread.to_string())
+                    thread_html(thread)
                 );
                 for entry in entries {
                     let (class, status) = match &entry.status {
@@ -133,7 +139,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
                         esc(&status),
                         entry.value.as_deref().map(esc).unwrap_or_else(|| "<i>hidden</i>".into()),
                         esc(&entry.provenance.site.to_string()),
-                        esc(&entry.provenance.thread.to_string()),
+                        thread_html(&entry.provenance.thread),
                         entry.provenance.reason.as_deref().map(esc).unwrap_or_default(),
                         hops.join("<br>"),
                     );
@@ -148,7 +154,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
                     page,
                     "<p class=\"hop\">snapshot entered at <code>{}</code> on <code>{}</code></p>",
                     esc(&site.to_string()),
-                    esc(&thread.to_string())
+                    thread_html(thread)
                 );
             }
             _ => {}
