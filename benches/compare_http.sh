@@ -61,8 +61,7 @@ stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 # threads), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # load URL [ARGS]: wrk on CPU 1; prints requests/s and the server's CPU
-# time per request in microseconds (a second figure, less sensitive than
-# requests/s to time the VM takes away from the server's core).
+# time per request in microseconds.
 load() {
     local url=$1; shift
     local before after
@@ -78,12 +77,16 @@ load() {
 # pair_milieu / pair_hyper I: one side of pair I into m[I], mc[I] / h[I], hc[I].
 pair_milieu() {
     start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"
-    read -r "m[$1]" "mc[$1]" < <(load "http://$addr/")
+    local out
+    out=$(load "http://$addr/")
+    read -r "m[$1]" "mc[$1]" <<< "$out"
     stop
 }
 pair_hyper() {
     start hyper "$bin/hyper_hello" --addr 127.0.0.1:0
-    read -r "h[$1]" "hc[$1]" < <(load "http://$addr/")
+    local out
+    out=$(load "http://$addr/")
+    read -r "h[$1]" "hc[$1]" <<< "$out"
     stop
 }
 
@@ -96,7 +99,8 @@ for i in $(seq "$pairs"); do
     echo "-- pair $i: milieu ${m[$i]} req/s (${mc[$i]} µs CPU/req), hyper ${h[$i]} req/s (${hc[$i]} µs CPU/req)"
 done
 start twisted "$venv/bin/python" benches/twisted_hello.py 0
-read -r t tc < <(load "http://$addr/")
+out=$(load "http://$addr/")
+read -r t tc <<< "$out"
 stop
 echo "-- twisted.web $t req/s ($tc µs CPU/req)"
 
@@ -106,7 +110,8 @@ wrk.body = '{"item": "tea", "quantity": 2}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/post-data"
-read -r p pc < <(load "http://$addr/orders" -s "$work/post.lua")
+out=$(load "http://$addr/orders" -s "$work/post.lua")
+read -r p pc <<< "$out"
 stop
 echo "-- milieu POST /orders (SQLite, WAL, synchronous=FULL) $p req/s ($pc µs CPU/req)"
 

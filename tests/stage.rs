@@ -707,13 +707,15 @@ fn stages_and_their_futures_cross_threads() {
 
 #[test]
 fn every_idle_spin_serves_every_item_from_one_and_many_submitters() {
-    // No spin (workers sleep after each job), the default, and a spin
-    // longer than the gaps between items: a lost wake-up or an item
-    // missed by a watching worker would leave a submission unanswered.
+    // No spin (workers sleep after each job), the default, a spin longer
+    // than the gaps between items, and one without end: a lost wake-up or
+    // an item missed by a watching worker would leave a submission
+    // unanswered.
     for spin in [
         Duration::ZERO,
         Duration::from_micros(50),
         Duration::from_millis(5),
+        Duration::MAX,
     ] {
         let stage = Stage::builder("spin")
             .workers(2)
@@ -738,23 +740,28 @@ fn every_idle_spin_serves_every_item_from_one_and_many_submitters() {
             "{spin:?}"
         );
 
-        // Four threads at once, waiting for room rather than refused.
-        let threads: Vec<_> = (0..4u64)
-            .map(|t| {
-                let stage = stage.clone();
-                std::thread::spawn(move || {
-                    (0..200u64)
-                        .map(|i| {
-                            let item = t * 1000 + i;
-                            futures::executor::block_on(async {
-                                stage.submit_wait(item).await.unwrap().await.unwrap()
-                            })
+        // Four threads at once, waiting for room rather than refused; each
+        // reports its sum over a channel, so a lost wake-up fails the test
+        // after LIMIT instead of hanging it.
+        let (sums_tx, sums) = mpsc::channel();
+        for t in 0..4u64 {
+            let stage = stage.clone();
+            let sums_tx = sums_tx.clone();
+            std::thread::spawn(move || {
+                let sum = (0..200u64)
+                    .map(|i| {
+                        let item = t * 1000 + i;
+                        futures::executor::block_on(async {
+                            stage.submit_wait(item).await.unwrap().await.unwrap()
                         })
-                        .sum::<u64>()
-                })
-            })
-            .collect();
-        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+                    })
+                    .sum::<u64>();
+                let _ = sums_tx.send(sum);
+            });
+        }
+        let total: u64 = (0..4)
+            .map(|_| sums.recv_timeout(LIMIT).expect("every thread finished"))
+            .sum();
         let expected: u64 = (0..4u64)
             .flat_map(|t| (0..200u64).map(move |i| (t * 1000 + i) * 2))
             .sum();

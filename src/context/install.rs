@@ -338,7 +338,6 @@ fn new_installed_frame(
 #[must_use = "the context entries are removed when the guard is dropped; bind it: `let _guard = ...`"]
 pub struct Guard {
     id: u64,
-    /// Sequence numbers of the local values this guard must remove.
     /// Sequence numbers of the local values this guard must remove (none
     /// of any other install fall in between).
     locals: Range<u64>,
@@ -374,16 +373,21 @@ impl Drop for Guard {
         let Some(popped) = State::try_with(|state| state.pop(self.id)) else {
             return;
         };
-        drop_locals(&self.locals);
+        // Frames first, then local values (youngest install first), as
+        // they were installed in the other order.
         match popped {
-            Popped::InOrder(slot) => release(slot.frame),
-            Popped::Gone => {}
+            Popped::InOrder(slot) => {
+                release(slot.frame);
+                drop_locals(&self.locals);
+            }
+            Popped::Gone => drop_locals(&self.locals),
             Popped::OutOfOrder(slots) => {
                 let report = out_of_order_report(self.site, &slots);
                 State::try_with(|state| state.release(slots.into_iter().filter_map(|s| s.frame)));
                 // The installs removed with ours are younger: their local
                 // values have larger sequence numbers than our slot id.
                 drop_locals(&(self.id + 1..u64::MAX));
+                drop_locals(&self.locals);
                 misuse(report);
             }
         }

@@ -44,9 +44,9 @@ impl Request {
     /// no body.
     pub fn new(method: impl Into<String>, target: impl Into<String>) -> Request {
         let method: String = method.into();
-        let method = match method_name(&method) {
-            Cow::Borrowed(known) => Cow::Borrowed(known),
-            Cow::Owned(_) => Cow::Owned(method),
+        let method = match known_method(&method) {
+            Some(known) => Cow::Borrowed(known),
+            None => Cow::Owned(method),
         };
         let target: String = target.into();
         Request::from_parts(method, target.into(), 1, Headers::new(), Vec::new())
@@ -179,13 +179,18 @@ pub(crate) fn path_in<'t>(target: &'t str, range: &Range<usize>) -> &'t str {
 /// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
 /// static string, so the usual request allocates nothing for its method.
 pub(crate) fn method_name(method: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    match KNOWN.iter().find(|known| **known == method) {
+    match known_method(method) {
         Some(known) => Cow::Borrowed(known),
         None => Cow::Owned(method.to_owned()),
     }
+}
+
+/// The static string for one of the methods [`method_name`] borrows.
+fn known_method(method: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.iter().find(|known| **known == method).copied()
 }
 
 /// The byte ranges of path and query in `target`.

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,7 @@ use crate::Missing;
 /// assert!(answer.ends_with(b"\r\n\r\n#1 GET /me"));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct RequestInfo {
     id: u64,
     method: Cow<'static, str>,
@@ -80,6 +81,21 @@ impl RequestInfo {
     /// The request's path ([`Request::path`]).
     pub fn path(&self) -> &str {
         path_in(&self.target, &self.path)
+    }
+}
+
+/// Equal when id, method and path are (the query is not compared).
+impl PartialEq for RequestInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.id, self.method(), self.path()) == (other.id, other.method(), other.path())
+    }
+}
+
+impl Eq for RequestInfo {}
+
+impl Hash for RequestInfo {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.id, self.method(), self.path()).hash(state);
     }
 }
 
@@ -195,7 +211,12 @@ where
         };
         match reply {
             Reply::Now(response) => Reply::Now(response),
-            Reply::Later(future) => Reply::Later(Box::pin(InRequest { future, info, span })),
+            Reply::Later(future) => Reply::Later(Box::pin(InRequest {
+                future,
+                info,
+                span,
+                polled_first: true,
+            })),
         }
     };
     reactor::serve(HttpProtocol::with_limits(limits), handle).with_limits(limits.transport_limits())
@@ -211,6 +232,11 @@ struct InRequest {
     future: Pin<Box<dyn Future<Output = Response> + Send>>,
     info: RequestInfo,
     span: tracing::Span,
+    /// The handler's first poll was made in `serve_with` and left it
+    /// pending: the reactor's own first poll (`reactor::poll_first`, with a
+    /// no-op waker, the future then made a task and polled again in the
+    /// same tick) has nothing to add and is answered without installing.
+    polled_first: bool,
 }
 
 impl Future for InRequest {
@@ -218,6 +244,9 @@ impl Future for InRequest {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
         let this = &mut *self;
+        if std::mem::take(&mut this.polled_first) {
+            return Poll::Pending;
+        }
         let _entered = this.span.enter();
         crate::scope()
             .with_local(this.info.clone())

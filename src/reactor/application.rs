@@ -235,10 +235,11 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Polls a deferred reply once, here: an async handler that does not wait
 /// (most answer from memory) finishes on its first poll and needs no task.
 ///
-/// The no-op waker is safe because a reply still `Later` after this is
-/// made a task by [`ServerConn::request`], queued as runnable and polled
-/// again with its own waker in the same tick, and a future wakes the
-/// waker of its latest poll.
+/// The no-op waker is safe because a reply still `Later` after this ends
+/// up in [`ServerConn::request`] (which calls this itself; `http::serve`
+/// calls it inside the handler it gives the reactor), where it is made a
+/// task, queued as runnable and polled again with its own waker in the
+/// same tick, and a future wakes the waker of its latest poll.
 pub(crate) fn poll_first<R>(reply: Reply<R>) -> Reply<R> {
     match reply {
         Reply::Later(mut future) => {

@@ -319,7 +319,8 @@ impl StageBuilder {
     /// measures the difference). The price is up to this much CPU time per
     /// job when no next item comes: spent pausing at first, then yielding
     /// the core to other threads. Lower it for stages with many workers or
-    /// rare items on a busy machine.
+    /// rare items on a busy machine. `Duration::MAX` watches until work
+    /// comes or the stage closes.
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.idle_spin = spin;
         self

@@ -289,7 +289,9 @@ impl<In, Out> Shared<In, Out> {
     }
 
     /// The next job for a worker; `None` once the stage is closed and the
-    /// queue empty. Sleeps on the condvar while there is nothing to do.
+    /// queue empty. While there is nothing to do it first watches for work
+    /// for `idle_spin` ([`Shared::watch_for_work`]), then sleeps on the
+    /// condvar.
     fn next_job(&self) -> Option<Job<In, Out>> {
         let mut state = self.state();
         let mut spun = self.idle_spin.is_zero();
@@ -332,7 +334,9 @@ impl<In, Out> Shared<In, Out> {
     /// first, then yields the core, so on a machine with few cores the
     /// submitter it waits for can run.
     fn watch_for_work(&self) {
-        let deadline = Instant::now() + self.idle_spin;
+        // A spin too long to express as an instant (`Duration::MAX`) means
+        // "until work comes or the stage closes".
+        let deadline = Instant::now().checked_add(self.idle_spin);
         for round in 0u32.. {
             if self.depth.load(Ordering::Relaxed) > 0 || self.closed.load(Ordering::Acquire) {
                 return;
@@ -344,7 +348,7 @@ impl<In, Out> Shared<In, Out> {
             } else {
                 std::thread::yield_now();
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|at| Instant::now() >= at) {
                 return;
             }
         }
