@@ -418,6 +418,10 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
         "{page}"
     );
     assert!(page.contains("RequestInfo") && page.contains("Stages"));
+    assert!(
+        !page.contains("Some("),
+        "Rust's Debug of an Option leaked into the page"
+    );
     let stages = server.get("/debug/stages").text();
     assert!(stages.contains("stage `db`"), "{stages}");
 }

@@ -57,6 +57,11 @@ pub fn stages(stages: &StageStats, format: Format) -> Response {
 }
 
 /// Escapes text for HTML element content and attribute values.
+/// A latency percentile for a table cell: `-` before the first item.
+fn latency(percentile: Option<std::time::Duration>) -> String {
+    percentile.map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
+}
+
 /// A thread for a `<code>` element: its name without the backticks the
 /// text dump marks it with (the element marks it already).
 fn thread_html(thread: &impl std::fmt::Display) -> String {
@@ -93,6 +98,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
          <title>milieu context</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
          table{{border-collapse:collapse;margin:0 0 1.5em 0;width:100%}}\
+         td{{overflow-wrap:anywhere}} td:nth-child(2),td:nth-child(3){{overflow-wrap:normal}}\
          th,td{{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}}\
          th{{background:#f0f0f0}} code{{font-size:.95em}} .hop{{color:#555;margin:.5em 0 1.5em}}\
          .shadowed{{color:#999}} .notcarried{{color:#a60}}\
@@ -166,7 +172,7 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
          <th>accepted</th><th>refused</th><th>completed</th><th>panicked</th>\
          <th>throughput</th><th>p50</th><th>p99</th></tr>\
          <tr><td><code>{}</code></td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{:.1}/s</td><td>{:?}</td><td>{:?}</td></tr></table>\
+         <td>{}</td><td>{}</td><td>{:.1}/s</td><td>{}</td><td>{}</td></tr></table>\
          </body></html>",
         esc(&stages.name),
         stages.queue_depth,
@@ -177,8 +183,8 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
         stages.completed,
         stages.panicked,
         stages.throughput,
-        stages.latency_p50,
-        stages.latency_p99,
+        latency(stages.latency_p50),
+        latency(stages.latency_p99),
     );
     page
 }
