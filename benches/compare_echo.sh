@@ -45,46 +45,16 @@ cargo build --release --example echo --example tokio_echo --example echo_load
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release/examples"
-work=$(mktemp -d)
 tick=$(getconf CLK_TCK)
-
-# The server running now, by PID (one at a time), stopped on any exit.
-pid=""
-cleanup() {
-    if [[ -n "$pid" ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# CPU time (user + system, clock ticks) of process $1 so far.
-cpu_ticks() {
-    # Fields after the ")" closing the command name: utime is the 12th, stime the 13th.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
+# work, start, stop, cpu_ticks:
+source benches/server.sh
 
 # run NAME BINARY [ARGS...]: starts the server, loads it, stops it; appends a
 # row "name lines_per_sec total_lines server_cpu_seconds" to $work/rows.
 run() {
     local name=$1 server=$2
     shift 2
-    local out="$work/${name/\//-}.out" err="$work/${name/\//-}.err"
-    "${server_cpu[@]}" "$bin/$server" --addr 127.0.0.1:0 "$@" >"$out" 2>"$err" &
-    pid=$!
-    local addr=""
-    for _ in $(seq 100); do
-        addr=$(head -n 1 "$out")
-        [[ -n "$addr" ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$addr" ]]; then
-        echo "$server did not announce its address:" >&2
-        cat "$err" >&2
-        exit 1
-    fi
+    start "$name" "${server_cpu[@]}" "$bin/$server" --addr 127.0.0.1:0 "$@"
     local before after
     before=$(cpu_ticks "$pid")
     echo "-- $name: $server $* on $addr, $placement"
@@ -92,9 +62,7 @@ run() {
     result=$("${client_cpu[@]}" "$bin/echo_load" --addr "$addr" "${client_args[@]}")
     echo "$result"
     after=$(cpu_ticks "$pid")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    pid=""
+    stop
     local rate lines total
     rate=$(sed -n 's/^RESULT lines_per_sec=\([0-9.]*\).*/\1/p' <<<"$result")
     total=$(sed -n 's/^RESULT .* total=\([0-9]*\).*/\1/p' <<<"$result")

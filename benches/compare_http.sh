@@ -37,37 +37,16 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "twisted==26.10.0"
 fi
-work=$(mktemp -d)
-pid=""
-cleanup() {
-    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# start NAME CMD...: runs the server on CPU 0, waits for its address.
-start() {
-    local name=$1; shift
-    taskset -c 0 "$@" > "$work/$name.out" 2> "$work/$name.err" &
-    pid=$!
-    for _ in $(seq 100); do
-        if grep -q "listening on" "$work/$name.out" 2>/dev/null; then break; fi
-        sleep 0.1
-    done
-    addr=$(grep -m1 -o "127.0.0.1:[0-9]*" "$work/$name.out") || { cat "$work/$name.err" >&2; exit 1; }
-}
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-# cpu_ticks: CPU time the server has used so far (user + system, all its
-# threads), in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# work, start, stop, cpu_ticks:
+source benches/server.sh
 # load URL [ARGS]: wrk on CPU 1; prints requests/s and the server's CPU
 # time per request in microseconds.
 load() {
     local url=$1; shift
     local before after
-    before=$(cpu_ticks)
+    before=$(cpu_ticks "$pid")
     taskset -c 1 wrk -t1 -c64 -d"${duration}s" "$@" "$url" > "$work/wrk.txt"
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "$pid")
     grep -E "Non-2xx|Socket errors" "$work/wrk.txt" >&2 || true
     local rps requests
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
@@ -76,14 +55,14 @@ load() {
 }
 # pair_milieu / pair_hyper I: one side of pair I into m[I], mc[I] / h[I], hc[I].
 pair_milieu() {
-    start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"
+    start milieu taskset -c 0 "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"
     local out
     out=$(load "http://$addr/")
     read -r "m[$1]" "mc[$1]" <<< "$out"
     stop
 }
 pair_hyper() {
-    start hyper "$bin/hyper_hello" --addr 127.0.0.1:0
+    start hyper taskset -c 0 "$bin/hyper_hello" --addr 127.0.0.1:0
     local out
     out=$(load "http://$addr/")
     read -r "h[$1]" "hc[$1]" <<< "$out"
@@ -98,7 +77,7 @@ for i in $(seq "$pairs"); do
     if ((i % 2)); then pair_milieu "$i"; pair_hyper "$i"; else pair_hyper "$i"; pair_milieu "$i"; fi
     echo "-- pair $i: milieu ${m[$i]} req/s (${mc[$i]} µs CPU/req), hyper ${h[$i]} req/s (${hc[$i]} µs CPU/req)"
 done
-start twisted "$venv/bin/python" benches/twisted_hello.py 0
+start twisted taskset -c 0 "$venv/bin/python" benches/twisted_hello.py 0
 out=$(load "http://$addr/")
 read -r t tc <<< "$out"
 stop
@@ -109,7 +88,7 @@ wrk.method = "POST"
 wrk.body = '{"item": "tea", "quantity": 2}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-start milieu "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/post-data"
+start milieu taskset -c 0 "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/post-data"
 out=$(load "http://$addr/orders" -s "$work/post.lua")
 read -r p pc <<< "$out"
 stop

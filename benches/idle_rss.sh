@@ -21,20 +21,12 @@ fi
 ulimit -n "$want"
 
 cargo build --release --example orders --example http_idle
-work=$(mktemp -d)
-pid=""
-cleanup() {
-    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# work, start (sets pid and addr):
+source benches/server.sh
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-target/release/examples/orders --addr 127.0.0.1:0 --data "$work/data" --idle-timeout-ms 600000 \
-    > "$work/out" 2> "$work/err" &
-pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(grep -m1 -o "127.0.0.1:[0-9]*" "$work/out")
+start orders target/release/examples/orders --addr 127.0.0.1:0 --data "$work/data" \
+    --idle-timeout-ms 600000
 # Warm up: a few requests so the baseline includes a served connection.
 for _ in 1 2 3; do curl -s "http://$addr/" > /dev/null || true; done
 sleep 1

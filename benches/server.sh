@@ -1,0 +1,49 @@
+# Shared by the benchmark scripts that run a server example and load it;
+# sourced, not run. Gives:
+# - `work`: a scratch directory, removed on exit;
+# - `start NAME CMD...`: runs CMD in the background (stdout and stderr in
+#   $work/NAME.out and .err), waits until it prints its loopback address,
+#   sets `pid` and `addr`; exits with the server's stderr if it never does;
+# - `stop`: stops the server `start` ran (also done on any exit);
+# - `cpu_ticks PID`: CPU time (user + system, all threads) of PID so far,
+#   in clock ticks (`getconf CLK_TCK` per second).
+work=$(mktemp -d)
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+start() {
+    local name=${1//\//-}
+    shift
+    "$@" > "$work/$name.out" 2> "$work/$name.err" &
+    pid=$!
+    addr=""
+    for _ in $(seq 100); do
+        addr=$(grep -m1 -o "127\.0\.0\.1:[0-9]*" "$work/$name.out" 2>/dev/null) && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$addr" ]]; then
+        echo "$* did not print its address:" >&2
+        cat "$work/$name.err" >&2
+        exit 1
+    fi
+}
+
+stop() {
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=""
+}
+
+cpu_ticks() {
+    # The fields after the ")" that closes the command name (which may hold
+    # spaces): utime is the 12th, stime the 13th.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
