@@ -81,10 +81,45 @@ impl fmt::Display for HopKind {
     }
 }
 
+/// The label of a hop (a thread's or a stage's name): a static string or
+/// a shared one, so a stage labels each submit's hop with a reference
+/// count increment, not a copy of its name.
+#[derive(Clone, Debug)]
+pub(crate) enum HopLabel {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for HopLabel {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            HopLabel::Static(label) => label,
+            HopLabel::Shared(label) => label,
+        }
+    }
+}
+
+impl From<Cow<'static, str>> for HopLabel {
+    fn from(label: Cow<'static, str>) -> Self {
+        match label {
+            Cow::Borrowed(label) => HopLabel::Static(label),
+            Cow::Owned(label) => HopLabel::Shared(label.into()),
+        }
+    }
+}
+
+impl From<String> for HopLabel {
+    fn from(label: String) -> Self {
+        HopLabel::Shared(label.into())
+    }
+}
+
 /// A hop as frames store it.
 pub(crate) struct HopRecord {
     pub(crate) kind: HopKind,
-    pub(crate) label: Option<Cow<'static, str>>,
+    pub(crate) label: Option<HopLabel>,
     /// Where the snapshot was captured for the hop.
     pub(crate) site: &'static Location<'static>,
     /// The first thread that entered the carried context.

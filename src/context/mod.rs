@@ -27,7 +27,7 @@ pub use monitor::provide_subscriber;
 pub use snapshot::Context;
 pub(crate) use snapshot::PendingHop;
 
-pub(crate) use frame::Frame;
+pub(crate) use frame::{Frame, HopLabel};
 pub(crate) use install::{misuse, out_of_order_report};
 pub(crate) use lookup::contains_id;
 pub(crate) use state::{Popped, State};

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::dump::Dump;
 use super::entry::Value;
-use super::frame::{Frame, FrameKind, HopKind, HopRecord, ThreadInfo};
+use super::frame::{Frame, FrameKind, HopKind, HopLabel, HopRecord, ThreadInfo};
 use super::install::Guard;
 use super::missing::Missing;
 use super::state::State;
@@ -95,13 +95,13 @@ impl Context {
     #[track_caller]
     #[must_use]
     pub fn hop_labeled(&self, kind: HopKind, label: impl Into<Cow<'static, str>>) -> Context {
-        self.hop_at(kind, Some(label.into()), Location::caller())
+        self.hop_at(kind, Some(HopLabel::from(label.into())), Location::caller())
     }
 
     pub(crate) fn hop_at(
         &self,
         kind: HopKind,
-        label: Option<Cow<'static, str>>,
+        label: Option<HopLabel>,
         site: &'static Location<'static>,
     ) -> Context {
         PendingHop::new(self.clone(), kind, label, site).into_context()
@@ -216,7 +216,7 @@ pub(crate) struct PendingHop {
     from: Context,
     thread: Option<Arc<ThreadInfo>>,
     kind: HopKind,
-    label: Option<Cow<'static, str>>,
+    label: Option<HopLabel>,
     site: &'static Location<'static>,
 }
 
@@ -224,7 +224,7 @@ impl PendingHop {
     pub(crate) fn new(
         from: Context,
         kind: HopKind,
-        label: Option<Cow<'static, str>>,
+        label: Option<HopLabel>,
         site: &'static Location<'static>,
     ) -> Self {
         // An empty context carries nothing worth recording: skip the

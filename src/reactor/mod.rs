@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::context::PendingHop;
+use crate::context::{HopLabel, PendingHop};
 use crate::{Context, FutureExt, HopKind, Missing};
 
 pub(crate) use application::poll_first;
@@ -445,7 +445,7 @@ impl Handle {
                 .because("the reactor running this work")
                 .run(Context::current)
         };
-        PendingHop::new(ctx, kind, Some(label.into()), site)
+        PendingHop::new(ctx, kind, Some(HopLabel::Static(label)), site)
     }
 
     fn pool(&self) -> io::Result<&Pool> {

@@ -14,7 +14,6 @@
 //! comes back within microseconds, and a worker still awake takes the item
 //! without the futex wake-up and the scheduler delay of a sleeping one.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -30,6 +29,7 @@ use futures_channel::oneshot;
 use super::error::{CloseError, RefuseReason, Refused, StageError};
 use super::stats::{Histogram, StageStats};
 use super::{CloseMode, Submission};
+use crate::context::HopLabel;
 use crate::{Context, HopKind};
 
 /// One accepted item on its way to a handler.
@@ -96,9 +96,9 @@ pub(super) enum Offer<In, Out> {
 
 /// The shared part of a stage.
 pub(super) struct Shared<In, Out> {
+    /// Also the label of each submit's hop (dumps show it as
+    /// ``stage `name` ``), shared rather than copied.
     pub(super) name: Arc<str>,
-    /// The hop label: the stage's name (dumps show it as ``stage `name` ``).
-    label: String,
     pub(super) capacity: usize,
     /// How long a worker watches for work before it sleeps (0: never).
     idle_spin: Duration,
@@ -129,7 +129,6 @@ impl<In, Out> Shared<In, Out> {
     ) -> Self {
         Shared {
             name: name.into(),
-            label: name.to_owned(),
             capacity,
             idle_spin,
             state: Mutex::new(State {
@@ -256,11 +255,14 @@ impl<In, Out> Shared<In, Out> {
     /// What a job needs besides its item, built before taking the lock.
     fn prepare(&self, ctx: &Context, site: &'static Location<'static>) -> Prepared<Out> {
         let (reply, rx) = oneshot::channel();
-        let label = Cow::Owned(self.label.clone());
         Prepared {
             reply,
             rx,
-            ctx: ctx.hop_at(HopKind::Stage, Some(label), site),
+            ctx: ctx.hop_at(
+                HopKind::Stage,
+                Some(HopLabel::Shared(Arc::clone(&self.name))),
+                site,
+            ),
             submitted: Instant::now(),
         }
     }
