@@ -51,6 +51,7 @@
 mod context;
 mod declare;
 pub mod http;
+mod panic;
 mod propagate;
 pub mod reactor;
 pub mod stage;

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use super::log_panic;
 use super::net::{ConnectionInfo, Cx, Driver, NewConn, StreamIo};
 use super::protocol::Protocol;
 use super::readiness::Ready;
 use super::transport::{CloseReason, Limits, Transport, TransportEvent};
+use crate::panic::{self, CatchUnwind, Catcher};
 use crate::{Context, FutureExt};
 
 /// What a handler returns: a response now, or a future of one.
@@ -286,7 +286,9 @@ impl<P: Protocol> ServerConn<P> {
                 let shared = Arc::downgrade(cx.shared);
                 let token = cx.token;
                 let task = async move {
-                    let result = CatchPanic { future }.await;
+                    let result = CatchUnwind::new("handler", future)
+                        .await
+                        .map_err(|_| Panicked);
                     // The connection may be gone: nobody to answer.
                     let _ = tx.send(result);
                     if let Some(shared) = shared.upgrade() {
@@ -297,7 +299,7 @@ impl<P: Protocol> ServerConn<P> {
                 self.pipeline.push_back(Slot::Waiting(rx));
             }
             Err(panic) => {
-                log_panic("handler", &*panic);
+                panic::log(Catcher::Reactor, "handler", &*panic);
                 cx.stats.panics += 1;
                 match self.protocol.panic_response() {
                     Some(response) => self.pipeline.push_back(Slot::Ready(Some(response))),
@@ -631,25 +633,3 @@ impl fmt::Display for NoProgress {
 }
 
 impl Error for NoProgress {}
-
-/// Runs a handler's future, turning a panic into `Err(Panicked)` (logged
-/// with the context dump, which names the connection).
-struct CatchPanic<R> {
-    future: Pin<Box<dyn Future<Output = R> + Send>>,
-}
-
-impl<R> Future for CatchPanic<R> {
-    type Output = Result<R, Panicked>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let future = self.future.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Ready(response)) => Poll::Ready(Ok(response)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => {
-                log_panic("handler", &*panic);
-                Poll::Ready(Err(Panicked))
-            }
-        }
-    }
-}

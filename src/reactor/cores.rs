@@ -232,7 +232,7 @@ where
         Err(panic) => {
             reactor
                 .context()
-                .run(|| super::log_panic("core setup", &*panic));
+                .run(|| crate::panic::log(crate::panic::Catcher::Reactor, "core setup", &*panic));
             Err(io::Error::other(format!(
                 "setup of core {} panicked",
                 core.index

@@ -52,6 +52,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::context::{HopLabel, PendingHop};
+use crate::panic::{self, Catcher};
 use crate::{Context, FutureExt, HopKind, Missing};
 
 pub(crate) use application::poll_first;
@@ -396,7 +397,7 @@ impl Handle {
         let job = Box::new(move || {
             let result = ctx.run(|| catch_unwind(AssertUnwindSafe(f)));
             if let Err(panic) = &result {
-                ctx.run(|| log_panic("defer_to_thread job", panic));
+                ctx.run(|| panic::log(Catcher::Reactor, "defer_to_thread job", &**panic));
             }
             let _ = tx.send(result);
         });
@@ -771,7 +772,7 @@ impl Reactor {
             Err(panic) => {
                 core.tasks.slots.remove(key);
                 drop(core);
-                log_panic("task", &panic);
+                panic::log(Catcher::Reactor, "task", &*panic);
                 false
             }
         }
@@ -978,29 +979,8 @@ fn run_guarded(kind: &str, ctx: &Context, f: Box<dyn FnOnce() + Send>) -> bool {
     ctx.run(|| match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => true,
         Err(panic) => {
-            log_panic(kind, &panic);
+            panic::log(Catcher::Reactor, kind, &*panic);
             false
         }
     })
-}
-
-/// Logs a caught panic through `tracing`, with the current context dump.
-pub(crate) fn log_panic(kind: &str, panic: &(dyn std::any::Any + Send)) {
-    let message = panic_message(panic);
-    tracing::error!(
-        target: "milieu::reactor",
-        kind,
-        panic = %message,
-        context = %crate::dump(),
-        "a {kind} panicked; the reactor goes on"
-    );
-}
-
-/// The message of a caught panic (`panic!` payloads are `&str` or `String`).
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string panic payload>".to_owned())
 }

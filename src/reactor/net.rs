@@ -34,7 +34,8 @@ use super::listener::ListenerSource;
 use super::readiness::{Readiness, Ready, WAKER};
 use super::testing::MemoryStream;
 use super::transport::{CloseReason, Limits, Stream};
-use super::{log_panic, Builder, Shared, TickStats};
+use super::{Builder, Shared, TickStats};
+use crate::panic::{self, Catcher};
 use crate::{Context, Missing};
 
 /// Identifies a connection (or listener) within its reactor; never reused.
@@ -860,7 +861,7 @@ impl Driving {
             };
             let called = catch_unwind(AssertUnwindSafe(|| f(&mut **driver, &mut cx)));
             if let Err(panic) = called {
-                log_panic("protocol", &*panic);
+                panic::log(Catcher::Reactor, "protocol", &*panic);
                 cx.stats.panics += 1;
                 driver.abort(CloseReason::Panicked);
             }
@@ -895,7 +896,7 @@ pub(crate) fn start(
         Ok(driver) => Some(driver),
         Err(panic) => {
             // The stream was dropped with the factory's frame: closed.
-            log_panic("connection factory", &*panic);
+            panic::log(Catcher::Reactor, "connection factory", &*panic);
             stats.panics += 1;
             None
         }

@@ -106,30 +106,6 @@ pub(crate) async fn run_and_send<F: Future>(
     fut: F,
     tx: futures_channel::oneshot::Sender<std::thread::Result<F::Output>>,
 ) {
-    let output = CatchUnwind {
-        inner: Box::pin(fut),
-    }
-    .await;
+    let output = crate::panic::CatchUnwind::new("task", fut).await;
     let _ = tx.send(output); // the JoinHandle may be gone: detached
-}
-
-/// Catches a panic in a poll and turns it into the output.
-struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = self.inner.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(panic) => {
-                super::log_panic("task", &panic);
-                Poll::Ready(Err(panic))
-            }
-        }
-    }
 }

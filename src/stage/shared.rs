@@ -598,7 +598,7 @@ fn work<In, Out, M, H>(
         let handler = match made {
             Ok(handler) => handler,
             Err(panic) => {
-                let message = crate::reactor::panic_message(&*panic);
+                let message = crate::panic::message(&*panic);
                 drop_quietly(panic);
                 match ready.take() {
                     // `build` reports it and stops the stage.
@@ -676,7 +676,11 @@ where
         let outcome = ctx.run(|| {
             let outcome = catch_unwind(AssertUnwindSafe(|| handler(item)));
             if let Err(panic) = &outcome {
-                log_panic(&shared.name, &**panic);
+                crate::panic::log(
+                    crate::panic::Catcher::Stage(&shared.name),
+                    "handler",
+                    &**panic,
+                );
             }
             outcome
         });
@@ -694,7 +698,7 @@ where
             }
             Err(panic) => {
                 shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
-                let message = crate::reactor::panic_message(&*panic);
+                let message = crate::panic::message(&*panic);
                 drop_quietly(panic);
                 // The handler's state may be broken: it goes, with its
                 // thread (its destructor is user code too).
@@ -714,16 +718,4 @@ where
 /// Drops a value whose destructor is user code, swallowing its panic.
 fn drop_quietly<T>(value: T) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
-}
-
-/// Logs a handler panic with the current context dump (the item's).
-fn log_panic(stage: &str, panic: &(dyn std::any::Any + Send)) {
-    let message = crate::reactor::panic_message(panic);
-    tracing::error!(
-        target: "milieu::stage",
-        stage,
-        panic = %message,
-        context = %crate::dump(),
-        "stage `{stage}`: a handler panicked; its worker is replaced and the stage goes on"
-    );
 }

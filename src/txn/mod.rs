@@ -101,7 +101,7 @@ pub use outbox::{push, Delivery, Outbox, OutboxId, OutboxItem};
 pub use postgres::{PgConnection, Postgres};
 pub use sqlite::Sqlite;
 
-use crate::reactor::{self, Handle};
+use crate::reactor::Handle;
 use crate::stage::{CloseMode, RefuseReason, Stage, StageError, StageStats};
 use crate::Missing;
 use outbox::{Effects, Handlers};
@@ -772,8 +772,8 @@ impl<B: Backend> Worker<B> {
                 Err(e)
             }
             Err(panic) => {
-                let message = reactor::panic_message(&*panic);
-                reactor::log_panic("transaction", &*panic);
+                let message = crate::panic::message(&*panic);
+                crate::panic::log(crate::panic::Catcher::Reactor, "transaction", &*panic);
                 self.roll_back(&conn);
                 Err(E::from(TxError::Panicked { message }))
             }

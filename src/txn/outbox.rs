@@ -135,7 +135,9 @@ pub(crate) fn dispatch(
             Ok(Err(reason)) => {
                 tracing::error!(target: "milieu::txn", id = %stored.id, "{reason}; the item stays undelivered");
             }
-            Err(panic) => crate::reactor::log_panic("outbox handler", &panic),
+            Err(panic) => {
+                crate::panic::log(crate::panic::Catcher::Reactor, "outbox handler", &*panic)
+            }
         }
     }
     done
