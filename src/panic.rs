@@ -56,6 +56,7 @@ pub(crate) fn log(catcher: Catcher<'_>, kind: &str, payload: &(dyn Any + Send)) 
     }
 }
 
+#[cfg(feature = "reactor")]
 pin_project_lite::pin_project! {
     /// Polls a future, turning a panic in any poll into `Err(payload)`
     /// (logged by the reactor as a panic of `kind`).
@@ -66,12 +67,14 @@ pin_project_lite::pin_project! {
     }
 }
 
+#[cfg(feature = "reactor")]
 impl<F> CatchUnwind<F> {
     pub(crate) fn new(kind: &'static str, future: F) -> CatchUnwind<F> {
         CatchUnwind { future, kind }
     }
 }
 
+#[cfg(feature = "reactor")]
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = std::thread::Result<F::Output>;
 
@@ -103,6 +106,7 @@ mod tests {
         assert_eq!(message(&*payload), "<non-string panic payload>");
     }
 
+    #[cfg(feature = "reactor")]
     #[test]
     fn a_panic_in_a_poll_becomes_the_output() {
         let caught = futures::executor::block_on(CatchUnwind::new("task", async {

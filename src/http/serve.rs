@@ -211,15 +211,11 @@ where
         };
         match reply {
             Reply::Now(response) => Reply::Now(response),
-            Reply::Later(future) => Reply::Later(Box::pin(InRequest {
-                future,
-                info,
-                span,
-                polled_first: true,
-            })),
+            Reply::Later(future) => Reply::Later(Box::pin(InRequest { future, info, span })),
         }
     };
-    reactor::serve(HttpProtocol::with_limits(limits), handle).with_limits(limits.transport_limits())
+    reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
+        .with_limits(limits.transport_limits())
 }
 
 /// An `async` handler's future, polled with its [`RequestInfo`] installed
@@ -232,11 +228,6 @@ struct InRequest {
     future: Pin<Box<dyn Future<Output = Response> + Send>>,
     info: RequestInfo,
     span: tracing::Span,
-    /// The handler's first poll was made in `serve_with` and left it
-    /// pending: the reactor's own first poll (`reactor::poll_first`, with a
-    /// no-op waker, the future then made a task and polled again in the
-    /// same tick) has nothing to add and is answered without installing.
-    polled_first: bool,
 }
 
 impl Future for InRequest {
@@ -244,9 +235,6 @@ impl Future for InRequest {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
         let this = &mut *self;
-        if std::mem::take(&mut this.polled_first) {
-            return Poll::Pending;
-        }
         let _entered = this.span.enter();
         crate::scope()
             .with_local(this.info.clone())

@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use super::net::{ConnectionInfo, Cx, Driver, NewConn, StreamIo};
+use super::driver::{Driver, DriverCx, NewConnection};
+use super::info::ConnectionInfo;
 use super::protocol::Protocol;
 use super::readiness::Ready;
+use super::stream::StreamIo;
 use super::transport::{CloseReason, Limits, Transport, TransportEvent};
 use crate::panic::{self, CatchUnwind, Catcher};
 use crate::{Context, FutureExt};
@@ -179,9 +181,23 @@ where
     P: Protocol,
     H: Handler<P::Request, P::Response, K>,
 {
+    // An async handler's first poll is made right in the call, in the
+    // connection's context: most answer there and never become a task.
+    serve_polled(protocol, move |request| poll_first(handler.call(request)))
+}
+
+/// [`serve`] for a handler that makes the first inline poll of a deferred
+/// reply itself ([`poll_first`], e.g. under an install of its own, as
+/// `http::serve` does): the reactor does not poll it again before making
+/// it a task, so the first poll happens once, in one place.
+pub(crate) fn serve_polled<P, F>(protocol: P, handler: F) -> Serve<P>
+where
+    P: Protocol,
+    F: Fn(P::Request) -> Reply<P::Response> + Send + Sync + 'static,
+{
     Serve {
         protocol,
-        handler: Arc::new(move |request| handler.call(request)),
+        handler: Arc::new(handler),
         limits: None,
     }
 }
@@ -235,11 +251,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Polls a deferred reply once, here: an async handler that does not wait
 /// (most answer from memory) finishes on its first poll and needs no task.
 ///
-/// The no-op waker is safe because a reply still `Later` after this ends
-/// up in [`ServerConn::request`] (which calls this itself; `http::serve`
-/// calls it inside the handler it gives the reactor), where it is made a
-/// task, queued as runnable and polled again with its own waker in the
-/// same tick, and a future wakes the waker of its latest poll.
+/// Called once per request, by the handler the reactor is given ([`serve`]
+/// wraps every handler in it; `http::serve` calls it under its own
+/// install). The no-op waker is safe because a reply still `Later` after
+/// this ends up in `ServerConn::request`, where it is made a task, queued
+/// as runnable and polled again with its own waker in the same tick, and a
+/// future wakes the waker of its latest poll.
 pub(crate) fn poll_first<R>(reply: Reply<R>) -> Reply<R> {
     match reply {
         Reply::Later(mut future) => {
@@ -254,7 +271,7 @@ pub(crate) fn poll_first<R>(reply: Reply<R>) -> Reply<R> {
 }
 
 impl<P: Protocol> ServerConn<P> {
-    pub(crate) fn new(new: NewConn, serve: Serve<P>) -> ServerConn<P> {
+    pub(crate) fn new(new: NewConnection, serve: Serve<P>) -> ServerConn<P> {
         ServerConn {
             stream: new.stream,
             transport: Transport::new(serve.limits.unwrap_or(new.limits)),
@@ -273,17 +290,19 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Calls the handler (we are in the connection's context) and takes a
     /// slot for its response.
-    fn request(&mut self, request: P::Request, cx: &mut Cx<'_>) {
+    fn request(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
         cx.stats.requests += 1;
         let replied = catch_unwind(AssertUnwindSafe(|| {
-            // In the connection's context; a task only if it must wait.
-            poll_first((self.handler)(request))
+            // In the connection's context. The handler made the first poll
+            // of a deferred reply (see `poll_first`): a task only if it
+            // must wait.
+            (self.handler)(request)
         }));
         match replied {
             Ok(Reply::Now(response)) => self.pipeline.push_back(Slot::Ready(Some(response))),
             Ok(Reply::Later(future)) => {
                 let (tx, rx) = oneshot::channel();
-                let shared = Arc::downgrade(cx.shared);
+                let io = Arc::downgrade(cx.io);
                 let token = cx.token;
                 let task = async move {
                     let result = CatchUnwind::new("handler", future)
@@ -291,11 +310,11 @@ impl<P: Protocol> ServerConn<P> {
                         .map_err(|_| Panicked);
                     // The connection may be gone: nobody to answer.
                     let _ = tx.send(result);
-                    if let Some(shared) = shared.upgrade() {
-                        shared.touch_io(token);
+                    if let Some(io) = io.upgrade() {
+                        io.touch(token);
                     }
                 };
-                cx.shared.insert_task(Box::pin(task.in_current_context()));
+                cx.executor.spawn(Box::pin(task.in_current_context()));
                 self.pipeline.push_back(Slot::Waiting(rx));
             }
             Err(panic) => {
@@ -325,7 +344,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// Encodes the responses at the front of the pipeline, in order.
-    fn advance(&mut self, cx: &mut Cx<'_>) {
+    fn advance(&mut self, cx: &mut DriverCx<'_>) {
         while let Some(next) = self.front() {
             let response = match next {
                 Next::Response(response) => response,
@@ -368,7 +387,7 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Pauses or resumes reading from the output waiting and the requests
     /// in flight; tells the protocol and the application.
-    fn update_backpressure(&mut self, cx: &mut Cx<'_>) {
+    fn update_backpressure(&mut self, cx: &mut DriverCx<'_>) {
         let buffered = self.transport.output.len();
         let in_flight = self.pipeline.len();
         let limits = self.transport.limits;
@@ -418,7 +437,7 @@ impl<P: Protocol> ServerConn<P> {
 }
 
 impl<P: Protocol> Driver for ServerConn<P> {
-    fn io(&mut self, ready: Ready, cx: &mut Cx<'_>) {
+    fn io(&mut self, ready: Ready, cx: &mut DriverCx<'_>) {
         if self.done.is_some() || !(ready.readable || ready.read_closed || ready.error) {
             return;
         }
@@ -434,7 +453,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
     }
 
-    fn dispatch(&mut self, cx: &mut Cx<'_>) {
+    fn dispatch(&mut self, cx: &mut DriverCx<'_>) {
         if self.done.is_some() {
             return;
         }
@@ -492,7 +511,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if !partial {
             self.request_started = None;
         } else if self.request_started.is_none() && self.transport.limits.read_timeout().is_some() {
-            self.request_started = Some(cx.shared.clock.now());
+            self.request_started = Some(cx.clock.now());
         }
         if self.ending.is_some() {
             self.advance(cx);
@@ -501,7 +520,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
     }
 
-    fn flush(&mut self, cx: &mut Cx<'_>) {
+    fn flush(&mut self, cx: &mut DriverCx<'_>) {
         if self.done.is_some() {
             return;
         }
@@ -519,7 +538,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
         if self.transport.write_shut() {
             if self.linger_until.is_none() {
-                self.linger_until = Some(cx.shared.clock.now() + LINGER);
+                self.linger_until = Some(cx.clock.now() + LINGER);
             }
             return;
         }
@@ -534,7 +553,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         self.transport.input.release_if_empty();
         self.transport.output.release_if_empty();
         if self.idle_since.is_none() && self.transport.limits.idle_timeout().is_some() {
-            self.idle_since = Some(cx.shared.clock.now());
+            self.idle_since = Some(cx.clock.now());
         }
     }
 
@@ -550,7 +569,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
             .min()
     }
 
-    fn expire(&mut self, now: Instant, cx: &mut Cx<'_>) {
+    fn expire(&mut self, now: Instant, cx: &mut DriverCx<'_>) {
         if self.done.is_some() {
             return;
         }
@@ -592,7 +611,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         self.done.get_or_insert(reason);
     }
 
-    fn closed(&mut self, _cx: &mut Cx<'_>) {
+    fn closed(&mut self, _cx: &mut DriverCx<'_>) {
         let reason = self.done.clone().unwrap_or(CloseReason::Finished);
         self.info.set_paused(false);
         tracing::debug!(

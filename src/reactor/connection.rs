@@ -1,4 +1,4 @@
-//! Client connections: [`Handle::connect_tcp`] and the [`Connection`] it
+//! Client connections: [`Handle::connect_tcp`](super::Handle::connect_tcp) and the [`Connection`] it
 //! gives, to write bytes or lines to and read bytes or lines from.
 //!
 //! The reactor owns the socket; the `Connection` shares the buffers with it
@@ -16,14 +16,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use super::net::{reactor_gone, ConnectionInfo, Cx, Driver, IoRequest, StreamIo};
+use super::driver::{reactor_gone, Driver, DriverCx, IoQueue, TableRequest};
+use super::info::ConnectionInfo;
 use super::protocol::{LineProtocol, Protocol};
 use super::readiness::Ready;
+use super::stream::StreamIo;
 use super::transport::{CloseReason, Transport};
-use super::{Handle, Shared};
 use crate::Context;
 
-/// A client connection, from [`Handle::connect_tcp`].
+/// A client connection, from [`Handle::connect_tcp`](super::Handle::connect_tcp).
 ///
 /// Writes are buffered and sent by the reactor at its next flush step;
 /// reads are futures resolved by the reactor. Dropping the connection
@@ -31,7 +32,7 @@ use crate::Context;
 ///
 /// # Examples
 ///
-/// See [`Handle::listen_tcp`].
+/// See [`Handle::listen_tcp`](super::Handle::listen_tcp).
 pub struct Connection {
     inner: Arc<ClientShared>,
 }
@@ -40,7 +41,7 @@ pub struct Connection {
 pub(crate) struct ClientShared {
     token: usize,
     state: Mutex<ClientState>,
-    reactor: Weak<Shared>,
+    io: Weak<IoQueue>,
 }
 
 enum Phase {
@@ -96,118 +97,92 @@ impl ClientShared {
     }
 
     fn touch(&self) {
-        if let Some(shared) = self.reactor.upgrade() {
-            shared.touch_io(self.token);
+        if let Some(io) = self.io.upgrade() {
+            io.touch(self.token);
         }
     }
 
     fn resume(&self) {
-        if let Some(shared) = self.reactor.upgrade() {
-            shared.ready_io(self.token);
+        if let Some(io) = self.io.upgrade() {
+            io.ready(self.token);
         }
     }
 }
 
-impl Handle {
-    /// Connects to `addr` over TCP: a future of the [`Connection`], resolved
-    /// by this reactor once the connection is established (or failed).
-    ///
-    /// Names are not resolved here (a lookup may block): resolve them first,
-    /// e.g. with [`defer_to_thread`](Handle::defer_to_thread) and
-    /// `ToSocketAddrs`. Wrap the future in [`timeout`](Handle::timeout) to
-    /// bound the wait; dropping it abandons the attempt.
-    ///
-    /// # Errors
-    ///
-    /// The future resolves to the connect error (refused, unreachable), or
-    /// an error if the reactor was dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io;
-    /// use milieu::reactor::Reactor;
-    ///
-    /// let mut reactor = Reactor::new()?;
-    /// let handle = reactor.handle();
-    /// // Nothing listens on a port just freed: the connect fails, as an error.
-    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    /// let err = reactor.run_until(handle.connect_tcp(port))?.unwrap_err();
-    /// assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn connect_tcp(&self, addr: SocketAddr) -> Connect {
-        match mio::net::TcpStream::connect(addr) {
-            Ok(stream) => self.client(StreamIo::Tcp(stream), Phase::Connecting),
-            Err(e) => Connect {
-                client: None,
-                error: Some(e),
-            },
-        }
-    }
-
-    /// Registers a client driver over `stream`.
-    #[track_caller]
-    fn client(&self, stream: StreamIo, phase: Phase) -> Connect {
-        let token = self.shared.io.token();
-        let connected = matches!(phase, Phase::Connected);
-        let client = Arc::new(ClientShared {
-            token,
-            state: Mutex::new(ClientState {
-                phase,
-                transport: Transport::new(self.shared.io.limits),
-                lines: LineProtocol::new(),
-                info: connected.then(|| stream.info(token)),
-                closed: None,
-                close_requested: false,
-                shutdown_requested: false,
-                wakers: Vec::new(),
-            }),
-            reactor: Arc::downgrade(&self.shared),
-        });
-        let driver = ClientDriver {
-            stream,
-            client: Arc::clone(&client),
-            ctx: self.connection_parent("connect"),
-            done: None,
-        };
-        let request = IoRequest::Client {
-            token,
-            driver: Box::new(driver),
-        };
-        match self.shared.io.request(request, &self.shared.waker) {
-            Ok(()) => Connect {
+impl Connect {
+    /// Registers a client driver over `stream` (a TCP connect in progress).
+    pub(crate) fn start(io: &Arc<IoQueue>, stream: StreamIo, ctx: Context) -> Connect {
+        match register(io, stream, Phase::Connecting, ctx) {
+            Ok(client) => Connect {
                 client: Some(client),
                 error: None,
             },
-            Err(_) => Connect {
-                client: None,
-                error: Some(reactor_gone()),
-            },
+            Err(e) => Connect::failed(e),
         }
     }
 
-    /// A client [`Connection`] over a memory transport (the other end of
-    /// `stream` is the peer): see [`testing`](super::testing).
-    ///
-    /// # Errors
-    ///
-    /// An error if the reactor was dropped.
-    #[track_caller]
-    pub fn connect_memory(&self, stream: super::testing::MemoryStream) -> io::Result<Connection> {
-        let mut connect = self.client(StreamIo::Memory(stream), Phase::Connected);
-        if let Some(e) = connect.error.take() {
-            return Err(e);
-        }
-        match connect.client.take() {
-            Some(inner) => Ok(Connection { inner }),
-            None => Err(reactor_gone()),
+    /// A connect that failed before it began.
+    pub(crate) fn failed(error: io::Error) -> Connect {
+        Connect {
+            client: None,
+            error: Some(error),
         }
     }
 }
 
-/// The future returned by [`Handle::connect_tcp`].
+#[cfg(feature = "test-util")]
+impl Connection {
+    /// A client connection over a memory transport, connected already.
+    pub(crate) fn over_memory(
+        io: &Arc<IoQueue>,
+        stream: super::memory::MemoryStream,
+        ctx: Context,
+    ) -> io::Result<Connection> {
+        register(io, StreamIo::Memory(stream), Phase::Connected, ctx)
+            .map(|inner| Connection { inner })
+    }
+}
+
+/// Queues a client driver over `stream` for the reactor's table.
+fn register(
+    io: &Arc<IoQueue>,
+    stream: StreamIo,
+    phase: Phase,
+    ctx: Context,
+) -> io::Result<Arc<ClientShared>> {
+    let token = io.token();
+    let connected = matches!(phase, Phase::Connected);
+    let client = Arc::new(ClientShared {
+        token,
+        state: Mutex::new(ClientState {
+            phase,
+            transport: Transport::new(io.limits),
+            lines: LineProtocol::new(),
+            info: connected.then(|| stream.info(token)),
+            closed: None,
+            close_requested: false,
+            shutdown_requested: false,
+            wakers: Vec::new(),
+        }),
+        io: Arc::downgrade(io),
+    });
+    let driver = ClientDriver {
+        stream,
+        client: Arc::clone(&client),
+        ctx,
+        done: None,
+    };
+    let request = TableRequest::Client {
+        token,
+        driver: Box::new(driver),
+    };
+    match io.request(request) {
+        Ok(()) => Ok(client),
+        Err(_) => Err(reactor_gone()),
+    }
+}
+
+/// The future returned by [`Handle::connect_tcp`](super::Handle::connect_tcp).
 #[must_use = "futures do nothing unless polled"]
 pub struct Connect {
     client: Option<Arc<ClientShared>>,
@@ -527,7 +502,7 @@ impl ClientDriver {
 }
 
 impl Driver for ClientDriver {
-    fn io(&mut self, ready: Ready, cx: &mut Cx<'_>) {
+    fn io(&mut self, ready: Ready, cx: &mut DriverCx<'_>) {
         if self.done.is_some() {
             return;
         }
@@ -540,6 +515,7 @@ impl Driver for ClientDriver {
             match self.stream.connect_result() {
                 Ok(false) => return,
                 Ok(true) => {
+                    #[allow(irrefutable_let_patterns)] // without `test-util`, TCP is all there is
                     if let StreamIo::Tcp(stream) = &self.stream {
                         let _ = stream.set_nodelay(true);
                     }
@@ -575,11 +551,11 @@ impl Driver for ClientDriver {
         Self::backpressure(&mut state);
     }
 
-    fn dispatch(&mut self, _cx: &mut Cx<'_>) {
+    fn dispatch(&mut self, _cx: &mut DriverCx<'_>) {
         // The application reads the input itself.
     }
 
-    fn flush(&mut self, cx: &mut Cx<'_>) {
+    fn flush(&mut self, cx: &mut DriverCx<'_>) {
         if self.done.is_some() {
             return;
         }
@@ -623,7 +599,7 @@ impl Driver for ClientDriver {
         self.done.get_or_insert(reason);
     }
 
-    fn closed(&mut self, _cx: &mut Cx<'_>) {
+    fn closed(&mut self, _cx: &mut DriverCx<'_>) {
         let reason = self.done.clone().unwrap_or(CloseReason::Local);
         let mut state = self.client.lock();
         if let Some(info) = &state.info {

@@ -4,23 +4,20 @@
 //! [`run_on_threads`] starts `n` threads; each builds a reactor whose root
 //! context is the caller's (carried across the thread hop) plus a
 //! [`CoreId`], runs the setup function in it, then runs the reactor until
-//! [`Cores::stop`]. A [`SharedPort`] is bound once (so port 0 resolves to
+//! [`Cores::stop`]. A [`SharedPort`](super::SharedPort) is bound once (so port 0 resolves to
 //! one port) and each reactor listens on it with its own socket
-//! ([`Handle::listen_shared`]): the kernel spreads incoming connections
+//! ([`Handle::listen_shared`](Handle::listen_shared)): the kernel spreads incoming connections
 //! over the sockets, hence over the threads.
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::application::Serve;
-use super::listener::{bind, Listener};
-use super::protocol::Protocol;
-use super::{Handle, Reactor};
+use super::event_loop::Reactor;
+use super::handle::Handle;
 
 /// Which of the [`run_on_threads`] reactors the current code runs on: a
 /// context entry in each reactor's root context.
@@ -246,78 +243,5 @@ where
         reactor.run()
     } else {
         Ok(())
-    }
-}
-
-/// A TCP port several reactors listen on, each with its own socket
-/// (`SO_REUSEPORT`), so the kernel spreads connections over them.
-///
-/// Bind it once, before starting the cores: binding port 0 picks the port
-/// all of them then share. Cloning shares it.
-#[derive(Clone)]
-pub struct SharedPort {
-    addr: SocketAddr,
-    /// The socket bound first, handed to the first reactor that listens.
-    first: Arc<Mutex<Option<std::net::TcpListener>>>,
-}
-
-impl fmt::Debug for SharedPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedPort")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl SharedPort {
-    /// Binds `addr` with `SO_REUSEPORT` (port 0 picks a free port).
-    ///
-    /// # Errors
-    ///
-    /// The bind error, or `Unsupported` where `SO_REUSEPORT` is not
-    /// available (Windows, illumos).
-    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<SharedPort> {
-        let listener = bind(addr, true)?;
-        Ok(SharedPort {
-            addr: listener.local_addr()?,
-            first: Arc::new(Mutex::new(Some(listener))),
-        })
-    }
-
-    /// The address every reactor listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// A listening socket of its own for one more reactor.
-    fn socket(&self) -> io::Result<std::net::TcpListener> {
-        let first = self
-            .first
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match first {
-            Some(listener) => Ok(listener),
-            None => bind(self.addr, true),
-        }
-    }
-}
-
-impl Handle {
-    /// Listens on a [`SharedPort`] with a socket of this reactor's own,
-    /// serving connections as [`listen_tcp`](Handle::listen_tcp) does.
-    ///
-    /// # Errors
-    ///
-    /// The bind error of the new socket, or an error if the reactor was
-    /// dropped.
-    #[track_caller]
-    pub fn listen_shared<F, P>(&self, port: &SharedPort, factory: F) -> io::Result<Listener>
-    where
-        F: Fn() -> Serve<P> + Send + 'static,
-        P: Protocol,
-    {
-        let socket = port.socket()?;
-        self.listen_on(socket, factory)
     }
 }

@@ -1,24 +1,23 @@
-//! Listeners: binding (optionally with `SO_REUSEPORT`), registering with
-//! a reactor, accepting.
+//! Listeners: binding (optionally with `SO_REUSEPORT`, for a
+//! [`SharedPort`]), and accepting.
 //!
-//! [`Handle::listen_tcp`] binds at once, so the caller gets the bound
-//! address or the bind error synchronously, then queues the socket for the
-//! reactor, which registers it at its next tick. Each accepted connection
-//! gets a fresh id, its own context (the listener's plus its
-//! [`ConnectionInfo`](super::ConnectionInfo)) and a driver made by the
-//! user's factory.
+//! [`Handle::listen_tcp`](super::Handle::listen_tcp) binds at once, so the
+//! caller gets the bound address or the bind error synchronously, then
+//! queues the socket for the reactor, which registers it at its next tick.
+//! Each accepted connection gets a fresh id, its own context (the
+//! listener's plus its [`ConnectionInfo`](super::ConnectionInfo)) and a
+//! driver made by the user's factory.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-use super::application::{Serve, ServerConn};
-use super::net::{reactor_gone, start, Driver, IoRequest, Make, NewConn, StreamIo};
-use super::protocol::Protocol;
-use super::{Handle, Shared, TickStats};
-use crate::{Context, HopKind};
+use super::driver::{start_server_connection, Driver, IoQueue, MakeDriver, TableRequest};
+use super::stats::TickStats;
+use super::stream::StreamIo;
+use crate::Context;
 
 /// Connections accepted per listener per tick before the others get a turn.
 const ACCEPT_BUDGET: usize = 256;
@@ -33,9 +32,12 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// A listening socket in the table.
 pub(crate) struct ListenerSource {
     pub(crate) listener: mio::net::TcpListener,
-    pub(crate) make: Make,
+    pub(crate) make: MakeDriver,
     /// The context `listen_tcp` was called in (plus the reactor's handle).
     pub(crate) ctx: Context,
+    /// After an accept error: when to try again without a readiness event
+    /// (the table's timeout sweep brings it back).
+    pub(crate) retry_at: Option<Instant>,
 }
 
 impl ListenerSource {
@@ -43,8 +45,8 @@ impl ListenerSource {
     /// before the backlog was drained.
     pub(crate) fn accept(
         &mut self,
-        token: usize,
-        shared: &Arc<Shared>,
+        io: &IoQueue,
+        now: Instant,
         stats: &mut TickStats,
         born: &mut Vec<(usize, Box<dyn Driver>)>,
     ) -> bool {
@@ -54,11 +56,13 @@ impl ListenerSource {
                     // Request/response traffic: no Nagle delay on replies.
                     let _ = stream.set_nodelay(true);
                     stats.accepted += 1;
-                    let conn = shared.io.token();
+                    let conn = io.token();
                     let stream = StreamIo::Tcp(stream);
                     let info = stream.info(conn);
                     let make = &mut self.make;
-                    if let Some(driver) = start(make, stream, info, &self.ctx, shared, stats) {
+                    let started =
+                        start_server_connection(make, stream, info, &self.ctx, io.limits, stats);
+                    if let Some(driver) = started {
                         born.push((conn, driver));
                     }
                 }
@@ -81,15 +85,7 @@ impl ListenerSource {
                             "accept failed; retrying in {ACCEPT_RETRY:?}"
                         );
                     });
-                    let weak = Arc::downgrade(shared);
-                    let handle = Handle {
-                        shared: Arc::clone(shared),
-                    };
-                    handle.call_later(ACCEPT_RETRY, move || {
-                        if let Some(shared) = weak.upgrade() {
-                            shared.ready_io(token);
-                        }
-                    });
+                    self.retry_at = Some(now + ACCEPT_RETRY);
                     return false;
                 }
             }
@@ -99,7 +95,7 @@ impl ListenerSource {
 }
 
 /// A listening socket registered with a reactor, returned by
-/// [`Handle::listen_tcp`].
+/// [`Handle::listen_tcp`](super::Handle::listen_tcp).
 ///
 /// Dropping it does not stop listening (the reactor owns the socket);
 /// [`close`](Listener::close) does.
@@ -107,7 +103,7 @@ impl ListenerSource {
 pub struct Listener {
     token: usize,
     local_addr: SocketAddr,
-    shared: Weak<Shared>,
+    io: Weak<IoQueue>,
 }
 
 impl fmt::Debug for Listener {
@@ -127,108 +123,73 @@ impl Listener {
     /// Stops accepting (at the reactor's next tick) and closes the socket.
     /// Connections accepted already go on.
     pub fn close(&self) {
-        if let Some(shared) = self.shared.upgrade() {
-            let _ = shared
-                .io
-                .request(IoRequest::CloseListener(self.token), &shared.waker);
+        if let Some(io) = self.io.upgrade() {
+            let _ = io.request(TableRequest::CloseListener(self.token));
         }
     }
 }
 
-impl Handle {
-    /// Listens for TCP connections on `addr`, serving each with what
-    /// `factory` returns: a fresh protocol state and the application's
-    /// handler ([`serve`](super::serve)).
-    ///
-    /// The socket is bound now, so the bound address (port 0 picks a free
-    /// port) or the bind error comes back at once; the reactor starts
-    /// accepting at its next tick. The factory and every connection's code
-    /// run in the context current here, plus the reactor's [`Handle`] if
-    /// missing, plus the connection's [`ConnectionInfo`](super::ConnectionInfo).
+impl Listener {
+    pub(crate) fn new(token: usize, local_addr: SocketAddr, io: Weak<IoQueue>) -> Listener {
+        Listener {
+            token,
+            local_addr,
+            io,
+        }
+    }
+}
+
+/// A TCP port several reactors listen on, each with its own socket
+/// (`SO_REUSEPORT`), so the kernel spreads connections over them.
+///
+/// Bind it once, before starting the cores: binding port 0 picks the port
+/// all of them then share. Cloning shares it.
+#[derive(Clone)]
+pub struct SharedPort {
+    addr: SocketAddr,
+    /// The socket bound first, handed to the first reactor that listens.
+    first: Arc<Mutex<Option<std::net::TcpListener>>>,
+}
+
+impl fmt::Debug for SharedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedPort")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl SharedPort {
+    /// Binds `addr` with `SO_REUSEPORT` (port 0 picks a free port).
     ///
     /// # Errors
     ///
-    /// The bind error (address in use, permission denied, unresolvable
-    /// address), or an error if the reactor was dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use milieu::reactor::{serve, LineProtocol, Reactor};
-    ///
-    /// let mut reactor = Reactor::new()?;
-    /// let handle = reactor.handle();
-    /// let listener = handle.listen_tcp("127.0.0.1:0", || {
-    ///     serve(LineProtocol::new(), |line: String| line.to_uppercase())
-    /// })?;
-    /// let reply = reactor.run_until(async move {
-    ///     let conn = handle.connect_tcp(listener.local_addr()).await?;
-    ///     conn.write_line("hello")?;
-    ///     conn.read_line().await
-    /// })??;
-    /// assert_eq!(reply.as_deref(), Some("HELLO"));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn listen_tcp<A, F, P>(&self, addr: A, factory: F) -> io::Result<Listener>
-    where
-        A: ToSocketAddrs,
-        F: Fn() -> Serve<P> + Send + 'static,
-        P: Protocol,
-    {
-        let listener = bind(addr, false)?;
-        self.listen_on(listener, factory)
-    }
-
-    /// Registers a bound, listening socket (see [`listen_tcp`](Handle::listen_tcp)).
-    #[track_caller]
-    pub(crate) fn listen_on<F, P>(
-        &self,
-        listener: std::net::TcpListener,
-        factory: F,
-    ) -> io::Result<Listener>
-    where
-        F: Fn() -> Serve<P> + Send + 'static,
-        P: Protocol,
-    {
-        listener.set_nonblocking(true)?;
-        let local_addr = listener.local_addr()?;
-        let token = self.shared.io.token();
-        let ctx = self.connection_parent("listen_tcp");
-        let make: Make = Box::new(move |new: NewConn| -> Box<dyn Driver> {
-            Box::new(ServerConn::new(new, factory()))
-        });
-        let request = IoRequest::Listen {
-            token,
-            listener: mio::net::TcpListener::from_std(listener),
-            make,
-            ctx,
-        };
-        self.shared
-            .io
-            .request(request, &self.shared.waker)
-            .map_err(|_| reactor_gone())?;
-        Ok(Listener {
-            token,
-            local_addr,
-            shared: Arc::downgrade(&self.shared),
+    /// The bind error, or `Unsupported` where `SO_REUSEPORT` is not
+    /// available (Windows, illumos).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<SharedPort> {
+        let listener = bind(addr, true)?;
+        Ok(SharedPort {
+            addr: listener.local_addr()?,
+            first: Arc::new(Mutex::new(Some(listener))),
         })
     }
 
-    /// The context connections start from: the caller's, with a hop, plus
-    /// this handle if the caller's context has no reactor.
-    #[track_caller]
-    pub(crate) fn connection_parent(&self, label: &'static str) -> Context {
-        let ctx = Context::current().hop_labeled(HopKind::Task, label);
-        if ctx.contains::<Handle>() {
-            return ctx;
+    /// The address every reactor listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A listening socket of its own for one more reactor.
+    pub(crate) fn socket(&self) -> io::Result<std::net::TcpListener> {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match first {
+            Some(listener) => Ok(listener),
+            None => bind(self.addr, true),
         }
-        ctx.run(|| {
-            crate::scope()
-                .with(self.clone())
-                .because("the reactor running this code")
-                .run(Context::current)
-        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! under its own token lets other threads interrupt the wait.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +17,17 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// What a source is ready for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// Data (or a pending connection, or end of stream) can be read.
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// The send buffer has room.
-    pub writable: bool,
+    pub(crate) writable: bool,
     /// The peer closed its sending side (read returns 0 once drained).
-    pub read_closed: bool,
+    pub(crate) read_closed: bool,
     /// Our sending side is closed (or the peer reset the connection).
-    pub write_closed: bool,
+    pub(crate) write_closed: bool,
     /// The source reported an error (the next I/O call returns it).
-    pub error: bool,
+    pub(crate) error: bool,
 }
 
 impl Ready {
@@ -53,21 +54,54 @@ impl Ready {
     }
 }
 
+/// Wakes the reactor out of its readiness poll: from another thread, or
+/// from a waker of one of its tasks.
+pub(crate) struct Wakeup {
+    waker: Waker,
+    /// Set while the reactor waits in the readiness poll.
+    parked: AtomicBool,
+}
+
+impl Wakeup {
+    /// Wakes the reactor whether it waits or not (it may be about to).
+    pub(crate) fn wake(&self) {
+        // A failed wake leaves the reactor to its own timeout: nothing
+        // more useful to do with the error here.
+        let _ = self.waker.wake();
+    }
+
+    /// Wakes the reactor only if it waits in the poll now: work queued
+    /// while it runs a tick is seen before the next poll anyway.
+    pub(crate) fn unpark(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// The reactor enters (`true`) or leaves the readiness poll.
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+}
+
 /// `mio::Poll` with its event buffer and waker.
 pub(crate) struct Readiness {
     poll: Poll,
     events: Events,
-    waker: Arc<Waker>,
+    wakeup: Arc<Wakeup>,
 }
 
 impl Readiness {
     pub(crate) fn new() -> io::Result<Readiness> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wakeup = Arc::new(Wakeup {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            parked: AtomicBool::new(false),
+        });
         Ok(Readiness {
             poll,
             events: Events::with_capacity(1024),
-            waker,
+            wakeup,
         })
     }
 
@@ -76,8 +110,8 @@ impl Readiness {
         self.poll.registry()
     }
 
-    pub(crate) fn waker(&self) -> Arc<Waker> {
-        Arc::clone(&self.waker)
+    pub(crate) fn wakeup(&self) -> &Arc<Wakeup> {
+        &self.wakeup
     }
 
     /// Waits at most `timeout` (forever if `None`) and returns the ready

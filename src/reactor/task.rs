@@ -1,16 +1,19 @@
 //! The reactor's executor: tasks in a slotmap, woken by thread-safe wakers
 //! into a ready queue the tick drains (a bounded number per tick).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context as TaskContext, Poll, Wake};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use slotmap::{new_key_type, SlotMap};
 
-use super::Shared;
+use super::readiness::Wakeup;
+use crate::panic::{self, Catcher};
 
 new_key_type! {
     /// Identifies one task in its reactor.
@@ -20,22 +23,135 @@ new_key_type! {
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A task: its future (absent while it is being polled) and its waker.
-pub(crate) struct Task {
-    pub(crate) future: Option<BoxFuture>,
-    pub(crate) waker: Arc<TaskWaker>,
+struct Task {
+    future: Option<BoxFuture>,
+    waker: Arc<TaskWaker>,
 }
 
-/// The tasks of one reactor.
-#[derive(Default)]
-pub(crate) struct Tasks {
-    pub(crate) slots: SlotMap<TaskKey, Task>,
+/// The tasks of one reactor and the queue of those ready to be polled.
+///
+/// Two locks, never held together and never while a task is polled:
+/// wakers (from any thread) touch only the ready queue.
+pub(crate) struct Executor {
+    tasks: Mutex<SlotMap<TaskKey, Task>>,
+    ready: Mutex<VecDeque<TaskKey>>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl Executor {
+    pub(crate) fn new(wakeup: Arc<Wakeup>) -> Executor {
+        Executor {
+            tasks: Mutex::new(SlotMap::with_key()),
+            ready: Mutex::new(VecDeque::new()),
+            wakeup,
+        }
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, SlotMap<TaskKey, Task>> {
+        // No task is polled and no destructor runs under the lock, so a
+        // poisoned lock still holds consistent data.
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ready(&self) -> MutexGuard<'_, VecDeque<TaskKey>> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a task, queued to be polled.
+    pub(crate) fn spawn(self: &Arc<Self>, future: BoxFuture) {
+        let weak = Arc::downgrade(self);
+        let key = self.tasks().insert_with_key(|key| Task {
+            future: Some(future),
+            waker: Arc::new(TaskWaker {
+                key,
+                queued: AtomicBool::new(true),
+                executor: weak,
+            }),
+        });
+        self.schedule(key);
+    }
+
+    /// Queues a task and wakes the reactor if it is waiting.
+    fn schedule(&self, key: TaskKey) {
+        self.ready().push_back(key);
+        self.wakeup.unpark();
+    }
+
+    /// Whether a task waits to be polled.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready().is_empty()
+    }
+
+    /// Number of live tasks.
+    pub(crate) fn len(&self) -> usize {
+        self.tasks().len()
+    }
+
+    /// Polls the ready tasks, at most `budget`, in the order they were
+    /// woken: returns (polls, panics). Step 6 of the tick, and what
+    /// `advance` runs after each timer.
+    pub(crate) fn run_ready(&self, budget: usize) -> (usize, usize) {
+        let (mut polls, mut panics) = (0, 0);
+        for _ in 0..budget {
+            let next = self.ready().pop_front();
+            let Some(key) = next else { break };
+            polls += 1;
+            panics += usize::from(!self.poll(key));
+        }
+        (polls, panics)
+    }
+
+    /// Polls one task; false if it panicked (logged).
+    fn poll(&self, key: TaskKey) -> bool {
+        let taken = self.tasks().get_mut(key).and_then(|task| {
+            let future = task.future.take()?;
+            Some((future, Arc::clone(&task.waker)))
+        });
+        let Some((mut future, waker_arc)) = taken else {
+            return true;
+        };
+        waker_arc.queued.store(false, Ordering::Release);
+        let waker = Waker::from(waker_arc);
+        let mut cx = TaskContext::from_waker(&waker);
+        let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        let mut tasks = self.tasks();
+        match polled {
+            Ok(Poll::Pending) => {
+                if let Some(task) = tasks.get_mut(key) {
+                    task.future = Some(future);
+                }
+                true
+            }
+            Ok(Poll::Ready(())) => {
+                tasks.remove(key);
+                drop(tasks);
+                drop(future);
+                true
+            }
+            Err(payload) => {
+                tasks.remove(key);
+                drop(tasks);
+                panic::log(Catcher::Reactor, "task", &*payload);
+                false
+            }
+        }
+    }
+
+    /// Drops every task (the reactor is dropped): their futures often hold
+    /// a handle to the reactor, a cycle only this breaks. The futures are
+    /// dropped outside the lock, since their destructors may spawn.
+    pub(crate) fn clear(&self) {
+        let tasks = std::mem::take(&mut *self.tasks());
+        drop(tasks);
+        self.ready().clear();
+    }
 }
 
 /// Wakes one task: queues it (once) and wakes the reactor if it sleeps.
-pub(crate) struct TaskWaker {
-    pub(crate) key: TaskKey,
-    pub(crate) queued: AtomicBool,
-    pub(crate) shared: Weak<Shared>,
+struct TaskWaker {
+    key: TaskKey,
+    queued: AtomicBool,
+    executor: Weak<Executor>,
 }
 
 impl Wake for TaskWaker {
@@ -47,8 +163,8 @@ impl Wake for TaskWaker {
         if self.queued.swap(true, Ordering::AcqRel) {
             return; // already queued
         }
-        if let Some(shared) = self.shared.upgrade() {
-            shared.schedule(self.key);
+        if let Some(executor) = self.executor.upgrade() {
+            executor.schedule(self.key);
         }
     }
 }

@@ -18,14 +18,21 @@ pub(crate) struct Pool {
 }
 
 struct Queue {
-    jobs: Mutex<(VecDeque<Job>, bool)>,
+    jobs: Mutex<Jobs>,
     ready: Condvar,
+}
+
+/// The jobs waiting for a worker, and whether the pool is shutting down.
+#[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<Job>,
+    closed: bool,
 }
 
 impl Pool {
     pub(crate) fn new(size: usize, name: &str) -> std::io::Result<Pool> {
         let queue = Arc::new(Queue {
-            jobs: Mutex::new((VecDeque::new(), false)),
+            jobs: Mutex::new(Jobs::default()),
             ready: Condvar::new(),
         });
         let mut workers = Vec::with_capacity(size);
@@ -45,7 +52,7 @@ impl Pool {
             .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        jobs.0.push_back(job);
+        jobs.waiting.push_back(job);
         drop(jobs);
         self.queue.ready.notify_one();
     }
@@ -56,10 +63,10 @@ fn work(queue: &Queue) {
         let job = {
             let mut jobs = queue.jobs.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
-                if let Some(job) = jobs.0.pop_front() {
+                if let Some(job) = jobs.waiting.pop_front() {
                     break job;
                 }
-                if jobs.1 {
+                if jobs.closed {
                     return; // shut down and drained
                 }
                 jobs = queue
@@ -80,7 +87,7 @@ impl Drop for Pool {
             .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .1 = true;
+            .closed = true;
         self.queue.ready.notify_all();
         let me = std::thread::current().id();
         for worker in self.workers.drain(..) {

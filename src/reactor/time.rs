@@ -103,12 +103,23 @@ impl fmt::Debug for VirtualClock {
     }
 }
 
+/// What a timer runs when it fires: shared with the
+/// [`DelayedCall`](super::DelayedCall) that awaits its result, so a
+/// scheduled call costs one allocation.
+pub(crate) trait Fire: Send + Sync {
+    /// Runs the call (at most once; a later call does nothing).
+    fn fire(&self);
+    /// The call will never run (cancelled, or its reactor is dropped):
+    /// whoever awaits it is told so.
+    fn abandon(&self);
+}
+
 /// A callback waiting for its deadline.
 pub(crate) struct Timer {
     pub(crate) when: Instant,
     /// Matches the live heap entry; older heap entries are stale.
     seq: u64,
-    pub(crate) callback: Box<dyn FnOnce() + Send>,
+    pub(crate) callback: Arc<dyn Fire>,
     /// The scheduler's context; the hop frame is built only if the call
     /// fires.
     pub(crate) hop: PendingHop,
@@ -130,7 +141,7 @@ impl Timers {
     pub(crate) fn insert(
         &mut self,
         when: Instant,
-        callback: Box<dyn FnOnce() + Send>,
+        callback: Arc<dyn Fire>,
         hop: PendingHop,
     ) -> TimerKey {
         let seq = self.bump();
@@ -144,14 +155,21 @@ impl Timers {
         key
     }
 
-    /// Removes a pending call; false if it already ran or was cancelled.
-    pub(crate) fn cancel(&mut self, key: TimerKey) -> bool {
-        let removed = self.timers.remove(key).is_some();
-        if removed {
+    /// Removes a pending call; `None` if it already ran or was cancelled.
+    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<Timer> {
+        let removed = self.timers.remove(key);
+        if removed.is_some() {
             self.stale += 1;
             self.compact_if_mostly_stale();
         }
         removed
+    }
+
+    /// Removes every pending call (the reactor is dropped).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Timer> + '_ {
+        self.heap.clear();
+        self.stale = 0;
+        self.timers.drain().map(|(_, timer)| timer)
     }
 
     /// Moves a pending call to `when`; false if it already ran or was
@@ -258,8 +276,15 @@ mod tests {
     use crate::context::PendingHop;
     use crate::{Context, HopKind};
 
-    fn noop() -> Box<dyn FnOnce() + Send> {
-        Box::new(|| {})
+    struct Noop;
+
+    impl super::Fire for Noop {
+        fn fire(&self) {}
+        fn abandon(&self) {}
+    }
+
+    fn noop() -> std::sync::Arc<dyn super::Fire> {
+        std::sync::Arc::new(Noop)
     }
 
     fn no_hop() -> PendingHop {
@@ -274,8 +299,8 @@ mod tests {
         let late = timers.insert(at(30), noop(), no_hop());
         let early = timers.insert(at(10), noop(), no_hop());
         let gone = timers.insert(at(20), noop(), no_hop());
-        assert!(timers.cancel(gone));
-        assert!(!timers.cancel(gone));
+        assert!(timers.cancel(gone).is_some());
+        assert!(timers.cancel(gone).is_none());
         assert_eq!(timers.next_deadline(), Some(at(10)));
         let limit = timers.seq_limit();
         assert_eq!(timers.pop_due(at(30), limit).map(|t| t.when), Some(at(10)));
@@ -309,7 +334,7 @@ mod tests {
         // Keep every tenth timer.
         for (i, key) in keys.iter().enumerate() {
             if i % 10 != 0 {
-                assert!(timers.cancel(*key));
+                assert!(timers.cancel(*key).is_some());
             }
         }
         assert_eq!(timers.len(), 100);

@@ -11,12 +11,12 @@
 
 use std::error::Error;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::net::StreamIo;
 use super::readiness::Ready;
+use super::stream::{Receive, Stream};
 
 /// Bytes asked for per `read` call.
 const CHUNK: usize = 16 * 1024;
@@ -117,7 +117,7 @@ impl Limits {
     /// How long a server connection may sit idle (no request in progress,
     /// no response owed) before it is closed with
     /// [`CloseReason::TimedOut`]: keep-alive connections nobody uses.
-    /// Checked about once a second. Default: none.
+    /// Checked when the earliest deadline of the reactor's connections passes, at most ten times a second (deadlines within 100 ms are swept together). Default: none.
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Limits {
         self.idle_timeout = Some(timeout);
         self
@@ -269,99 +269,6 @@ pub enum TransportEvent<'a> {
     ReadClosed,
     /// The connection is closed; the protocol sees nothing more.
     Closed(&'a CloseReason),
-}
-
-/// A byte stream the transport can drive: a TCP stream or a memory pipe.
-pub(crate) trait Stream: Read + Write {
-    /// Ends our sending side (half-close).
-    fn shutdown_write(&mut self) -> io::Result<()>;
-}
-
-/// How the transport reads a byte stream: one read appended straight to
-/// its input buffer, and whether a short read proves the stream drained.
-pub(crate) trait Receive: Read {
-    /// One read of at most `max` bytes (`max > 0`) appended to `data`: the
-    /// bytes read, `Ok(0)` at end of stream.
-    ///
-    /// This default goes through [`Read`], which wants initialised memory,
-    /// so it zeroes the room first; sockets and memory streams append
-    /// without that.
-    fn receive(&mut self, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let len = data.len();
-        data.resize(len + max, 0);
-        let read = self.read(&mut data[len..]);
-        data.truncate(len + *read.as_ref().unwrap_or(&0));
-        read
-    }
-
-    /// Whether a read that returned fewer bytes than asked for means the
-    /// stream is drained and will raise a new readiness event for anything
-    /// that arrives later (see [`Transport::read_from`]).
-    fn short_read_drains(&self) -> bool {
-        false
-    }
-}
-
-/// Whether mio's readiness comes from a kernel edge-triggered queue here
-/// (epoll, kqueue). On Windows, and with mio's `poll(2)` fallback, mio
-/// emulates edges by re-arming a registration when an I/O call says
-/// `WouldBlock`, so only `WouldBlock` proves a socket drained there. Same
-/// platform list as mio's selectors (and tokio's short-read rule).
-#[allow(unexpected_cfgs)] // `mio_unsupported_force_poll_poll` is mio's, set in RUSTFLAGS
-const EDGE_TRIGGERED_SOCKETS: bool = cfg!(all(
-    not(mio_unsupported_force_poll_poll),
-    any(
-        target_os = "android",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "redox",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "ios",
-        target_os = "macos",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "tvos",
-        target_os = "visionos",
-        target_os = "watchos",
-    )
-));
-
-impl Receive for StreamIo {
-    fn receive(&mut self, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        match self {
-            StreamIo::Tcp(stream) => recv_appending(stream, data, max),
-            StreamIo::Memory(stream) => stream.read_appending(data, max),
-        }
-    }
-
-    fn short_read_drains(&self) -> bool {
-        // A memory stream reads on to `WouldBlock`: that costs no system
-        // call, and its readiness is a notification, not a kernel edge.
-        EDGE_TRIGGERED_SOCKETS && matches!(self, StreamIo::Tcp(_))
-    }
-}
-
-/// One `recv` of at most `max` bytes into the spare capacity of `data`:
-/// unlike `Read::read`, it needs no zeroed memory to receive into.
-fn recv_appending(
-    stream: &mio::net::TcpStream,
-    data: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<usize> {
-    data.reserve(max);
-    let len = data.len();
-    let room = &mut data.spare_capacity_mut()[..max];
-    // Through `try_io`, as mio asks of I/O it does not do itself: where
-    // mio emulates edge triggering (Windows), `WouldBlock` re-arms the
-    // registration.
-    let received = stream.try_io(|| socket2::SockRef::from(stream).recv(room))?;
-    debug_assert!(received <= max, "recv returned more than asked for");
-    // SAFETY: `recv(2)` wrote `received` bytes at the start of `room`, the
-    // spare capacity right after the `len` initialised bytes, and returns
-    // at most `room.len()` (`max`, within the capacity reserved above).
-    unsafe { data.set_len(len + received) };
-    Ok(received)
 }
 
 /// A byte buffer consumed from the front and appended at the back.
