@@ -67,7 +67,7 @@ pub use context::{
 pub use declare::__private;
 pub use declare::{verify, Requirement, Requirements, VerifyReport};
 pub use milieu_macros::requires;
-pub use propagate::{thread, FutureExt, WithContext};
+pub use propagate::{thread, FutureExt, ScopeExt, WithContext};
 
 // The README's quick start is compiled and run as a doc-test.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use common::{assert_contains, site_prefix, DropCounter, DropToken};
-use milieu::{Context, EntryStatus, FutureExt, HopKind, Policy};
+use milieu::{Context, EntryStatus, FutureExt, HopKind, Policy, ScopeExt};
 
 /// Request-private scratch space: `Rc`, so not `Send`.
 struct Scratch(Rc<RefCell<Vec<u8>>>);

@@ -5,7 +5,7 @@ mod common;
 use std::rc::Rc;
 
 use common::{assert_contains, assert_site, in_fresh_thread, site_prefix};
-use milieu::{Context, Dump, EntryDump, EntryStatus, FrameDump, FutureExt, HopKind};
+use milieu::{Context, Dump, EntryDump, EntryStatus, FrameDump, FutureExt, HopKind, ScopeExt};
 
 struct A;
 struct B;

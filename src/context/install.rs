@@ -13,7 +13,6 @@ use super::entry::{debug_fn, Entry, Pending, PendingValue, Value};
 use super::frame::{Frame, FrameKind};
 use super::map::EntryMap;
 use super::state::{Popped, Slot, State};
-use crate::propagate::WithContext;
 
 /// Installs `value` in the current context until the returned guard drops.
 ///
@@ -178,29 +177,6 @@ impl Scope {
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         let _guard = self.enter();
         f()
-    }
-
-    /// Wraps a future so that every poll runs with these entries installed
-    /// on top of the context current now (a task hop is recorded here).
-    ///
-    /// This is how to hold context across `.await`: a [`Guard`] cannot be.
-    /// Local entries are not carried into the future.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// struct RequestId(u64);
-    ///
-    /// let fut = milieu::scope()
-    ///     .with(RequestId(9))
-    ///     .wrap(async { milieu::get::<RequestId>().unwrap().0 });
-    /// assert_eq!(futures::executor::block_on(fut), 9);
-    /// ```
-    #[track_caller]
-    pub fn wrap<F: std::future::Future>(self, fut: F) -> WithContext<F> {
-        let site = Location::caller();
-        let ctx = self.run(crate::Context::current);
-        WithContext::new(fut, ctx.hop_at(crate::HopKind::Task, None, site), site)
     }
 
     /// Installs the entries until the returned guard drops.

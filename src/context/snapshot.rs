@@ -169,9 +169,9 @@ impl Context {
         match found.map(|e| &e.value) {
             Some(Value::Shared(v)) => match Arc::clone(v).downcast::<T>() {
                 Ok(v) => Ok(v),
-                Err(_) => Err(Missing::for_context::<T>(self, Location::caller())),
+                Err(_) => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
             },
-            _ => Err(Missing::for_context::<T>(self, Location::caller())),
+            _ => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
         }
     }
 
