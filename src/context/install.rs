@@ -21,7 +21,7 @@ use super::state::{Popped, Slot, State};
 /// replaced: it is visible again once the guard drops, and dumps mark it.
 /// The install site (this call) is recorded in the entry's provenance.
 ///
-/// The entry is [inherited](crate::Policy::Inherited): snapshots carry it
+/// The entry is [inherited](crate::dump::Policy::Inherited): snapshots carry it
 /// into spawned threads and wrapped futures. For other options (a reason,
 /// a visible `Debug` value, local policy, several entries in one frame) use
 /// [`scope`].
@@ -61,7 +61,7 @@ pub fn provide_arc<T: Send + Sync + 'static>(value: Arc<T>) -> Guard {
     scope().with_arc(value).enter()
 }
 
-/// Installs a [local](crate::Policy::Local) value: visible on this thread
+/// Installs a [local](crate::dump::Policy::Local) value: visible on this thread
 /// until the guard drops, never carried by snapshots. `T` need not be `Send`.
 ///
 /// # Examples
@@ -118,7 +118,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Adds an [inherited](crate::Policy::Inherited) entry.
+    /// Adds an [inherited](crate::dump::Policy::Inherited) entry.
     #[track_caller]
     pub fn with<T: Send + Sync + 'static>(self, value: T) -> Self {
         self.with_arc(Arc::new(value))
@@ -144,7 +144,7 @@ impl Scope {
         self
     }
 
-    /// Adds a [local](crate::Policy::Local) entry (see [`provide_local`]).
+    /// Adds a [local](crate::dump::Policy::Local) entry (see [`provide_local`]).
     #[track_caller]
     pub fn with_local<T: 'static>(mut self, value: T) -> Self {
         self.pending

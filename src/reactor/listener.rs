@@ -18,7 +18,7 @@ use super::application::{Serve, ServerConn};
 use super::net::{reactor_gone, start, Driver, IoRequest, Make, NewConn, StreamIo};
 use super::protocol::Protocol;
 use super::{Handle, Shared, TickStats};
-use crate::{Context, HopKind};
+use crate::context::{Context, HopKind};
 
 /// Connections accepted per listener per tick before the others get a turn.
 const ACCEPT_BUDGET: usize = 256;

@@ -51,9 +51,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::context::{HopLabel, PendingHop};
+use crate::context::{HopKind, HopLabel, PendingHop};
 use crate::panic::{self, Catcher};
-use crate::{Context, FutureExt, HopKind, Missing};
+use crate::{Context, FutureExt, Missing};
 
 pub(crate) use application::poll_first;
 pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};

@@ -256,7 +256,7 @@ mod tests {
 
     use super::Timers;
     use crate::context::PendingHop;
-    use crate::{Context, HopKind};
+    use crate::context::{Context, HopKind};
 
     fn noop() -> Box<dyn FnOnce() + Send> {
         Box::new(|| {})
