@@ -37,6 +37,23 @@
 //! # Ok::<(), milieu::Missing>(())
 //! ```
 //!
+//! # Contents
+//!
+//! - **The context**, at the crate root: install with [`provide`],
+//!   [`provide_arc`], [`provide_local`], [`provide_subscriber`] or a
+//!   [`scope`] (guard form: a [`Guard`]; closure form: [`Scope::run`]); read
+//!   with [`get`], [`with`], [`contains`]. A [`Context`] is a snapshot to
+//!   carry elsewhere; [`Missing`] is the error of a lookup that finds
+//!   nothing.
+//! - **Propagation**: [`thread`] spawns threads inside the context;
+//!   [`FutureExt`] and [`ScopeExt`] carry it into futures ([`WithContext`]).
+//! - **Provenance**: [`dump()`] the context, and read the result with the
+//!   types of the [`dump`](mod@dump) module.
+//! - **Declared requirements**: [`#[requires]`](requires) on a function,
+//!   checked up front with [`verify`] and its [`Requirements`].
+//! - **Layers built on the context**: [`reactor`], [`stage`], [`http`], and
+//!   `txn` (feature `sqlite`).
+//!
 //! The guide (docs/guide.md) introduces the concepts in order; the design
 //! notes (docs/design.md) explain the storage and its measurements.
 
@@ -50,6 +67,7 @@
 
 mod context;
 mod declare;
+pub mod dump;
 pub mod http;
 mod panic;
 mod propagate;
@@ -60,14 +78,13 @@ pub mod txn;
 
 pub use context::{
     contains, dump, get, provide, provide_arc, provide_local, provide_subscriber, scope, with,
-    Context, Declared, Dump, EntryDump, EntryStatus, FrameDump, Guard, HopDump, HopKind, Missing,
-    NearMiss, NearMissKind, Policy, Provenance, Scope, Site, ThreadInfo,
+    Context, Guard, Missing, Scope,
 };
 #[doc(hidden)]
 pub use declare::__private;
 pub use declare::{verify, Requirement, Requirements, VerifyReport};
 pub use milieu_macros::requires;
-pub use propagate::{thread, FutureExt, WithContext};
+pub use propagate::{thread, FutureExt, ScopeExt, WithContext};
 
 // The README's quick start is compiled and run as a doc-test.
 #[cfg(doctest)]

@@ -5,7 +5,8 @@ mod common;
 use std::rc::Rc;
 
 use common::{assert_contains, in_fresh_thread, site_prefix, Capture};
-use milieu::{Context, EntryStatus, FrameDump, FutureExt, HopKind};
+use milieu::dump::{EntryStatus, FrameDump, HopKind};
+use milieu::{Context, FutureExt};
 
 #[derive(Debug)]
 struct Level(#[allow(dead_code)] u32);

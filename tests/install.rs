@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_contains, assert_not_contains, DropCounter, DropToken};
-use milieu::{EntryStatus, FrameDump};
+use milieu::dump::{EntryStatus, FrameDump};
 
 #[derive(Debug, PartialEq)]
 struct Db(u32);

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use milieu::ScopeExt;
+
 struct RequestId(usize);
 struct Service;
 

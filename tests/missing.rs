@@ -7,7 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use common::{assert_contains, assert_not_contains, in_fresh_thread, site_prefix};
-use milieu::{EntryStatus, HopKind, Missing, NearMissKind};
+use milieu::dump::{EntryStatus, HopKind, NearMissKind};
+use milieu::Missing;
 
 struct Clock;
 struct Db;

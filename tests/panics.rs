@@ -5,7 +5,7 @@ mod common;
 use std::task::Poll;
 
 use common::{catch, poll_once, yield_now, DropCounter, DropToken};
-use milieu::{Context, FutureExt};
+use milieu::{Context, FutureExt, ScopeExt};
 
 struct Base;
 struct A(u32);

@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use common::{assert_contains, site_prefix, DropCounter, DropToken};
-use milieu::{Context, EntryStatus, FutureExt, HopKind, Policy};
+use milieu::dump::{EntryStatus, HopKind, Policy};
+use milieu::{Context, FutureExt, ScopeExt};
 
 /// Request-private scratch space: `Rc`, so not `Send`.
 struct Scratch(Rc<RefCell<Vec<u8>>>);

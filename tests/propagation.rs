@@ -9,7 +9,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use common::{assert_empty_context, in_fresh_thread};
-use milieu::{Context, FutureExt};
+use milieu::{Context, FutureExt, ScopeExt};
 
 #[derive(Debug, PartialEq)]
 struct RequestId(u64);

@@ -5,7 +5,8 @@ mod common;
 use std::rc::Rc;
 
 use common::{assert_contains, assert_site, in_fresh_thread, site_prefix};
-use milieu::{Context, Dump, EntryDump, EntryStatus, FrameDump, FutureExt, HopKind};
+use milieu::dump::{Dump, EntryDump, EntryStatus, FrameDump, HopKind};
+use milieu::{Context, FutureExt, ScopeExt};
 
 struct A;
 struct B;

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use milieu::dump::HopKind;
 use milieu::reactor::{Clock, Handle, JoinError, Reactor, VirtualClock};
-use milieu::{Context, HopKind};
+use milieu::Context;
 
 struct RequestId(u32);
 

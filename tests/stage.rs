@@ -14,11 +14,11 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use common::{assert_contains, poll_once, Capture};
+use milieu::dump::HopKind;
 use milieu::reactor::Reactor;
 use milieu::stage::{
     CloseError, CloseMode, RefuseReason, Stage, StageBuildError, StageError, Submission,
 };
-use milieu::HopKind;
 
 /// The bound on every wait in this file.
 const LIMIT: Duration = Duration::from_secs(10);

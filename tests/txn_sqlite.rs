@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use milieu::dump::HopKind;
 use milieu::reactor::Reactor;
 use milieu::stage::CloseMode;
 use milieu::txn::{
     Cache, Database, Delivery, OpenError, OutboxId, OutboxItem, Retry, Sqlite, Tx, TxError,
 };
-use milieu::HopKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

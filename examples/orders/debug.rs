@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
+use milieu::dump::{Dump, EntryStatus, FrameDump, HopDump};
 use milieu::http::{Request, Response};
 use milieu::stage::StageStats;
-use milieu::{Dump, EntryStatus, FrameDump, HopDump};
 
 /// What the client asked for in `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

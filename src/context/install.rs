@@ -13,7 +13,6 @@ use super::entry::{debug_fn, Entry, Pending, PendingValue, Value};
 use super::frame::{Frame, FrameKind};
 use super::map::EntryMap;
 use super::state::{Popped, Slot, State};
-use crate::propagate::WithContext;
 
 /// Installs `value` in the current context until the returned guard drops.
 ///
@@ -22,7 +21,7 @@ use crate::propagate::WithContext;
 /// replaced: it is visible again once the guard drops, and dumps mark it.
 /// The install site (this call) is recorded in the entry's provenance.
 ///
-/// The entry is [inherited](crate::Policy::Inherited): snapshots carry it
+/// The entry is [inherited](crate::dump::Policy::Inherited): snapshots carry it
 /// into spawned threads and wrapped futures. For other options (a reason,
 /// a visible `Debug` value, local policy, several entries in one frame) use
 /// [`scope`].
@@ -62,7 +61,7 @@ pub fn provide_arc<T: Send + Sync + 'static>(value: Arc<T>) -> Guard {
     scope().with_arc(value).enter()
 }
 
-/// Installs a [local](crate::Policy::Local) value: visible on this thread
+/// Installs a [local](crate::dump::Policy::Local) value: visible on this thread
 /// until the guard drops, never carried by snapshots. `T` need not be `Send`.
 ///
 /// # Examples
@@ -119,7 +118,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Adds an [inherited](crate::Policy::Inherited) entry.
+    /// Adds an [inherited](crate::dump::Policy::Inherited) entry.
     #[track_caller]
     pub fn with<T: Send + Sync + 'static>(self, value: T) -> Self {
         self.with_arc(Arc::new(value))
@@ -145,7 +144,7 @@ impl Scope {
         self
     }
 
-    /// Adds a [local](crate::Policy::Local) entry (see [`provide_local`]).
+    /// Adds a [local](crate::dump::Policy::Local) entry (see [`provide_local`]).
     #[track_caller]
     pub fn with_local<T: 'static>(mut self, value: T) -> Self {
         self.pending
@@ -178,29 +177,6 @@ impl Scope {
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         let _guard = self.enter();
         f()
-    }
-
-    /// Wraps a future so that every poll runs with these entries installed
-    /// on top of the context current now (a task hop is recorded here).
-    ///
-    /// This is how to hold context across `.await`: a [`Guard`] cannot be.
-    /// Local entries are not carried into the future.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// struct RequestId(u64);
-    ///
-    /// let fut = milieu::scope()
-    ///     .with(RequestId(9))
-    ///     .wrap(async { milieu::get::<RequestId>().unwrap().0 });
-    /// assert_eq!(futures::executor::block_on(fut), 9);
-    /// ```
-    #[track_caller]
-    pub fn wrap<F: std::future::Future>(self, fut: F) -> WithContext<F> {
-        let site = Location::caller();
-        let ctx = self.run(crate::Context::current);
-        WithContext::new(fut, ctx.hop_at(crate::HopKind::Task, None, site), site)
     }
 
     /// Installs the entries until the returned guard drops.

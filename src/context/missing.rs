@@ -5,7 +5,6 @@ use std::panic::Location;
 
 use super::dump::{Dump, EntryDump, EntryStatus, Site};
 use super::frame::ThreadInfo;
-use super::snapshot::Context;
 
 /// No value of the requested type is visible.
 ///
@@ -78,11 +77,13 @@ impl Missing {
         Self::new(std::any::type_name::<T>(), site, Dump::current())
     }
 
-    pub(crate) fn for_context<T: ?Sized + 'static>(
-        ctx: &Context,
+    /// A report for a lookup in a snapshot; `present` is the snapshot's
+    /// dump (the caller takes it, so this file needs no snapshot type).
+    pub(crate) fn for_snapshot<T: ?Sized + 'static>(
+        present: Dump,
         site: &'static Location<'static>,
     ) -> Self {
-        Self::new(std::any::type_name::<T>(), site, ctx.dump())
+        Self::new(std::any::type_name::<T>(), site, present)
     }
 
     fn new(type_name: &'static str, site: &'static Location<'static>, present: Dump) -> Self {

@@ -17,7 +17,7 @@ use super::state::State;
 /// A snapshot of a context: an immutable, shareable pointer to its top frame.
 ///
 /// Taking one with [`Context::current`] is a pointer copy. A snapshot carries
-/// every [inherited](crate::Policy::Inherited) entry; [local](crate::Policy::Local)
+/// every [inherited](crate::dump::Policy::Inherited) entry; [local](crate::dump::Policy::Local)
 /// ones stay behind (dumps of the snapshot list them as not carried).
 /// [`run`](Context::run) or [`enter`](Context::enter) make it the current
 /// context of any thread; everything installed on top of it there is
@@ -72,7 +72,8 @@ impl Context {
     /// # Examples
     ///
     /// ```
-    /// use milieu::{Context, HopKind};
+    /// use milieu::Context;
+    /// use milieu::dump::HopKind;
     /// struct Job;
     ///
     /// let _guard = milieu::provide(Job);
@@ -169,9 +170,9 @@ impl Context {
         match found.map(|e| &e.value) {
             Some(Value::Shared(v)) => match Arc::clone(v).downcast::<T>() {
                 Ok(v) => Ok(v),
-                Err(_) => Err(Missing::for_context::<T>(self, Location::caller())),
+                Err(_) => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
             },
-            _ => Err(Missing::for_context::<T>(self, Location::caller())),
+            _ => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
         }
     }
 

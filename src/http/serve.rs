@@ -18,7 +18,7 @@ use super::response::Response;
 use crate::reactor::{self, Handler, Reply, Serve};
 use crate::Missing;
 
-/// The request being handled: a [local](crate::Policy::Local) context
+/// The request being handled: a [local](crate::dump::Policy::Local) context
 /// entry that [`serve`] installs around the handler.
 ///
 /// Local means it is visible to the handler's own code (an `async`

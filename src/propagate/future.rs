@@ -7,13 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Popped, State};
+use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Popped, Scope, State};
 
 pin_project_lite::pin_project! {
     /// A future that runs inside a captured context.
     ///
     /// Created by [`FutureExt::in_current_context`], [`FutureExt::in_context`]
-    /// or [`Scope::wrap`](crate::Scope::wrap). Each poll makes the captured
+    /// or [`ScopeExt::wrap`]. Each poll makes the captured
     /// context current (moving the frame pointer in and out of the thread
     /// state: no reference count is touched) and restores the thread's own
     /// context afterwards, also when the poll panics.
@@ -23,7 +23,7 @@ pin_project_lite::pin_project! {
     /// A poll that returns while a [`Guard`](crate::Guard) created inside it
     /// is still alive (a guard held across `.await`) is reported as misuse:
     /// the stray install is removed and the poll panics naming its site.
-    /// Hold context across `.await` with `Scope::wrap` instead.
+    /// Hold context across `.await` with [`ScopeExt::wrap`] instead.
     #[must_use = "futures do nothing unless polled"]
     pub struct WithContext<F> {
         #[pin]
@@ -152,3 +152,45 @@ pub trait FutureExt: Future + Sized {
 }
 
 impl<F: Future> FutureExt for F {}
+
+/// Wrapping a future in a [`Scope`]: the way to hold entries across
+/// `.await`, where a [`Guard`](crate::Guard) cannot be held.
+///
+/// A trait rather than a method of `Scope` because propagation is built on
+/// the context core, not part of it; import it (`use milieu::ScopeExt;`)
+/// and the call reads `scope().with(x).wrap(fut)`. It is implemented for
+/// [`Scope`] only (sealed).
+pub trait ScopeExt: sealed::Sealed {
+    /// Wraps a future so that every poll runs with these entries installed
+    /// on top of the context current now (a task hop is recorded here).
+    ///
+    /// Local entries are not carried into the future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::ScopeExt;
+    /// struct RequestId(u64);
+    ///
+    /// let fut = milieu::scope()
+    ///     .with(RequestId(9))
+    ///     .wrap(async { milieu::get::<RequestId>().unwrap().0 });
+    /// assert_eq!(futures::executor::block_on(fut), 9);
+    /// ```
+    #[track_caller]
+    fn wrap<F: Future>(self, fut: F) -> WithContext<F>;
+}
+
+impl ScopeExt for Scope {
+    #[track_caller]
+    fn wrap<F: Future>(self, fut: F) -> WithContext<F> {
+        let site = Location::caller();
+        let ctx = self.run(Context::current);
+        WithContext::new(fut, ctx.hop_at(HopKind::Task, None, site), site)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::context::Scope {}
+}

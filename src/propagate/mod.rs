@@ -4,4 +4,4 @@
 mod future;
 pub mod thread;
 
-pub use future::{FutureExt, WithContext};
+pub use future::{FutureExt, ScopeExt, WithContext};

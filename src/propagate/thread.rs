@@ -2,7 +2,42 @@
 //!
 //! Drop-in for `std::thread::spawn` and `std::thread::Builder`: the new
 //! thread starts inside a snapshot of the spawner's context, with a thread
-//! hop recorded at the spawn site.
+//! hop recorded at the spawn site. What the snapshot carries is what
+//! [`Context::current`](crate::Context::current) would: every inherited
+//! entry; [local](crate::dump::Policy::Local) ones stay behind, and dumps
+//! taken in the new thread say so.
+//!
+//! Entries installed inside the new thread are its own: they are removed
+//! when their guards drop there and never reach back into the spawner.
+//! For a thread pool or executor milieu does not know, capture
+//! [`Context::current`](crate::Context::current) and
+//! [`run`](crate::Context::run) it on the worker instead.
+//!
+//! # Examples
+//!
+//! ```
+//! use milieu::dump::HopKind;
+//!
+//! struct Tenant(&'static str);
+//! struct Scratch;
+//!
+//! let _tenant = milieu::provide(Tenant("acme"));
+//! let _scratch = milieu::provide_local(Scratch);
+//!
+//! let worker = milieu::thread::Builder::new()
+//!     .name("report-writer".to_owned())
+//!     .spawn(|| {
+//!         // Inherited entries arrive; the local one does not.
+//!         assert_eq!(milieu::get::<Tenant>().unwrap().0, "acme");
+//!         assert!(!milieu::contains::<Scratch>());
+//!         // The dump records how the context got here.
+//!         let hop = milieu::dump().hops().next().cloned().unwrap();
+//!         assert_eq!(hop.kind, HopKind::Thread);
+//!         assert_eq!(hop.label.as_deref(), Some("report-writer"));
+//!     })
+//!     .expect("spawn a thread");
+//! worker.join().unwrap();
+//! ```
 
 use std::io;
 use std::panic::Location;

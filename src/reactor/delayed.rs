@@ -16,7 +16,7 @@ use super::state::ReactorState;
 use super::task::JoinError;
 use super::time::{Fire, TimerKey};
 use crate::context::PendingHop;
-use crate::{Context, HopKind};
+use crate::context::{Context, HopKind};
 
 /// A call scheduled with [`Handle::call_later`](super::Handle::call_later):
 /// cancel it, move it, or `.await` its result.

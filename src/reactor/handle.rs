@@ -32,9 +32,10 @@ use super::protocol::Protocol;
 use super::state::ReactorState;
 use super::stream::StreamIo;
 use super::task::{self, JoinHandle};
+use crate::context::HopKind;
 use crate::context::{HopLabel, PendingHop};
 use crate::panic::{self, Catcher};
-use crate::{Context, HopKind, Missing};
+use crate::{Context, Missing};
 
 /// A cheap, cloneable, thread-safe reference to a reactor: what code finds
 /// in the context as "the current reactor".

@@ -274,7 +274,7 @@ mod tests {
 
     use super::Timers;
     use crate::context::PendingHop;
-    use crate::{Context, HopKind};
+    use crate::context::{Context, HopKind};
 
     struct Noop;
 

@@ -11,7 +11,7 @@
 //!   to shed, retry or degrade. [`Stage::submit_wait`] waits for room
 //!   instead, asynchronously.
 //! - The handler runs **in the submitter's context**, with a hop of kind
-//!   [`HopKind::Stage`](crate::HopKind::Stage) labelled with the stage's name (dumps show ``stage `<name>` ``)
+//!   [`HopKind::Stage`](crate::dump::HopKind::Stage) labelled with the stage's name (dumps show ``stage `<name>` ``)
 //!   recorded at the `submit` call: a dump taken in the handler shows the
 //!   request's entries and how they got there.
 //! - The [`Submission`] resolves **where it is awaited**: awaited in a
@@ -216,7 +216,7 @@ impl<In: Send + 'static, Out: Send + 'static> Stage<In, Out> {
     /// Hands `item` to the stage, never waiting; the returned future
     /// resolves to the handler's result.
     ///
-    /// Captures the current context, with a [`Stage`](crate::HopKind::Stage)
+    /// Captures the current context, with a [`Stage`](crate::dump::HopKind::Stage)
     /// hop labelled with the stage's name recorded at the caller's location; the
     /// handler runs in it. The future resolves on whichever thread polls
     /// it (see the [module docs](self)); dropping it does not cancel the
@@ -406,7 +406,7 @@ impl StageBuilder {
         }
         let label = name.clone();
         let build_ctx = Context::current().hop_at(
-            crate::HopKind::Stage,
+            crate::context::HopKind::Stage,
             Some(label.into()),
             Location::caller(),
         );

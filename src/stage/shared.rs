@@ -30,7 +30,7 @@ use super::error::{CloseError, RefuseReason, Refused, StageError};
 use super::stats::{Histogram, StageStats};
 use super::{CloseMode, Submission};
 use crate::context::HopLabel;
-use crate::{Context, HopKind};
+use crate::context::{Context, HopKind};
 
 /// One accepted item on its way to a handler.
 struct Job<In, Out> {

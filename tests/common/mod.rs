@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use milieu::Site;
+use milieu::dump::Site;
 
 /// How long a blocking test client waits on a socket before failing.
 pub const SOCKET_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
