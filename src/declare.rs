@@ -53,10 +53,14 @@ impl fmt::Debug for Requirement {
 
 /// Everything one annotated function requires, with where it says so.
 ///
-/// `#[requires]` on a free, non-generic function `handle` makes
-/// `handle::requirements()` return one; on a method `handle` it adds the
-/// associated constant `HANDLE_REQUIREMENTS`. Pass them to [`verify`] at
-/// start-up.
+/// `#[requires]` on a free, non-generic function `handle` emits, next to
+/// it and with its visibility, the constant `HANDLE_REQUIREMENTS` of this
+/// type. On a method (a `self` receiver, or `Self` in the signature) it
+/// emits nothing unless asked with `#[requires(..., expose = true)]`, which
+/// adds `HANDLE_REQUIREMENTS` as an associated constant of the impl block
+/// (not possible in a trait impl, which takes no extra items). A generic
+/// function gets none: the constant could not name its type parameters.
+/// Pass them to [`verify`] at start-up.
 #[derive(Clone, Copy, Debug)]
 pub struct Requirements {
     function: &'static str,
