@@ -65,16 +65,29 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+// The layers, bottom to top. Each names only those below it, and the
+// build holds it to that: every layer above the context is behind a
+// feature (Cargo.toml), so a lower layer that named a higher one would not
+// compile on its own (`.ci/run` builds each feature alone).
 mod context;
 mod declare;
 pub mod dump;
-pub mod http;
-mod panic;
 mod propagate;
+
+#[cfg(any(feature = "reactor", feature = "stage"))]
+mod panic;
+
+#[cfg(feature = "reactor")]
 pub mod reactor;
+
+#[cfg(feature = "stage")]
 pub mod stage;
-#[cfg(feature = "sqlite")]
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod txn;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use context::{
     contains, dump, get, provide, provide_arc, provide_local, provide_subscriber, scope, with,

@@ -25,9 +25,20 @@ pub use lookup::{contains, get, with};
 pub use missing::{Declared, Missing, NearMiss, NearMissKind};
 pub use monitor::provide_subscriber;
 pub use snapshot::Context;
+// Hop records made by the scheduling points of the layers above (timers,
+// stages): unused in a context-only build.
+#[cfg_attr(
+    not(any(feature = "reactor", feature = "stage")),
+    allow(unused_imports)
+)]
+pub(crate) use frame::HopLabel;
+#[cfg_attr(
+    not(any(feature = "reactor", feature = "stage")),
+    allow(unused_imports)
+)]
 pub(crate) use snapshot::PendingHop;
 
-pub(crate) use frame::{Frame, HopLabel};
+pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};
 pub(crate) use lookup::contains_id;
 pub(crate) use state::{Popped, State};
