@@ -55,7 +55,7 @@ mod panic;
 mod propagate;
 pub mod reactor;
 pub mod stage;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod txn;
 
 pub use context::{
