@@ -2,9 +2,9 @@
 //!
 //! A [`Stage`] takes items, runs a handler on each in one of its worker
 //! threads, and hands every result back as a future. It is how blocking
-//! work (a database driver, a CPU-heavy parser) sits next to a
-//! [reactor](crate::reactor) without stalling it, with a bound on how much
-//! work may wait:
+//! work (a database driver, a CPU-heavy parser) sits next to an event loop
+//! (milieu's reactor, or any executor) without stalling it, with a bound
+//! on how much work may wait:
 //!
 //! - [`Stage::submit`] never waits: a full queue or a closed stage refuses
 //!   at once and gives the item back ([`Refused`]), so the caller decides
@@ -30,6 +30,35 @@
 //! [`StageBuilder::build_with`]: its factory runs once on each worker
 //! thread, in the context current at `build`, so it can look up what it
 //! needs (a connection pool) there.
+//!
+//! # Examples
+//!
+//! A stage needs no reactor: any executor can await its results.
+//!
+//! ```
+//! use milieu::stage::{CloseMode, RefuseReason, Stage};
+//!
+//! struct Tenant(&'static str);
+//!
+//! let checksum = Stage::builder("checksum")
+//!     .capacity(1)
+//!     .build(|data: Vec<u8>| {
+//!         // On a worker thread, in the submitter's context.
+//!         let tenant = milieu::with(|t: &Tenant| t.0).unwrap_or("none");
+//!         (tenant, data.iter().map(|&b| u32::from(b)).sum::<u32>())
+//!     })?;
+//!
+//! let _tenant = milieu::provide(Tenant("acme"));
+//! let sum = futures::executor::block_on(checksum.submit(vec![1, 2, 3])?)?;
+//! assert_eq!(sum, ("acme", 6));
+//!
+//! // Closed: refused at once, the item handed back.
+//! checksum.close(CloseMode::Drain)?;
+//! let refused = checksum.submit(vec![4]).unwrap_err();
+//! assert_eq!(refused.reason, RefuseReason::Closed);
+//! assert_eq!(refused.into_item(), vec![4]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 mod queue;
