@@ -7,14 +7,20 @@
 //! what goes on afterwards, which is what [`Catcher`] says.
 
 use std::any::Any;
+#[cfg(feature = "reactor")]
 use std::future::Future;
+#[cfg(feature = "reactor")]
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(feature = "reactor")]
 use std::pin::Pin;
+#[cfg(feature = "reactor")]
 use std::task::{Context as TaskContext, Poll};
 
 /// Who caught a panic: decides the log target and what the line says
 /// happens next.
 #[derive(Clone, Copy, Debug)]
+// With only one of the reactor and stages built, the other's variant is unused.
+#[cfg_attr(not(all(feature = "reactor", feature = "stage")), allow(dead_code))]
 pub(crate) enum Catcher<'a> {
     /// The reactor (callbacks, tasks, handlers, protocols; also work the
     /// reactor delivers for transactions): it goes on with its next tick.
@@ -94,6 +100,8 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 #[cfg(test)]
 mod tests {
+    use std::panic::catch_unwind;
+
     use super::*;
 
     #[test]

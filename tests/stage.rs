@@ -452,29 +452,41 @@ fn submit_wait_waits_for_room_then_succeeds() {
     eventually("a freed slot wakes the waiter", || waker.wakes() == 1);
 
     let polls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&polls);
     let results = run(async move {
-        let submission = CountPolls(waiting, Arc::clone(&polls)).await.unwrap();
-        let results = [
+        let submission = CountPolls {
+            inner: waiting,
+            polls: counted,
+        }
+        .await
+        .unwrap();
+        [
             first.await.unwrap(),
             second.await.unwrap(),
             submission.await.unwrap(),
-        ];
-        (results, polls.load(Ordering::SeqCst))
+        ]
     });
-    assert_eq!(results.0, [0, 1, 2]);
-    assert_eq!(results.1, 1, "ready at the first poll after the wake");
+    assert_eq!(results, [0, 1, 2]);
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "ready at the first poll after the wake"
+    );
     assert_eq!(stage.stats().refused, 0);
 }
 
 /// Counts the polls of the future it wraps.
-struct CountPolls<F>(F, Arc<AtomicUsize>);
+struct CountPolls<F> {
+    inner: F,
+    polls: Arc<AtomicUsize>,
+}
 
 impl<F: Future + Unpin> Future for CountPolls<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        self.1.fetch_add(1, Ordering::SeqCst);
-        Pin::new(&mut self.0).poll(cx)
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
 

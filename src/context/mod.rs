@@ -32,10 +32,7 @@ pub use snapshot::Context;
     allow(unused_imports)
 )]
 pub(crate) use frame::HopLabel;
-#[cfg_attr(
-    not(any(feature = "reactor", feature = "stage")),
-    allow(unused_imports)
-)]
+#[cfg_attr(not(feature = "reactor"), allow(unused_imports))]
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;

@@ -77,6 +77,7 @@ pub(crate) trait Driver: Send {
 pub(crate) type MakeDriver = Box<dyn FnMut(NewConnection) -> Box<dyn Driver> + Send>;
 
 /// [`MakeDriver`] for a single connection.
+#[cfg(feature = "test-util")]
 pub(crate) type MakeDriverOnce = Box<dyn FnOnce(NewConnection) -> Box<dyn Driver> + Send>;
 
 /// What a new server connection is made of.
@@ -236,6 +237,7 @@ impl IoQueue {
         }
     }
 
+    #[cfg(feature = "test-util")]
     pub(crate) fn is_empty(&self) -> bool {
         let queue = self.queue();
         queue.requests.is_empty() && queue.touched.is_empty() && queue.ready.is_empty()

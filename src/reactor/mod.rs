@@ -94,6 +94,7 @@ mod threads;
 mod time;
 mod transport;
 
+#[cfg(feature = "http")]
 pub(crate) use application::{poll_first, serve_polled};
 pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};
 pub use connection::{Connect, Connection, Wait};

@@ -2,9 +2,9 @@
 //!
 //! A [`Stage`] takes items, runs a handler on each in one of its worker
 //! threads, and hands every result back as a future. It is how blocking
-//! work (a database driver, a CPU-heavy parser) sits next to a
-//! [reactor](crate::reactor) without stalling it, with a bound on how much
-//! work may wait:
+//! work (a database driver, a CPU-heavy parser) sits next to an event loop
+//! (milieu's reactor, or any executor) without stalling it, with a bound
+//! on how much work may wait:
 //!
 //! - [`Stage::submit`] never waits: a full queue or a closed stage refuses
 //!   at once and gives the item back ([`Refused`]), so the caller decides
@@ -30,13 +30,43 @@
 //! [`StageBuilder::build_with`]: its factory runs once on each worker
 //! thread, in the context current at `build`, so it can look up what it
 //! needs (a connection pool) there.
+//!
+//! # Examples
+//!
+//! A stage needs no reactor: any executor can await its results.
+//!
+//! ```
+//! use milieu::stage::{CloseMode, RefuseReason, Stage};
+//!
+//! struct Tenant(&'static str);
+//!
+//! let checksum = Stage::builder("checksum")
+//!     .capacity(1)
+//!     .build(|data: Vec<u8>| {
+//!         // On a worker thread, in the submitter's context.
+//!         let tenant = milieu::with(|t: &Tenant| t.0).unwrap_or("none");
+//!         (tenant, data.iter().map(|&b| u32::from(b)).sum::<u32>())
+//!     })?;
+//!
+//! let _tenant = milieu::provide(Tenant("acme"));
+//! let sum = futures::executor::block_on(checksum.submit(vec![1, 2, 3])?)?;
+//! assert_eq!(sum, ("acme", 6));
+//!
+//! // Closed: refused at once, the item handed back.
+//! checksum.close(CloseMode::Drain)?;
+//! let refused = checksum.submit(vec![4]).unwrap_err();
+//! assert_eq!(refused.reason, RefuseReason::Closed);
+//! assert_eq!(refused.into_item(), vec![4]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
-mod shared;
+mod queue;
 mod stats;
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
@@ -46,7 +76,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use crate::Context;
-use shared::{Offer, Shared};
+use queue::{spawn_worker, Offer, StageQueue, Waiting};
 
 pub use error::{CloseError, RefuseReason, Refused, StageBuildError, StageError};
 pub use stats::StageStats;
@@ -116,15 +146,15 @@ pub struct Stage<In, Out> {
 }
 
 /// The handles' share of a stage: when the last handle drops, the stage
-/// closes. Workers hold the [`Shared`] part only, so they do not keep it
+/// closes. Workers hold the [`StageQueue`] part only, so they do not keep it
 /// open.
 struct Owner<In, Out> {
-    shared: Arc<Shared<In, Out>>,
+    queue: Arc<StageQueue<In, Out>>,
 }
 
 impl<In, Out> Drop for Owner<In, Out> {
     fn drop(&mut self) {
-        self.shared.last_handle_dropped();
+        self.queue.last_handle_dropped();
     }
 }
 
@@ -158,39 +188,54 @@ impl<In, Out> fmt::Debug for Stage<In, Out> {
     }
 }
 
-impl Stage<(), ()> {
+impl<In, Out> Stage<In, Out> {
     /// Starts configuring a stage called `name` (worker threads are named
-    /// `<name>-0`, `<name>-1`, ...). The item and result types come from
-    /// the handler given to [`build`](StageBuilder::build).
-    pub fn builder(name: impl Into<String>) -> StageBuilder {
+    /// `<name>-0`, `<name>-1`, ...). The item and result types are usually
+    /// inferred from the handler given to [`build`](StageBuilder::build);
+    /// `Stage::<In, Out>::builder` names them up front.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::stage::{CloseMode, Stage};
+    ///
+    /// let upper = Stage::builder("upper")
+    ///     .capacity(16)
+    ///     .workers(2)
+    ///     .build(|line: String| line.to_uppercase())?;
+    /// let shout = futures::executor::block_on(upper.submit("hi".to_owned())?)?;
+    /// assert_eq!(shout, "HI");
+    /// upper.close(CloseMode::Drain)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(name: impl Into<String>) -> StageBuilder<In, Out> {
         StageBuilder {
             name: name.into(),
             capacity: 1024,
             workers: 1,
             idle_spin: DEFAULT_IDLE_SPIN,
+            types: PhantomData,
         }
     }
-}
 
-impl<In, Out> Stage<In, Out> {
     /// The stage's name.
     pub fn name(&self) -> &str {
-        &self.owner.shared.name
+        &self.owner.queue.name
     }
 
     /// The queue bound.
     pub fn capacity(&self) -> usize {
-        self.owner.shared.capacity
+        self.owner.queue.capacity
     }
 
     /// Whether the stage stopped accepting items.
     pub fn is_closed(&self) -> bool {
-        self.owner.shared.is_closed()
+        self.owner.queue.is_closed()
     }
 
     /// The stage's figures now.
     pub fn stats(&self) -> StageStats {
-        self.owner.shared.stats()
+        self.owner.queue.stats()
     }
 
     /// Stops accepting items, then runs or cancels what is queued (see
@@ -208,7 +253,7 @@ impl<In, Out> Stage<In, Out> {
     /// worker threads (from a handler): it would wait for itself. Nothing
     /// is done then.
     pub fn close(&self, mode: CloseMode) -> Result<(), CloseError> {
-        self.owner.shared.close(mode)
+        self.owner.queue.close(mode)
     }
 }
 
@@ -230,11 +275,7 @@ impl<In: Send + 'static, Out: Send + 'static> Stage<In, Out> {
     #[track_caller]
     pub fn submit(&self, item: In) -> Result<Submission<Out>, Refused<In>> {
         let ctx = Context::current();
-        match self
-            .owner
-            .shared
-            .offer(item, &ctx, Location::caller(), None)
-        {
+        match self.owner.queue.offer(item, &ctx, Location::caller(), None) {
             Offer::Accepted(submission) => Ok(submission),
             Offer::Refused(refused) => Err(refused),
             // Only an offer with a waiter waits.
@@ -242,7 +283,7 @@ impl<In: Send + 'static, Out: Send + 'static> Stage<In, Out> {
                 reason: RefuseReason::Full {
                     capacity: self.capacity(),
                 },
-                stage: Arc::clone(&self.owner.shared.name),
+                stage: Arc::clone(&self.owner.queue.name),
                 item,
             }),
         }
@@ -262,7 +303,7 @@ impl<In: Send + 'static, Out: Send + 'static> Stage<In, Out> {
     #[track_caller]
     pub fn submit_wait(&self, item: In) -> SubmitWait<In, Out> {
         SubmitWait {
-            shared: Arc::clone(&self.owner.shared),
+            queue: Arc::clone(&self.owner.queue),
             item: Some(item),
             ctx: Context::current(),
             site: Location::caller(),
@@ -280,20 +321,43 @@ pub enum CloseMode {
     Cancel,
 }
 
-/// Configures a [`Stage`]: see [`Stage::builder`].
-#[derive(Clone, Debug)]
+/// Configures a [`Stage`] taking `In` and giving `Out`: from
+/// [`Stage::builder`].
 #[must_use = "a StageBuilder does nothing until `build` or `build_with` is called"]
-pub struct StageBuilder {
+pub struct StageBuilder<In, Out> {
     name: String,
     capacity: usize,
     workers: usize,
     idle_spin: Duration,
+    /// The stage's item and result types: a builder holds neither, so it
+    /// is `Send`, `Sync` and `Clone` whatever they are.
+    types: PhantomData<fn(In) -> Out>,
+}
+
+impl<In, Out> Clone for StageBuilder<In, Out> {
+    fn clone(&self) -> Self {
+        StageBuilder {
+            name: self.name.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<In, Out> fmt::Debug for StageBuilder<In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageBuilder")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("workers", &self.workers)
+            .field("idle_spin", &self.idle_spin)
+            .finish()
+    }
 }
 
 /// See [`StageBuilder::idle_spin`].
 const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
 
-impl StageBuilder {
+impl<In: Send + 'static, Out: Send + 'static> StageBuilder<In, Out> {
     /// At most this many items wait in the queue (default 1024); items a
     /// handler is working on do not count. 0 is refused by `build`.
     pub fn capacity(mut self, items: usize) -> Self {
@@ -332,10 +396,8 @@ impl StageBuilder {
     ///
     /// See [`build_with`](StageBuilder::build_with).
     #[track_caller]
-    pub fn build<In, Out, F>(self, handler: F) -> Result<Stage<In, Out>, StageBuildError>
+    pub fn build<F>(self, handler: F) -> Result<Stage<In, Out>, StageBuildError>
     where
-        In: Send + 'static,
-        Out: Send + 'static,
         F: Fn(In) -> Out + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
@@ -379,13 +441,8 @@ impl StageBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[track_caller]
-    pub fn build_with<In, Out, M, H>(
-        self,
-        make_handler: M,
-    ) -> Result<Stage<In, Out>, StageBuildError>
+    pub fn build_with<M, H>(self, make_handler: M) -> Result<Stage<In, Out>, StageBuildError>
     where
-        In: Send + 'static,
-        Out: Send + 'static,
         M: Fn() -> H + Send + Sync + 'static,
         H: FnMut(In) -> Out + 'static,
     {
@@ -394,6 +451,7 @@ impl StageBuilder {
             capacity,
             workers,
             idle_spin,
+            types: PhantomData,
         } = self;
         if name.contains('\0') {
             return Err(StageBuildError::InvalidName { stage: name });
@@ -410,14 +468,14 @@ impl StageBuilder {
             Some(label.into()),
             Location::caller(),
         );
-        let shared = Arc::new(Shared::new(&name, capacity, idle_spin, build_ctx));
+        let queue = Arc::new(StageQueue::new(&name, capacity, idle_spin, build_ctx));
         let make = Arc::new(make_handler);
         let (ready_tx, ready_rx) = mpsc::channel();
         for slot in 0..workers {
-            shared::add_slot(&shared);
-            let spawned = shared::spawn_worker(&shared, &make, slot, Some(ready_tx.clone()));
+            queue.add_slot();
+            let spawned = spawn_worker(&queue, &make, slot, Some(ready_tx.clone()));
             if let Err(source) = spawned {
-                shared.abort();
+                queue.abort();
                 return Err(StageBuildError::Spawn {
                     stage: name,
                     source,
@@ -433,14 +491,14 @@ impl StageBuilder {
                 Ok(Err(message)) => message,
                 Err(_) => "a worker exited before building its handler".to_owned(),
             };
-            shared.abort();
+            queue.abort();
             return Err(StageBuildError::HandlerPanicked {
                 stage: name,
                 message,
             });
         }
         Ok(Stage {
-            owner: Arc::new(Owner { shared }),
+            owner: Arc::new(Owner { queue }),
         })
     }
 }
@@ -479,7 +537,7 @@ impl<Out> Future for Submission<Out> {
 /// The future returned by [`Stage::submit_wait`].
 #[must_use = "futures do nothing unless polled"]
 pub struct SubmitWait<In, Out> {
-    shared: Arc<Shared<In, Out>>,
+    queue: Arc<StageQueue<In, Out>>,
     item: Option<In>,
     ctx: Context,
     site: &'static Location<'static>,
@@ -494,7 +552,7 @@ impl<In, Out> Unpin for SubmitWait<In, Out> {}
 impl<In, Out> fmt::Debug for SubmitWait<In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitWait")
-            .field("stage", &self.shared.name)
+            .field("stage", &self.queue.name)
             .field("waiting", &self.waiter.is_some())
             .finish_non_exhaustive()
     }
@@ -512,8 +570,11 @@ impl<In: Send + 'static, Out: Send + 'static> Future for SubmitWait<In, Out> {
             .item
             .take()
             .expect("SubmitWait polled after it completed");
-        let waiter = Some((&mut this.waiter, cx.waker()));
-        match this.shared.offer(item, &this.ctx, this.site, waiter) {
+        let waiter = Some(Waiting {
+            id: &mut this.waiter,
+            waker: cx.waker(),
+        });
+        match this.queue.offer(item, &this.ctx, this.site, waiter) {
             Offer::Accepted(submission) => Poll::Ready(Ok(submission)),
             Offer::Refused(refused) => Poll::Ready(Err(refused)),
             Offer::Wait(item) => {
@@ -526,6 +587,6 @@ impl<In: Send + 'static, Out: Send + 'static> Future for SubmitWait<In, Out> {
 
 impl<In, Out> Drop for SubmitWait<In, Out> {
     fn drop(&mut self) {
-        self.shared.forget_waiter(Some(&mut self.waiter));
+        self.queue.forget_waiter(Some(&mut self.waiter));
     }
 }

@@ -1,7 +1,7 @@
 //! What a database must offer `run_interaction` and the outbox.
 //!
-//! The trait is sealed: the crate ships [`Sqlite`](super::Sqlite) and, with
-//! the `postgres` feature, `Postgres`. A backend turns its own errors into
+//! The trait is sealed: the crate ships `Sqlite` (feature `sqlite`) and
+//! `Postgres` (feature `postgres`). A backend turns its own errors into
 //! [`TxError`], marking lock contention as [`TxError::Busy`] so the caller
 //! retries with backoff.
 

@@ -24,12 +24,16 @@
 //! - [`Cache`] invalidations registered in a transaction apply only on
 //!   commit.
 //!
-//! SQLite ([`Sqlite`], bundled) is the embedded default; PostgreSQL
-//! (`Postgres`, feature `postgres`) is the path past one machine.
+//! Two backends, each behind its feature: SQLite (`Sqlite`, feature
+//! `sqlite`, bundled) is the embedded default; PostgreSQL (`Postgres`,
+//! feature `postgres`) is the path past one machine. With `sqlite` on,
+//! `Database` and `Tx` default to SQLite; without it they name their
+//! backend (`Database<Postgres>`).
 //!
 //! # Examples
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")] {
 //! use std::sync::{Arc, Mutex};
 //! use milieu::reactor::Reactor;
 //! use milieu::txn::{Database, Delivery, OutboxItem, Sqlite, Tx, TxError};
@@ -75,6 +79,7 @@
 //! }
 //! assert!(rolled_back);
 //! assert_eq!(*delivered.lock().unwrap(), vec![placed]); // only the committed one
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -83,6 +88,7 @@ mod cache;
 mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::error::Error as StdError;
@@ -99,12 +105,30 @@ pub use cache::Cache;
 pub use outbox::{push, Delivery, Outbox, OutboxId, OutboxItem};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgConnection, Postgres};
+#[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
 
 use crate::reactor::Handle;
 use crate::stage::{CloseMode, RefuseReason, Stage, StageError, StageStats};
 use crate::Missing;
 use outbox::{Effects, Handlers};
+
+/// Declares a struct generic over its [`Backend`] `B`, with SQLite as the
+/// default when the `sqlite` feature is on. Without that feature `B` has
+/// no default rather than a PostgreSQL one: code for PostgreSQL names
+/// `Postgres` either way, so it means the same whichever features other
+/// crates in the build turn on.
+macro_rules! sqlite_by_default {
+    ($(#[$attr:meta])* pub struct $name:ident<B: Backend> { $($body:tt)* }) => {
+        #[cfg(feature = "sqlite")]
+        $(#[$attr])*
+        pub struct $name<B: Backend = Sqlite> { $($body)* }
+
+        #[cfg(not(feature = "sqlite"))]
+        $(#[$attr])*
+        pub struct $name<B: Backend> { $($body)* }
+    };
+}
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -316,16 +340,19 @@ impl Retry {
 // Tx
 // ---------------------------------------------------------------------------
 
-/// The open transaction: dereferences to the worker's connection
-/// (`rusqlite::Connection` for [`Sqlite`]), on which a transaction is open.
-///
-/// A local context entry of the transaction's code (`milieu::get::<Tx>()`
-/// finds it at any depth); it does not cross hops, so it cannot leave the
-/// DB thread. Do not commit or roll back by hand: returning `Ok` commits,
-/// an error or a panic rolls back.
-pub struct Tx<B: Backend = Sqlite> {
-    conn: Rc<B::Connection>,
-    stage: Arc<str>,
+sqlite_by_default! {
+    /// The open transaction: dereferences to the worker's connection
+    /// (`rusqlite::Connection` for `Sqlite`, `PgConnection` for `Postgres`), on
+    /// which a transaction is open.
+    ///
+    /// A local context entry of the transaction's code (`milieu::get::<Tx>()`
+    /// finds it at any depth); it does not cross hops, so it cannot leave the
+    /// DB thread. Do not commit or roll back by hand: returning `Ok` commits,
+    /// an error or a panic rolls back.
+    pub struct Tx<B: Backend> {
+        conn: Rc<B::Connection>,
+        stage: Arc<str>,
+    }
 }
 
 impl<B: Backend> Deref for Tx<B> {
@@ -346,12 +373,14 @@ impl<B: Backend> fmt::Debug for Tx<B> {
 // Database
 // ---------------------------------------------------------------------------
 
-/// A database: a DB stage whose workers run whole transactions.
-///
-/// Cheap to clone; install it in the context (`milieu::scope().with(db)`)
-/// so handlers find it. See the [module docs](self) for an example.
-pub struct Database<B: Backend = Sqlite> {
-    inner: Arc<DbInner<B>>,
+sqlite_by_default! {
+    /// A database: a DB stage whose workers run whole transactions.
+    ///
+    /// Cheap to clone; install it in the context (`milieu::scope().with(db)`)
+    /// so handlers find it. See the [module docs](self) for an example.
+    pub struct Database<B: Backend> {
+        inner: Arc<DbInner<B>>,
+    }
 }
 
 impl<B: Backend> Clone for Database<B> {
@@ -362,14 +391,16 @@ impl<B: Backend> Clone for Database<B> {
     }
 }
 
+/// What every clone of a [`Database`] points to: the DB stage, and what
+/// its workers and the deliveries need.
 struct DbInner<B: Backend> {
-    stage: Stage<Job<B>, ()>,
-    shared: Arc<Shared<B>>,
+    stage: Stage<DbJob<B>, ()>,
+    settings: Arc<DbSettings<B>>,
 }
 
-/// What the workers and deliveries share (never the stage itself, so
-/// dropping the last `Database` closes the stage).
-struct Shared<B: Backend> {
+/// What `open` fixed, shared by the DB workers and the deliveries (never
+/// the stage itself, so dropping the last `Database` closes the stage).
+struct DbSettings<B: Backend> {
     backend: B,
     stage_name: Arc<str>,
     retry: Retry,
@@ -379,28 +410,15 @@ struct Shared<B: Backend> {
     db: OnceLock<Weak<DbInner<B>>>,
 }
 
-type Job<B> = Box<dyn FnOnce(&mut Worker<B>) + Send>;
+/// One unit of work queued on the DB stage: a transaction, the recovery
+/// read at open, or marking delivered rows.
+type DbJob<B> = Box<dyn FnOnce(&mut DbWorker<B>) + Send>;
 
 /// One DB stage worker: its connection, opened on first use and reopened
 /// after a failure left it in doubt.
-struct Worker<B: Backend> {
-    shared: Arc<Shared<B>>,
+struct DbWorker<B: Backend> {
+    settings: Arc<DbSettings<B>>,
     conn: Option<Rc<B::Connection>>,
-}
-
-impl Database<Sqlite> {
-    /// Starts building a database on `backend`.
-    pub fn builder<B: Backend>(backend: B) -> DatabaseBuilder<B> {
-        DatabaseBuilder {
-            backend,
-            name: None,
-            workers: 1,
-            capacity: 1024,
-            retry: Retry::default(),
-            reactor: None,
-            handlers: Handlers::new(),
-        }
-    }
 }
 
 /// Options of a [`Database`] (from [`Database::builder`]).
@@ -540,7 +558,7 @@ impl<B: Backend> DatabaseBuilder<B> {
             }
         }
         let stage_name: Arc<str> = self.name.unwrap_or_else(|| "db".to_owned()).into();
-        let shared = Arc::new(Shared {
+        let settings = Arc::new(DbSettings {
             backend: self.backend,
             stage_name: Arc::clone(&stage_name),
             retry: self.retry,
@@ -548,20 +566,20 @@ impl<B: Backend> DatabaseBuilder<B> {
             reactor,
             db: OnceLock::new(),
         });
-        let for_workers = Arc::clone(&shared);
+        let for_workers = Arc::clone(&settings);
         let stage = Stage::builder(stage_name.to_string())
             .capacity(self.capacity)
             .workers(self.workers)
             .build_with(move || {
-                let mut worker = Worker {
-                    shared: Arc::clone(&for_workers),
+                let mut worker = DbWorker {
+                    settings: Arc::clone(&for_workers),
                     conn: None,
                 };
-                move |job: Job<B>| job(&mut worker)
+                move |job: DbJob<B>| job(&mut worker)
             })
             .map_err(OpenError::Stage)?;
-        let inner = Arc::new(DbInner { stage, shared });
-        let _ = inner.shared.db.set(Arc::downgrade(&inner));
+        let inner = Arc::new(DbInner { stage, settings });
+        let _ = inner.settings.db.set(Arc::downgrade(&inner));
         let db = Database { inner };
 
         // Recovery: connect on a worker and read what an earlier process
@@ -570,7 +588,7 @@ impl<B: Backend> DatabaseBuilder<B> {
         // The answer comes through `done`; the submission's own result
         // (a panic, a cancel) shows as `done` hanging up.
         drop(
-            db.submit_job(Box::new(move |worker: &mut Worker<B>| {
+            db.submit_job(Box::new(move |worker: &mut DbWorker<B>| {
                 let found = worker.connection().and_then(|conn| B::undelivered(&conn));
                 let _ = done.send(found);
             }))
@@ -587,17 +605,53 @@ impl<B: Backend> DatabaseBuilder<B> {
                 count = undelivered.len(),
                 "delivering outbox items left undelivered by an earlier process"
             );
-            let shared = Arc::clone(&db.inner.shared);
+            let settings = Arc::clone(&db.inner.settings);
             db.inner
-                .shared
+                .settings
                 .reactor
-                .call_from_thread(move || deliver(&shared, undelivered, true));
+                .call_from_thread(move || deliver(&settings, undelivered, true));
         }
         Ok(db)
     }
 }
 
 impl<B: Backend> Database<B> {
+    /// Starts configuring a database on `backend` (`Sqlite::file(path)`,
+    /// `Sqlite::memory()`, `Postgres::new(config)`);
+    /// [`open`](DatabaseBuilder::open) starts it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, Sqlite, TxError};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// // Outbox items are delivered on the reactor found in the context.
+    /// let db = reactor
+    ///     .context()
+    ///     .run(|| Database::builder(Sqlite::memory()).name("orders-db").open())?;
+    /// let answer = db.run_interaction(|tx| {
+    ///     let n: i64 = tx.query_row("SELECT 6 * 7", [], |row| row.get(0))?;
+    ///     Ok::<_, TxError>(n)
+    /// });
+    /// assert_eq!(reactor.run_until(answer)??, 42);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(backend: B) -> DatabaseBuilder<B> {
+        DatabaseBuilder {
+            backend,
+            name: None,
+            workers: 1,
+            capacity: 1024,
+            retry: Retry::default(),
+            reactor: None,
+            handlers: Handlers::new(),
+        }
+    }
+
     /// The database installed in the current context.
     ///
     /// # Errors
@@ -634,7 +688,7 @@ impl<B: Backend> Database<B> {
         E: From<TxError> + Send + 'static,
     {
         let (send, receive) = futures_channel::oneshot::channel();
-        let submitted = self.submit_job(Box::new(move |worker: &mut Worker<B>| {
+        let submitted = self.submit_job(Box::new(move |worker: &mut DbWorker<B>| {
             let _ = send.send(worker.transaction(f));
         }));
         async move {
@@ -673,7 +727,7 @@ impl<B: Backend> Database<B> {
 
     /// The DB stage's name.
     pub fn name(&self) -> &str {
-        &self.inner.shared.stage_name
+        &self.inner.settings.stage_name
     }
 
     /// Stops accepting transactions, then runs ([`CloseMode::Drain`]) or
@@ -690,9 +744,9 @@ impl<B: Backend> Database<B> {
     }
 
     #[track_caller]
-    fn submit_job(&self, job: Job<B>) -> Result<crate::stage::Submission<()>, TxError> {
+    fn submit_job(&self, job: DbJob<B>) -> Result<crate::stage::Submission<()>, TxError> {
         self.inner.stage.submit(job).map_err(|refused| {
-            let stage = self.inner.shared.stage_name.to_string();
+            let stage = self.inner.settings.stage_name.to_string();
             match refused.reason {
                 RefuseReason::Full { capacity } => TxError::Overloaded { stage, capacity },
                 _ => TxError::Closed { stage },
@@ -704,18 +758,22 @@ impl<B: Backend> Database<B> {
 impl<B: Backend> fmt::Debug for Database<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")
-            .field("backend", &self.inner.shared.backend.name())
+            .field("backend", &self.inner.settings.backend.name())
             .field("stage", &format_args!("{}", self.inner.stage.stats()))
             .finish()
     }
 }
 
-impl<B: Backend> Worker<B> {
+impl<B: Backend> DbWorker<B> {
     fn connection(&mut self) -> Result<Rc<B::Connection>, TxError> {
         if let Some(conn) = &self.conn {
             return Ok(Rc::clone(conn));
         }
-        let conn = Rc::new(self.shared.retry.run(|| self.shared.backend.connect())?);
+        let conn = Rc::new(
+            self.settings
+                .retry
+                .run(|| self.settings.backend.connect())?,
+        );
         self.conn = Some(Rc::clone(&conn));
         Ok(conn)
     }
@@ -728,16 +786,16 @@ impl<B: Backend> Worker<B> {
         E: From<TxError>,
     {
         let conn = self.connection()?;
-        let retry = self.shared.retry;
+        let retry = self.settings.retry;
         retry.run(|| B::begin(&conn))?;
         let insert_conn = Rc::clone(&conn);
         let effects = Effects::new(
             Box::new(move |kind, payload| B::insert_outbox(&insert_conn, kind, payload)),
-            Arc::clone(&self.shared.handlers),
+            Arc::clone(&self.settings.handlers),
         );
         let tx = Tx::<B> {
             conn: Rc::clone(&conn),
-            stage: Arc::clone(&self.shared.stage_name),
+            stage: Arc::clone(&self.settings.stage_name),
         };
         let outcome = crate::scope()
             .with_local(tx)
@@ -755,10 +813,10 @@ impl<B: Backend> Worker<B> {
                 Ok(()) => {
                     let items = effects.committed();
                     if !items.is_empty() {
-                        let shared = Arc::clone(&self.shared);
-                        self.shared
+                        let settings = Arc::clone(&self.settings);
+                        self.settings
                             .reactor
-                            .call_from_thread(move || deliver(&shared, items, false));
+                            .call_from_thread(move || deliver(&settings, items, false));
                     }
                     Ok(value)
                 }
@@ -793,17 +851,17 @@ impl<B: Backend> Worker<B> {
 /// Runs the handlers of `items` (on the reactor thread: callers reach it
 /// with `call_from_thread`), then marks the handled ones delivered through
 /// the DB stage.
-fn deliver<B: Backend>(shared: &Arc<Shared<B>>, items: Vec<StoredItem>, redelivered: bool) {
-    let done = outbox::dispatch(&shared.handlers, &items, redelivered);
+fn deliver<B: Backend>(settings: &Arc<DbSettings<B>>, items: Vec<StoredItem>, redelivered: bool) {
+    let done = outbox::dispatch(&settings.handlers, &items, redelivered);
     if done.is_empty() {
         return;
     }
-    let Some(db) = shared.db.get().and_then(Weak::upgrade) else {
+    let Some(db) = settings.db.get().and_then(Weak::upgrade) else {
         // The database is gone: the rows are delivered again next time.
         return;
     };
-    let retry = shared.retry;
-    let marked = db.stage.submit(Box::new(move |worker: &mut Worker<B>| {
+    let retry = settings.retry;
+    let marked = db.stage.submit(Box::new(move |worker: &mut DbWorker<B>| {
         let result = worker
             .connection()
             .and_then(|conn| retry.run(|| B::mark_delivered(&conn, &done)));

@@ -1,5 +1,6 @@
-//! The state a stage's handles and workers share: the bounded queue, the
-//! worker loop, replacement after a panic, and closing.
+//! A stage's bounded queue and the worker threads that drain it
+//! ([`StageQueue`], what the handles and the workers share): admission,
+//! the worker loop, replacement after a panic, and closing.
 //!
 //! One mutex guards the queue, the closed flag, the idle-worker count, the
 //! `submit_wait` waiters and the list of worker threads; no user code runs
@@ -42,7 +43,7 @@ struct Job<In, Out> {
 }
 
 /// A job's reply channel, context and submit time, made before the lock.
-struct Prepared<Out> {
+struct JobParts<Out> {
     reply: oneshot::Sender<Result<Out, StageError>>,
     rx: oneshot::Receiver<Result<Out, StageError>>,
     /// The submitter's context, with the stage hop on top.
@@ -59,14 +60,14 @@ struct Waiter {
 }
 
 /// Everything under the stage's mutex.
-struct State<In, Out> {
-    queue: VecDeque<Job<In, Out>>,
+struct QueueState<In, Out> {
+    jobs: VecDeque<Job<In, Out>>,
     closed: bool,
-    /// Workers sleeping on `Shared::ready`.
+    /// Workers sleeping on `StageQueue::ready`.
     idle: usize,
     /// `submit_wait` futures waiting for room, oldest first.
     waiters: VecDeque<Waiter>,
-    next_waiter: u64,
+    next_waiter_id: u64,
     /// Worker slots that have a thread (a replacement keeps its slot).
     live: usize,
     /// Every worker thread not yet finished, replacements included: how
@@ -86,6 +87,14 @@ struct Counters {
     in_flight: AtomicUsize,
 }
 
+/// A `submit_wait` future offering its item: where its registration id
+/// lives (`None` until the queue is first found full) and the waker to
+/// register.
+pub(super) struct Waiting<'a> {
+    pub(super) id: &'a mut Option<u64>,
+    pub(super) waker: &'a Waker,
+}
+
 /// What a poll of `offer` decided.
 pub(super) enum Offer<In, Out> {
     Accepted(Submission<Out>),
@@ -94,18 +103,20 @@ pub(super) enum Offer<In, Out> {
     Wait(In),
 }
 
-/// The shared part of a stage.
-pub(super) struct Shared<In, Out> {
+/// A stage's bounded queue with its worker threads: everything of a stage
+/// but the handles (workers hold it too, so it cannot close on drop; the
+/// handles' `Owner` does that).
+pub(super) struct StageQueue<In, Out> {
     /// Also the label of each submit's hop (dumps show it as
     /// ``stage `name` ``), shared rather than copied.
     pub(super) name: Arc<str>,
     pub(super) capacity: usize,
     /// How long a worker watches for work before it sleeps (0: never).
     idle_spin: Duration,
-    state: Mutex<State<In, Out>>,
+    state: Mutex<QueueState<In, Out>>,
     /// Idle workers wait here for a job or for the stage to close.
     ready: Condvar,
-    /// Mirrors of `state.closed` and `state.queue.len()`, read without the
+    /// Mirrors of `state.closed` and `state.jobs.len()`, read without the
     /// lock: a refusal costs no allocation and `stats` takes no lock.
     closed: AtomicBool,
     depth: AtomicUsize,
@@ -120,24 +131,24 @@ pub(super) struct Shared<In, Out> {
     started: Instant,
 }
 
-impl<In, Out> Shared<In, Out> {
+impl<In, Out> StageQueue<In, Out> {
     pub(super) fn new(
         name: &str,
         capacity: usize,
         idle_spin: Duration,
         build_ctx: Context,
     ) -> Self {
-        Shared {
+        StageQueue {
             name: name.into(),
             capacity,
             idle_spin,
-            state: Mutex::new(State {
+            state: Mutex::new(QueueState {
                 // Grows on demand: a large bound costs nothing until used.
-                queue: VecDeque::with_capacity(capacity.min(64)),
+                jobs: VecDeque::with_capacity(capacity.min(64)),
                 closed: false,
                 idle: 0,
                 waiters: VecDeque::new(),
-                next_waiter: 0,
+                next_waiter_id: 0,
                 live: 0,
                 members: Vec::new(),
             }),
@@ -153,7 +164,7 @@ impl<In, Out> Shared<In, Out> {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State<In, Out>> {
+    fn state(&self) -> MutexGuard<'_, QueueState<In, Out>> {
         // No user code runs under the lock, so a poisoned lock (a panic in
         // a waker, say) still guards consistent data.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -180,10 +191,10 @@ impl<In, Out> Shared<In, Out> {
         item: In,
         ctx: &Context,
         site: &'static Location<'static>,
-        waiter: Option<(&mut Option<u64>, &Waker)>,
+        waiter: Option<Waiting<'_>>,
     ) -> Offer<In, Out> {
         let (id, waker) = match waiter {
-            Some((id, waker)) => (Some(id), Some(waker)),
+            Some(Waiting { id, waker }) => (Some(id), Some(waker)),
             None => (None, None),
         };
         // Refusals read two atomics and allocate nothing: under overload,
@@ -197,7 +208,7 @@ impl<In, Out> Shared<In, Out> {
             return Offer::Refused(self.refuse(item, self.full()));
         }
         // The hop frame and the channel are built outside the lock.
-        let prepared = room.then(|| self.prepare(ctx, site));
+        let parts = room.then(|| self.prepare(ctx, site));
 
         let mut state = self.state();
         if state.closed {
@@ -205,7 +216,7 @@ impl<In, Out> Shared<In, Out> {
             self.forget_waiter(id);
             return Offer::Refused(self.refuse(item, RefuseReason::Closed));
         }
-        if state.queue.len() >= self.capacity {
+        if state.jobs.len() >= self.capacity {
             let (Some(id), Some(waker)) = (id, waker) else {
                 drop(state);
                 return Offer::Refused(self.refuse(item, self.full()));
@@ -215,22 +226,22 @@ impl<In, Out> Shared<In, Out> {
             return Offer::Wait(item);
         }
         // Rare: the queue looked full a moment ago and has room now.
-        let Prepared {
+        let JobParts {
             reply,
             rx,
             ctx,
             submitted,
-        } = match prepared {
-            Some(prepared) => prepared,
+        } = match parts {
+            Some(parts) => parts,
             None => self.prepare(ctx, site),
         };
-        state.queue.push_back(Job {
+        state.jobs.push_back(Job {
             item,
             reply,
             ctx,
             submitted,
         });
-        self.depth.store(state.queue.len(), Ordering::Relaxed);
+        self.depth.store(state.jobs.len(), Ordering::Relaxed);
         if let Some(id) = id.and_then(Option::take) {
             state.waiters.retain(|w| w.id != id);
         }
@@ -253,9 +264,9 @@ impl<In, Out> Shared<In, Out> {
     }
 
     /// What a job needs besides its item, built before taking the lock.
-    fn prepare(&self, ctx: &Context, site: &'static Location<'static>) -> Prepared<Out> {
+    fn prepare(&self, ctx: &Context, site: &'static Location<'static>) -> JobParts<Out> {
         let (reply, rx) = oneshot::channel();
-        Prepared {
+        JobParts {
             reply,
             rx,
             ctx: ctx.hop_at(
@@ -280,7 +291,7 @@ impl<In, Out> Shared<In, Out> {
         };
         let had_turn = state.waiters.remove(at).is_some_and(|w| w.waker.is_none());
         let next = if had_turn {
-            next_waiter(&mut state)
+            take_oldest_waker(&mut state)
         } else {
             None
         };
@@ -292,17 +303,17 @@ impl<In, Out> Shared<In, Out> {
 
     /// The next job for a worker; `None` once the stage is closed and the
     /// queue empty. While there is nothing to do it first watches for work
-    /// for `idle_spin` ([`Shared::watch_for_work`]), then sleeps on the
+    /// for `idle_spin` ([`StageQueue::watch_for_work`]), then sleeps on the
     /// condvar.
     fn next_job(&self) -> Option<Job<In, Out>> {
         let mut state = self.state();
         let mut spun = self.idle_spin.is_zero();
         loop {
-            if let Some(job) = state.queue.pop_front() {
-                self.depth.store(state.queue.len(), Ordering::Relaxed);
+            if let Some(job) = state.jobs.pop_front() {
+                self.depth.store(state.jobs.len(), Ordering::Relaxed);
                 self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
                 // A slot is free: the oldest `submit_wait` may take it.
-                let waiter = next_waiter(&mut state);
+                let waiter = take_oldest_waker(&mut state);
                 drop(state);
                 if let Some(waker) = waiter {
                     waker.wake();
@@ -365,9 +376,9 @@ impl<In, Out> Shared<In, Out> {
         self.closed.store(true, Ordering::Release);
         let cancelled: Vec<Job<In, Out>> = match mode {
             CloseMode::Drain => Vec::new(),
-            CloseMode::Cancel => state.queue.drain(..).collect(),
+            CloseMode::Cancel => state.jobs.drain(..).collect(),
         };
-        self.depth.store(state.queue.len(), Ordering::Relaxed);
+        self.depth.store(state.jobs.len(), Ordering::Relaxed);
         let waiters: Vec<Waker> = state
             .waiters
             .iter_mut()
@@ -467,7 +478,7 @@ impl<In, Out> Shared<In, Out> {
     /// stage is closed and nothing is left to drain.
     fn wants_replacement(&self) -> bool {
         let state = self.state();
-        !(state.closed && state.queue.is_empty())
+        !(state.closed && state.jobs.is_empty())
     }
 
     pub(super) fn stats(&self) -> StageStats {
@@ -500,6 +511,11 @@ impl<In, Out> Shared<In, Out> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Counts a fresh worker slot (at build, before its thread starts).
+    pub(super) fn add_slot(&self) {
+        self.state().live += 1;
+    }
+
     /// Stops a stage whose build failed: nothing was handed out yet.
     pub(super) fn abort(&self) {
         self.shut(CloseMode::Cancel);
@@ -508,7 +524,7 @@ impl<In, Out> Shared<In, Out> {
 }
 
 /// Registers (or refreshes) a `submit_wait` waker.
-fn register<In, Out>(state: &mut State<In, Out>, id: &mut Option<u64>, waker: &Waker) {
+fn register<In, Out>(state: &mut QueueState<In, Out>, id: &mut Option<u64>, waker: &Waker) {
     if let Some(known) = *id {
         if let Some(w) = state.waiters.iter_mut().find(|w| w.id == known) {
             // Keeps its place in line; the turn it may have had is used up
@@ -520,8 +536,8 @@ fn register<In, Out>(state: &mut State<In, Out>, id: &mut Option<u64>, waker: &W
             return;
         }
     }
-    let new = state.next_waiter;
-    state.next_waiter += 1;
+    let new = state.next_waiter_id;
+    state.next_waiter_id += 1;
     state.waiters.push_back(Waiter {
         id: new,
         waker: Some(waker.clone()),
@@ -530,7 +546,7 @@ fn register<In, Out>(state: &mut State<In, Out>, id: &mut Option<u64>, waker: &W
 }
 
 /// Takes the waker of the oldest waiter that has not been woken yet.
-fn next_waiter<In, Out>(state: &mut State<In, Out>) -> Option<Waker> {
+fn take_oldest_waker<In, Out>(state: &mut QueueState<In, Out>) -> Option<Waker> {
     state.waiters.iter_mut().find_map(|w| w.waker.take())
 }
 
@@ -539,13 +555,17 @@ enum Served<Out> {
     /// The stage closed and the queue is empty.
     Closed,
     /// The handler panicked; the reply is sent once a successor is started.
-    Panicked(oneshot::Sender<Result<Out, StageError>>, StageError),
+    Panicked {
+        /// The reply of the item whose handler panicked.
+        reply: oneshot::Sender<Result<Out, StageError>>,
+        error: StageError,
+    },
 }
 
 /// Starts a worker thread for `slot`. `ready` is for `build`: the worker
 /// reports there whether its handler factory succeeded.
 pub(super) fn spawn_worker<In, Out, M, H>(
-    shared: &Arc<Shared<In, Out>>,
+    queue: &Arc<StageQueue<In, Out>>,
     make: &Arc<M>,
     slot: usize,
     ready: Option<mpsc::Sender<Result<(), String>>>,
@@ -556,11 +576,11 @@ where
     M: Fn() -> H + Send + Sync + 'static,
     H: FnMut(In) -> Out + 'static,
 {
-    let (worker_shared, worker_make) = (Arc::clone(shared), Arc::clone(make));
+    let (worker_queue, worker_make) = (Arc::clone(queue), Arc::clone(make));
     let thread = std::thread::Builder::new()
-        .name(format!("{}-{slot}", shared.name))
-        .spawn(move || work(worker_shared, worker_make, slot, ready))?;
-    let mut threads = shared.threads();
+        .name(format!("{}-{slot}", queue.name))
+        .spawn(move || work(worker_queue, worker_make, slot, ready))?;
+    let mut threads = queue.threads();
     // Replaced workers that already exited are detached here, so a long
     // series of panics does not pile up handles.
     threads.retain(|t| !t.is_finished());
@@ -568,14 +588,9 @@ where
     Ok(())
 }
 
-/// Counts a fresh worker slot (at build, before its thread starts).
-pub(super) fn add_slot<In, Out>(shared: &Shared<In, Out>) {
-    shared.state().live += 1;
-}
-
 /// The body of a worker thread.
 fn work<In, Out, M, H>(
-    shared: Arc<Shared<In, Out>>,
+    queue: Arc<StageQueue<In, Out>>,
     make: Arc<M>,
     slot: usize,
     mut ready: Option<mpsc::Sender<Result<(), String>>>,
@@ -586,13 +601,13 @@ fn work<In, Out, M, H>(
     H: FnMut(In) -> Out + 'static,
 {
     let me = std::thread::current().id();
-    shared.state().members.push(me);
+    queue.state().members.push(me);
     // One round per handler: a handler that panicked is dropped and this
     // thread hands its slot to a fresh thread (or, if the OS refuses one,
     // builds a fresh handler itself).
     loop {
         // 1. This worker's own handler, built in the context of `build`.
-        let made = shared
+        let made = queue
             .build_ctx
             .run(|| catch_unwind(AssertUnwindSafe(|| make())));
         let handler = match made {
@@ -606,13 +621,13 @@ fn work<In, Out, M, H>(
                     None => {
                         tracing::error!(
                             target: "milieu::stage",
-                            stage = %shared.name,
+                            stage = %queue.name,
                             panic = %message,
                             "stage `{}`: the handler factory panicked while replacing a \
                              worker; the slot stays empty",
-                            shared.name
+                            queue.name
                         );
-                        shared.retire();
+                        queue.retire();
                     }
                 }
                 break;
@@ -623,23 +638,23 @@ fn work<In, Out, M, H>(
         }
 
         // 2. Jobs until the stage closes or the handler panics.
-        let (reply, error) = match serve(&shared, handler) {
+        let (reply, error) = match serve(&queue, handler) {
             Served::Closed => {
-                shared.retire();
+                queue.retire();
                 break;
             }
-            Served::Panicked(reply, error) => (reply, error),
+            Served::Panicked { reply, error } => (reply, error),
         };
 
         // 3. A successor first, then the answer: whoever sees `Panicked`
         //    also sees the stage at full strength and `replaced` counted.
-        if !shared.wants_replacement() {
-            shared.retire();
+        if !queue.wants_replacement() {
+            queue.retire();
             let _ = reply.send(Err(error));
             break;
         }
-        shared.counters.replaced.fetch_add(1, Ordering::Relaxed);
-        match spawn_worker(&shared, &make, slot, None) {
+        queue.counters.replaced.fetch_add(1, Ordering::Relaxed);
+        match spawn_worker(&queue, &make, slot, None) {
             Ok(()) => {
                 let _ = reply.send(Err(error));
                 break;
@@ -647,24 +662,24 @@ fn work<In, Out, M, H>(
             Err(e) => {
                 tracing::error!(
                     target: "milieu::stage",
-                    stage = %shared.name,
+                    stage = %queue.name,
                     "stage `{}`: cannot start a replacement worker ({e}); this thread \
                      rebuilds its handler instead",
-                    shared.name
+                    queue.name
                 );
                 let _ = reply.send(Err(error));
             }
         }
     }
-    shared.state().members.retain(|id| *id != me);
+    queue.state().members.retain(|id| *id != me);
 }
 
 /// Runs jobs through `handler` until the stage closes or it panics.
-fn serve<In, Out, H>(shared: &Shared<In, Out>, mut handler: H) -> Served<Out>
+fn serve<In, Out, H>(queue: &StageQueue<In, Out>, mut handler: H) -> Served<Out>
 where
     H: FnMut(In) -> Out,
 {
-    while let Some(job) = shared.next_job() {
+    while let Some(job) = queue.next_job() {
         let Job {
             item,
             reply,
@@ -677,7 +692,7 @@ where
             let outcome = catch_unwind(AssertUnwindSafe(|| handler(item)));
             if let Err(panic) = &outcome {
                 crate::panic::log(
-                    crate::panic::Catcher::Stage(&shared.name),
+                    crate::panic::Catcher::Stage(&queue.name),
                     "handler",
                     &**panic,
                 );
@@ -685,29 +700,29 @@ where
             outcome
         });
         let done = Instant::now();
-        shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        queue.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match outcome {
             Ok(out) => {
-                shared
+                queue
                     .latency
                     .record(done.saturating_duration_since(submitted));
-                shared.counters.completed.fetch_add(1, Ordering::Relaxed);
+                queue.counters.completed.fetch_add(1, Ordering::Relaxed);
                 // Wakes the awaiting task; its continuation runs wherever
                 // it is polled (the reactor thread), never here.
                 let _ = reply.send(Ok(out));
             }
             Err(panic) => {
-                shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                queue.counters.panicked.fetch_add(1, Ordering::Relaxed);
                 let message = crate::panic::message(&*panic);
                 drop_quietly(panic);
                 // The handler's state may be broken: it goes, with its
                 // thread (its destructor is user code too).
                 drop_quietly(handler);
                 let error = StageError::Panicked {
-                    stage: shared.name.to_string(),
+                    stage: queue.name.to_string(),
                     message,
                 };
-                return Served::Panicked(reply, error);
+                return Served::Panicked { reply, error };
             }
         }
         // `ctx` drops here, outside the lock; it may hold the last handle.
