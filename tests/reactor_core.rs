@@ -95,6 +95,72 @@ fn delayed_calls_can_be_cancelled_and_reset() {
 }
 
 #[test]
+fn a_delayed_call_awaited_gives_its_result_or_says_why_there_is_none() {
+    let (mut reactor, _clock) = virtual_reactor();
+    let handle = reactor.handle();
+    let answer = handle.call_later(Duration::from_secs(1), || 6 * 7);
+    let cancelled = handle.call_later(Duration::from_secs(1), || "never");
+    let panicking = handle.call_later(Duration::from_secs(1), || -> u8 { panic!("boom") });
+    let moved = handle.call_later(Duration::from_secs(1), || "moved");
+    assert!(cancelled.cancel());
+    assert!(moved.reset(Duration::from_secs(3)));
+
+    // Awaited by a task of the reactor, which resumes when each fires.
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&results);
+    let _task = handle.spawn(async move {
+        let a = answer.await;
+        let c = cancelled.await;
+        let p = panicking.await;
+        seen.lock().unwrap().push(format!("{a:?} {c:?} {p:?}"));
+        let m = moved.await;
+        seen.lock().unwrap().push(format!("{m:?}"));
+    });
+    reactor.tick(Some(Duration::ZERO)).unwrap();
+    assert!(results.lock().unwrap().is_empty(), "nothing is due yet");
+    assert_eq!(reactor.advance(Duration::from_secs(1)).unwrap(), 2);
+    assert_eq!(
+        *results.lock().unwrap(),
+        ["Ok(42) Err(Cancelled) Err(Panicked)"]
+    );
+    assert_eq!(reactor.advance(Duration::from_secs(2)).unwrap(), 1);
+    assert_eq!(results.lock().unwrap()[1], r#"Ok("moved")"#);
+}
+
+#[test]
+fn a_delayed_call_whose_reactor_is_dropped_is_cancelled_for_its_awaiter() {
+    let (reactor, _clock) = virtual_reactor();
+    let call = reactor
+        .handle()
+        .call_later(Duration::from_secs(60), || "never");
+    drop(reactor);
+    // Awaited off the reactor: it must not hang (bounded here).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(futures::executor::block_on(call)));
+    let outcome = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(outcome, Ok(Err(JoinError::Cancelled)));
+}
+
+#[test]
+fn a_delayed_call_awaited_from_another_thread_is_woken_when_it_fires() {
+    let mut reactor = Reactor::new().unwrap();
+    let call = reactor.handle().call_later(Duration::from_millis(20), || {
+        std::thread::current().name().map(str::to_owned)
+    });
+    let waiter = std::thread::spawn(move || futures::executor::block_on(call));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !waiter.is_finished() && Instant::now() < deadline {
+        reactor.tick(Some(Duration::from_millis(5))).unwrap();
+    }
+    let ran_on = waiter.join().unwrap().expect("the call ran");
+    assert_eq!(
+        ran_on,
+        std::thread::current().name().map(str::to_owned),
+        "on the reactor's thread"
+    );
+}
+
+#[test]
 fn advance_fires_each_timer_at_its_own_time_in_order() {
     let (mut reactor, clock) = virtual_reactor();
     let handle = reactor.handle();

@@ -74,7 +74,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub struct HttpProtocol {
     limits: HttpLimits,
     /// The request being received: header fields parsed, body incomplete.
-    pending: Option<Pending>,
+    pending: Option<PartialRequest>,
     /// What the responses owe to the requests decoded, in request order.
     answers: VecDeque<Answer>,
     /// A request or a response closes the connection, or input was bad.
@@ -83,7 +83,7 @@ pub struct HttpProtocol {
 
 /// A request whose header fields are in and whose body is not.
 #[derive(Clone, Debug)]
-struct Pending {
+struct PartialRequest {
     method: Cow<'static, str>,
     target: Arc<str>,
     version: u8,
@@ -247,7 +247,7 @@ fn status_response(status: u16) -> Response {
 
 /// Parses the request line and header fields at the start of `input`:
 /// `None` while they are incomplete.
-fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<Pending>, HttpError> {
+fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<PartialRequest>, HttpError> {
     let max_bytes = limits.max_header_bytes();
     // A field takes 3 bytes at least (`a:\n`): a longer array could never
     // fill up, and allocating it would cost for nothing.
@@ -288,7 +288,7 @@ fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<Pending>, Http
         _ => !connection("close"),
     };
     let expect_continue = version == 1 && headers.has_token("expect", "100-continue");
-    Ok(Some(Pending {
+    Ok(Some(PartialRequest {
         method: method_name(method),
         target: target.into(),
         version,

@@ -206,7 +206,7 @@ where
 struct Panicked;
 
 /// A response in the pipeline: ready, or being computed by a task.
-enum Slot<R> {
+enum Owed<R> {
     Ready(Option<R>),
     Waiting(oneshot::Receiver<Result<R, Panicked>>),
 }
@@ -226,7 +226,7 @@ pub(crate) struct ServerConn<P: Protocol> {
     protocol: P,
     handler: HandlerFn<P::Request, P::Response>,
     /// Responses owed, in request order.
-    pipeline: VecDeque<Slot<P::Response>>,
+    pipeline: VecDeque<Owed<P::Response>>,
     ctx: Context,
     info: ConnectionInfo,
     /// The connection is ending (why): nothing more is decoded; it closes
@@ -299,7 +299,7 @@ impl<P: Protocol> ServerConn<P> {
             (self.handler)(request)
         }));
         match replied {
-            Ok(Reply::Now(response)) => self.pipeline.push_back(Slot::Ready(Some(response))),
+            Ok(Reply::Now(response)) => self.pipeline.push_back(Owed::Ready(Some(response))),
             Ok(Reply::Later(future)) => {
                 let (tx, rx) = oneshot::channel();
                 let io = Arc::downgrade(cx.io);
@@ -315,13 +315,13 @@ impl<P: Protocol> ServerConn<P> {
                     }
                 };
                 cx.executor.spawn(Box::pin(task.in_current_context()));
-                self.pipeline.push_back(Slot::Waiting(rx));
+                self.pipeline.push_back(Owed::Waiting(rx));
             }
             Err(panic) => {
                 panic::log(Catcher::Reactor, "handler", &*panic);
                 cx.stats.panics += 1;
                 match self.protocol.panic_response() {
-                    Some(response) => self.pipeline.push_back(Slot::Ready(Some(response))),
+                    Some(response) => self.pipeline.push_back(Owed::Ready(Some(response))),
                     None => self.end(CloseReason::Panicked),
                 }
             }
@@ -331,8 +331,8 @@ impl<P: Protocol> ServerConn<P> {
     /// Takes the response at the front of the pipeline, if it is there.
     fn front(&mut self) -> Option<Next<P::Response>> {
         let next = match self.pipeline.front_mut()? {
-            Slot::Ready(response) => Next::Response(response.take()?),
-            Slot::Waiting(rx) => match rx.try_recv() {
+            Owed::Ready(response) => Next::Response(response.take()?),
+            Owed::Waiting(rx) => match rx.try_recv() {
                 Ok(None) => return None,
                 Ok(Some(Ok(response))) => Next::Response(response),
                 Ok(Some(Err(Panicked))) => Next::Panicked,
@@ -430,7 +430,7 @@ impl<P: Protocol> ServerConn<P> {
             "closing a connection: undecodable input"
         );
         if let Some(response) = self.protocol.error_response(&error) {
-            self.pipeline.push_back(Slot::Ready(Some(response)));
+            self.pipeline.push_back(Owed::Ready(Some(response)));
         }
         self.end(CloseReason::Protocol(Arc::new(error)));
     }
@@ -583,7 +583,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
                 );
                 self.request_started = None;
                 if let Some(response) = self.protocol.timeout_response() {
-                    self.pipeline.push_back(Slot::Ready(Some(response)));
+                    self.pipeline.push_back(Owed::Ready(Some(response)));
                 }
                 self.end(CloseReason::TimedOut { idle: false, after });
                 self.advance(cx);

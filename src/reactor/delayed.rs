@@ -69,7 +69,7 @@ impl<T: Send + 'static> DelayedCall<T> {
         F: FnOnce() -> T + Send + 'static,
     {
         let call = Arc::new(Call {
-            slot: Mutex::new(Slot::Scheduled(f)),
+            slot: Mutex::new(CallState::Scheduled(f)),
         });
         let fire: Arc<dyn Fire> = Arc::clone(&call) as Arc<dyn Fire>;
         let key = state.timers().insert(when, fire, hop);
@@ -144,10 +144,10 @@ trait Outcome<T>: Send + Sync {
 
 /// A scheduled call: the callback, then its result.
 struct Call<F, T> {
-    slot: Mutex<Slot<F, T>>,
+    slot: Mutex<CallState<F, T>>,
 }
 
-enum Slot<F, T> {
+enum CallState<F, T> {
     Scheduled(F),
     /// Scheduled, and a task awaits it.
     Awaited(F, Waker),
@@ -159,17 +159,17 @@ enum Slot<F, T> {
 }
 
 impl<F, T> Call<F, T> {
-    fn slot(&self) -> MutexGuard<'_, Slot<F, T>> {
+    fn slot(&self) -> MutexGuard<'_, CallState<F, T>> {
         // No user code runs under the lock.
         self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stores the end of the call and wakes whoever awaits it.
-    fn finish(&self, end: Slot<F, T>) {
+    fn finish(&self, end: CallState<F, T>) {
         let previous = std::mem::replace(&mut *self.slot(), end);
         // The callback (if it never ran) is dropped here, outside the lock.
         let waker = match previous {
-            Slot::Awaited(_, waker) | Slot::Running(Some(waker)) => Some(waker),
+            CallState::Awaited(_, waker) | CallState::Running(Some(waker)) => Some(waker),
             _ => None,
         };
         if let Some(waker) = waker {
@@ -186,13 +186,13 @@ where
     fn fire(&self) {
         let f = {
             let mut slot = self.slot();
-            match std::mem::replace(&mut *slot, Slot::Taken) {
-                Slot::Scheduled(f) => {
-                    *slot = Slot::Running(None);
+            match std::mem::replace(&mut *slot, CallState::Taken) {
+                CallState::Scheduled(f) => {
+                    *slot = CallState::Running(None);
                     f
                 }
-                Slot::Awaited(f, waker) => {
-                    *slot = Slot::Running(Some(waker));
+                CallState::Awaited(f, waker) => {
+                    *slot = CallState::Running(Some(waker));
                     f
                 }
                 other => {
@@ -202,9 +202,9 @@ where
             }
         };
         match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => self.finish(Slot::Done(value)),
+            Ok(value) => self.finish(CallState::Done(value)),
             Err(payload) => {
-                self.finish(Slot::Failed(JoinError::Panicked));
+                self.finish(CallState::Failed(JoinError::Panicked));
                 // The reactor logs it with the context dump and counts it.
                 resume_unwind(payload)
             }
@@ -212,9 +212,12 @@ where
     }
 
     fn abandon(&self) {
-        let scheduled = matches!(*self.slot(), Slot::Scheduled(_) | Slot::Awaited(..));
+        let scheduled = matches!(
+            *self.slot(),
+            CallState::Scheduled(_) | CallState::Awaited(..)
+        );
         if scheduled {
-            self.finish(Slot::Failed(JoinError::Cancelled));
+            self.finish(CallState::Failed(JoinError::Cancelled));
         }
     }
 }
@@ -226,19 +229,19 @@ where
 {
     fn poll_outcome(&self, waker: &Waker) -> Poll<Result<T, JoinError>> {
         let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, Slot::Taken) {
-            Slot::Scheduled(f) | Slot::Awaited(f, _) => {
-                *slot = Slot::Awaited(f, waker.clone());
+        match std::mem::replace(&mut *slot, CallState::Taken) {
+            CallState::Scheduled(f) | CallState::Awaited(f, _) => {
+                *slot = CallState::Awaited(f, waker.clone());
                 Poll::Pending
             }
-            Slot::Running(_) => {
-                *slot = Slot::Running(Some(waker.clone()));
+            CallState::Running(_) => {
+                *slot = CallState::Running(Some(waker.clone()));
                 Poll::Pending
             }
-            Slot::Done(value) => Poll::Ready(Ok(value)),
-            Slot::Failed(error) => Poll::Ready(Err(error)),
+            CallState::Done(value) => Poll::Ready(Ok(value)),
+            CallState::Failed(error) => Poll::Ready(Err(error)),
             // Polled again after it completed: as a cancelled call.
-            Slot::Taken => Poll::Ready(Err(JoinError::Cancelled)),
+            CallState::Taken => Poll::Ready(Err(JoinError::Cancelled)),
         }
     }
 }

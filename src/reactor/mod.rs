@@ -31,7 +31,7 @@
 //! # Layout
 //!
 //! One file per layer or type, each importing only those below it (check
-//! with `python3 tools/modcycles.py src/reactor`, see docs/design.md):
+//! with `python3 tools/import_cycles.py src/reactor`; see docs/design.md):
 //!
 //! | file | what |
 //! |---|---|

@@ -44,7 +44,7 @@ pub(crate) struct SourceTable {
     state: Arc<ReactorState>,
     sources: HashMap<usize, Source, BuildHasherDefault<TokenHasher>>,
     /// What each call into a driver needs besides the driver.
-    driving: Driving,
+    calls: DriverCalls,
     /// Connections that did I/O this tick: step 5 dispatches them.
     dispatch: Vec<usize>,
     /// Connections to flush in step 7.
@@ -95,7 +95,7 @@ const SWEEP_GRANULARITY: Duration = Duration::from_millis(100);
 impl SourceTable {
     pub(crate) fn new(state: Arc<ReactorState>) -> SourceTable {
         SourceTable {
-            driving: Driving {
+            calls: DriverCalls {
                 state: Arc::clone(&state),
                 retry: Vec::new(),
                 scratch: Vec::new(),
@@ -130,7 +130,7 @@ impl SourceTable {
                         // Accepting failed a while ago: try again.
                         Some(at) if at <= now => {
                             listener.retry_at = None;
-                            self.driving.retry.push(token);
+                            self.calls.retry.push(token);
                         }
                         Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
                         None => {}
@@ -140,7 +140,7 @@ impl SourceTable {
             };
             match driver.deadline() {
                 Some(at) if at <= now => {
-                    self.driving
+                    self.calls
                         .drive(token, driver, stats, |d, cx| d.expire(now, cx));
                     self.flush.push(token);
                     if driver.finished() {
@@ -173,7 +173,7 @@ impl SourceTable {
         let mut work = std::mem::take(&mut self.work);
         work.extend(readiness.events().map(|(token, ready)| (token.0, ready)));
         work.extend(
-            self.driving
+            self.calls
                 .retry
                 .drain(..)
                 .chain(ready)
@@ -189,13 +189,13 @@ impl SourceTable {
                     let now = self.state.clock.now();
                     let more = listener.accept(&self.state.io, now, stats, &mut born);
                     if more {
-                        self.driving.retry.push(token);
+                        self.calls.retry.push(token);
                     }
                     let retry_at = listener.retry_at;
                     self.note_deadline(retry_at);
                 }
                 Some(Source::Conn(driver)) => {
-                    self.driving
+                    self.calls
                         .drive(token, driver, stats, |d, cx| d.io(ready, cx));
                     if driver.finished() {
                         self.dead.push(token);
@@ -221,7 +221,7 @@ impl SourceTable {
         tokens.dedup();
         for &token in &tokens {
             if let Some(Source::Conn(driver)) = self.sources.get_mut(&token) {
-                self.driving
+                self.calls
                     .drive(token, driver, stats, |d, cx| d.dispatch(cx));
                 if driver.finished() {
                     self.dead.push(token);
@@ -238,15 +238,14 @@ impl SourceTable {
         let (touched, ready) = self.state.io.take_touched();
         self.flush.extend(touched);
         // Readiness noticed after step 4 is handled next tick.
-        self.driving.retry.extend(ready);
+        self.calls.retry.extend(ready);
         let mut tokens = std::mem::take(&mut self.flush);
         tokens.sort_unstable();
         tokens.dedup();
         for &token in &tokens {
             match self.sources.get_mut(&token) {
                 Some(Source::Conn(driver)) => {
-                    self.driving
-                        .drive(token, driver, stats, |d, cx| d.flush(cx));
+                    self.calls.drive(token, driver, stats, |d, cx| d.flush(cx));
                     if driver.finished() {
                         self.dead.push(token);
                     } else {
@@ -254,20 +253,20 @@ impl SourceTable {
                         self.note_deadline(deadline);
                     }
                 }
-                Some(Source::Listener(_)) => self.driving.retry.push(token),
+                Some(Source::Listener(_)) => self.calls.retry.push(token),
                 None => {}
             }
         }
         tokens.clear();
         self.flush = tokens;
         self.reap(readiness.registry(), stats);
-        self.state.io.end(!self.driving.retry.is_empty());
+        self.state.io.end(!self.calls.retry.is_empty());
     }
 
     /// Whether nothing waits to be done without a new event.
     #[cfg(feature = "test-util")]
     pub(crate) fn is_idle(&self) -> bool {
-        self.driving.retry.is_empty() && self.state.io.is_empty()
+        self.calls.retry.is_empty() && self.state.io.is_empty()
     }
 
     /// Number of open connections (server and client).
@@ -297,7 +296,7 @@ impl SourceTable {
                     };
                     self.sources.insert(token, Source::Listener(source));
                     // Connections may be waiting already.
-                    self.driving.retry.push(token);
+                    self.calls.retry.push(token);
                 }
                 Err(e) => ctx.run(|| {
                     tracing::error!(
@@ -356,7 +355,7 @@ impl SourceTable {
         }
         self.sources.insert(token, Source::Conn(driver));
         // Input may be waiting already (a memory transport, a fast peer).
-        self.driving.retry.push(token);
+        self.calls.retry.push(token);
     }
 
     /// Removes the finished connections.
@@ -372,10 +371,10 @@ impl SourceTable {
             stats.closed += 1;
             // A removed connection has nothing to retry: whatever it asks
             // for while closing is dropped.
-            let retries = self.driving.retry.len();
-            self.driving
+            let retries = self.calls.retry.len();
+            self.calls
                 .drive(token, &mut driver, stats, |d, cx| d.closed(cx));
-            self.driving.retry.truncate(retries);
+            self.calls.retry.truncate(retries);
             // Dropping the driver closes the socket.
         }
     }
@@ -396,7 +395,7 @@ impl Drop for SourceTable {
 
 /// What every call into a connection's driver needs besides the driver:
 /// handed to the driver as its [`DriverCx`].
-struct Driving {
+struct DriverCalls {
     state: Arc<ReactorState>,
     /// Sources to drive next tick without an event (resumed reading,
     /// accepting after the budget ran out).
@@ -405,7 +404,7 @@ struct Driving {
     scratch: Vec<u8>,
 }
 
-impl Driving {
+impl DriverCalls {
     /// Runs one driver call in the connection's context, under
     /// `catch_unwind`.
     fn drive(

@@ -19,14 +19,14 @@ use crate::Context;
 
 /// A call queued by [`Handle::call_from_thread`](super::Handle::call_from_thread),
 /// with the context it runs in.
-pub(crate) type Call = (Box<dyn FnOnce() + Send>, Context);
+pub(crate) type QueuedCall = (Box<dyn FnOnce() + Send>, Context);
 
 /// State shared by the reactor and its handles.
 pub(crate) struct ReactorState {
     pub(crate) wakeup: Arc<Wakeup>,
     pub(crate) clock: Clock,
     timers: Mutex<Timers>,
-    calls: Mutex<VecDeque<Call>>,
+    calls: Mutex<VecDeque<QueuedCall>>,
     pub(crate) executor: Arc<Executor>,
     /// Requests from handles to the reactor's I/O sources.
     pub(crate) io: Arc<IoQueue>,
@@ -67,7 +67,7 @@ impl ReactorState {
         self.timers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn calls(&self) -> MutexGuard<'_, VecDeque<Call>> {
+    pub(crate) fn calls(&self) -> MutexGuard<'_, VecDeque<QueuedCall>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
