@@ -29,8 +29,8 @@
 //!
 //! # Examples
 //!
-//! A server, tested without sockets through
-//! [`testing::Pair`](crate::reactor::testing::Pair):
+//! A server, tested without sockets through `reactor::testing::Pair`
+//! (feature `test-util`):
 //!
 //! ```
 //! use milieu::http::{self, Request, Response};

@@ -300,7 +300,7 @@ impl Reactor {
     /// timer due on the way at its own scheduled time, in order (inside
     /// the callback, [`Handle::now`] is that time). Returns how many fired.
     ///
-    /// Tasks woken by a timer (a [`Sleep`] ending) are polled right after
+    /// Tasks woken by a timer (a [`Sleep`](super::Sleep) ending) are polled right after
     /// it, while the clock still reads its time.
     ///
     /// A zero-delay call scheduled during `advance` runs within it; the
@@ -407,7 +407,7 @@ impl Drop for Reactor {
     }
 }
 
-/// [`Reactor::advance`] needs a reactor built on a [`VirtualClock`].
+/// [`Reactor::advance`] needs a reactor built on a [`VirtualClock`](super::VirtualClock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotVirtual;
 

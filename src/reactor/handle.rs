@@ -157,7 +157,7 @@ impl Handle {
         JoinHandle { rx }
     }
 
-    /// Asks the reactor to stop after the current tick ([`Reactor::run`]
+    /// Asks the reactor to stop after the current tick ([`Reactor::run`](super::Reactor::run)
     /// returns).
     pub fn stop(&self) {
         self.state.stopping.store(true, Ordering::SeqCst);
@@ -289,7 +289,7 @@ impl Handle {
         self.listen_on(socket, factory)
     }
 
-    /// Connects to `addr` over TCP: a future of the [`Connection`], resolved
+    /// Connects to `addr` over TCP: a future of the [`Connection`](super::Connection), resolved
     /// by this reactor once the connection is established (or failed).
     ///
     /// Names are not resolved here (a lookup may block): resolve them first,
@@ -329,7 +329,7 @@ impl Handle {
 
     #[cfg(feature = "test-util")]
     /// A client [`Connection`] over a memory transport (the other end of
-    /// `stream` is the peer): see [`testing`](super::testing).
+    /// `stream` is the peer): see `reactor::testing` (feature `test-util`).
     ///
     /// # Errors
     ///

@@ -117,7 +117,7 @@ impl ConnectionInfo {
 
     /// Whether write backpressure holds right now: the peer does not read
     /// its responses fast enough, so this connection stopped reading
-    /// requests (see [`Limits`]).
+    /// requests (see [`Limits`](super::Limits)).
     pub fn is_paused(&self) -> bool {
         self.inner.paused.load(Ordering::Relaxed)
     }

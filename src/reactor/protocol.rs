@@ -4,7 +4,7 @@
 //! reactor asks the connection's factory for a fresh one per connection).
 //! It never touches a socket: the transport hands it the bytes received so
 //! far and takes back the bytes to send, so protocols are tested with
-//! plain byte slices or, tick by tick, with [`testing::Pair`](super::testing::Pair).
+//! plain byte slices or, tick by tick, with `testing::Pair` (feature `test-util`).
 //! [`LineProtocol`] ships with the crate; HTTP/1.1 is [`HttpProtocol`](crate::http::HttpProtocol).
 
 use std::error::Error;

@@ -1,11 +1,11 @@
 //! What one tick did: the figures [`Reactor::tick`](super::Reactor::tick)
 //! returns, counted by every step as it works.
 
-/// What one [`Reactor::tick`] did.
+/// What one [`Reactor::tick`](super::Reactor::tick) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TickStats {
-    /// Calls run from [`Handle::call_from_thread`].
+    /// Calls run from [`Handle::call_from_thread`](super::Handle::call_from_thread).
     pub calls: usize,
     /// Timers fired.
     pub timers: usize,
@@ -17,7 +17,7 @@ pub struct TickStats {
     pub panics: usize,
     /// Connections accepted by listeners.
     pub accepted: usize,
-    /// Client connections established ([`Handle::connect_tcp`]).
+    /// Client connections established ([`Handle::connect_tcp`](super::Handle::connect_tcp)).
     pub connected: usize,
     /// Connections closed and removed (failed connects included).
     pub closed: usize,

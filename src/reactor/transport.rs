@@ -3,7 +3,7 @@
 //!
 //! A [`Transport`] owns no socket: the connection that owns one hands it
 //! in for each call, so the same code drives a TCP stream and a memory pipe
-//! (see [`testing`](super::testing)). It speaks `io::Result` at its edges:
+//! (see `reactor::testing`, feature `test-util`). It speaks `io::Result` at its edges:
 //! `Interrupted` is retried, `WouldBlock` means drained (so does a short
 //! read on an edge-triggered socket, see [`Transport::read_from`]), and any
 //! other error comes back as an outcome the connection turns into a close
