@@ -212,12 +212,15 @@ where
     }
 
     fn abandon(&self) {
-        let scheduled = matches!(
-            *self.slot(),
-            CallState::Scheduled(_) | CallState::Awaited(..)
-        );
-        if scheduled {
-            self.finish(CallState::Failed(JoinError::Cancelled));
+        let mut slot = self.slot();
+        if !matches!(*slot, CallState::Scheduled(_) | CallState::Awaited(..)) {
+            return;
+        }
+        let previous = std::mem::replace(&mut *slot, CallState::Failed(JoinError::Cancelled));
+        drop(slot);
+        // The callback is dropped here, outside the lock.
+        if let CallState::Awaited(_, waker) = previous {
+            waker.wake();
         }
     }
 }
