@@ -45,17 +45,31 @@ fn place_order(item: &str) -> Result<i64, TxError> {
     Ok(order)
 }
 
-fn data_dir() -> Result<PathBuf, Box<dyn std::error::Error>> {
+/// Where the database goes: `--data DIR`, or a scratch directory under the
+/// system temp dir that is removed again when the example ends.
+fn data_dir() -> Result<(PathBuf, Option<Scratch>), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [] => Ok(std::env::temp_dir().join(format!("milieu-outbox-{}", std::process::id()))),
-        [flag, dir] if flag == "--data" => Ok(PathBuf::from(dir)),
+        [] => {
+            let dir = std::env::temp_dir().join(format!("milieu-outbox-{}", std::process::id()));
+            Ok((dir.clone(), Some(Scratch(dir))))
+        }
+        [flag, dir] if flag == "--data" => Ok((PathBuf::from(dir), None)),
         _ => Err(format!("usage: outbox [--data DIR] (got {args:?})").into()),
     }
 }
 
+/// A directory this run made for itself, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = data_dir()?;
+    let (dir, _scratch) = data_dir()?;
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("orders.db");
     println!("database: {}", path.display());
