@@ -128,6 +128,28 @@ fn a_delayed_call_awaited_gives_its_result_or_says_why_there_is_none() {
 }
 
 #[test]
+fn a_delayed_call_awaited_after_it_fired_still_gives_its_result() {
+    let (mut reactor, _clock) = virtual_reactor();
+    let handle = reactor.handle();
+    let answer = handle.call_later(Duration::from_secs(1), || String::from("kept"));
+    let panicked = handle.call_later(Duration::from_secs(1), || -> u8 { panic!("boom") });
+    let dropped_ran = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::clone(&dropped_ran);
+    // Dropping a DelayedCall does not cancel the call.
+    drop(handle.call_later(Duration::from_secs(1), move || {
+        ran.fetch_add(1, Ordering::SeqCst)
+    }));
+    assert_eq!(reactor.advance(Duration::from_secs(1)).unwrap(), 3);
+    assert_eq!(dropped_ran.load(Ordering::SeqCst), 1);
+    assert!(!answer.active());
+    let (answer, panicked) = reactor
+        .run_until(async move { (answer.await, panicked.await) })
+        .unwrap();
+    assert_eq!(answer.as_deref(), Ok("kept"));
+    assert_eq!(panicked, Err(JoinError::Panicked));
+}
+
+#[test]
 fn a_delayed_call_whose_reactor_is_dropped_is_cancelled_for_its_awaiter() {
     let (reactor, _clock) = virtual_reactor();
     let call = reactor

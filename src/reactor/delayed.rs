@@ -1,20 +1,23 @@
 //! Delayed calls as futures: [`DelayedCall`] (Twisted's `callLater`, and
 //! awaited, its `deferLater`), [`Sleep`] and [`Timeout`].
 //!
-//! A scheduled call is one allocation shared by the timer, which runs it,
-//! and the `DelayedCall`, which cancels, moves or awaits it.
+//! A scheduled call lives in the reactor's timer table, result included:
+//! the `DelayedCall` is a key into it, so a call nobody awaits costs no
+//! more than its boxed callback. The table keeps a fired call's result
+//! until the `DelayedCall` takes it or is dropped.
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use super::state::ReactorState;
 use super::task::JoinError;
-use super::time::{Fire, TimerKey};
+use super::time::{Callback, Polled, TimerKey};
 use crate::context::PendingHop;
 use crate::context::{Context, HopKind};
 
@@ -48,7 +51,10 @@ use crate::context::{Context, HopKind};
 pub struct DelayedCall<T = ()> {
     key: TimerKey,
     state: Weak<ReactorState>,
-    outcome: Arc<dyn Outcome<T>>,
+    /// Cancelled through this handle, or its outcome taken: the table holds
+    /// nothing more for it, so dropping it has nothing to tell the table.
+    settled: AtomicBool,
+    _result: PhantomData<fn() -> T>,
 }
 
 impl<T> fmt::Debug for DelayedCall<T> {
@@ -68,16 +74,16 @@ impl<T: Send + 'static> DelayedCall<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
-        let call = Arc::new(Call {
-            slot: Mutex::new(CallState::Scheduled(f)),
-        });
-        let fire: Arc<dyn Fire> = Arc::clone(&call) as Arc<dyn Fire>;
-        let key = state.timers().insert(when, fire, hop);
+        // The call and its result live in the timer table: a call nobody
+        // awaits costs what a boxed callback costs.
+        let callback: Callback = Box::new(move || Box::new(f()));
+        let key = state.timers().insert(when, callback, hop);
         state.wakeup.unpark();
         DelayedCall {
             key,
             state: Arc::downgrade(state),
-            outcome: call,
+            settled: AtomicBool::new(false),
+            _result: PhantomData,
         }
     }
 }
@@ -90,16 +96,17 @@ impl<T> DelayedCall<T> {
             return false;
         };
         let removed = state.timers().cancel(self.key);
-        match removed {
-            Some(timer) => {
-                // Outside the timers' lock: the callback and the context
-                // it captured are user values with destructors.
-                timer.callback.abandon();
-                drop(timer);
-                true
-            }
-            None => false,
+        let Some((timer, waiter)) = removed else {
+            return false;
+        };
+        self.settled.store(true, Ordering::Relaxed);
+        // Outside the timers' lock: the callback and the context it
+        // captured are user values with destructors.
+        drop(timer);
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
+        true
     }
 
     /// Reschedules the call to run `delay` from now; false if it already
@@ -129,122 +136,45 @@ impl<T> DelayedCall<T> {
     }
 }
 
-impl<T> Future for DelayedCall<T> {
+impl<T: 'static> Future for DelayedCall<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.outcome.poll_outcome(cx.waker())
-    }
-}
-
-/// The typed side of a scheduled call: what awaiting it sees.
-trait Outcome<T>: Send + Sync {
-    fn poll_outcome(&self, waker: &Waker) -> Poll<Result<T, JoinError>>;
-}
-
-/// A scheduled call: the callback, then its result.
-struct Call<F, T> {
-    slot: Mutex<CallState<F, T>>,
-}
-
-enum CallState<F, T> {
-    Scheduled(F),
-    /// Scheduled, and a task awaits it.
-    Awaited(F, Waker),
-    Running(Option<Waker>),
-    Done(T),
-    Failed(JoinError),
-    /// The result was taken by the awaiting task.
-    Taken,
-}
-
-impl<F, T> Call<F, T> {
-    fn slot(&self) -> MutexGuard<'_, CallState<F, T>> {
-        // No user code runs under the lock.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Stores the end of the call and wakes whoever awaits it.
-    fn finish(&self, end: CallState<F, T>) {
-        let previous = std::mem::replace(&mut *self.slot(), end);
-        // The callback (if it never ran) is dropped here, outside the lock.
-        let waker = match previous {
-            CallState::Awaited(_, waker) | CallState::Running(Some(waker)) => Some(waker),
-            _ => None,
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+        if self.settled.load(Ordering::Relaxed) {
+            // Cancelled here, or polled again after it completed.
+            return Poll::Ready(Err(JoinError::Cancelled));
         }
+        let Some(state) = self.state.upgrade() else {
+            // The reactor was dropped, and its calls with it.
+            return Poll::Ready(Err(JoinError::Cancelled));
+        };
+        let polled = state.timers().poll(self.key, cx.waker());
+        let outcome = match polled {
+            Polled::Waiting => return Poll::Pending,
+            Polled::Ready(outcome) => outcome,
+            Polled::Gone => Err(JoinError::Cancelled),
+        };
+        self.settled.store(true, Ordering::Relaxed);
+        // The table stored what this call's callback returned: a `T`.
+        Poll::Ready(outcome.and_then(|value| {
+            value
+                .downcast::<T>()
+                .map(|value| *value)
+                .map_err(|_| JoinError::Cancelled)
+        }))
     }
 }
 
-impl<F, T> Fire for Call<F, T>
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    fn fire(&self) {
-        let f = {
-            let mut slot = self.slot();
-            match std::mem::replace(&mut *slot, CallState::Taken) {
-                CallState::Scheduled(f) => {
-                    *slot = CallState::Running(None);
-                    f
-                }
-                CallState::Awaited(f, waker) => {
-                    *slot = CallState::Running(Some(waker));
-                    f
-                }
-                other => {
-                    *slot = other;
-                    return;
-                }
-            }
-        };
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => self.finish(CallState::Done(value)),
-            Err(payload) => {
-                self.finish(CallState::Failed(JoinError::Panicked));
-                // The reactor logs it with the context dump and counts it.
-                resume_unwind(payload)
-            }
-        }
-    }
-
-    fn abandon(&self) {
-        let mut slot = self.slot();
-        if !matches!(*slot, CallState::Scheduled(_) | CallState::Awaited(..)) {
+impl<T> Drop for DelayedCall<T> {
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::Relaxed) {
             return;
         }
-        let previous = std::mem::replace(&mut *slot, CallState::Failed(JoinError::Cancelled));
-        drop(slot);
-        // The callback is dropped here, outside the lock.
-        if let CallState::Awaited(_, waker) = previous {
-            waker.wake();
-        }
-    }
-}
-
-impl<F, T> Outcome<T> for Call<F, T>
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    fn poll_outcome(&self, waker: &Waker) -> Poll<Result<T, JoinError>> {
-        let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, CallState::Taken) {
-            CallState::Scheduled(f) | CallState::Awaited(f, _) => {
-                *slot = CallState::Awaited(f, waker.clone());
-                Poll::Pending
-            }
-            CallState::Running(_) => {
-                *slot = CallState::Running(Some(waker.clone()));
-                Poll::Pending
-            }
-            CallState::Done(value) => Poll::Ready(Ok(value)),
-            CallState::Failed(error) => Poll::Ready(Err(error)),
-            // Polled again after it completed: as a cancelled call.
-            CallState::Taken => Poll::Ready(Err(JoinError::Cancelled)),
+        if let Some(state) = self.state.upgrade() {
+            // The call goes on (dropping does not cancel) but keeps no
+            // result; one nobody took is dropped here, outside the lock.
+            let unclaimed = state.timers().detach(self.key);
+            drop(unclaimed);
         }
     }
 }

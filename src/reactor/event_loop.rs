@@ -17,7 +17,8 @@ use super::readiness::Readiness;
 use super::sources::SourceTable;
 use super::state::ReactorState;
 use super::stats::TickStats;
-use super::time::Clock;
+use super::task::JoinError;
+use super::time::{Clock, Due};
 use super::transport::Limits;
 use crate::panic::{self, Catcher};
 use crate::{Context, FutureExt};
@@ -184,11 +185,9 @@ impl Reactor {
         let limit = self.state.timers().seq_limit();
         loop {
             let due = self.state.timers().pop_due(now, limit);
-            let Some(timer) = due else { break };
+            let Some(due) = due else { break };
             stats.timers += 1;
-            let ctx = timer.hop.into_context();
-            let fire = timer.callback;
-            stats.panics += usize::from(!run_guarded("timer", &ctx, move || fire.fire()));
+            stats.panics += usize::from(!self.fire(due));
         }
 
         // 3. One readiness poll, as long as nothing else is waiting.
@@ -213,6 +212,30 @@ impl Reactor {
         // 7. Flush of buffered writes; finished connections are removed.
         self.sources.flush_step(&self.readiness, &mut stats);
         Ok(stats)
+    }
+
+    /// Runs a due call in its scheduler's context (step 2, and `advance`)
+    /// and hands its outcome to its `DelayedCall`, if that still exists;
+    /// false if it panicked (logged).
+    fn fire(&self, due: Due) -> bool {
+        let Due {
+            key,
+            timer,
+            keep_outcome,
+        } = due;
+        let ctx = timer.hop.into_context();
+        let callback = timer.callback;
+        let mut outcome = Err(JoinError::Panicked);
+        let ran = run_guarded("timer", &ctx, || outcome = Ok(callback()));
+        if keep_outcome {
+            let (unclaimed, waiter) = self.state.timers().finish(key, outcome);
+            // Outside the lock: a result nobody will take, and the wake.
+            drop(unclaimed);
+            if let Some(waiter) = waiter {
+                waiter.wake();
+            }
+        }
+        ran
     }
 
     /// How long the readiness poll may wait.
@@ -336,8 +359,8 @@ impl Reactor {
                     limit = timers.seq_limit();
                     second_generation = false;
                 }
-                let timer = match timers.pop_due(when, limit) {
-                    Some(timer) => timer,
+                let due = match timers.pop_due(when, limit) {
+                    Some(due) => due,
                     None if !second_generation => {
                         second_generation = true;
                         limit = timers.seq_limit();
@@ -355,8 +378,7 @@ impl Reactor {
                 drop(timers);
                 clock.set(when);
                 fired += 1;
-                let fire = timer.callback;
-                run_guarded("timer", &timer.hop.into_context(), move || fire.fire());
+                self.fire(due);
                 // Tasks the timer woke (a `sleep` ending) resume at its time.
                 self.state.executor.run_ready(self.task_budget);
             }
@@ -396,12 +418,12 @@ impl Drop for Reactor {
     // a handle), so the state and its thread pool go away too.
     fn drop(&mut self) {
         self.state.executor.clear();
-        let timers: Vec<_> = self.state.timers().drain().collect();
-        for timer in &timers {
-            // Whoever awaits a `DelayedCall` learns it will never run.
-            timer.callback.abandon();
+        let (timers, outcomes, waiters) = self.state.timers().drain();
+        drop((timers, outcomes));
+        // Whoever awaits a `DelayedCall` learns it will never run.
+        for waiter in waiters {
+            waiter.wake();
         }
-        drop(timers);
         let calls = std::mem::take(&mut *self.state.calls());
         drop(calls);
     }

@@ -1,7 +1,8 @@
 //! Time: the reactor's clock (real or virtual) and its timers.
 //!
 //! Timers live in a binary heap ordered by (deadline, sequence) next to a
-//! slotmap that owns the callbacks. Insert is O(log n); cancel is O(1)
+//! slotmap that owns the callbacks (and, until its `DelayedCall` takes
+//! it, a fired call's result). Insert is O(log n); cancel is O(1)
 //! amortised (the heap entry goes stale and is skipped when it reaches the
 //! top; once stale entries outnumber live ones two to one the heap is
 //! rebuilt without them); `reset` pushes a fresh heap entry and leaves the
@@ -9,15 +10,18 @@
 //! [`PendingHop`]: the hop frame is only built if the call fires.
 //! Twisted's `task.Clock` keeps a sorted list: O(n) per insert.
 
+use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slotmap::{new_key_type, SlotMap};
 
+use super::task::JoinError;
 use crate::context::PendingHop;
 
 new_key_type! {
@@ -103,33 +107,65 @@ impl fmt::Debug for VirtualClock {
     }
 }
 
-/// What a timer runs when it fires: shared with the
-/// [`DelayedCall`](super::DelayedCall) that awaits its result, so a
-/// scheduled call costs one allocation.
-pub(crate) trait Fire: Send + Sync {
-    /// Runs the call (at most once; a later call does nothing).
-    fn fire(&self);
-    /// The call will never run (cancelled, or its reactor is dropped):
-    /// whoever awaits it is told so.
-    fn abandon(&self);
-}
+/// What a timer runs: the callback, type-erased, giving back its result
+/// (a `Box` of a zero-sized result, such as `()`, allocates nothing).
+pub(crate) type Callback = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+/// How a fired call ended: its result, or why there is none.
+pub(crate) type Outcome = Result<Box<dyn Any + Send>, JoinError>;
 
 /// A callback waiting for its deadline.
 pub(crate) struct Timer {
     pub(crate) when: Instant,
     /// Matches the live heap entry; older heap entries are stale.
     seq: u64,
-    pub(crate) callback: Arc<dyn Fire>,
+    pub(crate) callback: Callback,
     /// The scheduler's context; the hop frame is built only if the call
     /// fires.
     pub(crate) hop: PendingHop,
+}
+
+/// A call in the table, from scheduling until its
+/// [`DelayedCall`](super::DelayedCall) has its result or is dropped.
+struct Entry {
+    stage: Stage,
+    /// The `DelayedCall` still exists: a result is kept for it.
+    handle_alive: bool,
+    /// The task awaiting the `DelayedCall`, woken when the call ends.
+    waiter: Option<Waker>,
+}
+
+enum Stage {
+    Pending(Timer),
+    /// Taken out to run (outside the lock).
+    Running,
+    /// Ran; the result waits for the `DelayedCall` to be polled.
+    Done(Outcome),
+}
+
+/// A due call taken out of the table to run.
+pub(crate) struct Due {
+    pub(crate) key: TimerKey,
+    pub(crate) timer: Timer,
+    /// Its `DelayedCall` exists: hand the outcome to [`Timers::finish`].
+    pub(crate) keep_outcome: bool,
+}
+
+/// What [`Timers::poll`] found.
+pub(crate) enum Polled {
+    Waiting,
+    Ready(Outcome),
+    /// Cancelled, or the reactor was dropped: not in the table.
+    Gone,
 }
 
 /// The reactor's timers.
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerKey)>>,
-    timers: SlotMap<TimerKey, Timer>,
+    entries: SlotMap<TimerKey, Entry>,
+    /// Entries still `Pending`.
+    pending: usize,
     next_seq: u64,
     /// Heap entries whose timer was cancelled or moved. When they outnumber
     /// the live ones the heap is rebuilt, so a service that schedules and
@@ -141,43 +177,59 @@ impl Timers {
     pub(crate) fn insert(
         &mut self,
         when: Instant,
-        callback: Arc<dyn Fire>,
+        callback: Callback,
         hop: PendingHop,
     ) -> TimerKey {
         let seq = self.bump();
-        let key = self.timers.insert(Timer {
-            when,
-            seq,
-            callback,
-            hop,
+        let key = self.entries.insert(Entry {
+            stage: Stage::Pending(Timer {
+                when,
+                seq,
+                callback,
+                hop,
+            }),
+            handle_alive: true,
+            waiter: None,
         });
+        self.pending += 1;
         self.heap.push(Reverse((when, seq, key)));
         key
     }
 
-    /// Removes a pending call; `None` if it already ran or was cancelled.
-    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<Timer> {
-        let removed = self.timers.remove(key);
-        if removed.is_some() {
-            self.stale += 1;
-            self.compact_if_mostly_stale();
+    fn pending_timer(&self, key: TimerKey) -> Option<&Timer> {
+        match self.entries.get(key) {
+            Some(Entry {
+                stage: Stage::Pending(timer),
+                ..
+            }) => Some(timer),
+            _ => None,
         }
-        removed
     }
 
-    /// Removes every pending call (the reactor is dropped).
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Timer> + '_ {
-        self.heap.clear();
-        self.stale = 0;
-        self.timers.drain().map(|(_, timer)| timer)
+    /// Removes a pending call; `None` if it already ran or was cancelled.
+    /// Gives back the timer (to drop outside the lock: it holds user
+    /// values) and the awaiting task to wake.
+    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<(Timer, Option<Waker>)> {
+        self.pending_timer(key)?;
+        let entry = self.entries.remove(key)?;
+        let Stage::Pending(timer) = entry.stage else {
+            return None;
+        };
+        self.pending -= 1;
+        self.stale += 1;
+        self.compact_if_mostly_stale();
+        Some((timer, entry.waiter))
     }
 
     /// Moves a pending call to `when`; false if it already ran or was
     /// cancelled.
     pub(crate) fn reset(&mut self, key: TimerKey, when: Instant) -> bool {
         let seq = self.bump();
-        match self.timers.get_mut(key) {
-            Some(timer) => {
+        match self.entries.get_mut(key) {
+            Some(Entry {
+                stage: Stage::Pending(timer),
+                ..
+            }) => {
                 timer.when = when;
                 timer.seq = seq;
                 self.heap.push(Reverse((when, seq, key)));
@@ -185,21 +237,21 @@ impl Timers {
                 self.compact_if_mostly_stale();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
     pub(crate) fn is_pending(&self, key: TimerKey) -> bool {
-        self.timers.contains_key(key)
+        self.pending_timer(key).is_some()
     }
 
     pub(crate) fn deadline(&self, key: TimerKey) -> Option<Instant> {
-        self.timers.get(key).map(|t| t.when)
+        self.pending_timer(key).map(|t| t.when)
     }
 
     /// Number of pending calls.
     pub(crate) fn len(&self) -> usize {
-        self.timers.len()
+        self.pending
     }
 
     /// The earliest deadline, if any (stale heap entries are discarded).
@@ -208,17 +260,111 @@ impl Timers {
         self.heap.peek().map(|Reverse((when, _, _))| *when)
     }
 
-    /// Removes and returns the earliest call due at or before `now` whose
-    /// sequence number is below `seq_limit` (calls scheduled after the
-    /// limit was read wait for the next round).
-    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<Timer> {
+    /// Takes out the earliest call due at or before `now` whose sequence
+    /// number is below `seq_limit` (calls scheduled after the limit was
+    /// read wait for the next round). A call whose `DelayedCall` still
+    /// exists stays in the table, running, until [`finish`](Timers::finish).
+    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<Due> {
         self.skip_stale();
         let Reverse((when, seq, key)) = *self.heap.peek()?;
         if when > now || seq >= seq_limit {
             return None;
         }
         self.heap.pop();
-        self.timers.remove(key)
+        self.pending -= 1;
+        let entry = self.entries.get_mut(key)?;
+        let keep_outcome = entry.handle_alive;
+        let stage = if keep_outcome {
+            std::mem::replace(&mut entry.stage, Stage::Running)
+        } else {
+            self.entries.remove(key)?.stage
+        };
+        let Stage::Pending(timer) = stage else {
+            return None; // a pending heap entry always has a pending timer
+        };
+        Some(Due {
+            key,
+            timer,
+            keep_outcome,
+        })
+    }
+
+    /// A call taken out by [`pop_due`](Timers::pop_due) ended: keeps the
+    /// outcome for its `DelayedCall`, or gives it back (to drop outside the
+    /// lock) if the handle was dropped meanwhile; and the task to wake.
+    pub(crate) fn finish(
+        &mut self,
+        key: TimerKey,
+        outcome: Outcome,
+    ) -> (Option<Outcome>, Option<Waker>) {
+        match self.entries.get_mut(key) {
+            Some(entry) if entry.handle_alive => {
+                entry.stage = Stage::Done(outcome);
+                (None, entry.waiter.take())
+            }
+            Some(_) => {
+                self.entries.remove(key);
+                (Some(outcome), None)
+            }
+            None => (Some(outcome), None),
+        }
+    }
+
+    /// The `DelayedCall` of `key` asks for its outcome.
+    pub(crate) fn poll(&mut self, key: TimerKey, waker: &Waker) -> Polled {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Polled::Gone;
+        };
+        if matches!(entry.stage, Stage::Done(_)) {
+            let Some(Entry {
+                stage: Stage::Done(outcome),
+                ..
+            }) = self.entries.remove(key)
+            else {
+                return Polled::Gone;
+            };
+            return Polled::Ready(outcome);
+        }
+        match &mut entry.waiter {
+            Some(waiter) if waiter.will_wake(waker) => {}
+            waiter => *waiter = Some(waker.clone()),
+        }
+        Polled::Waiting
+    }
+
+    /// The `DelayedCall` of `key` is dropped: a pending or running call
+    /// goes on without keeping its outcome; an outcome nobody took is given
+    /// back to drop outside the lock.
+    pub(crate) fn detach(&mut self, key: TimerKey) -> Option<Outcome> {
+        let entry = self.entries.get_mut(key)?;
+        if let Stage::Done(_) = entry.stage {
+            return match self.entries.remove(key)?.stage {
+                Stage::Done(outcome) => Some(outcome),
+                _ => None,
+            };
+        }
+        entry.handle_alive = false;
+        entry.waiter = None;
+        None
+    }
+
+    /// Removes every call (the reactor is dropped): the timers and outcomes
+    /// to drop outside the lock, and the tasks to wake (they find their
+    /// call gone: cancelled).
+    pub(crate) fn drain(&mut self) -> (Vec<Timer>, Vec<Outcome>, Vec<Waker>) {
+        self.heap.clear();
+        self.stale = 0;
+        self.pending = 0;
+        let (mut timers, mut outcomes, mut wakers) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, entry) in self.entries.drain() {
+            match entry.stage {
+                Stage::Pending(timer) => timers.push(timer),
+                Stage::Done(outcome) => outcomes.push(outcome),
+                Stage::Running => {}
+            }
+            wakers.extend(entry.waiter);
+        }
+        (timers, outcomes, wakers)
     }
 
     /// The sequence number the next insert or reset will get.
@@ -234,8 +380,11 @@ impl Timers {
 
     fn skip_stale(&mut self) {
         while let Some(Reverse((_, seq, key))) = self.heap.peek() {
-            match self.timers.get(*key) {
-                Some(timer) if timer.seq == *seq => return,
+            match self.entries.get(*key) {
+                Some(Entry {
+                    stage: Stage::Pending(timer),
+                    ..
+                }) if timer.seq == *seq => return,
                 _ => {
                     self.heap.pop();
                     self.stale -= 1;
@@ -248,14 +397,18 @@ impl Timers {
     /// ones: O(n) work after at least n/2 cancels, so O(1) amortised per
     /// cancel.
     fn compact_if_mostly_stale(&mut self) {
-        if self.timers.is_empty() {
+        if self.pending == 0 {
             // Every heap entry is stale: drop them in one go.
             self.heap.clear();
             self.stale = 0;
-        } else if self.stale > 64 && self.stale > 2 * self.timers.len() {
-            let timers = &self.timers;
-            self.heap
-                .retain(|Reverse((_, seq, key))| timers.get(*key).is_some_and(|t| t.seq == *seq));
+        } else if self.stale > 64 && self.stale > 2 * self.pending {
+            let entries = &self.entries;
+            self.heap.retain(|Reverse((_, seq, key))| {
+                matches!(
+                    entries.get(*key),
+                    Some(Entry { stage: Stage::Pending(t), .. }) if t.seq == *seq
+                )
+            });
             self.stale = 0;
         }
     }
@@ -268,27 +421,62 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use std::panic::Location;
+    use std::task::Waker;
+    use std::time::{Duration, Instant};
 
     use super::Timers;
     use crate::context::PendingHop;
     use crate::context::{Context, HopKind};
 
-    struct Noop;
-
-    impl super::Fire for Noop {
-        fn fire(&self) {}
-        fn abandon(&self) {}
-    }
-
-    fn noop() -> std::sync::Arc<dyn super::Fire> {
-        std::sync::Arc::new(Noop)
+    fn noop() -> super::Callback {
+        Box::new(|| Box::new(()))
     }
 
     fn no_hop() -> PendingHop {
         PendingHop::new(Context::empty(), HopKind::Task, None, Location::caller())
+    }
+
+    #[test]
+    fn an_outcome_is_kept_only_while_its_handle_lives() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut timers = Timers::default();
+        let kept = timers.insert(at(10), noop(), no_hop());
+        let detached = timers.insert(at(10), noop(), no_hop());
+        let unclaimed = timers.insert(at(10), noop(), no_hop());
+        assert!(
+            timers.detach(detached).is_none(),
+            "pending: nothing to drop"
+        );
+        let limit = timers.seq_limit();
+        let mut due = Vec::new();
+        while let Some(d) = timers.pop_due(at(10), limit) {
+            due.push((d.key, d.keep_outcome));
+        }
+        assert_eq!(due.len(), 3);
+        assert!(
+            due.contains(&(detached, false)),
+            "a dropped handle keeps nothing"
+        );
+        assert_eq!(timers.entries.len(), 2, "the others wait, running");
+        for key in [kept, unclaimed] {
+            let (dropped, waiter) = timers.finish(key, Ok(Box::new(())));
+            assert!(dropped.is_none() && waiter.is_none());
+        }
+        assert!(matches!(
+            timers.poll(kept, Waker::noop()),
+            super::Polled::Ready(Ok(_))
+        ));
+        assert!(
+            timers.detach(unclaimed).is_some(),
+            "an untaken result is given back"
+        );
+        assert!(timers.entries.is_empty(), "nothing left behind");
+        assert!(matches!(
+            timers.poll(kept, Waker::noop()),
+            super::Polled::Gone
+        ));
     }
 
     #[test]
@@ -303,8 +491,14 @@ mod tests {
         assert!(timers.cancel(gone).is_none());
         assert_eq!(timers.next_deadline(), Some(at(10)));
         let limit = timers.seq_limit();
-        assert_eq!(timers.pop_due(at(30), limit).map(|t| t.when), Some(at(10)));
-        assert_eq!(timers.pop_due(at(30), limit).map(|t| t.when), Some(at(30)));
+        assert_eq!(
+            timers.pop_due(at(30), limit).map(|due| due.timer.when),
+            Some(at(10))
+        );
+        assert_eq!(
+            timers.pop_due(at(30), limit).map(|due| due.timer.when),
+            Some(at(30))
+        );
         assert!(timers.pop_due(at(100), limit).is_none());
         assert!(!timers.is_pending(early) && !timers.is_pending(late));
     }
@@ -345,7 +539,7 @@ mod tests {
         );
         let limit = timers.seq_limit();
         let fired: Vec<_> = std::iter::from_fn(|| timers.pop_due(at(1000), limit))
-            .map(|t| t.when)
+            .map(|due| due.timer.when)
             .collect();
         let expected: Vec<_> = (0..1000).step_by(10).map(at).collect();
         assert_eq!(fired, expected);
