@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -117,7 +117,8 @@ pub(crate) type Outcome = Result<Box<dyn Any + Send>, JoinError>;
 /// A callback waiting for its deadline.
 pub(crate) struct Timer {
     pub(crate) when: Instant,
-    /// Matches the live heap entry; older heap entries are stale.
+    /// Matches the live heap entry (older heap entries are stale); its top
+    /// bit, [`DETACHED`], says the `DelayedCall` was dropped.
     seq: u64,
     pub(crate) callback: Callback,
     /// The scheduler's context; the hop frame is built only if the call
@@ -125,21 +126,31 @@ pub(crate) struct Timer {
     pub(crate) hop: PendingHop,
 }
 
-/// A call in the table, from scheduling until its
-/// [`DelayedCall`](super::DelayedCall) has its result or is dropped.
-struct Entry {
-    stage: Stage,
-    /// The `DelayedCall` still exists: a result is kept for it.
-    handle_alive: bool,
-    /// The task awaiting the `DelayedCall`, woken when the call ends.
-    waiter: Option<Waker>,
+/// In [`Timer::seq`]: nobody holds the call's `DelayedCall`, so its
+/// outcome is not kept. A bit rather than a field keeps a pending entry
+/// the size it had before calls could be awaited: a million pending timers
+/// are a million entries.
+const DETACHED: u64 = 1 << 63;
+
+impl Timer {
+    fn seq(&self) -> u64 {
+        self.seq & !DETACHED
+    }
+
+    fn detached(&self) -> bool {
+        self.seq & DETACHED != 0
+    }
 }
 
-enum Stage {
+/// A call in the table, from scheduling until its
+/// [`DelayedCall`](super::DelayedCall) has its outcome or is dropped.
+enum Entry {
     Pending(Timer),
-    /// Taken out to run (outside the lock).
+    /// Taken out to run (outside the lock); its outcome is kept.
     Running,
-    /// Ran; the result waits for the `DelayedCall` to be polled.
+    /// Taken out to run; its `DelayedCall` was dropped meanwhile.
+    RunningDetached,
+    /// Ran; the outcome waits for the `DelayedCall` to be polled.
     Done(Outcome),
 }
 
@@ -164,6 +175,8 @@ pub(crate) enum Polled {
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerKey)>>,
     entries: SlotMap<TimerKey, Entry>,
+    /// Tasks awaiting a call, beside the entries: few calls are awaited.
+    waiters: HashMap<TimerKey, Waker>,
     /// Entries still `Pending`.
     pending: usize,
     next_seq: u64,
@@ -181,16 +194,12 @@ impl Timers {
         hop: PendingHop,
     ) -> TimerKey {
         let seq = self.bump();
-        let key = self.entries.insert(Entry {
-            stage: Stage::Pending(Timer {
-                when,
-                seq,
-                callback,
-                hop,
-            }),
-            handle_alive: true,
-            waiter: None,
-        });
+        let key = self.entries.insert(Entry::Pending(Timer {
+            when,
+            seq,
+            callback,
+            hop,
+        }));
         self.pending += 1;
         self.heap.push(Reverse((when, seq, key)));
         key
@@ -198,10 +207,7 @@ impl Timers {
 
     fn pending_timer(&self, key: TimerKey) -> Option<&Timer> {
         match self.entries.get(key) {
-            Some(Entry {
-                stage: Stage::Pending(timer),
-                ..
-            }) => Some(timer),
+            Some(Entry::Pending(timer)) => Some(timer),
             _ => None,
         }
     }
@@ -211,14 +217,13 @@ impl Timers {
     /// values) and the awaiting task to wake.
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<(Timer, Option<Waker>)> {
         self.pending_timer(key)?;
-        let entry = self.entries.remove(key)?;
-        let Stage::Pending(timer) = entry.stage else {
+        let Some(Entry::Pending(timer)) = self.entries.remove(key) else {
             return None;
         };
         self.pending -= 1;
         self.stale += 1;
         self.compact_if_mostly_stale();
-        Some((timer, entry.waiter))
+        Some((timer, self.take_waiter(key)))
     }
 
     /// Moves a pending call to `when`; false if it already ran or was
@@ -226,12 +231,9 @@ impl Timers {
     pub(crate) fn reset(&mut self, key: TimerKey, when: Instant) -> bool {
         let seq = self.bump();
         match self.entries.get_mut(key) {
-            Some(Entry {
-                stage: Stage::Pending(timer),
-                ..
-            }) => {
+            Some(Entry::Pending(timer)) => {
                 timer.when = when;
-                timer.seq = seq;
+                timer.seq = seq | (timer.seq & DETACHED);
                 self.heap.push(Reverse((when, seq, key)));
                 self.stale += 1;
                 self.compact_if_mostly_stale();
@@ -272,15 +274,14 @@ impl Timers {
         }
         self.heap.pop();
         self.pending -= 1;
-        let entry = self.entries.get_mut(key)?;
-        let keep_outcome = entry.handle_alive;
-        let stage = if keep_outcome {
-            std::mem::replace(&mut entry.stage, Stage::Running)
+        let keep_outcome = !self.pending_timer(key)?.detached();
+        let entry = if keep_outcome {
+            std::mem::replace(self.entries.get_mut(key)?, Entry::Running)
         } else {
-            self.entries.remove(key)?.stage
+            self.entries.remove(key)?
         };
-        let Stage::Pending(timer) = stage else {
-            return None; // a pending heap entry always has a pending timer
+        let Entry::Pending(timer) = entry else {
+            return None; // a live heap entry always has a pending timer
         };
         Some(Due {
             key,
@@ -298,54 +299,58 @@ impl Timers {
         outcome: Outcome,
     ) -> (Option<Outcome>, Option<Waker>) {
         match self.entries.get_mut(key) {
-            Some(entry) if entry.handle_alive => {
-                entry.stage = Stage::Done(outcome);
-                (None, entry.waiter.take())
+            Some(entry @ Entry::Running) => {
+                *entry = Entry::Done(outcome);
+                (None, self.take_waiter(key))
             }
-            Some(_) => {
+            Some(Entry::RunningDetached) => {
                 self.entries.remove(key);
                 (Some(outcome), None)
             }
-            None => (Some(outcome), None),
+            _ => (Some(outcome), None),
         }
     }
 
     /// The `DelayedCall` of `key` asks for its outcome.
     pub(crate) fn poll(&mut self, key: TimerKey, waker: &Waker) -> Polled {
-        let Some(entry) = self.entries.get_mut(key) else {
-            return Polled::Gone;
-        };
-        if matches!(entry.stage, Stage::Done(_)) {
-            let Some(Entry {
-                stage: Stage::Done(outcome),
-                ..
-            }) = self.entries.remove(key)
-            else {
-                return Polled::Gone;
-            };
-            return Polled::Ready(outcome);
+        match self.entries.get(key) {
+            Some(Entry::Pending(_) | Entry::Running) => {
+                match self.waiters.get(&key) {
+                    Some(waiter) if waiter.will_wake(waker) => {}
+                    _ => {
+                        self.waiters.insert(key, waker.clone());
+                    }
+                }
+                Polled::Waiting
+            }
+            Some(Entry::Done(_)) => match self.entries.remove(key) {
+                Some(Entry::Done(outcome)) => Polled::Ready(outcome),
+                _ => Polled::Gone,
+            },
+            Some(Entry::RunningDetached) | None => Polled::Gone,
         }
-        match &mut entry.waiter {
-            Some(waiter) if waiter.will_wake(waker) => {}
-            waiter => *waiter = Some(waker.clone()),
-        }
-        Polled::Waiting
     }
 
     /// The `DelayedCall` of `key` is dropped: a pending or running call
     /// goes on without keeping its outcome; an outcome nobody took is given
     /// back to drop outside the lock.
     pub(crate) fn detach(&mut self, key: TimerKey) -> Option<Outcome> {
-        let entry = self.entries.get_mut(key)?;
-        if let Stage::Done(_) = entry.stage {
-            return match self.entries.remove(key)?.stage {
-                Stage::Done(outcome) => Some(outcome),
+        self.take_waiter(key);
+        match self.entries.get_mut(key)? {
+            Entry::Pending(timer) => {
+                timer.seq |= DETACHED;
+                None
+            }
+            entry @ Entry::Running => {
+                *entry = Entry::RunningDetached;
+                None
+            }
+            Entry::RunningDetached => None,
+            Entry::Done(_) => match self.entries.remove(key)? {
+                Entry::Done(outcome) => Some(outcome),
                 _ => None,
-            };
+            },
         }
-        entry.handle_alive = false;
-        entry.waiter = None;
-        None
     }
 
     /// Removes every call (the reactor is dropped): the timers and outcomes
@@ -355,16 +360,25 @@ impl Timers {
         self.heap.clear();
         self.stale = 0;
         self.pending = 0;
-        let (mut timers, mut outcomes, mut wakers) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut timers, mut outcomes) = (Vec::new(), Vec::new());
         for (_, entry) in self.entries.drain() {
-            match entry.stage {
-                Stage::Pending(timer) => timers.push(timer),
-                Stage::Done(outcome) => outcomes.push(outcome),
-                Stage::Running => {}
+            match entry {
+                Entry::Pending(timer) => timers.push(timer),
+                Entry::Done(outcome) => outcomes.push(outcome),
+                Entry::Running | Entry::RunningDetached => {}
             }
-            wakers.extend(entry.waiter);
         }
+        let wakers = self.waiters.drain().map(|(_, waker)| waker).collect();
         (timers, outcomes, wakers)
+    }
+
+    /// The task awaiting `key`, if any. Most calls are never awaited: an
+    /// empty map is not even hashed into.
+    fn take_waiter(&mut self, key: TimerKey) -> Option<Waker> {
+        if self.waiters.is_empty() {
+            return None;
+        }
+        self.waiters.remove(&key)
     }
 
     /// The sequence number the next insert or reset will get.
@@ -381,10 +395,7 @@ impl Timers {
     fn skip_stale(&mut self) {
         while let Some(Reverse((_, seq, key))) = self.heap.peek() {
             match self.entries.get(*key) {
-                Some(Entry {
-                    stage: Stage::Pending(timer),
-                    ..
-                }) if timer.seq == *seq => return,
+                Some(Entry::Pending(timer)) if timer.seq() == *seq => return,
                 _ => {
                     self.heap.pop();
                     self.stale -= 1;
@@ -404,10 +415,7 @@ impl Timers {
         } else if self.stale > 64 && self.stale > 2 * self.pending {
             let entries = &self.entries;
             self.heap.retain(|Reverse((_, seq, key))| {
-                matches!(
-                    entries.get(*key),
-                    Some(Entry { stage: Stage::Pending(t), .. }) if t.seq == *seq
-                )
+                matches!(entries.get(*key), Some(Entry::Pending(t)) if t.seq() == *seq)
             });
             self.stale = 0;
         }
