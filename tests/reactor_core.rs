@@ -2,6 +2,7 @@
 //! timers, tasks, `call_from_thread`, `defer_to_thread`, panics, and two
 //! reactors in one process. Every loop is bounded.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,15 +153,30 @@ fn a_delayed_call_awaited_after_it_fired_still_gives_its_result() {
 #[test]
 fn a_delayed_call_whose_reactor_is_dropped_is_cancelled_for_its_awaiter() {
     let (reactor, _clock) = virtual_reactor();
-    let call = reactor
+    let mut call = reactor
         .handle()
         .call_later(Duration::from_secs(60), || "never");
+    // Awaited on another thread, which is waiting when the reactor goes.
+    let (polled_tx, polled_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = futures::executor::block_on(std::future::poll_fn(|cx| {
+            let poll = std::pin::Pin::new(&mut call).poll(cx);
+            let _ = polled_tx.send(());
+            poll
+        }));
+        let _ = done_tx.send(outcome);
+    });
+    polled_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter polled");
     drop(reactor);
-    // Awaited off the reactor: it must not hang (bounded here).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(futures::executor::block_on(call)));
-    let outcome = rx.recv_timeout(Duration::from_secs(10));
-    assert_eq!(outcome, Ok(Err(JoinError::Cancelled)));
+    let outcome = done_rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        outcome,
+        Ok(Err(JoinError::Cancelled)),
+        "woken, not left hanging"
+    );
 }
 
 #[test]
