@@ -44,6 +44,31 @@ fn batch_delay(i: usize) -> Duration {
     Duration::from_secs(1) + Duration::from_millis((i * 7919 % 10_000) as u64)
 }
 
+/// One batch: `call_later` for every timer (callbacks made by `callback`),
+/// then `cancel` on each.
+fn call_later_then_cancel<F>(b: &mut criterion::Bencher<'_>, callback: impl Fn(usize) -> F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let reactor = Reactor::new().expect("reactor");
+    let handle = reactor.handle();
+    // Reactor code runs in the reactor's context; outside it,
+    // `call_later` would also have to install the handle first.
+    reactor.context().run(|| {
+        b.iter(|| {
+            let mut calls: Vec<DelayedCall> = Vec::with_capacity(BATCH);
+            for i in 0..BATCH {
+                calls.push(handle.call_later(batch_delay(i), callback(i)));
+            }
+            for call in &calls {
+                black_box(call.cancel());
+            }
+            drop(calls);
+        });
+    });
+    assert_eq!(reactor.pending_timers(), 0);
+}
+
 fn timers_1m(c: &mut Criterion) {
     let mut group = c.benchmark_group("timers_1m");
     group
@@ -53,46 +78,17 @@ fn timers_1m(c: &mut Criterion) {
         .throughput(Throughput::Elements(BATCH as u64));
 
     group.bench_function("milieu_call_later_cancel", |b| {
-        let reactor = Reactor::new().expect("reactor");
-        let handle = reactor.handle();
-        // Reactor code runs in the reactor's context; outside it,
-        // `call_later` would also have to install the handle first.
-        reactor.context().run(|| {
-            b.iter(|| {
-                let mut calls: Vec<DelayedCall> = Vec::with_capacity(BATCH);
-                for i in 0..BATCH {
-                    calls.push(handle.call_later(batch_delay(i), || {}));
-                }
-                for call in &calls {
-                    black_box(call.cancel());
-                }
-                drop(calls);
-            });
-        });
-        assert_eq!(reactor.pending_timers(), 0);
+        call_later_then_cancel(b, |_| || {});
     });
-
     // The same with a callback that captures a value, as real callbacks
     // do (the empty closure above is zero-sized: boxing it allocates nothing).
     group.bench_function("milieu_call_later_cancel_capturing", |b| {
-        let reactor = Reactor::new().expect("reactor");
-        let handle = reactor.handle();
-        reactor.context().run(|| {
-            b.iter(|| {
-                let mut calls: Vec<DelayedCall> = Vec::with_capacity(BATCH);
-                for i in 0..BATCH {
-                    let id = i as u64;
-                    calls.push(handle.call_later(batch_delay(i), move || {
-                        black_box(id);
-                    }));
-                }
-                for call in &calls {
-                    black_box(call.cancel());
-                }
-                drop(calls);
-            });
+        call_later_then_cancel(b, |i| {
+            let id = i as u64;
+            move || {
+                black_box(id);
+            }
         });
-        assert_eq!(reactor.pending_timers(), 0);
     });
 
     group.bench_function("tokio_sleep_poll_drop", |b| {
