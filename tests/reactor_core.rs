@@ -190,6 +190,8 @@ fn a_delayed_call_awaited_from_another_thread_is_woken_when_it_fires() {
     while !waiter.is_finished() && Instant::now() < deadline {
         reactor.tick(Some(Duration::from_millis(5))).unwrap();
     }
+    // Never woken would hang the join: fail instead.
+    assert!(waiter.is_finished(), "the waiter was not woken within 10 s");
     let ran_on = waiter.join().unwrap().expect("the call ran");
     assert_eq!(
         ran_on,

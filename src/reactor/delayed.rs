@@ -2,9 +2,11 @@
 //! awaited, its `deferLater`), [`Sleep`] and [`Timeout`].
 //!
 //! A scheduled call lives in the reactor's timer table, result included:
-//! the `DelayedCall` is a key into it, so a call nobody awaits costs no
-//! more than its boxed callback. The table keeps a fired call's result
-//! until the `DelayedCall` takes it or is dropped.
+//! the `DelayedCall` is a key into it, so scheduling and cancelling cost
+//! what they did before calls could be awaited. The table keeps a fired
+//! call's result until the `DelayedCall` takes it or is dropped; dropping a
+//! handle whose call is neither cancelled nor collected takes the timers'
+//! lock once to say so (a fire-and-forget `call_later` pays that).
 
 use std::fmt;
 use std::future::Future;
@@ -74,8 +76,8 @@ impl<T: Send + 'static> DelayedCall<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
-        // The call and its result live in the timer table: a call nobody
-        // awaits costs what a boxed callback costs.
+        // The call and its result live in the timer table: no cell shared
+        // with the handle, so scheduling costs what a boxed callback costs.
         let callback: Callback = Box::new(move || Box::new(f()));
         let key = state.timers().insert(when, callback, hop);
         state.wakeup.unpark();
