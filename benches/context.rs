@@ -2,20 +2,40 @@
 //! with the peer its performance goal names (see docs/benchmarks.md).
 //!
 //! Run with `cargo bench --bench context` (append `-- --warm-up-time 1
-//! --measurement-time 3` for a shorter run).
+//! --measurement-time 3` for a shorter run). `bash benches/context_ratios.sh`
+//! runs the groups below, then benches/contextvars_bench.py (CPython's
+//! `contextvars`, a reference with its interpreter, not a Rust peer), and
+//! prints each goal ratio with PASS/MISS.
 //!
-//! Groups:
-//! - `lookup_hit`: reading a present value (`get`, `with`) against a
-//!   `thread_local!` `RefCell<Option<Arc<T>>>`, a tokio `task_local!` and
-//!   an OpenTelemetry `Context`;
+//! Groups (bench ids are `group/name[/parameter]`):
+//! - `lookup_hit`: reading a present value (`milieu_get_arc`,
+//!   `milieu_with_borrow`) against a `thread_local!`
+//!   `RefCell<Option<Arc<T>>>` (`thread_local_refcell_arc`, `.._borrow`), a
+//!   tokio `task_local!` (`tokio_task_local_arc`, `.._borrow`) and an
+//!   OpenTelemetry `Context` (`otel_map_current_arc`, `.._borrow`);
 //! - `lookup_depth`: `get` with 0..1000 frames installed above the entry,
-//!   with distinct filler types (the flattened map really grows) and with
-//!   one shadowed filler type;
-//! - `provide_drop`: installing and removing one entry, against tokio's
-//!   `sync_scope` and a thread-local replace/restore;
-//! - `snapshot`: `Context::current` against `Arc::clone`;
-//! - `future_poll`: the per-poll cost of `WithContext` against
-//!   `tracing::Instrumented` and the bare future.
+//!   with distinct filler types (`distinct/N`: the flattened map really
+//!   grows), with one shadowed filler type (`shadowed/N`) and with the entry
+//!   on top of N distinct fillers (`distinct_target_on_top/N`);
+//! - `provide_drop`: installing and removing one entry: `milieu_provide/N`
+//!   (`provide` + drop with N = 0, 10, 100 entries visible),
+//!   `milieu_provide_arc` (`provide_arc(a.clone())` + drop: no allocation
+//!   for the value), against OpenTelemetry's
+//!   `Context::current_with_value(x).attach()` + drop of the guard
+//!   (`otel_attach/N`, N = 0 or 10 values attached below), tokio's
+//!   `sync_scope` (`tokio_task_local_sync_scope`, and `.._arc` with one
+//!   `Arc::new`) and a thread-local replace/restore
+//!   (`thread_local_refcell_replace_restore`);
+//! - `install_snapshot`: a snapshot right after an install
+//!   (`milieu_provide_then_current`: `provide`, `Context::current()`, drop
+//!   of both) against the plain install (`milieu_provide`), both with an
+//!   empty context;
+//! - `snapshot`: repeated `Context::current` (`milieu_context_current`)
+//!   against `Arc::clone` (`arc_clone`);
+//! - `future_poll`: the per-poll cost of `WithContext`
+//!   (`milieu_with_context`) against `tracing::Instrumented`
+//!   (`tracing_instrumented_enable_all`, `tracing_instrumented_registry`)
+//!   and the bare future (`bare`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -201,6 +221,27 @@ thread_local! {
     static TL_INSTALLED: RefCell<Option<Arc<Installed>>> = const { RefCell::new(None) };
 }
 
+/// Attaches `count` (0 or 10) OpenTelemetry contexts, each adding one value
+/// of a distinct filler type on top of the one below: the last holds
+/// `count` values. The guards are returned in order of attachment.
+fn attach_otel_distinct(count: usize) -> Vec<opentelemetry::ContextGuard> {
+    assert!(count == 0 || count == 10);
+    let mut guards = Vec::with_capacity(count);
+    if count == 10 {
+        seq!(N in 0..10 {
+            guards.push(opentelemetry::Context::current_with_value(Filler::<N>).attach());
+        });
+    }
+    guards
+}
+
+/// Drops OpenTelemetry guards in reverse order of attachment.
+fn detach_otel(mut guards: Vec<opentelemetry::ContextGuard>) {
+    while let Some(guard) = guards.pop() {
+        drop(guard);
+    }
+}
+
 fn provide_drop(c: &mut Criterion) {
     let mut group = c.benchmark_group("provide_drop");
 
@@ -220,6 +261,37 @@ fn provide_drop(c: &mut Criterion) {
         uninstall(fillers);
     }
 
+    // `provide_arc` with a clone of a shared `Arc`: milieu allocates nothing
+    // for the value, only the frame.
+    group.bench_function("milieu_provide_arc", |b| {
+        let shared = Arc::new(Installed(1));
+        {
+            let _guard = milieu::provide_arc(shared.clone());
+            assert_eq!(milieu::with(|i: &Installed| i.0).ok(), Some(1));
+        }
+        b.iter(|| drop(milieu::provide_arc(black_box(&shared).clone())));
+    });
+
+    // OpenTelemetry: a new context with the value on top of the current one,
+    // attached, then the guard dropped; with 0 or 10 values (10 distinct
+    // types, attached one over the other) below.
+    for below in [0, 10] {
+        let guards = attach_otel_distinct(below);
+        {
+            let _guard = opentelemetry::Context::current_with_value(Installed(1)).attach();
+            opentelemetry::Context::map_current(|cx| {
+                assert_eq!(cx.get::<Installed>().map(|i| i.0), Some(1));
+                assert_eq!(cx.get::<Filler<9>>().is_some(), below == 10);
+            });
+        }
+        group.bench_with_input(BenchmarkId::new("otel_attach", below), &below, |b, _| {
+            b.iter(|| {
+                drop(opentelemetry::Context::current_with_value(Installed(black_box(1))).attach())
+            });
+        });
+        detach_otel(guards);
+    }
+
     group.bench_function("tokio_task_local_sync_scope", |b| {
         b.iter(|| TASK_INSTALLED.sync_scope(Installed(black_box(1)), || ()));
     });
@@ -234,6 +306,36 @@ fn provide_drop(c: &mut Criterion) {
             let old =
                 TL_INSTALLED.with(|cell| cell.replace(Some(Arc::new(Installed(black_box(1))))));
             TL_INSTALLED.with(|cell| drop(cell.replace(old)));
+        });
+    });
+
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------
+// install_snapshot
+// ---------------------------------------------------------------------------
+
+fn install_snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("install_snapshot");
+
+    // The plain install, the same as `provide_drop/milieu_provide/0`, so the
+    // ratio is read within one group.
+    group.bench_function("milieu_provide", |b| {
+        b.iter(|| drop(milieu::provide(Installed(black_box(1)))));
+    });
+    // A snapshot taken right after the install: the snapshot is dropped,
+    // then the guard.
+    group.bench_function("milieu_provide_then_current", |b| {
+        {
+            let _guard = milieu::provide(Installed(1));
+            let cx = milieu::Context::current();
+            assert_eq!(cx.get::<Installed>().map(|i| i.0).ok(), Some(1));
+        }
+        b.iter(|| {
+            let guard = milieu::provide(Installed(black_box(1)));
+            drop(black_box(milieu::Context::current()));
+            drop(guard);
         });
     });
 
@@ -377,6 +479,7 @@ criterion_group!(
     lookup_hit,
     lookup_depth,
     provide_drop,
+    install_snapshot,
     snapshot,
     future_poll
 );
