@@ -1,13 +1,13 @@
 //! Dumps: the whole context with provenance, as text, JSON or a `tracing`
 //! event.
 
+use std::any::TypeId;
 use std::fmt;
 use std::panic::Location;
-use std::sync::Arc;
+use std::ptr;
 
 use super::entry::{Entry, Policy, Value};
 use super::frame::{Frame, FrameKind, HopKind, HopRecord, ThreadInfo};
-use super::map::EntryMap;
 use super::state::State;
 
 /// A dump of the current context (top frame first), with the provenance of
@@ -199,7 +199,7 @@ enum View {
 impl Dump {
     /// A dump of this thread's current context.
     pub fn current() -> Dump {
-        let top = State::try_with(State::top_frame).flatten();
+        let top = State::try_with(State::snapshot).flatten();
         Dump::build(top.as_deref(), View::Current)
     }
 
@@ -212,9 +212,15 @@ impl Dump {
             State::try_with(|s| (*s.thread_info()).clone()).unwrap_or_else(ThreadInfo::exiting);
         let mut frames = Vec::new();
         if let Some(top) = top {
-            let map: &EntryMap = match view {
-                View::Current => &top.visible,
-                View::Snapshot => &top.carried,
+            // The entry a lookup of a type finds: the thread's own lookup
+            // for its current context (local entries included), the
+            // snapshot's map otherwise. Every entry either returns lives in
+            // the chain `top` keeps alive.
+            let visible = |id: TypeId| -> *const Entry {
+                match view {
+                    View::Current => State::try_with(|s| s.find_entry(id)).unwrap_or(ptr::null()),
+                    View::Snapshot => top.map().get(id).map_or(ptr::null(), |f| f.entry),
+                }
             };
             // Hops seen so far walking down, newest first; the last one is
             // the hop nearest to the frame being visited.
@@ -225,9 +231,10 @@ impl Dump {
             let mut cut_above: Option<Option<HopDump>> =
                 matches!(view, View::Snapshot).then_some(None);
             for frame in top.chain() {
-                match &frame.kind {
+                let data = frame.data();
+                match &data.kind {
                     FrameKind::Hop(hop) => {
-                        let hop = hop_dump(hop, &frame.thread);
+                        let hop = hop_dump(hop, &data.thread);
                         frames.push(FrameDump::Hop(hop.clone()));
                         hops_above.push(hop.clone());
                         cut_above = Some(Some(hop));
@@ -235,19 +242,24 @@ impl Dump {
                     FrameKind::Entered { site } => {
                         frames.push(FrameDump::Entered {
                             site: Site::from(*site),
-                            thread: (*frame.thread).clone(),
+                            thread: (*data.thread).clone(),
                         });
                         cut_above = Some(None);
                     }
-                    FrameKind::Installed { site, entries } => {
+                    FrameKind::Installed { site } => {
                         let hops: Vec<HopDump> = hops_above.iter().rev().cloned().collect();
-                        let entries = entries
+                        let entries = data
+                            .entries
                             .iter()
-                            .map(|e| entry_dump(e, frame, map, &hops, cut_above.as_ref(), view))
+                            .map(|e| {
+                                // SAFETY: see `visible`.
+                                let found = unsafe { visible(e.type_id).as_ref() };
+                                entry_dump(e, frame, found, &hops, cut_above.as_ref(), view)
+                            })
                             .collect();
                         frames.push(FrameDump::Installed {
                             site: Site::from(*site),
-                            thread: (*frame.thread).clone(),
+                            thread: (*data.thread).clone(),
                             entries,
                         });
                     }
@@ -318,15 +330,14 @@ fn hop_dump(hop: &HopRecord, from: &ThreadInfo) -> HopDump {
 }
 
 fn entry_dump(
-    entry: &Arc<Entry>,
+    entry: &Entry,
     frame: &Frame,
-    map: &EntryMap,
+    found: Option<&Entry>,
     hops: &[HopDump],
     cut_above: Option<&Option<HopDump>>,
     view: View,
 ) -> EntryDump {
-    let found = map.get(entry.type_id);
-    let status = if found.is_some_and(|f| Arc::ptr_eq(f, entry)) {
+    let status = if found.is_some_and(|f| ptr::eq(f, entry)) {
         EntryStatus::Visible
     } else if let (Policy::Local, Some(left_at)) = (entry.policy(), cut_above) {
         EntryStatus::NotCarried {
@@ -344,7 +355,7 @@ fn entry_dump(
             // Local values live in their thread's table: shown only in a
             // dump of the installing thread's own current context.
             Value::Local => match view {
-                View::Current => State::try_with(|s| s.local_value(entry.seq))
+                View::Current => State::try_with(|s| s.local_value(frame, entry.seq))
                     .flatten()
                     .map(|v| shown(&*v)),
                 View::Snapshot => None,
@@ -358,7 +369,7 @@ fn entry_dump(
         value,
         provenance: Provenance {
             site: Site::from(entry.site),
-            thread: (*frame.thread).clone(),
+            thread: (*frame.data().thread).clone(),
             seq: entry.seq,
             reason: entry.reason.as_deref().map(str::to_owned),
             // An entry left behind did not travel.

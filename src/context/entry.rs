@@ -44,7 +44,8 @@ pub(crate) enum Value {
     Local,
 }
 
-/// An installed value with its provenance. Immutable once installed.
+/// An installed value with its provenance. Immutable once its frame is
+/// published (handed out in a snapshot).
 pub(crate) struct Entry {
     pub(crate) type_id: TypeId,
     pub(crate) type_name: &'static str,
@@ -55,9 +56,48 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) reason: Option<Cow<'static, str>>,
     pub(crate) debug: Option<DebugFn>,
+    /// Bookkeeping of the installing thread only: what the thread's type
+    /// index held for this type before this entry was installed, put back
+    /// when it is removed. Never read on any other thread.
+    pub(crate) shadowed: LiveRef,
+}
+
+/// Where the value a lookup of one type finds lives on the installing
+/// thread: the thread's type index maps each `TypeId` to one of these.
+///
+/// Plain addresses, valid while the install that made them is on the
+/// thread's stack (its frame and local values own what they point to).
+#[derive(Clone, Copy)]
+pub(crate) struct LiveRef {
+    /// The value inside its `Arc` allocation (shared or local); null when
+    /// no install of the type is live.
+    pub(crate) value: *const (),
+    /// The entry, for dumps and for putting the shadowed one back.
+    pub(crate) entry: *const Entry,
+    /// Stack position of the install; lookups ignore positions below the
+    /// last entered snapshot.
+    pub(crate) depth: u32,
+}
+
+impl LiveRef {
+    /// No live install.
+    pub(crate) const NONE: LiveRef = LiveRef {
+        value: std::ptr::null(),
+        entry: std::ptr::null(),
+        depth: 0,
+    };
 }
 
 impl Entry {
+    /// Address of the value inside its `Arc` (null for a local entry,
+    /// whose value is held by the installing thread, not the frame).
+    pub(crate) fn shared_ptr(&self) -> *const () {
+        match &self.value {
+            Value::Shared(v) => Arc::as_ptr(v).cast::<()>(),
+            Value::Local => std::ptr::null(),
+        }
+    }
+
     pub(crate) fn policy(&self) -> Policy {
         match self.value {
             Value::Shared(_) => Policy::Inherited,

@@ -1,19 +1,19 @@
 //! Frames: the immutable, shared links of a context.
 //!
-//! A context is a pointer to its top frame. A frame either installs entries
-//! (`provide`, `Scope`), records a hop (the context was carried to a task,
-//! thread, stage or process), or marks that a snapshot was entered again on
-//! the thread that took it. Frames never change after creation, so a
-//! snapshot is an `Arc` clone and can be shared across threads.
+//! A snapshot is a pointer to its top frame. A frame either installs
+//! entries (`provide`, `Scope`), records a hop (the context was carried to
+//! a task, thread, stage or process), or marks that a snapshot was entered
+//! again. Frames never change once published, so a snapshot is an `Arc`
+//! clone and can be shared across threads.
 
-use std::any::TypeId;
 use std::borrow::Cow;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::Location;
 use std::sync::{Arc, OnceLock};
 
 use super::entry::Entry;
-use super::map::EntryMap;
+use super::map::{EntryMap, Found};
 
 /// A thread as dumps name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,11 +127,9 @@ pub(crate) struct HopRecord {
 }
 
 pub(crate) enum FrameKind {
-    /// Entries installed by `provide` or a `Scope`, in installation order.
-    Installed {
-        site: &'static Location<'static>,
-        entries: Vec<Arc<Entry>>,
-    },
+    /// Entries installed by `provide` or a `Scope` (in the frame's
+    /// `entries`, in installation order).
+    Installed { site: &'static Location<'static> },
     /// The context was carried across a hop; local entries stay behind.
     Hop(HopRecord),
     /// A snapshot was entered again on some thread: local entries below
@@ -139,50 +137,144 @@ pub(crate) enum FrameKind {
     Entered { site: &'static Location<'static> },
 }
 
-pub(crate) struct Frame {
+/// One link of a context.
+///
+/// An install frame is written by its thread while private (it is taken
+/// from the thread's spare frames and filled in place, with no
+/// allocation), then *published* when a snapshot or a dump first needs
+/// it: its parent link and derived fields are set and it never changes
+/// again while shared. Once its guard drops and no snapshot holds it, the
+/// thread takes it back for a later install. Hop and entered frames are
+/// published when made.
+pub(crate) struct Frame(UnsafeCell<FrameData>);
+
+// SAFETY: a frame is written only by the thread that owns it, and only
+// while no other thread can reach it: before it is published (nothing but
+// the owner's stack slot holds it) or after its reference count dropped
+// back to one (see `State::recycle`, which fences against the last other
+// holder's release). Everything it holds is `Send + Sync`: shared values
+// are, local values are kept by the owning thread (frames hold only their
+// provenance), and the raw addresses in entries and the map are read only
+// where documented.
+unsafe impl Send for Frame {}
+unsafe impl Sync for Frame {}
+
+pub(crate) struct FrameData {
     pub(crate) parent: Option<Arc<Frame>>,
     pub(crate) kind: FrameKind,
+    /// The installed entries (empty for hop and entered frames).
+    pub(crate) entries: Vec<Entry>,
     /// The thread that created the frame (installer or capturer).
     pub(crate) thread: Arc<ThreadInfo>,
-    /// Every entry visible from this frame, flattened for O(1) lookup.
-    pub(crate) visible: EntryMap,
-    /// The visible entries a snapshot carries (local ones removed). The same
-    /// table as `visible` when no local entry is visible.
-    pub(crate) carried: EntryMap,
-    /// Address of the visible `tracing::Dispatch` entry, 0 if none: compared
-    /// on every switch of the current frame to keep tracing's default in step.
+    /// Every carried entry visible from this frame, built on first lookup.
+    map: OnceLock<EntryMap>,
+    /// Address of the carried `tracing::Dispatch` value visible from this
+    /// frame, 0 if none: made current with the frame to keep tracing's
+    /// default in step.
     pub(crate) dispatch: usize,
+    /// Whether a local entry was installed since the nearest hop or entry
+    /// below (entering the frame then needs a frame that leaves it out).
+    pub(crate) locals_since_cut: bool,
 }
 
 impl Frame {
-    pub(crate) fn new(
-        parent: Option<Arc<Frame>>,
-        kind: FrameKind,
-        thread: Arc<ThreadInfo>,
-        visible: EntryMap,
-        carried: EntryMap,
-    ) -> Self {
-        let dispatch = visible
-            .get(TypeId::of::<tracing::Dispatch>())
-            .map_or(0, |e| Arc::as_ptr(e) as usize);
-        Frame {
-            parent,
-            kind,
+    /// A private install frame for the thread `thread`, to be filled in.
+    pub(crate) fn blank(thread: Arc<ThreadInfo>) -> Self {
+        Frame(UnsafeCell::new(FrameData {
+            parent: None,
+            kind: FrameKind::Entered {
+                site: Location::caller(),
+            },
+            entries: Vec::new(),
             thread,
-            visible,
-            carried,
-            dispatch,
-        }
+            map: OnceLock::new(),
+            dispatch: 0,
+            locals_since_cut: false,
+        }))
     }
 
-    /// Whether some visible entry is local (so snapshots must drop it).
-    pub(crate) fn has_local_entries(&self) -> bool {
-        !self.visible.same(&self.carried)
+    /// A published frame that adds no entries (a hop, or an entered
+    /// snapshot leaving local entries out) on top of `parent`.
+    pub(crate) fn cut(parent: Arc<Frame>, kind: FrameKind, thread: Arc<ThreadInfo>) -> Self {
+        let dispatch = parent.data().dispatch;
+        Frame(UnsafeCell::new(FrameData {
+            parent: Some(parent),
+            kind,
+            entries: Vec::new(),
+            thread,
+            map: OnceLock::new(),
+            dispatch,
+            locals_since_cut: false,
+        }))
+    }
+
+    /// The frame's contents, for reading.
+    #[inline]
+    pub(crate) fn data(&self) -> &FrameData {
+        // SAFETY: see the `Sync` impl: writes happen only while no other
+        // thread can reach the frame, and never while a reference from
+        // this method is alive on the owning thread (`State` takes care).
+        unsafe { &*self.0.get() }
+    }
+
+    /// The frame's contents, for writing.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the frame: it is private to this thread (not
+    /// published, or its reference count came back to one after an
+    /// acquire fence) and no reference from [`data`](Frame::data) is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn data_mut(&self) -> &mut FrameData {
+        // SAFETY: the caller's promise.
+        unsafe { &mut *self.0.get() }
+    }
+
+    /// The carried entries visible from this frame, one probe per lookup.
+    #[inline]
+    pub(crate) fn map(&self) -> &EntryMap {
+        self.data().map.get_or_init(|| self.build_map())
+    }
+
+    /// Walks the chain down to the nearest ancestor with a map, collecting
+    /// the carried entries above it newest first.
+    #[cold]
+    fn build_map(&self) -> EntryMap {
+        let mut newest = Vec::new();
+        let mut below = None;
+        for frame in self.chain() {
+            let data = frame.data();
+            if !std::ptr::eq(frame, self) {
+                if let Some(map) = data.map.get() {
+                    below = Some(map);
+                    break;
+                }
+            }
+            for entry in data.entries.iter().rev() {
+                let value = entry.shared_ptr();
+                if !value.is_null() {
+                    newest.push(Found {
+                        type_id: entry.type_id,
+                        entry,
+                        value,
+                    });
+                }
+            }
+        }
+        EntryMap::build(&newest, below.unwrap_or(&EntryMap::default()))
+    }
+
+    /// Forgets the map (the frame is being reused for another install).
+    #[inline]
+    pub(crate) fn reset_map(data: &mut FrameData) {
+        if data.map.get().is_some() {
+            data.map = OnceLock::new();
+        }
     }
 
     /// Iterates this frame and its ancestors, top first.
     pub(crate) fn chain(&self) -> impl Iterator<Item = &Frame> {
-        std::iter::successors(Some(self), |f| f.parent.as_deref())
+        std::iter::successors(Some(self), |f| f.data().parent.as_deref())
     }
 }
 
@@ -191,10 +283,10 @@ impl Drop for Frame {
     // recursion that installed an entry per level) must not overflow the
     // stack when its last snapshot goes away.
     fn drop(&mut self) {
-        let mut next = self.parent.take();
+        let mut next = self.0.get_mut().parent.take();
         while let Some(frame) = next {
             next = match Arc::into_inner(frame) {
-                Some(mut frame) => frame.parent.take(),
+                Some(mut frame) => frame.0.get_mut().parent.take(),
                 None => None,
             };
         }

@@ -5,14 +5,11 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Range;
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::entry::{debug_fn, Entry, Pending, PendingValue, Value};
-use super::frame::{Frame, FrameKind};
-use super::map::EntryMap;
-use super::state::{Popped, Slot, State};
+use super::entry::{debug_fn, Pending, PendingValue};
+use super::state::{Slot, State};
 
 /// Installs `value` in the current context until the returned guard drops.
 ///
@@ -39,8 +36,13 @@ use super::state::{Popped, Slot, State};
 #[track_caller]
 pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
     // The one-entry path: no `Scope` vector to allocate.
-    let entry = pending::<T>(PendingValue::Shared(Arc::new(value)), None);
-    install([entry], None, Location::caller())
+    let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+    let site = Location::caller();
+    let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
+    match State::try_with(|state| state.install_shared(type_id, type_name, value, site)) {
+        Some(id) => Guard::from_push(id, site),
+        None => destroyed(site),
+    }
 }
 
 /// Installs a shared value under the type `T` (not `Arc<T>`), so
@@ -58,7 +60,13 @@ pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
 /// ```
 #[track_caller]
 pub fn provide_arc<T: Send + Sync + 'static>(value: Arc<T>) -> Guard {
-    scope().with_arc(value).enter()
+    let value: Arc<dyn Any + Send + Sync> = value;
+    let site = Location::caller();
+    let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
+    match State::try_with(|state| state.install_shared(type_id, type_name, value, site)) {
+        Some(id) => Guard::from_push(id, site),
+        None => destroyed(site),
+    }
 }
 
 /// Installs a [local](crate::dump::Policy::Local) value: visible on this thread
@@ -193,58 +201,22 @@ impl Scope {
 
 /// Installs `pending` as one frame on top of the current context.
 fn install(
-    pending: impl IntoIterator<Item = Pending>,
+    pending: Vec<Pending>,
     reason: Option<Cow<'static, str>>,
     site: &'static Location<'static>,
 ) -> Guard {
-    let installed = State::try_with(|state| {
-        let parent = state.top_frame();
-        let thread = state.thread_info();
-        // The entries take consecutive sequence numbers, so the local
-        // values this guard must remove are those in `first..next`.
-        let pending = pending.into_iter();
-        let mut entries = Vec::with_capacity(pending.size_hint().0);
-        let mut locals = 0..0;
-        for p in pending {
-            let seq = state.next_seq();
-            let value = match p.value {
-                PendingValue::Shared(v) => Value::Shared(v),
-                PendingValue::Local(v) => {
-                    state.insert_local(seq, v);
-                    locals = if locals.is_empty() {
-                        seq..seq + 1
-                    } else {
-                        locals.start..seq + 1
-                    };
-                    Value::Local
-                }
-            };
-            entries.push(Arc::new(Entry {
-                type_id: p.type_id,
-                type_name: p.type_name,
-                value,
-                site: p.site,
-                seq,
-                reason: p.reason.or_else(|| reason.clone()),
-                debug: p.debug,
-            }));
-        }
-        let frame = new_installed_frame(parent, entries, site, thread);
-        let id = state.push(Some(Arc::new(frame)), site);
-        (id, locals)
-    });
-    match installed {
-        Some((id, locals)) => Guard {
-            id,
-            locals,
-            site,
-            _not_send: PhantomData,
-        },
-        None => panic!(
-            "milieu: cannot install context at {site}: this thread's context \
-             state is already destroyed (thread exit)"
-        ),
+    match State::try_with(|state| state.install(pending, reason.as_ref(), site)) {
+        Some(id) => Guard::from_push(id, site),
+        None => destroyed(site),
     }
+}
+
+#[cold]
+fn destroyed(site: &'static Location<'static>) -> ! {
+    panic!(
+        "milieu: cannot install context at {site}: this thread's context state is already \
+         destroyed (thread exit)"
+    )
 }
 
 impl fmt::Debug for Scope {
@@ -268,34 +240,6 @@ fn pending<T: 'static>(value: PendingValue, debug: Option<super::entry::DebugFn>
     }
 }
 
-/// Builds a frame installing `entries` on top of `parent`.
-fn new_installed_frame(
-    parent: Option<Arc<Frame>>,
-    entries: Vec<Arc<Entry>>,
-    site: &'static Location<'static>,
-    thread: Arc<super::frame::ThreadInfo>,
-) -> Frame {
-    let (parent_visible, parent_carried) = match &parent {
-        Some(p) => (p.visible.clone(), p.carried.clone()),
-        None => (EntryMap::default(), EntryMap::default()),
-    };
-    let visible = parent_visible.extended(&entries, |_| true);
-    let any_local = entries.iter().any(|e| matches!(e.value, Value::Local));
-    let carried = if !any_local && parent_visible.same(&parent_carried) {
-        // The common case: nothing local anywhere, one table serves both.
-        visible.clone()
-    } else {
-        parent_carried.extended(&entries, |e| !matches!(e.value, Value::Local))
-    };
-    Frame::new(
-        parent,
-        FrameKind::Installed { site, entries },
-        thread,
-        visible,
-        carried,
-    )
-}
-
 /// Removes what [`provide`], [`Scope::enter`] or
 /// [`Context::enter`](crate::Context::enter) installed, when dropped.
 ///
@@ -314,9 +258,6 @@ fn new_installed_frame(
 #[must_use = "the context entries are removed when the guard is dropped; bind it: `let _guard = ...`"]
 pub struct Guard {
     id: u64,
-    /// Sequence numbers of the local values this guard must remove (none
-    /// of any other install fall in between).
-    locals: Range<u64>,
     site: &'static Location<'static>,
     _not_send: PhantomData<*const ()>,
 }
@@ -325,7 +266,6 @@ impl Guard {
     pub(crate) fn from_push(id: u64, site: &'static Location<'static>) -> Self {
         Guard {
             id,
-            locals: 0..0,
             site,
             _not_send: PhantomData,
         }
@@ -344,44 +284,12 @@ impl fmt::Debug for Guard {
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
         // Thread teardown: the state (and everything in it) is gone already.
-        let Some(popped) = State::try_with(|state| state.pop(self.id)) else {
-            return;
-        };
-        // Frames first, then local values (youngest install first), as
-        // they were installed in the other order.
-        match popped {
-            Popped::InOrder(slot) => {
-                release(slot.frame);
-                drop_locals(&self.locals);
-            }
-            Popped::Gone => drop_locals(&self.locals),
-            Popped::OutOfOrder(slots) => {
-                let report = out_of_order_report(self.site, &slots);
-                State::try_with(|state| state.release(slots.into_iter().filter_map(|s| s.frame)));
-                // The installs removed with ours are younger: their local
-                // values have larger sequence numbers than our slot id.
-                drop_locals(&(self.id + 1..u64::MAX));
-                drop_locals(&self.locals);
-                misuse(report);
-            }
+        if let Some(Some(report)) = State::try_with(|state| state.drop_guard(self.id, self.site)) {
+            misuse(report);
         }
-    }
-}
-
-/// Removes and drops the local values numbered in `seqs`, one at a time,
-/// each outside the state's borrow (its destructor may use the context).
-fn drop_locals(seqs: &Range<u64>) {
-    while let Some(Some(value)) = State::try_with(|state| state.take_local(seqs)) {
-        drop(value);
-    }
-}
-
-/// Drops a popped frame (or parks it while a borrow may point into it).
-pub(crate) fn release(frame: Option<Arc<Frame>>) {
-    if let Some(frame) = frame {
-        State::try_with(|state| state.release([frame]));
     }
 }
 
@@ -408,18 +316,4 @@ pub(crate) fn misuse(report: String) {
     } else {
         panic!("{report}");
     }
-}
-
-/// Downcasts an `Arc<dyn Any>` that holds a `T` (std offers this only for
-/// `dyn Any + Send + Sync` and `T: Send + Sync`; local values are neither).
-pub(crate) fn downcast_arc<T: 'static>(value: Arc<dyn Any>) -> Option<Arc<T>> {
-    if !(*value).is::<T>() {
-        return None;
-    }
-    let raw = Arc::into_raw(value).cast::<T>();
-    // SAFETY: the check above proves the allocation was made as an
-    // `ArcInner<T>` (an `Arc<T>` later unsized to `Arc<dyn Any>`), so the
-    // thin pointer to its data may be turned back into an `Arc<T>`; this is
-    // what `Arc::<dyn Any + Send + Sync>::downcast` does internally.
-    Some(unsafe { Arc::from_raw(raw) })
 }

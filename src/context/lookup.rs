@@ -1,16 +1,14 @@
 //! Reading the current context.
 //!
-//! A lookup reads the thread's current-frame pointer and probes that
-//! frame's flattened map: the cost does not depend on how many frames are
-//! installed, and nothing is recorded (provenance is written at install
-//! time, never on lookup).
+//! A lookup probes the thread's type index (and, for types not installed
+//! since the last entered snapshot, that snapshot's frame map): the cost
+//! does not depend on how many entries are installed, and nothing is
+//! recorded (provenance is written at install time, never on lookup).
 
 use std::any::TypeId;
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::entry::{Entry, Value};
-use super::install::downcast_arc;
 use super::missing::Missing;
 use super::state::State;
 
@@ -37,11 +35,18 @@ use super::state::State;
 #[inline]
 pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
     let found = State::try_with(|state| {
-        // SAFETY: the pointer is null or points to the frame owned by the
-        // top stack slot; nothing in this closure changes the stack.
-        let frame = unsafe { state.top_ptr().as_ref() }?;
-        let entry = frame.visible.get(TypeId::of::<T>())?;
-        value_of::<T>(state, entry)
+        let value = state.find(TypeId::of::<T>()).cast::<T>();
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: `value` points to the `T` inside a live `Arc` allocation
+        // made for a `T` (see `State::find`; the key is `TypeId::of::<T>()`,
+        // computed from the very `T` that was boxed). Taking one more
+        // strong count and wrapping it is `Arc::clone` on the typed `Arc`.
+        Some(unsafe {
+            Arc::increment_strong_count(value);
+            Arc::from_raw(value)
+        })
     });
     match found.flatten() {
         Some(value) => Ok(value),
@@ -74,24 +79,15 @@ pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
 pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
     let site = Location::caller();
     let found = State::try_with(|state| {
-        // SAFETY: the pointer is null or points to the frame owned by the
-        // top stack slot; it is pinned below before any user code runs.
-        let frame = unsafe { state.top_ptr().as_ref() }?;
-        let entry = frame.visible.get(TypeId::of::<T>())?;
-        match &entry.value {
-            Value::Shared(value) => {
-                // SAFETY: `shared_ref` points to the `T` in an allocation the
-                // frame keeps alive (and the pin below keeps the frame).
-                let value = unsafe { &*shared_ref::<T>(entry, value) };
-                // `f` may pop this frame off the stack; the pin keeps it
-                // (and so `value`) alive until `f` has returned.
-                let _pin = Pin::new(state);
-                Some(f(value))
-            }
-            // Local values live in the thread's table, which `f` may
-            // change: hold a clone while `f` runs, not a borrow of it.
-            Value::Local => value_of::<T>(state, entry).map(|value| f(&value)),
+        let value = state.find(TypeId::of::<T>()).cast::<T>();
+        if value.is_null() {
+            return None;
         }
+        // `f` may remove the install that holds the value; the pin parks
+        // whatever leaves the stack until `f` has returned.
+        let _pin = Pin::new(state);
+        // SAFETY: as in `get`, and the pin keeps the allocation alive.
+        Some(f(unsafe { &*value }))
     });
     found
         .flatten()
@@ -116,43 +112,7 @@ pub fn contains<T: 'static>() -> bool {
 /// Whether an entry keyed by `id` is visible in the current context.
 #[inline]
 pub(crate) fn contains_id(id: TypeId) -> bool {
-    State::try_with(|state| {
-        // SAFETY: as in `get`.
-        unsafe { state.top_ptr().as_ref() }.is_some_and(|frame| frame.visible.get(id).is_some())
-    })
-    .unwrap_or(false)
-}
-
-/// The value of `entry`, an entry found under `TypeId::of::<T>()`, as an
-/// `Arc<T>`.
-#[inline]
-pub(crate) fn value_of<T: 'static>(state: &State, entry: &Entry) -> Option<Arc<T>> {
-    match &entry.value {
-        Value::Shared(value) => {
-            let value = shared_ref::<T>(entry, value);
-            // SAFETY: `shared_ref` points into the live `Arc` allocation
-            // made for a `T` (see there); taking one more strong count
-            // and wrapping it is `Arc::clone` on the typed `Arc`.
-            Some(unsafe {
-                Arc::increment_strong_count(value);
-                Arc::from_raw(value)
-            })
-        }
-        Value::Local => state.local_value(entry.seq).and_then(downcast_arc::<T>),
-    }
-}
-
-/// The `T` inside a shared entry found under `TypeId::of::<T>()`.
-///
-/// No run-time type check: the map is keyed by the `TypeId` that
-/// `Scope::with*` computed from the very `T` it boxed into this `Arc`, so
-/// the key match is the type check (`Arc::downcast` would repeat it
-/// through a virtual call on every lookup).
-#[inline]
-fn shared_ref<T: 'static>(entry: &Entry, value: &Arc<dyn std::any::Any + Send + Sync>) -> *const T {
-    debug_assert_eq!(entry.type_id, TypeId::of::<T>());
-    debug_assert!((**value).is::<T>());
-    Arc::as_ptr(value).cast::<T>()
+    State::try_with(|state| !state.find(id).is_null()).unwrap_or(false)
 }
 
 /// Pins the thread state while alive, also when `f` panics.

@@ -1,18 +1,18 @@
-//! The flattened, type-keyed map every frame carries.
+//! The flattened, type-keyed map a published frame builds on first use.
 //!
-//! Each frame holds the map of *all* entries visible from it, not only the
-//! ones it installed, so a lookup is one probe whatever the stack depth. A
-//! frame that installs entries copies its parent's map and adds to it; a hop
-//! frame shares its parent's map (an `Arc` clone). The copy is O(visible
-//! entries), which stays small in practice (a service has tens of context
-//! types, not thousands); docs/design.md records the measurements behind
-//! this choice.
+//! Lookups on the installing thread go through its type index; a frame's
+//! map serves everyone else: lookups in a snapshot (`Context::get`) and in
+//! an entered snapshot (a wrapped future's frame, a thread's inherited
+//! context). It holds every *carried* entry visible from the frame, so a
+//! lookup is one probe whatever the chain's depth. It is built once per
+//! frame, when first needed, by walking the chain down to the nearest
+//! ancestor that already has one; docs/design.md records why.
 
 use std::any::TypeId;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::entry::Entry;
+use super::index::hash;
 
 /// A map from `TypeId` to the entry visible for that type: an
 /// open-addressing table (linear probing, load factor at most 1/2) indexed
@@ -28,12 +28,28 @@ pub(crate) struct EntryMap {
     len: usize,
 }
 
-type Slot = Option<Arc<Entry>>;
+/// One visible entry: its key, the entry and its value's address.
+///
+/// The addresses point into frames of the chain the owning frame keeps
+/// alive (itself and its ancestors), which never change once published.
+#[derive(Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) type_id: TypeId,
+    pub(crate) entry: *const Entry,
+    pub(crate) value: *const (),
+}
+
+type Slot = Option<Found>;
+
+// SAFETY: the addresses point into published frames (immutable, `Sync`)
+// that the frame owning the map keeps alive; the map only reads them.
+unsafe impl Send for EntryMap {}
+unsafe impl Sync for EntryMap {}
 
 impl EntryMap {
     /// The entry visible for `id`, if any.
     #[inline]
-    pub(crate) fn get(&self, id: TypeId) -> Option<&Arc<Entry>> {
+    pub(crate) fn get(&self, id: TypeId) -> Option<&Found> {
         let slots = self.slots.as_deref()?;
         let mask = slots.len() - 1;
         let mut at = hash(id) as usize & mask;
@@ -41,7 +57,7 @@ impl EntryMap {
         loop {
             match &slots[at] {
                 None => return None,
-                Some(entry) if entry.type_id == id => return Some(entry),
+                Some(found) if found.type_id == id => return Some(found),
                 Some(_) => at = (at + 1) & mask,
             }
         }
@@ -52,31 +68,20 @@ impl EntryMap {
         self.len
     }
 
-    /// Whether `self` and `other` are the same table (not merely equal).
-    pub(crate) fn same(&self, other: &EntryMap) -> bool {
-        match (&self.slots, &other.slots) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
+    /// A map of `newest` (newest first: the first of each type wins) on
+    /// top of `below`. Shares `below`'s table when `newest` is empty.
+    pub(crate) fn build(newest: &[Found], below: &EntryMap) -> Self {
+        if newest.is_empty() {
+            return below.clone();
         }
-    }
-
-    /// A copy of `self` with the `entries` that `keep` accepts added, each
-    /// replacing (shadowing) any entry of the same type.
-    pub(crate) fn extended(&self, entries: &[Arc<Entry>], keep: impl Fn(&Entry) -> bool) -> Self {
-        let added = entries.iter().filter(|e| keep(e)).count();
-        if added == 0 {
-            return self.clone();
-        }
-        let capacity = ((self.len + added) * 2).next_power_of_two().max(4);
+        let capacity = ((newest.len() + below.len) * 2).next_power_of_two().max(4);
         // One allocation: collect straight into the `Arc`, then fill it
         // while it is still unique.
         let mut slots: Arc<[Slot]> = (0..capacity).map(|_| None).collect();
         let mut len = 0;
         if let Some(table) = Arc::get_mut(&mut slots) {
-            let new = entries.iter().filter(|e| keep(e));
-            for entry in self.values().chain(new) {
-                len += insert(table, Arc::clone(entry));
+            for found in newest.iter().chain(below.values()) {
+                len += insert_if_absent(table, *found);
             }
         }
         EntryMap {
@@ -86,82 +91,40 @@ impl EntryMap {
     }
 
     /// Iterates the visible entries in no particular order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Found> {
         self.slots.as_deref().unwrap_or(&[]).iter().flatten()
     }
 }
 
-/// Inserts into a table with room to spare; returns 1 if the entry is new,
-/// 0 if it replaced one of the same type.
-fn insert(slots: &mut [Slot], entry: Arc<Entry>) -> usize {
+/// Inserts into a table with room to spare unless the type is already
+/// there; returns 1 if it was inserted.
+fn insert_if_absent(slots: &mut [Slot], found: Found) -> usize {
     let mask = slots.len() - 1;
-    let mut at = hash(entry.type_id) as usize & mask;
+    let mut at = hash(found.type_id) as usize & mask;
     loop {
         match &mut slots[at] {
             slot @ None => {
-                *slot = Some(entry);
+                *slot = Some(found);
                 return 1;
             }
-            Some(old) if old.type_id == entry.type_id => {
-                *old = entry;
-                return 0;
-            }
+            Some(old) if old.type_id == found.type_id => return 0,
             Some(_) => at = (at + 1) & mask,
         }
-    }
-}
-
-#[inline]
-fn hash(id: TypeId) -> u64 {
-    let mut hasher = TypeIdHasher::default();
-    id.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// A hasher for `TypeId` keys, which are already well-distributed hashes:
-/// the value the key writes is used as the hash (as `http::Extensions`
-/// does), with a mixing fallback should `TypeId` ever write bytes instead.
-#[derive(Default)]
-pub(crate) struct TypeIdHasher(u64);
-
-impl Hasher for TypeIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Not the path `TypeId` takes today; kept correct (FNV-1a) so a
-        // change in std's `Hash for TypeId` costs speed, not correctness.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::any::TypeId;
-    use std::sync::Arc;
 
-    use super::EntryMap;
-    use crate::context::entry::{Entry, Value};
+    use super::{EntryMap, Found};
 
-    fn entry(type_id: TypeId, seq: u64) -> Arc<Entry> {
-        Arc::new(Entry {
+    fn found(type_id: TypeId, tag: usize) -> Found {
+        Found {
             type_id,
-            type_name: "test",
-            value: Value::Shared(Arc::new(seq)),
-            site: std::panic::Location::caller(),
-            seq,
-            reason: None,
-            debug: None,
-        })
+            entry: std::ptr::null(),
+            value: tag as *const (),
+        }
     }
 
     /// Distinct type ids without declaring distinct types by hand.
@@ -173,45 +136,51 @@ mod tests {
         ids!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
     }
 
-    #[test]
-    fn later_entries_shadow_earlier_ones_of_the_same_type() {
-        let ids = ids();
-        let base = EntryMap::default().extended(&[entry(ids[0], 1), entry(ids[1], 2)], |_| true);
-        let top = base.extended(&[entry(ids[0], 3)], |_| true);
-        assert_eq!(top.len(), 2);
-        assert_eq!(top.get(ids[0]).map(|e| e.seq), Some(3));
-        assert_eq!(top.get(ids[1]).map(|e| e.seq), Some(2));
-        // The parent map is untouched (copy on write).
-        assert_eq!(base.get(ids[0]).map(|e| e.seq), Some(1));
-        assert!(top.get(ids[2]).is_none());
+    fn tag(map: &EntryMap, id: TypeId) -> Option<usize> {
+        map.get(id).map(|f| f.value as usize)
     }
 
     #[test]
-    fn many_entries_are_all_found_and_shadowing_replaces() {
+    fn newer_entries_shadow_older_ones_of_the_same_type() {
+        let ids = ids();
+        let base = EntryMap::build(&[found(ids[0], 1), found(ids[1], 2)], &EntryMap::default());
+        let top = EntryMap::build(&[found(ids[0], 3)], &base);
+        assert_eq!(top.len(), 2);
+        assert_eq!(tag(&top, ids[0]), Some(3));
+        assert_eq!(tag(&top, ids[1]), Some(2));
+        // The map below is untouched.
+        assert_eq!(tag(&base, ids[0]), Some(1));
+        assert!(top.get(ids[2]).is_none());
+        // Within one build, the first of a type wins (newest first).
+        let pair = EntryMap::build(&[found(ids[3], 7), found(ids[3], 8)], &EntryMap::default());
+        assert_eq!((pair.len(), tag(&pair, ids[3])), (1, Some(7)));
+    }
+
+    #[test]
+    fn many_entries_are_all_found() {
         let ids = ids();
         let mut map = EntryMap::default();
-        for (seq, id) in ids.iter().enumerate() {
-            map = map.extended(&[entry(*id, seq as u64)], |_| true);
-            assert_eq!(map.len(), seq + 1);
+        for (tag_n, id) in ids.iter().enumerate() {
+            map = EntryMap::build(&[found(*id, tag_n + 1)], &map);
+            assert_eq!(map.len(), tag_n + 1);
             let slots = map.slots.as_ref().map_or(0, |s| s.len());
             assert!(slots >= 2 * map.len(), "load factor stays at most 1/2");
         }
-        for (seq, id) in ids.iter().enumerate() {
-            assert_eq!(map.get(*id).map(|e| e.seq), Some(seq as u64));
+        for (tag_n, id) in ids.iter().enumerate() {
+            assert_eq!(tag(&map, *id), Some(tag_n + 1));
         }
         assert_eq!(map.values().count(), ids.len());
-        let shadowed = map.extended(&[entry(ids[5], 100)], |_| true);
-        assert_eq!(shadowed.len(), ids.len());
-        assert_eq!(shadowed.get(ids[5]).map(|e| e.seq), Some(100));
-        assert_eq!(
-            map.get(ids[5]).map(|e| e.seq),
-            Some(5),
-            "the original is untouched"
-        );
     }
 
     #[test]
-    fn an_empty_map_finds_nothing() {
+    fn an_empty_build_shares_the_table_below() {
         assert!(EntryMap::default().get(TypeId::of::<u8>()).is_none());
+        let ids = ids();
+        let base = EntryMap::build(&[found(ids[0], 1)], &EntryMap::default());
+        let same = EntryMap::build(&[], &base);
+        assert!(std::ptr::eq(
+            base.slots.as_deref().unwrap(),
+            same.slots.as_deref().unwrap()
+        ));
     }
 }

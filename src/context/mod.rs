@@ -1,14 +1,17 @@
 //! The context core: typed frames, lookup, snapshots, provenance, dumps and
 //! errors.
 //!
-//! A thread's current context is a pointer to an immutable [`Frame`](frame)
-//! kept in a thread-local stack ([`state`]). Installing entries pushes a new
-//! frame whose flattened map holds every visible entry; lookups probe that
-//! one map. Snapshots are pointer copies of the top frame.
+//! A thread's current context is a stack of installs and entered
+//! snapshots ([`state`]) with a type index that lookups probe. Installs
+//! write into recycled frames ([`frame`]) in constant time; a snapshot
+//! publishes those frames (immutable from then on, shareable across
+//! threads) and is a pointer copy of the top one. A published frame builds
+//! a flattened map ([`map`]) when something first looks up through it.
 
 mod dump;
 mod entry;
 mod frame;
+mod index;
 mod install;
 mod lookup;
 mod map;
@@ -38,4 +41,4 @@ pub(crate) use snapshot::PendingHop;
 pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};
 pub(crate) use lookup::contains_id;
-pub(crate) use state::{Popped, State};
+pub(crate) use state::State;

@@ -8,7 +8,6 @@ use std::panic::Location;
 use std::sync::{Arc, OnceLock};
 
 use super::dump::Dump;
-use super::entry::Value;
 use super::frame::{Frame, FrameKind, HopKind, HopLabel, HopRecord, ThreadInfo};
 use super::install::Guard;
 use super::missing::Missing;
@@ -44,11 +43,12 @@ pub struct Context {
 
 impl Context {
     /// The current context of this thread. O(1): one reference-count
-    /// increment.
+    /// increment (the first snapshot after an install also links that
+    /// install's frame into the chain, once).
     #[inline]
     pub fn current() -> Context {
         Context {
-            frame: State::try_with(State::top_frame).flatten(),
+            frame: State::try_with(State::snapshot).flatten(),
         }
     }
 
@@ -59,7 +59,7 @@ impl Context {
 
     /// Whether the snapshot carries no entry.
     pub fn is_empty(&self) -> bool {
-        self.frame.as_ref().is_none_or(|f| f.carried.len() == 0)
+        self.frame.as_ref().is_none_or(|f| f.map().len() == 0)
     }
 
     /// Records that this snapshot is being carried across a hop (into a
@@ -125,7 +125,7 @@ impl Context {
     pub fn enter(&self) -> Guard {
         let site = Location::caller();
         let frame = self.frame_for_entering(site);
-        match State::try_with(|state| state.push(frame, site)) {
+        match State::try_with(|state| state.enter(frame, site)) {
             Some(id) => Guard::from_push(id, site),
             None => panic!(
                 "milieu: cannot enter a context at {site}: this thread's context state \
@@ -141,18 +141,15 @@ impl Context {
         site: &'static Location<'static>,
     ) -> Option<Arc<Frame>> {
         let top = self.frame.as_ref()?;
-        if !top.has_local_entries() {
+        if !top.data().locals_since_cut {
             return Some(Arc::clone(top));
         }
         let thread = State::try_with(State::thread_info)
             .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
-        let carried = top.carried.clone();
-        Some(Arc::new(Frame::new(
-            Some(Arc::clone(top)),
+        Some(Arc::new(Frame::cut(
+            Arc::clone(top),
             FrameKind::Entered { site },
             thread,
-            carried.clone(),
-            carried,
         )))
     }
 
@@ -166,13 +163,20 @@ impl Context {
         let found = self
             .frame
             .as_ref()
-            .and_then(|f| f.carried.get(TypeId::of::<T>()));
-        match found.map(|e| &e.value) {
-            Some(Value::Shared(v)) => match Arc::clone(v).downcast::<T>() {
-                Ok(v) => Ok(v),
-                Err(_) => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
-            },
-            _ => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
+            .and_then(|f| f.map().get(TypeId::of::<T>()));
+        match found {
+            Some(found) => {
+                let value = found.value.cast::<T>();
+                // SAFETY: the map holds shared values only, each the `T`
+                // inside an `Arc` made for the type it is keyed by; the
+                // frame (held by `self`) keeps it alive. One more strong
+                // count wrapped is `Arc::clone` on the typed `Arc`.
+                Ok(unsafe {
+                    Arc::increment_strong_count(value);
+                    Arc::from_raw(value)
+                })
+            }
+            None => Err(Missing::for_snapshot::<T>(self.dump(), Location::caller())),
         }
     }
 
@@ -184,7 +188,7 @@ impl Context {
     pub(crate) fn contains_id(&self, id: TypeId) -> bool {
         self.frame
             .as_ref()
-            .is_some_and(|f| f.carried.get(id).is_some())
+            .is_some_and(|f| f.map().get(id).is_some())
     }
 
     /// A dump of what this snapshot carries, with provenance.
@@ -197,7 +201,9 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_list();
         if let Some(frame) = &self.frame {
-            for entry in frame.carried.values() {
+            for found in frame.map().values() {
+                // SAFETY: the map's entries live in the chain `frame` holds.
+                let entry = unsafe { &*found.entry };
                 list.entry(&format_args!("{}", entry.type_name));
             }
         }
@@ -253,14 +259,7 @@ impl PendingHop {
             site: self.site,
             arrived: OnceLock::new(),
         };
-        let carried = parent.carried.clone();
-        let frame = Frame::new(
-            Some(parent),
-            FrameKind::Hop(record),
-            thread,
-            carried.clone(),
-            carried,
-        );
+        let frame = Frame::cut(parent, FrameKind::Hop(record), thread);
         Context {
             frame: Some(Arc::new(frame)),
         }

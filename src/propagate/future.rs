@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Popped, Scope, State};
+use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Scope, State};
 
 pin_project_lite::pin_project! {
     /// A future that runs inside a captured context.
@@ -66,7 +66,7 @@ impl<F: Future> Future for WithContext<F> {
         let mut parts = Some((this.inner, this.frame));
         let polled = State::try_with(|state| {
             let (inner, slot) = parts.take()?;
-            let id = state.push(slot.take(), site);
+            let id = state.enter(slot.take(), site);
             let _restore = TakeBack {
                 state,
                 id,
@@ -94,9 +94,9 @@ struct TakeBack<'a> {
 
 impl Drop for TakeBack<'_> {
     fn drop(&mut self) {
-        match self.state.pop(self.id) {
-            Popped::InOrder(slot) => *self.slot = slot.frame,
-            Popped::OutOfOrder(mut slots) => {
+        match self.state.leave(self.id) {
+            Ok(frame) => *self.slot = frame,
+            Err(mut slots) => {
                 let report = format!(
                     "{} (detected when the poll of the future wrapped at {} returned: a guard \
                      was held across `.await` or leaked)",
@@ -104,13 +104,10 @@ impl Drop for TakeBack<'_> {
                     self.site
                 );
                 *self.slot = slots[0].frame.take();
-                self.state
-                    .release(slots.into_iter().filter_map(|s| s.frame));
+                // The stray installs.
+                State::dispose(slots);
                 misuse(report);
             }
-            // Removed by an out-of-order guard inside the poll, which
-            // reported it; the future goes on without its context.
-            Popped::Gone => {}
         }
     }
 }

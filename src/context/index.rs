@@ -1,0 +1,217 @@
+//! The per-thread type index: for each `TypeId` ever installed on this
+//! thread, where the newest live install of it is.
+//!
+//! An install writes one slot (saving the old one in its entry) and a
+//! removal writes it back, so both are O(1) whatever is visible; a lookup
+//! is one probe. Keys are never removed (a thread sees as many keys as
+//! the program has context types), so there are no tombstones: a slot
+//! with no live install holds [`LiveRef::NONE`].
+
+use std::any::TypeId;
+use std::hash::{Hash, Hasher};
+
+use super::entry::LiveRef;
+
+/// Open addressing with linear probing, load factor at most 1/2.
+pub(crate) struct TypeIndex {
+    /// Power-of-two length, or empty before the first install.
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+struct Slot {
+    key: Option<TypeId>,
+    live: LiveRef,
+}
+
+impl TypeIndex {
+    pub(crate) const fn new() -> Self {
+        TypeIndex {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The live install of `id`, if the type was ever installed here.
+    #[inline(always)]
+    pub(crate) fn get(&self, id: TypeId) -> Option<&LiveRef> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = hash(id) as usize & mask;
+        // Terminates: at most half the slots hold a key.
+        loop {
+            let slot = &self.slots[at];
+            match slot.key {
+                None => return None,
+                Some(key) if key == id => return Some(&slot.live),
+                Some(_) => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// Sets the live install of `id` (its value, entry and depth, passed
+    /// one by one and written field by field: see `State::push_slot`),
+    /// returning the one it replaces ([`LiveRef::NONE`] if there was none).
+    #[inline]
+    pub(crate) fn replace(
+        &mut self,
+        id: TypeId,
+        value: *const (),
+        entry: *const super::entry::Entry,
+        depth: u32,
+    ) -> LiveRef {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = hash(id) as usize & mask;
+        loop {
+            let slot = &mut self.slots[at];
+            match slot.key {
+                None => {
+                    slot.key = Some(id);
+                    slot.live.value = value;
+                    slot.live.entry = entry;
+                    slot.live.depth = depth;
+                    self.len += 1;
+                    return LiveRef::NONE;
+                }
+                Some(key) if key == id => {
+                    let old = LiveRef {
+                        value: slot.live.value,
+                        entry: slot.live.entry,
+                        depth: slot.live.depth,
+                    };
+                    slot.live.value = value;
+                    slot.live.entry = entry;
+                    slot.live.depth = depth;
+                    return old;
+                }
+                Some(_) => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// Puts back what [`replace`](TypeIndex::replace) returned.
+    #[inline]
+    pub(crate) fn restore(&mut self, id: TypeId, live: &LiveRef) {
+        self.replace(id, live.value, live.entry, live.depth);
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(
+            &mut self.slots,
+            (0..capacity)
+                .map(|_| Slot {
+                    key: None,
+                    live: LiveRef::NONE,
+                })
+                .collect(),
+        );
+        self.len = 0;
+        for slot in old {
+            if let Some(key) = slot.key {
+                self.restore(key, &slot.live);
+            }
+        }
+    }
+}
+
+/// The hash of a `TypeId`: its own bits (see [`TypeIdHasher`]).
+#[inline]
+pub(crate) fn hash(id: TypeId) -> u64 {
+    let mut hasher = TypeIdHasher::default();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A hasher for `TypeId` keys, which are already well-distributed hashes:
+/// the value the key writes is used as the hash (as `http::Extensions`
+/// does), with a mixing fallback should `TypeId` ever write bytes instead.
+#[derive(Default)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not the path `TypeId` takes today; kept correct (FNV-1a) so a
+        // change in std's `Hash for TypeId` costs speed, not correctness.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+
+    use super::TypeIndex;
+    use crate::context::entry::LiveRef;
+
+    fn live(depth: u32) -> LiveRef {
+        LiveRef {
+            value: std::ptr::dangling(),
+            entry: std::ptr::null(),
+            depth,
+        }
+    }
+
+    impl TypeIndex {
+        fn restore_returning(&mut self, id: TypeId, live: LiveRef) -> LiveRef {
+            self.replace(id, live.value, live.entry, live.depth)
+        }
+    }
+
+    fn ids() -> Vec<TypeId> {
+        struct K<const N: usize>;
+        macro_rules! ids {
+            ($($n:literal)*) => { vec![$(TypeId::of::<K<$n>>()),*] };
+        }
+        ids!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
+    }
+
+    #[test]
+    fn replace_returns_the_previous_install_and_restore_puts_it_back() {
+        let ids = ids();
+        let mut index = TypeIndex::new();
+        assert!(index.get(ids[0]).is_none());
+        assert!(index.restore_returning(ids[0], live(1)).value.is_null());
+        let old = index.restore_returning(ids[0], live(2));
+        assert_eq!(old.depth, 1);
+        assert_eq!(index.get(ids[0]).map(|l| l.depth), Some(2));
+        index.restore(ids[0], &old);
+        assert_eq!(index.get(ids[0]).map(|l| l.depth), Some(1));
+        index.restore(ids[0], &LiveRef::NONE);
+        assert!(index.get(ids[0]).is_some_and(|l| l.value.is_null()));
+    }
+
+    #[test]
+    fn growing_keeps_every_key() {
+        let ids = ids();
+        let mut index = TypeIndex::new();
+        for (depth, id) in ids.iter().enumerate() {
+            index.restore(*id, &live(depth as u32));
+            assert!(
+                index.slots.len() >= 2 * index.len,
+                "load factor stays at most 1/2"
+            );
+        }
+        for (depth, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(*id).map(|l| l.depth), Some(depth as u32));
+        }
+        assert!(index.get(TypeId::of::<u8>()).is_none());
+    }
+}
