@@ -118,7 +118,7 @@ struct NewEntry {
 /// What [`State::pop_top`] hands back.
 struct Popping {
     frame: Option<Arc<Frame>>,
-    install: bool,
+    kind: SlotKind,
     has_locals: bool,
     below: u64,
 }
@@ -434,8 +434,12 @@ impl State {
         has_locals: bool,
         dispatch: usize,
     ) -> u64 {
-        // SAFETY: still private; the borrow ends with this statement.
-        unsafe { frame.data_mut() }.kind = FrameKind::Installed { site };
+        // SAFETY: still private; the borrow ends with this block.
+        match unsafe { &mut frame.data_mut().kind } {
+            // A recycled install frame: only the site changes.
+            FrameKind::Installed { site: old } => *old = site,
+            kind => *kind = FrameKind::Installed { site },
+        }
         // Numbered after its entries, as dumps have always shown them.
         let id = self.next_seq();
         self.push_slot(Slot {
@@ -547,7 +551,7 @@ impl State {
             self.undo(top);
             let popping = Popping {
                 frame: ptr::read(&top.frame),
-                install: top.kind != SlotKind::Enter,
+                kind: top.kind,
                 has_locals: top.has_locals,
                 below: match at.checked_sub(1) {
                     Some(below) => (*stack.as_ptr().add(below)).id,
@@ -594,20 +598,47 @@ impl State {
         }
     }
 
-    /// Pops the enter slot `id` of a wrapped future's poll, returning the
-    /// future's frame; `Err` with the removed slots (oldest first) when
-    /// slots above it were still active.
+    /// Pops the enter slot `id` of a wrapped future's poll, putting the
+    /// future's frame back into `frame`. Returns `false`, leaving the stack
+    /// as it is, unless that slot is on top (see
+    /// [`leave_out_of_order`](State::leave_out_of_order)).
     #[inline(always)]
-    pub(crate) fn leave(&self, id: u64) -> Result<Option<Arc<Frame>>, Vec<Slot>> {
-        let Some(popped) = self.pop_top(id) else {
-            return match self.pop(id) {
-                Popped::OutOfOrder(slots) => Err(slots),
-                Popped::InOrder(released) => Ok(released.frame),
-                Popped::Gone => Ok(None),
+    pub(crate) fn leave(&self, id: u64, frame: &mut Option<Arc<Frame>>) -> bool {
+        // SAFETY: the borrow ends before `sync_dispatch`; the top slot's
+        // frame is read out once, then the length no longer covers it.
+        unsafe {
+            let stack = &mut *self.stack.get();
+            let Some(at) = stack.len().checked_sub(1) else {
+                return false;
             };
-        };
+            let top = &*stack.as_ptr().add(at);
+            if top.id != id {
+                return false;
+            }
+            self.want_dispatch.set(top.saved_dispatch);
+            self.base.set(top.saved_base);
+            self.floor.set(top.saved_floor);
+            *frame = ptr::read(&top.frame);
+            stack.set_len(at);
+        }
         self.sync_dispatch();
-        Ok(popped.frame)
+        true
+    }
+
+    /// The rest of [`leave`](State::leave): the removed slots (oldest
+    /// first, the poll's own first) when slots above it were still active;
+    /// `None` when the poll's slot was already removed by a repair.
+    #[cold]
+    pub(crate) fn leave_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
+        match self.pop(id) {
+            Popped::OutOfOrder(slots) => Some(slots),
+            // Not on top was the reason to come here; kept total.
+            Popped::InOrder(released) => {
+                release(released);
+                None
+            }
+            Popped::Gone => None,
+        }
     }
 
     /// Releases what [`pop_top`](State::pop_top) returned for slot `id`
@@ -616,7 +647,7 @@ impl State {
     fn release_popped(&self, id: u64, popped: Popping) {
         let Popping {
             frame,
-            install,
+            kind,
             has_locals,
             below,
         } = popped;
@@ -626,10 +657,10 @@ impl State {
             return;
         }
         if let Some(frame) = frame {
-            if install {
-                self.recycle(frame);
-            } else {
-                drop(frame);
+            match kind {
+                SlotKind::Private => self.recycle_private(frame),
+                SlotKind::Published => self.recycle(frame),
+                SlotKind::Enter => drop(frame),
             }
         }
         if has_locals {
@@ -657,10 +688,20 @@ impl State {
         let data = unsafe { frame.data_mut() };
         let parent = data.parent.take();
         Frame::reset_map(data);
+        drop(parent);
+        self.recycle_private(frame);
+    }
+
+    /// [`recycle`](State::recycle) for a frame that was never published:
+    /// only its slot ever held it (snapshots, parent links and maps are
+    /// made at publication), so it is unique, has no parent and no map.
+    #[inline]
+    fn recycle_private(&self, frame: Arc<Frame>) {
+        // SAFETY: unique and unreachable, as said above.
+        let data = unsafe { frame.data_mut() };
         // Values' destructors may use the context: no cell is borrowed
         // here, and this frame is unreachable.
         data.entries.clear();
-        drop(parent);
         self.keep_spare(frame);
     }
 

@@ -61,11 +61,12 @@ impl<F: Future> Future for WithContext<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
         let site = *this.site;
-        // Handed to the closure below, which runs unless the thread is
-        // exiting (then the future is polled without its context).
-        let mut parts = Some((this.inner, this.frame));
-        let polled = State::try_with(|state| {
-            let (inner, slot) = parts.take()?;
+        let mut inner = this.inner;
+        let slot = this.frame;
+        let mut polled = None;
+        // Runs unless the thread is exiting (then the future is polled
+        // without its context, below).
+        State::try_with(|state| {
             let id = state.enter(slot.take(), site);
             let _restore = TakeBack {
                 state,
@@ -73,18 +74,17 @@ impl<F: Future> Future for WithContext<F> {
                 slot,
                 site,
             };
-            Some(inner.poll(cx))
+            polled = Some(inner.as_mut().poll(cx));
         });
-        match (polled.flatten(), parts) {
-            (Some(poll), _) => poll,
-            (None, Some((inner, _))) => inner.poll(cx),
-            // The closure took the parts and returned: it always polls.
-            (None, None) => Poll::Pending,
+        match polled {
+            Some(poll) => poll,
+            None => inner.poll(cx),
         }
     }
 }
 
-/// Pops the future's frame after the poll and puts it back into the future.
+/// Pops the future's frame after the poll (also when it panics) and puts
+/// it back into the future.
 struct TakeBack<'a> {
     state: &'a State,
     id: u64,
@@ -93,22 +93,32 @@ struct TakeBack<'a> {
 }
 
 impl Drop for TakeBack<'_> {
+    #[inline]
     fn drop(&mut self) {
-        match self.state.leave(self.id) {
-            Ok(frame) => *self.slot = frame,
-            Err(mut slots) => {
-                let report = format!(
-                    "{} (detected when the poll of the future wrapped at {} returned: a guard \
-                     was held across `.await` or leaked)",
-                    out_of_order_report(self.site, &slots),
-                    self.site
-                );
-                *self.slot = slots[0].frame.take();
-                // The stray installs.
-                State::dispose(slots);
-                misuse(report);
-            }
+        if !self.state.leave(self.id, self.slot) {
+            self.out_of_order();
         }
+    }
+}
+
+impl TakeBack<'_> {
+    #[cold]
+    fn out_of_order(&mut self) {
+        let Some(mut slots) = self.state.leave_out_of_order(self.id) else {
+            // Removed by an out-of-order guard inside the poll, which
+            // reported it; the future goes on without its context.
+            return;
+        };
+        let report = format!(
+            "{} (detected when the poll of the future wrapped at {} returned: a guard \
+             was held across `.await` or leaked)",
+            out_of_order_report(self.site, &slots),
+            self.site
+        );
+        *self.slot = slots[0].frame.take();
+        // The stray installs.
+        State::dispose(slots);
+        misuse(report);
     }
 }
 
