@@ -97,6 +97,26 @@ impl TypeIndex {
     /// Puts back what [`replace`](TypeIndex::replace) returned.
     #[inline]
     pub(crate) fn restore(&mut self, id: TypeId, live: &LiveRef) {
+        // The key is there (`replace` put it in; keys are never removed),
+        // so no room is needed: probe and write.
+        if !self.slots.is_empty() {
+            let mask = self.slots.len() - 1;
+            let mut at = hash(id) as usize & mask;
+            loop {
+                let slot = &mut self.slots[at];
+                match slot.key {
+                    None => break,
+                    Some(key) if key == id => {
+                        slot.live.value = live.value;
+                        slot.live.entry = live.entry;
+                        slot.live.depth = live.depth;
+                        return;
+                    }
+                    Some(_) => at = (at + 1) & mask,
+                }
+            }
+        }
+        // Not reached while the invariant holds; stays correct if not.
         self.replace(id, live.value, live.entry, live.depth);
     }
 
@@ -114,7 +134,7 @@ impl TypeIndex {
         self.len = 0;
         for slot in old {
             if let Some(key) = slot.key {
-                self.restore(key, &slot.live);
+                self.replace(key, slot.live.value, slot.live.entry, slot.live.depth);
             }
         }
     }

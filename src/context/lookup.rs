@@ -48,9 +48,9 @@ pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
             Arc::from_raw(value)
         })
     });
-    match found.flatten() {
-        Some(value) => Ok(value),
-        None => Err(Missing::for_current::<T>(Location::caller())),
+    match found {
+        Some(Some(value)) => Ok(value),
+        _ => Err(missing::<T>(Location::caller())),
     }
 }
 
@@ -89,9 +89,17 @@ pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
         // SAFETY: as in `get`, and the pin keeps the allocation alive.
         Some(f(unsafe { &*value }))
     });
-    found
-        .flatten()
-        .ok_or_else(|| Missing::for_current::<T>(site))
+    match found {
+        Some(Some(value)) => Ok(value),
+        _ => Err(missing::<T>(site)),
+    }
+}
+
+/// The error of a failed lookup, out of the hot path.
+#[cold]
+#[inline(never)]
+fn missing<T: ?Sized + 'static>(site: &'static Location<'static>) -> Missing {
+    Missing::for_current::<T>(site)
 }
 
 /// Whether a value of type `T` is visible in the current context.
@@ -119,6 +127,7 @@ pub(crate) fn contains_id(id: TypeId) -> bool {
 struct Pin<'a>(&'a State);
 
 impl<'a> Pin<'a> {
+    #[inline]
     fn new(state: &'a State) -> Self {
         state.pin();
         Pin(state)
@@ -126,6 +135,7 @@ impl<'a> Pin<'a> {
 }
 
 impl Drop for Pin<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.unpin();
     }

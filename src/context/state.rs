@@ -266,7 +266,15 @@ impl State {
     pub(crate) fn unpin(&self) {
         let pins = self.pins.get() - 1;
         self.pins.set(pins);
-        if pins == 0 && self.parked.replace(false) {
+        if pins == 0 && self.parked.get() {
+            self.drop_parked();
+        }
+    }
+
+    #[cold]
+    fn drop_parked(&self) {
+        self.parked.set(false);
+        {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             // Newest first, as they were installed in the other order.
             for thing in parked.into_iter().rev() {
@@ -350,8 +358,15 @@ impl State {
         let spare = unsafe { &mut *self.spare.get() };
         match spare.pop() {
             Some(frame) => frame,
-            None => Arc::new(Frame::blank(self.thread_info())),
+            None => self.new_frame(),
         }
+    }
+
+    /// A new install frame, while the thread warms up (or installs deeper
+    /// than it has spare frames for).
+    #[cold]
+    fn new_frame(&self) -> Arc<Frame> {
+        Arc::new(Frame::blank(self.thread_info()))
     }
 
     /// Appends one entry to a private frame and points the index at it.
@@ -651,8 +666,8 @@ impl State {
             has_locals,
             below,
         } = popped;
-        let locals = if has_locals { below + 1..id } else { 0..0 };
         if self.pins.get() > 0 {
+            let locals = if has_locals { below + 1..id } else { 0..0 };
             self.park(frame, &locals);
             return;
         }
@@ -664,6 +679,7 @@ impl State {
             }
         }
         if has_locals {
+            let locals = below + 1..id;
             while let Some(local) = self.take_local(&locals) {
                 drop(local);
             }
@@ -930,10 +946,15 @@ impl State {
     }
 
     /// Takes a private frame back for reuse (see [`recycle`](State::recycle)).
+    #[inline]
     fn keep_spare(&self, frame: Arc<Frame>) {
         // SAFETY: borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
-        if spare.len() < SPARE_FRAMES {
+        // Room for `SPARE_FRAMES` is reserved once, so this never grows.
+        if spare.len() < spare.capacity() {
+            spare.push(frame);
+        } else if spare.capacity() == 0 {
+            spare.reserve_exact(SPARE_FRAMES);
             spare.push(frame);
         }
     }
