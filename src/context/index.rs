@@ -12,7 +12,10 @@ use std::hash::{Hash, Hasher};
 
 use super::entry::LiveRef;
 
-/// Open addressing with linear probing, load factor at most 1/2.
+/// Open addressing with linear probing, load factor at most 1/4: the table
+/// is per thread and small, and a sparse one keeps probe runs short for
+/// every key (at 1/2, a key that landed in a cluster of 100 others cost an
+/// install + removal 1.4-1.6x more, measured in `provide_drop/100`).
 pub(crate) struct TypeIndex {
     /// Power-of-two length, or empty before the first install.
     slots: Vec<Slot>,
@@ -40,7 +43,7 @@ impl TypeIndex {
         }
         let mask = self.slots.len() - 1;
         let mut at = hash(id) as usize & mask;
-        // Terminates: at most half the slots hold a key.
+        // Terminates: at most a quarter of the slots hold a key.
         loop {
             let slot = &self.slots[at];
             match slot.key {
@@ -62,7 +65,7 @@ impl TypeIndex {
         entry: *const super::entry::Entry,
         depth: u32,
     ) -> LiveRef {
-        if (self.len + 1) * 2 > self.slots.len() {
+        if (self.len + 1) * 4 > self.slots.len() {
             self.grow();
         }
         let mask = self.slots.len() - 1;
@@ -225,8 +228,8 @@ mod tests {
         for (depth, id) in ids.iter().enumerate() {
             index.restore(*id, &live(depth as u32));
             assert!(
-                index.slots.len() >= 2 * index.len,
-                "load factor stays at most 1/2"
+                index.slots.len() >= 4 * index.len,
+                "load factor stays at most 1/4"
             );
         }
         for (depth, id) in ids.iter().enumerate() {
