@@ -287,7 +287,9 @@ impl Drop for Guard {
     #[inline]
     fn drop(&mut self) {
         // Thread teardown: the state (and everything in it) is gone already.
-        if let Some(Some(report)) = State::try_with(|state| state.drop_guard(self.id, self.site)) {
+        if let Some(Some(slots)) = State::try_with(|state| state.drop_guard(self.id)) {
+            let report = out_of_order_report(self.site, &slots);
+            State::dispose(slots);
             misuse(report);
         }
     }

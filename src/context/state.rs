@@ -579,17 +579,17 @@ impl State {
     }
 
     /// Drops the guard of slot `id`: removes the slot and releases what it
-    /// held. Returns the out-of-order report if slots above it were still
-    /// active (they are removed and released too).
+    /// held. If slots above it were still active, they are removed too and
+    /// returned (oldest first) for the caller to report and dispose of.
     ///
     /// Everything happens within this one access to the thread's state:
     /// the borrows of its cells end before anything that may run user code
     /// (a value's destructor, a subscriber callback), which may itself use
     /// the context.
     #[inline]
-    pub(crate) fn drop_guard(&self, id: u64, site: &'static Location<'static>) -> Option<String> {
+    pub(crate) fn drop_guard(&self, id: u64) -> Option<Vec<Slot>> {
         let Some(popped) = self.pop_top(id) else {
-            return self.drop_guard_out_of_order(id, site);
+            return self.drop_guard_out_of_order(id);
         };
         self.sync_dispatch();
         self.release_popped(id, popped);
@@ -597,13 +597,9 @@ impl State {
     }
 
     #[cold]
-    fn drop_guard_out_of_order(&self, id: u64, site: &'static Location<'static>) -> Option<String> {
+    fn drop_guard_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
         match self.pop(id) {
-            Popped::OutOfOrder(slots) => {
-                let report = super::install::out_of_order_report(site, &slots);
-                State::dispose(slots);
-                Some(report)
-            }
+            Popped::OutOfOrder(slots) => Some(slots),
             Popped::InOrder(released) => {
                 release(released);
                 None
