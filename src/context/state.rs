@@ -125,7 +125,7 @@ struct Popping {
 
 /// What a removed install leaves to release, outside every borrow of the
 /// state (values' destructors may use the context).
-pub(crate) struct Release {
+struct Release {
     pub(crate) frame: Option<Arc<Frame>>,
     /// The frame is an install's: reuse it if no snapshot holds it.
     install: bool,
@@ -142,7 +142,7 @@ enum Parked {
 }
 
 /// What popping a slot found.
-pub(crate) enum Popped {
+enum Popped {
     /// The slot was on top, as it should be.
     InOrder(Release),
     /// Slots installed after this one were still active; all were removed
@@ -476,17 +476,32 @@ impl State {
     /// slot id to pop it with.
     #[inline(always)]
     pub(crate) fn enter(&self, frame: Option<Arc<Frame>>, site: &'static Location<'static>) -> u64 {
+        if let Some(frame) = frame.as_deref() {
+            self.record_arrival(frame);
+        }
+        self.enter_again(frame, site)
+    }
+
+    /// Records this thread as the one a hop arrived on, if it is the
+    /// first to enter the hop's frame.
+    #[inline]
+    pub(crate) fn record_arrival(&self, frame: &Frame) {
+        if let FrameKind::Hop(hop) = &frame.data().kind {
+            hop.arrived.get_or_init(|| self.thread_info());
+        }
+    }
+
+    /// [`enter`](State::enter) for a frame whose arrival is recorded
+    /// already (a wrapped future's polls after the first).
+    #[inline(always)]
+    pub(crate) fn enter_again(
+        &self,
+        frame: Option<Arc<Frame>>,
+        site: &'static Location<'static>,
+    ) -> u64 {
         let id = self.next_seq();
         let base = frame.as_deref().map_or(ptr::null(), |f| f as *const Frame);
-        let dispatch = match frame.as_deref() {
-            Some(frame) => {
-                if let FrameKind::Hop(hop) = &frame.data().kind {
-                    hop.arrived.get_or_init(|| self.thread_info());
-                }
-                frame.data().dispatch
-            }
-            None => 0,
-        };
+        let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
         let depth = self.push_slot(Slot {
             id,
             site,
@@ -721,7 +736,7 @@ impl State {
     /// it), restoring the index, base and dispatch they changed. The
     /// caller releases what is returned ([`release`], [`dispose`]).
     #[inline]
-    pub(crate) fn pop(&self, id: u64) -> Popped {
+    fn pop(&self, id: u64) -> Popped {
         let popped = {
             // SAFETY: borrows end before `sync_dispatch` (which may run
             // subscriber code) and nothing in between runs user code.
@@ -961,7 +976,7 @@ impl State {
 /// local values are dropped, youngest first. Runs outside every borrow of
 /// the state: values' destructors may use the context.
 #[inline]
-pub(crate) fn release(released: Release) {
+fn release(released: Release) {
     let Release {
         frame,
         install,

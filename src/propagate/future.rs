@@ -30,6 +30,8 @@ pin_project_lite::pin_project! {
         inner: F,
         frame: Option<Arc<Frame>>,
         site: &'static Location<'static>,
+        // Whether a poll has recorded the hop's arrival (done once).
+        arrived: bool,
     }
 }
 
@@ -37,7 +39,12 @@ impl<F> WithContext<F> {
     pub(crate) fn new(inner: F, ctx: Context, site: &'static Location<'static>) -> Self {
         // The frame to enter is fixed now, so polls only move a pointer.
         let frame = ctx.frame_for_entering(site);
-        WithContext { inner, frame, site }
+        WithContext {
+            inner,
+            frame,
+            site,
+            arrived: false,
+        }
     }
 
     /// The wrapped future.
@@ -66,8 +73,14 @@ impl<F: Future> Future for WithContext<F> {
         let mut polled = None;
         // Runs unless the thread is exiting (then the future is polled
         // without its context, below).
+        let arrived = this.arrived;
         State::try_with(|state| {
-            let id = state.enter(slot.take(), site);
+            let id = if *arrived {
+                state.enter_again(slot.take(), site)
+            } else {
+                *arrived = true;
+                state.enter(slot.take(), site)
+            };
             let _restore = TakeBack {
                 state,
                 id,
