@@ -1,0 +1,248 @@
+//! The per-thread state: the stack of active installs and entered
+//! snapshots, the type index lookups probe, and the spare frames installs
+//! reuse.
+//!
+//! What each operation touches (docs/design.md has the measurements), and
+//! where it lives:
+//! - an install (`push.rs`) takes a spare frame (no allocation once the thread is
+//!   warm), writes its entries into it, points the type index at them
+//!   (saving what each replaces) and pushes a stack slot: O(1) in what is
+//!   visible;
+//! - a lookup (here) probes the type index; if the newest install of the type is
+//!   below the last entered snapshot (or there is none), it probes that
+//!   snapshot's frame map instead;
+//! - a snapshot (`publish.rs`) publishes the unpublished installs of the current segment
+//!   (links each frame to the one below) and clones the top frame's `Arc`;
+//!   repeated snapshots only clone;
+//! - removing an install (`pop.rs`) restores the index, and gives the frame back to
+//!   the spare list unless a snapshot still holds it;
+//! - after each change, `dispatch.rs` keeps `tracing`'s default in step.
+//!
+//! Discipline (as in tracing's dispatcher state):
+//! - one `thread_local!` with a `const` initialiser;
+//! - every access goes through `try_with`, so guards dropped while the
+//!   thread's locals are being torn down do nothing instead of panicking;
+//! - the mutable parts are `UnsafeCell`s borrowed only inside the methods
+//!   of this module's files, which never run user code (a value's
+//!   destructor, a subscriber callback) while such a borrow is alive: what
+//!   leaves a cell is moved out first and dropped after the borrow ends.
+
+use std::any::{Any, TypeId};
+use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use std::panic::Location;
+use std::ptr;
+use std::sync::Arc;
+
+use super::entry::Entry;
+use super::frame::{Frame, ThreadInfo};
+use super::index::TypeIndex;
+
+thread_local! {
+    static STATE: State = const { State::new() };
+}
+
+/// How many popped install frames a thread keeps for reuse.
+const SPARE_FRAMES: usize = 16;
+
+pub(crate) struct State {
+    /// One slot per active install (`provide`, `Scope::enter`) or entered
+    /// snapshot (`Context::enter`, a polled wrapped future), oldest first.
+    stack: UnsafeCell<Vec<Slot>>,
+    /// For each type installed on this thread, its newest live install.
+    index: UnsafeCell<TypeIndex>,
+    /// The snapshot entered last (the frame of the topmost enter slot),
+    /// null when none is or it was empty.
+    base: Cell<*const Frame>,
+    /// The stack position above that enter slot: installs below it are
+    /// hidden by the entered snapshot.
+    floor: Cell<u32>,
+    /// Private install frames ready for reuse.
+    spare: UnsafeCell<Vec<Arc<Frame>>>,
+    /// Values of local entries, with their sequence numbers, in install
+    /// order: kept here, not in the (shareable) frames, as they need not
+    /// be `Send`.
+    locals: UnsafeCell<Vec<(u64, Arc<dyn Any>)>>,
+    /// Source of slot ids and sequence numbers, unique on this thread.
+    next_seq: Cell<u64>,
+    /// How many `with` borrows are running on this thread. While non-zero,
+    /// what leaves the stack is parked in `graveyard` instead of being
+    /// dropped, so the value a borrow points into stays alive.
+    pins: Cell<usize>,
+    graveyard: RefCell<Vec<Parked>>,
+    /// Whether `graveyard` holds anything (saves a borrow on every unpin).
+    parked: Cell<bool>,
+    thread: OnceCell<Arc<ThreadInfo>>,
+    /// Address of the `tracing::Dispatch` value visible now (0 if none).
+    want_dispatch: Cell<usize>,
+    /// The `tracing` default milieu set, and for which address.
+    applied_dispatch: RefCell<Option<tracing::dispatcher::DefaultGuard>>,
+    applied: Cell<usize>,
+}
+
+/// One active install or entered snapshot.
+pub(crate) struct Slot {
+    pub(crate) id: u64,
+    pub(crate) site: &'static Location<'static>,
+    kind: SlotKind,
+    /// An install's frame (always present), or the entered snapshot's top
+    /// frame (`None` for an empty snapshot).
+    pub(crate) frame: Option<Arc<Frame>>,
+    /// Whether the install has local entries (in the state's `locals`,
+    /// numbered between the slot below's id and this one's).
+    has_locals: bool,
+    /// The dispatch address before this slot, restored when it goes.
+    saved_dispatch: usize,
+    /// Enter slots: the base and floor before this slot.
+    saved_base: *const Frame,
+    saved_floor: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    /// An install whose frame nothing outside this thread has seen.
+    Private,
+    /// An install whose frame has been handed out (it is immutable now).
+    Published,
+    /// An entered snapshot.
+    Enter,
+}
+
+/// Something removed while a `with` borrow was running, kept (only to be
+/// dropped) until it ends.
+#[allow(dead_code)]
+enum Parked {
+    Frame(Arc<Frame>),
+    Local(Arc<dyn Any>),
+}
+
+mod dispatch;
+mod pop;
+mod publish;
+mod push;
+
+impl State {
+    const fn new() -> Self {
+        State {
+            stack: UnsafeCell::new(Vec::new()),
+            index: UnsafeCell::new(TypeIndex::new()),
+            base: Cell::new(ptr::null()),
+            floor: Cell::new(0),
+            spare: UnsafeCell::new(Vec::new()),
+            locals: UnsafeCell::new(Vec::new()),
+            next_seq: Cell::new(1),
+            pins: Cell::new(0),
+            graveyard: RefCell::new(Vec::new()),
+            parked: Cell::new(false),
+            thread: OnceCell::new(),
+            want_dispatch: Cell::new(0),
+            applied_dispatch: RefCell::new(None),
+            applied: Cell::new(0),
+        }
+    }
+
+    /// Runs `f` with this thread's state, or returns `None` while the
+    /// thread's locals are being destroyed.
+    #[inline]
+    pub(crate) fn try_with<R>(f: impl FnOnce(&State) -> R) -> Option<R> {
+        STATE.try_with(f).ok()
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        seq
+    }
+
+    pub(crate) fn thread_info(&self) -> Arc<ThreadInfo> {
+        Arc::clone(self.thread_ref())
+    }
+
+    fn thread_ref(&self) -> &Arc<ThreadInfo> {
+        self.thread
+            .get_or_init(|| Arc::new(ThreadInfo::of_current()))
+    }
+
+    /// Address of the value of type `id` visible now (inside its `Arc`),
+    /// or null. Valid until the stack changes (or, while pinned, until the
+    /// pins are released).
+    #[inline]
+    pub(crate) fn find(&self, id: TypeId) -> *const () {
+        // SAFETY: no mutable borrow of the index is alive (they live only
+        // inside the methods below, which call no user code meanwhile).
+        let index = unsafe { &*self.index.get() };
+        if let Some(live) = index.get(id) {
+            if !live.value.is_null() && live.depth >= self.floor.get() {
+                return live.value;
+            }
+        }
+        self.find_in_base(id)
+    }
+
+    #[inline]
+    fn find_in_base(&self, id: TypeId) -> *const () {
+        // SAFETY: the base is the frame of the topmost enter slot, which
+        // keeps it alive while it is the base.
+        match unsafe { self.base.get().as_ref() } {
+            Some(base) => base.map().get(id).map_or(ptr::null(), |found| found.value),
+            None => ptr::null(),
+        }
+    }
+
+    /// The entry a lookup of `id` finds now (for dumps).
+    pub(crate) fn find_entry(&self, id: TypeId) -> *const Entry {
+        // SAFETY: as in `find`.
+        let index = unsafe { &*self.index.get() };
+        if let Some(live) = index.get(id) {
+            if !live.value.is_null() && live.depth >= self.floor.get() {
+                return live.entry;
+            }
+        }
+        // SAFETY: as in `find_in_base`.
+        match unsafe { self.base.get().as_ref() } {
+            Some(base) => base.map().get(id).map_or(ptr::null(), |found| found.entry),
+            None => ptr::null(),
+        }
+    }
+
+    /// The value of local entry `seq` of `frame`, if that install is live
+    /// on this thread.
+    pub(crate) fn local_value(&self, frame: &Frame, seq: u64) -> Option<Arc<dyn Any>> {
+        // Sequence numbers are per thread: only this thread's frames match.
+        if !Arc::ptr_eq(&frame.data().thread, self.thread_ref()) {
+            return None;
+        }
+        // SAFETY: a shared borrow inside this method only.
+        let locals = unsafe { &*self.locals.get() };
+        locals
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, value)| Arc::clone(value))
+    }
+
+    #[inline]
+    pub(crate) fn pin(&self) {
+        self.pins.set(self.pins.get() + 1);
+    }
+
+    #[inline]
+    pub(crate) fn unpin(&self) {
+        let pins = self.pins.get() - 1;
+        self.pins.set(pins);
+        if pins == 0 && self.parked.get() {
+            self.drop_parked();
+        }
+    }
+
+    #[cold]
+    fn drop_parked(&self) {
+        self.parked.set(false);
+        {
+            let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
+            // Newest first, as they were installed in the other order.
+            for thing in parked.into_iter().rev() {
+                drop(thing);
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Removals: popping a slot, restoring the type index, releasing or
+//! recycling what the slot held, and the out-of-order repair.
+
+use std::any::Any;
+use std::ptr;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use super::{Parked, Slot, SlotKind, State};
+use crate::context::frame::Frame;
+
+/// What [`State::pop_top`] hands back.
+struct Popping {
+    frame: Option<Arc<Frame>>,
+    kind: SlotKind,
+    has_locals: bool,
+    below: u64,
+}
+
+/// What a removed install leaves to release, outside every borrow of the
+/// state (values' destructors may use the context).
+struct Release {
+    frame: Option<Arc<Frame>>,
+    /// The frame is an install's: reuse it if no snapshot holds it.
+    install: bool,
+    /// Sequence numbers of the local values to drop (youngest first).
+    locals: std::ops::Range<u64>,
+}
+
+/// What popping a slot found.
+enum Popped {
+    /// The slot was on top, as it should be.
+    InOrder(Release),
+    /// Slots installed after this one were still active; all were removed
+    /// (this one first in the vector, the former top last).
+    OutOfOrder(Vec<Slot>),
+    /// The slot had already been removed by an earlier out-of-order repair
+    /// (which reported it).
+    Gone,
+}
+
+impl State {
+    /// Pops the top slot if its id is `id`, undoing what pushing it
+    /// changed; returns what the caller must release: the slot's frame,
+    /// whether it is an install's, whether it had local values, and the id
+    /// of the slot below (0 if none).
+    ///
+    /// The slot is read in place, field by field, never moved as a whole
+    /// (see [`push_slot`](State::push_slot)).
+    #[inline(always)]
+    fn pop_top(&self, id: u64) -> Option<Popping> {
+        // SAFETY: the borrow ends with this method (`undo_in_place` touches
+        // other cells only); the top slot's frame is read out once, then
+        // the length no longer covers the slot.
+        unsafe {
+            let stack = &mut *self.stack.get();
+            let at = stack.len().checked_sub(1)?;
+            let top = &*stack.as_ptr().add(at);
+            if top.id != id {
+                return None;
+            }
+            self.undo(top);
+            let popping = Popping {
+                frame: ptr::read(&top.frame),
+                kind: top.kind,
+                has_locals: top.has_locals,
+                below: match at.checked_sub(1) {
+                    Some(below) => (*stack.as_ptr().add(below)).id,
+                    None => 0,
+                },
+            };
+            stack.set_len(at);
+            Some(popping)
+        }
+    }
+
+    /// Drops the guard of slot `id`: removes the slot and releases what it
+    /// held. If slots above it were still active, they are removed too and
+    /// returned (oldest first) for the caller to report and dispose of.
+    ///
+    /// Everything happens within this one access to the thread's state:
+    /// the borrows of its cells end before anything that may run user code
+    /// (a value's destructor, a subscriber callback), which may itself use
+    /// the context.
+    #[inline]
+    pub(crate) fn drop_guard(&self, id: u64) -> Option<Vec<Slot>> {
+        let Some(popped) = self.pop_top(id) else {
+            return self.drop_guard_out_of_order(id);
+        };
+        self.sync_dispatch();
+        self.release_popped(id, popped);
+        None
+    }
+
+    #[cold]
+    fn drop_guard_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
+        match self.pop(id) {
+            Popped::OutOfOrder(slots) => Some(slots),
+            Popped::InOrder(released) => {
+                release(released);
+                None
+            }
+            // Removed by an earlier repair, which reported it.
+            Popped::Gone => None,
+        }
+    }
+
+    /// Pops the enter slot `id` of a wrapped future's poll, putting the
+    /// future's frame back into `frame`. Returns `false`, leaving the stack
+    /// as it is, unless that slot is on top (see
+    /// [`leave_out_of_order`](State::leave_out_of_order)).
+    #[inline(always)]
+    pub(crate) fn leave(&self, id: u64, frame: &mut Option<Arc<Frame>>) -> bool {
+        // SAFETY: the borrow ends before `sync_dispatch`; the top slot's
+        // frame is read out once, then the length no longer covers it.
+        unsafe {
+            let stack = &mut *self.stack.get();
+            let Some(at) = stack.len().checked_sub(1) else {
+                return false;
+            };
+            let top = &*stack.as_ptr().add(at);
+            if top.id != id {
+                return false;
+            }
+            self.want_dispatch.set(top.saved_dispatch);
+            self.base.set(top.saved_base);
+            self.floor.set(top.saved_floor);
+            *frame = ptr::read(&top.frame);
+            stack.set_len(at);
+        }
+        self.sync_dispatch();
+        true
+    }
+
+    /// The rest of [`leave`](State::leave): the removed slots (oldest
+    /// first, the poll's own first) when slots above it were still active;
+    /// `None` when the poll's slot was already removed by a repair.
+    #[cold]
+    pub(crate) fn leave_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
+        match self.pop(id) {
+            Popped::OutOfOrder(slots) => Some(slots),
+            // Not on top was the reason to come here; kept total.
+            Popped::InOrder(released) => {
+                release(released);
+                None
+            }
+            Popped::Gone => None,
+        }
+    }
+
+    /// Releases what [`pop_top`](State::pop_top) returned for slot `id`
+    /// (see [`drop_guard`](State::drop_guard)).
+    #[inline]
+    fn release_popped(&self, id: u64, popped: Popping) {
+        let Popping {
+            frame,
+            kind,
+            has_locals,
+            below,
+        } = popped;
+        if self.pins.get() > 0 {
+            let locals = if has_locals { below + 1..id } else { 0..0 };
+            self.park(frame, &locals);
+            return;
+        }
+        if let Some(frame) = frame {
+            match kind {
+                SlotKind::Private => self.recycle_private(frame),
+                SlotKind::Published => self.recycle(frame),
+                SlotKind::Enter => drop(frame),
+            }
+        }
+        if has_locals {
+            let locals = below + 1..id;
+            while let Some(local) = self.take_local(&locals) {
+                drop(local);
+            }
+        }
+    }
+
+    /// Empties an install's frame and keeps it for reuse, if the caller
+    /// held the last reference. Runs no user code while a cell of the
+    /// state is borrowed (the values' destructors run in between).
+    #[inline]
+    fn recycle(&self, frame: Arc<Frame>) {
+        // No weak references to frames exist, so a count of one means the
+        // caller holds the only one; the fence pairs with the release
+        // decrement of the last other holder, as in `Arc`'s own drop, so
+        // that holder's reads happen before the writes below.
+        if Arc::strong_count(&frame) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: the only reference, and nothing into it is alive (the
+        // index no longer points here).
+        let data = unsafe { frame.data_mut() };
+        let parent = data.parent.take();
+        Frame::reset_map(data);
+        drop(parent);
+        self.recycle_private(frame);
+    }
+
+    /// [`recycle`](State::recycle) for a frame that was never published:
+    /// only its slot ever held it (snapshots, parent links and maps are
+    /// made at publication), so it is unique, has no parent and no map.
+    #[inline]
+    fn recycle_private(&self, frame: Arc<Frame>) {
+        // SAFETY: unique and unreachable, as said above.
+        let data = unsafe { frame.data_mut() };
+        // Values' destructors may use the context: no cell is borrowed
+        // here, and this frame is unreachable.
+        data.entries.clear();
+        self.keep_spare(frame);
+    }
+
+    /// Removes the slot `id` (and, if it is not on top, every slot above
+    /// it), restoring the index, base and dispatch they changed. The
+    /// caller releases what is returned ([`release`], [`dispose`]).
+    #[inline]
+    fn pop(&self, id: u64) -> Popped {
+        let popped = {
+            // SAFETY: borrows end before `sync_dispatch` (which may run
+            // subscriber code) and nothing in between runs user code.
+            let stack = unsafe { &mut *self.stack.get() };
+            match stack.last() {
+                Some(slot) if slot.id == id => match stack.pop() {
+                    Some(slot) => {
+                        self.undo(&slot);
+                        let below = stack.last().map_or(0, |s| s.id);
+                        Popped::InOrder(self.release_or_park(slot, below))
+                    }
+                    None => Popped::Gone,
+                },
+                _ => match stack.iter().rposition(|slot| slot.id == id) {
+                    Some(at) => {
+                        let slots: Vec<Slot> = stack.drain(at..).collect();
+                        for slot in slots.iter().rev() {
+                            self.undo(slot);
+                        }
+                        Popped::OutOfOrder(slots)
+                    }
+                    None => Popped::Gone,
+                },
+            }
+        };
+        self.sync_dispatch();
+        popped
+    }
+
+    /// What the caller must release for a popped slot; while a `with`
+    /// borrow runs, everything is parked instead and nothing is returned.
+    #[inline]
+    fn release_or_park(&self, slot: Slot, below: u64) -> Release {
+        let locals = if slot.has_locals {
+            below + 1..slot.id
+        } else {
+            0..0
+        };
+        let install = slot.kind != SlotKind::Enter;
+        if self.pins.get() == 0 {
+            return Release {
+                frame: slot.frame,
+                install,
+                locals,
+            };
+        }
+        if !install {
+            // An entered snapshot's frame goes back to its owner (a
+            // wrapped future keeps it; a guard's drop parks it, see
+            // `release`).
+            return Release {
+                frame: slot.frame,
+                install,
+                locals,
+            };
+        }
+        self.park(slot.frame, &locals);
+        Release {
+            frame: None,
+            install,
+            locals: 0..0,
+        }
+    }
+
+    #[cold]
+    fn park(&self, frame: Option<Arc<Frame>>, locals: &std::ops::Range<u64>) {
+        let mut graveyard = self.graveyard.borrow_mut();
+        graveyard.extend(frame.map(Parked::Frame));
+        while let Some(local) = self.take_local(locals) {
+            graveyard.push(Parked::Local(local));
+        }
+        self.parked.set(true);
+    }
+
+    /// Removes one local value numbered in `seqs` (the newest); the caller
+    /// drops it.
+    fn take_local(&self, seqs: &std::ops::Range<u64>) -> Option<Arc<dyn Any>> {
+        if seqs.is_empty() {
+            return None;
+        }
+        // SAFETY: borrow ends with this method; no user code runs.
+        let locals = unsafe { &mut *self.locals.get() };
+        let at = locals.iter().rposition(|(seq, _)| seqs.contains(seq))?;
+        Some(locals.remove(at).1)
+    }
+
+    /// Reverts what pushing `slot` changed (slots are undone newest first).
+    #[inline(always)]
+    fn undo(&self, slot: &Slot) {
+        self.want_dispatch.set(slot.saved_dispatch);
+        match slot.kind {
+            SlotKind::Enter => {
+                self.base.set(slot.saved_base);
+                self.floor.set(slot.saved_floor);
+            }
+            SlotKind::Private | SlotKind::Published => {
+                if let Some(frame) = &slot.frame {
+                    // SAFETY: no mutable borrow of the index is alive
+                    // elsewhere; the entries are read only.
+                    let index = unsafe { &mut *self.index.get() };
+                    for entry in frame.data().entries.iter().rev() {
+                        index.restore(entry.type_id, &entry.shadowed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases the slots an out-of-order repair removed (given oldest
+    /// first, as `Popped::OutOfOrder` holds them), newest first.
+    pub(crate) fn dispose(slots: Vec<Slot>) {
+        // Each slot's locals are numbered between the id of the slot below
+        // it and its own: for the oldest, the newest slot still live.
+        let mut below: Vec<u64> = slots.iter().map(|slot| slot.id).collect();
+        below.pop();
+        let oldest_below = State::try_with(|state| {
+            // SAFETY: shared borrow inside this closure only.
+            let stack = unsafe { &*state.stack.get() };
+            stack.last().map_or(0, |slot| slot.id)
+        });
+        below.insert(0, oldest_below.unwrap_or(0));
+        for (slot, below) in slots.into_iter().zip(below).rev() {
+            if let Some(released) = State::try_with(|state| state.release_or_park(slot, below)) {
+                release(released);
+            }
+        }
+    }
+}
+
+/// Releases what a pop returned: an install's frame goes back to the
+/// spare list once emptied (unless a snapshot still holds it), then the
+/// local values are dropped, youngest first. Runs outside every borrow of
+/// the state: values' destructors may use the context.
+#[inline]
+fn release(released: Release) {
+    let Release {
+        frame,
+        install,
+        locals,
+    } = released;
+    if let Some(frame) = frame {
+        if install {
+            // At thread teardown the closure (and the frame) is dropped.
+            State::try_with(|state| state.recycle(frame));
+        } else {
+            // An entered snapshot: a `with` borrow may point into it.
+            State::try_with(|state| {
+                if state.pins.get() > 0 {
+                    state.park(Some(Arc::clone(&frame)), &(0..0));
+                }
+            });
+            drop(frame);
+        }
+    }
+    if !locals.is_empty() {
+        while let Some(Some(local)) = State::try_with(|state| state.take_local(&locals)) {
+            drop(local);
+        }
+    }
+}

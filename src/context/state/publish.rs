@@ -1,0 +1,67 @@
+//! Snapshots: publishing the private installs of the current segment
+//! and handing out the top frame.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use super::{Slot, SlotKind, State};
+use crate::context::entry::Value;
+use crate::context::frame::{Frame, FrameKind};
+
+impl State {
+    /// The current context's top frame, publishing the installs of the
+    /// current segment that nothing has seen yet.
+    pub(crate) fn snapshot(&self) -> Option<Arc<Frame>> {
+        // SAFETY: borrow ends with this method; no user code runs.
+        let stack = unsafe { &mut *self.stack.get() };
+        let top = stack.len().checked_sub(1)?;
+        if stack[top].kind == SlotKind::Private {
+            self.publish(stack);
+        }
+        stack[top].frame.clone()
+    }
+
+    /// Publishes every private install above the last published one or
+    /// the last entered snapshot: links each frame to the one below and
+    /// fills in what is derived from the chain.
+    #[cold]
+    fn publish(&self, stack: &mut [Slot]) {
+        let floor = self.floor.get() as usize;
+        let mut first = stack.len();
+        while first > floor && stack[first - 1].kind == SlotKind::Private {
+            first -= 1;
+        }
+        for at in first..stack.len() {
+            let parent = at
+                .checked_sub(1)
+                .and_then(|below| stack[below].frame.clone());
+            let slot = &mut stack[at];
+            slot.kind = SlotKind::Published;
+            let Some(frame) = &slot.frame else { continue };
+            // SAFETY: the frame is private (the slot was `Private`): only
+            // this slot holds it, and no reference into it is alive.
+            let data = unsafe { frame.data_mut() };
+            let (parent_dispatch, parent_locals) = match parent.as_deref().map(Frame::data) {
+                Some(p) => (
+                    p.dispatch,
+                    matches!(p.kind, FrameKind::Installed { .. }) && p.locals_since_cut,
+                ),
+                None => (0, false),
+            };
+            let own_dispatch = data
+                .entries
+                .iter()
+                .rev()
+                .map(|e| (e.type_id, e.shared_ptr()))
+                // A local dispatch is not carried: the snapshot sees the
+                // newest shared one, here or below.
+                .find(|(id, address)| {
+                    *id == TypeId::of::<tracing::Dispatch>() && !address.is_null()
+                });
+            data.dispatch = own_dispatch.map_or(parent_dispatch, |(_, address)| address as usize);
+            data.locals_since_cut =
+                parent_locals || data.entries.iter().any(|e| matches!(e.value, Value::Local));
+            data.parent = parent;
+        }
+    }
+}

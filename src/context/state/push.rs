@@ -1,0 +1,308 @@
+//! Installs and entered snapshots: taking a spare frame, writing entries
+//! into it, pointing the type index at them, pushing the slot.
+
+use std::any::{Any, TypeId};
+use std::panic::Location;
+use std::ptr;
+use std::sync::Arc;
+
+use super::{Slot, SlotKind, State, SPARE_FRAMES};
+use crate::context::entry::{LiveRef, Pending, PendingValue, Value};
+use crate::context::frame::{Frame, FrameData, FrameKind};
+
+/// An entry's provenance on its way into a frame.
+struct NewEntry {
+    type_id: TypeId,
+    type_name: &'static str,
+    site: &'static Location<'static>,
+    reason: Option<std::borrow::Cow<'static, str>>,
+    debug: Option<crate::context::entry::DebugFn>,
+}
+
+impl State {
+    /// Installs `pending` as one frame; returns the slot id to pop it with.
+    pub(crate) fn install(
+        &self,
+        pending: Vec<Pending>,
+        reason: Option<&std::borrow::Cow<'static, str>>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        let frame = self.take_spare();
+        // SAFETY: a spare frame is private to this thread (its count came
+        // back to one before it was put there), and so is a new one; the
+        // borrow ends with this method.
+        let data = unsafe { frame.data_mut() };
+        // Reserved first, so the entries' addresses the index keeps do not
+        // move while the rest are pushed.
+        data.entries.reserve(pending.len());
+        let mut has_locals = false;
+        let mut dispatch = self.want_dispatch.get();
+        for p in pending {
+            let entry = NewEntry {
+                type_id: p.type_id,
+                type_name: p.type_name,
+                site: p.site,
+                reason: p.reason.or_else(|| reason.cloned()),
+                debug: p.debug,
+            };
+            self.add_entry(data, entry, p.value, &mut has_locals, &mut dispatch);
+        }
+        self.push_install(frame, site, has_locals, dispatch)
+    }
+
+    /// [`install`](State::install) for one shared entry installed at
+    /// `site` (`provide`, `provide_arc`): the same frame, without the
+    /// vector, the arguments passed one by one rather than as a struct.
+    #[inline]
+    pub(crate) fn install_shared(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        value: Arc<dyn Any + Send + Sync>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        let frame = self.take_spare();
+        // SAFETY: as in `install`.
+        let data = unsafe { frame.data_mut() };
+        let mut has_locals = false;
+        let mut dispatch = self.want_dispatch.get();
+        let entry = NewEntry {
+            type_id,
+            type_name,
+            site,
+            reason: None,
+            debug: None,
+        };
+        self.add_entry(
+            data,
+            entry,
+            PendingValue::Shared(value),
+            &mut has_locals,
+            &mut dispatch,
+        );
+        self.push_install(frame, site, has_locals, dispatch)
+    }
+
+    /// A private frame to install into: a spare one, or a new one while
+    /// the thread is warming up.
+    #[inline]
+    fn take_spare(&self) -> Arc<Frame> {
+        // SAFETY: the borrow ends with this method.
+        let spare = unsafe { &mut *self.spare.get() };
+        match spare.pop() {
+            Some(frame) => frame,
+            None => self.new_frame(),
+        }
+    }
+
+    /// A new install frame, while the thread warms up (or installs deeper
+    /// than it has spare frames for).
+    #[cold]
+    fn new_frame(&self) -> Arc<Frame> {
+        Arc::new(Frame::blank(self.thread_info()))
+    }
+
+    /// Appends one entry to a private frame and points the index at it.
+    #[inline(always)]
+    fn add_entry(
+        &self,
+        data: &mut FrameData,
+        new: NewEntry,
+        value: PendingValue,
+        has_locals: &mut bool,
+        dispatch: &mut usize,
+    ) {
+        let seq = self.next_seq();
+        let NewEntry {
+            type_id,
+            type_name,
+            site,
+            reason,
+            debug,
+        } = new;
+        let (value, address) = match value {
+            PendingValue::Shared(v) => {
+                let address = Arc::as_ptr(&v).cast::<()>();
+                (Value::Shared(v), address)
+            }
+            PendingValue::Local(v) => {
+                let address = Arc::as_ptr(&v).cast::<()>();
+                // SAFETY: the borrow ends with this block.
+                unsafe { &mut *self.locals.get() }.push((seq, v));
+                *has_locals = true;
+                (Value::Local, address)
+            }
+        };
+        if type_id == TypeId::of::<tracing::Dispatch>() {
+            *dispatch = address as usize;
+        }
+        // SAFETY: the borrows end with this method.
+        let (stack, index) = unsafe { (&*self.stack.get(), &mut *self.index.get()) };
+        let live = LiveRef {
+            value: address,
+            entry: data.entries.as_ptr().wrapping_add(data.entries.len()),
+            depth: stack.len() as u32,
+        };
+        let shadowed = index.replace(type_id, live.value, live.entry, live.depth);
+        // Written where `live.entry` points, field by field (see
+        // `push_slot`). The caller reserved room for every entry of the
+        // frame, or this is the frame's only entry: either way nothing
+        // points into the vector if reserving here moves it.
+        let entries = &mut data.entries;
+        entries.reserve(1);
+        let at = entries.len();
+        // SAFETY: within the reserved capacity, initialised before the
+        // length covers it.
+        unsafe {
+            let to = entries.as_mut_ptr().add(at);
+            ptr::addr_of_mut!((*to).type_id).write(type_id);
+            ptr::addr_of_mut!((*to).type_name).write(type_name);
+            ptr::addr_of_mut!((*to).value).write(value);
+            ptr::addr_of_mut!((*to).site).write(site);
+            ptr::addr_of_mut!((*to).seq).write(seq);
+            ptr::addr_of_mut!((*to).reason).write(reason);
+            ptr::addr_of_mut!((*to).debug).write(debug);
+            ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
+            ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
+            ptr::addr_of_mut!((*to).shadowed.depth).write(shadowed.depth);
+            entries.set_len(at + 1);
+            if !ptr::eq(to, live.entry) {
+                // Reserving moved the vector: point the index at the entry.
+                index.replace(type_id, live.value, to, live.depth);
+            }
+        }
+    }
+
+    /// Pushes the slot of a filled private frame.
+    #[inline]
+    fn push_install(
+        &self,
+        frame: Arc<Frame>,
+        site: &'static Location<'static>,
+        has_locals: bool,
+        dispatch: usize,
+    ) -> u64 {
+        // SAFETY: still private; the borrow ends with this block.
+        match unsafe { &mut frame.data_mut().kind } {
+            // A recycled install frame: only the site changes.
+            FrameKind::Installed { site: old } => *old = site,
+            kind => *kind = FrameKind::Installed { site },
+        }
+        // Numbered after its entries, as dumps have always shown them.
+        let id = self.next_seq();
+        self.push_slot(Slot {
+            id,
+            site,
+            kind: SlotKind::Private,
+            frame: Some(frame),
+            has_locals,
+            saved_dispatch: self.want_dispatch.get(),
+            saved_base: ptr::null(),
+            saved_floor: 0,
+        });
+        self.want_dispatch.set(dispatch);
+        self.sync_dispatch();
+        id
+    }
+
+    /// Makes `frame` (a published snapshot's frame) current; returns the
+    /// slot id to pop it with.
+    #[inline(always)]
+    pub(crate) fn enter(&self, frame: Option<Arc<Frame>>, site: &'static Location<'static>) -> u64 {
+        if let Some(frame) = frame.as_deref() {
+            self.record_arrival(frame);
+        }
+        self.enter_again(frame, site)
+    }
+
+    /// Records this thread as the one a hop arrived on, if it is the
+    /// first to enter the hop's frame.
+    #[inline]
+    pub(crate) fn record_arrival(&self, frame: &Frame) {
+        if let FrameKind::Hop(hop) = &frame.data().kind {
+            hop.arrived.get_or_init(|| self.thread_info());
+        }
+    }
+
+    /// [`enter`](State::enter) for a frame whose arrival is recorded
+    /// already (a wrapped future's polls after the first).
+    #[inline(always)]
+    pub(crate) fn enter_again(
+        &self,
+        frame: Option<Arc<Frame>>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        let id = self.next_seq();
+        let base = frame.as_deref().map_or(ptr::null(), |f| f as *const Frame);
+        let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
+        let depth = self.push_slot(Slot {
+            id,
+            site,
+            kind: SlotKind::Enter,
+            frame,
+            has_locals: false,
+            saved_dispatch: self.want_dispatch.get(),
+            saved_base: self.base.get(),
+            saved_floor: self.floor.get(),
+        });
+        self.base.set(base);
+        self.floor.set(depth + 1);
+        self.want_dispatch.set(dispatch);
+        self.sync_dispatch();
+        id
+    }
+
+    /// Pushes `slot`; returns its stack position.
+    ///
+    /// The slot is written field by field into reserved room, and
+    /// [`pop_top`](State::pop_top) reads it back the same way: moving the
+    /// whole struct made the compiler build it on the stack and copy it
+    /// with wide loads right after narrow stores, which stalled on store
+    /// forwarding and cost more than the rest of an install
+    /// (docs/design.md has the numbers).
+    #[inline(always)]
+    fn push_slot(&self, slot: Slot) -> u32 {
+        // SAFETY: the borrow ends with this method; `at` is within the
+        // reserved capacity and initialised before the length covers it.
+        unsafe {
+            let stack = &mut *self.stack.get();
+            stack.reserve(1);
+            let at = stack.len();
+            let to = stack.as_mut_ptr().add(at);
+            let Slot {
+                id,
+                site,
+                kind,
+                frame,
+                has_locals,
+                saved_dispatch,
+                saved_base,
+                saved_floor,
+            } = slot;
+            ptr::addr_of_mut!((*to).id).write(id);
+            ptr::addr_of_mut!((*to).site).write(site);
+            ptr::addr_of_mut!((*to).kind).write(kind);
+            ptr::addr_of_mut!((*to).frame).write(frame);
+            ptr::addr_of_mut!((*to).has_locals).write(has_locals);
+            ptr::addr_of_mut!((*to).saved_dispatch).write(saved_dispatch);
+            ptr::addr_of_mut!((*to).saved_base).write(saved_base);
+            ptr::addr_of_mut!((*to).saved_floor).write(saved_floor);
+            stack.set_len(at + 1);
+            at as u32
+        }
+    }
+
+    /// Takes a private frame back for reuse (see [`recycle`](State::recycle)).
+    #[inline]
+    pub(super) fn keep_spare(&self, frame: Arc<Frame>) {
+        // SAFETY: borrow ends with this method.
+        let spare = unsafe { &mut *self.spare.get() };
+        // Room for `SPARE_FRAMES` is reserved once, so this never grows.
+        if spare.len() < spare.capacity() {
+            spare.push(frame);
+        } else if spare.capacity() == 0 {
+            spare.reserve_exact(SPARE_FRAMES);
+            spare.push(frame);
+        }
+    }
+}
