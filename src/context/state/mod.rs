@@ -2,7 +2,7 @@
 //! snapshots, the type index lookups probe, and the spare frames installs
 //! reuse.
 //!
-//! What each operation touches (docs/design.md has the measurements), and
+//! What each operation touches (docs/design.md explains the choice), and
 //! where it lives:
 //! - an install (`push.rs`) takes a spare frame (no allocation once the thread is
 //!   warm), writes its entries into it, points the type index at them

@@ -259,7 +259,7 @@ impl State {
     /// whole struct made the compiler build it on the stack and copy it
     /// with wide loads right after narrow stores, which stalled on store
     /// forwarding and cost more than the rest of an install
-    /// (docs/design.md has the numbers).
+    /// (docs/design.md, "How it was chosen").
     #[inline(always)]
     fn push_slot(&self, slot: Slot) -> u32 {
         // SAFETY: the borrow ends with this method; `at` is within the
