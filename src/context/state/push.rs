@@ -258,7 +258,7 @@ impl State {
     /// [`pop_top`](State::pop_top) reads it back the same way: moving the
     /// whole struct made the compiler build it on the stack and copy it
     /// with wide loads right after narrow stores, which stalled on store
-    /// forwarding and cost more than the rest of an install
+    /// forwarding: `perf` put most of an install's time there
     /// (docs/design.md, "How it was chosen").
     #[inline(always)]
     fn push_slot(&self, slot: Slot) -> u32 {
