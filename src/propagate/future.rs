@@ -117,7 +117,7 @@ impl Drop for TakeBack<'_> {
 impl TakeBack<'_> {
     #[cold]
     fn out_of_order(&mut self) {
-        let Some(mut slots) = self.state.leave_out_of_order(self.id) else {
+        let Some(mut slots) = self.state.pop_out_of_order(self.id) else {
             // Removed by an out-of-order guard inside the poll, which
             // reported it; the future goes on without its context.
             return;

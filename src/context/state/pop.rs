@@ -85,22 +85,27 @@ impl State {
     #[inline]
     pub(crate) fn drop_guard(&self, id: u64) -> Option<Vec<Slot>> {
         let Some(popped) = self.pop_top(id) else {
-            return self.drop_guard_out_of_order(id);
+            return self.pop_out_of_order(id);
         };
         self.sync_dispatch();
         self.release_popped(id, popped);
         None
     }
 
+    /// The slow path of [`drop_guard`](State::drop_guard) and
+    /// [`leave`](State::leave), taken when slot `id` is not on top: the
+    /// removed slots (oldest first, `id`'s own first) when slots above it
+    /// were still active; `None` when the slot was already removed by an
+    /// earlier repair (which reported it).
     #[cold]
-    fn drop_guard_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
+    pub(crate) fn pop_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
         match self.pop(id) {
             Popped::OutOfOrder(slots) => Some(slots),
+            // Not on top was the reason to come here; kept total.
             Popped::InOrder(released) => {
                 release(released);
                 None
             }
-            // Removed by an earlier repair, which reported it.
             Popped::Gone => None,
         }
     }
@@ -108,7 +113,7 @@ impl State {
     /// Pops the enter slot `id` of a wrapped future's poll, putting the
     /// future's frame back into `frame`. Returns `false`, leaving the stack
     /// as it is, unless that slot is on top (see
-    /// [`leave_out_of_order`](State::leave_out_of_order)).
+    /// [`pop_out_of_order`](State::pop_out_of_order)).
     #[inline(always)]
     pub(crate) fn leave(&self, id: u64, frame: &mut Option<Arc<Frame>>) -> bool {
         // SAFETY: the borrow ends before `sync_dispatch`; the top slot's
@@ -130,22 +135,6 @@ impl State {
         }
         self.sync_dispatch();
         true
-    }
-
-    /// The rest of [`leave`](State::leave): the removed slots (oldest
-    /// first, the poll's own first) when slots above it were still active;
-    /// `None` when the poll's slot was already removed by a repair.
-    #[cold]
-    pub(crate) fn leave_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
-        match self.pop(id) {
-            Popped::OutOfOrder(slots) => Some(slots),
-            // Not on top was the reason to come here; kept total.
-            Popped::InOrder(released) => {
-                release(released);
-                None
-            }
-            Popped::Gone => None,
-        }
     }
 
     /// Releases what [`pop_top`](State::pop_top) returned for slot `id`
