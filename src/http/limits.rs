@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::reactor::Limits;
+use crate::reactor::{Limits, ServerBudget};
 
 /// How large a request may be, and how long it may take: the
 /// [`HttpProtocol`](super::HttpProtocol)'s limits and, through
@@ -15,12 +15,25 @@ use crate::reactor::Limits;
 /// | [`max_headers`](HttpLimits::max_headers): header (or trailer) fields | 100 | 431 |
 /// | [`max_body`](HttpLimits::max_body): body bytes | 1 MiB | 413 |
 /// | chunked framing (sizes, extensions, trailers) | `max_header_bytes` | 413 |
-/// | [`read_timeout`](HttpLimits::read_timeout): one request arriving | 10 s | 408, close |
+/// | [`read_timeout`](HttpLimits::read_timeout): a request's head (and a body, without a body rate) arriving | 10 s | 408, close |
+/// | [`body_rate`](HttpLimits::body_rate): a body arriving, in `timeout` + 1 s per `min_bytes_per_sec` bytes | 20 s + 1 s per 500 B | 408, close |
 /// | [`idle_timeout`](HttpLimits::idle_timeout): a keep-alive connection unused | 60 s | close |
+/// | [`write_timeout`](HttpLimits::write_timeout): no byte of owed output taken by the peer | 30 s | close, buffers freed |
+/// | [`linger`](HttpLimits::linger): waiting for the peer's close after our last byte | 2 s | close |
+/// | [`max_connections`](HttpLimits::max_connections): connections of one server | 16,384 | 503, close |
+/// | [`max_buffered_input`](HttpLimits::max_buffered_input): request input of one server beyond 4 KiB per connection | 64 MiB | 503, close |
 ///
 /// A `Content-Length` over `max_body` is refused as soon as the header
 /// fields are in, before any of the body is read (and before `100
 /// Continue`).
+///
+/// The last two are one server's [`ServerBudget`], shared by every
+/// connection of the [`Serve`](crate::reactor::Serve) that
+/// [`http::serve_with`](super::serve_with) returns and its clones
+/// (create it once and clone it into every reactor thread's listener).
+/// With the defaults, the request input a server holds stays under
+/// 16,384 × 4 KiB + 64 MiB = 128 MiB whatever its clients do; a
+/// connection's own input, under [`max_input`](HttpLimits::max_input).
 ///
 /// # The transport's `max_input`
 ///
@@ -52,6 +65,11 @@ pub struct HttpLimits {
     max_body: usize,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    body_rate: Option<(Duration, u64)>,
+    linger: Duration,
+    max_connections: usize,
+    max_buffered_input: usize,
 }
 
 impl Default for HttpLimits {
@@ -62,6 +80,12 @@ impl Default for HttpLimits {
             max_body: 1024 * 1024,
             read_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(60)),
+            write_timeout: Some(Duration::from_secs(30)),
+            // Apache's `mod_reqtimeout` default (`body=20,MinRate=500`).
+            body_rate: Some((Duration::from_secs(20), 500)),
+            linger: Duration::from_secs(2),
+            max_connections: 16 * 1024,
+            max_buffered_input: 64 * 1024 * 1024,
         }
     }
 }
@@ -107,6 +131,80 @@ impl HttpLimits {
         self
     }
 
+    /// How long the peer may go without taking a byte of the output owed
+    /// to it (`None`: no limit). Past it the connection closes and its
+    /// buffers are freed: a client that pipelines requests and never reads
+    /// the answers holds nothing for long.
+    pub fn with_write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> HttpLimits {
+        self.write_timeout = timeout.into();
+        self
+    }
+
+    /// A minimum rate for request bodies (`None`: the read timeout covers
+    /// the whole request): once a request's header section is in, its
+    /// body may take `timeout` plus one second for every
+    /// `min_bytes_per_sec` bytes received. A slow but steady upload goes
+    /// through; a trickle gets `408` and a close. See
+    /// [`Limits::with_body_rate`].
+    pub fn with_body_rate(mut self, rate: impl Into<Option<(Duration, u64)>>) -> HttpLimits {
+        self.body_rate = rate.into();
+        self
+    }
+
+    /// How long a closing connection waits for the peer's close once our
+    /// last bytes are out, reading and dropping what it still sends
+    /// ([`Limits::with_linger`]).
+    pub fn with_linger(mut self, linger: Duration) -> HttpLimits {
+        self.linger = linger;
+        self
+    }
+
+    /// At most `connections` connections served at once by one server
+    /// (past it: `503`, `Retry-After: 1`, close; see [`ServerBudget`]).
+    pub fn with_max_connections(mut self, connections: usize) -> HttpLimits {
+        self.max_connections = connections;
+        self
+    }
+
+    /// At most `bytes` of request input buffered by one server's
+    /// connections together, beyond 4 KiB each (a request that does not
+    /// fit in what is left: `503`, close; see [`ServerBudget`]).
+    pub fn with_max_buffered_input(mut self, bytes: usize) -> HttpLimits {
+        self.max_buffered_input = bytes;
+        self
+    }
+
+    /// See [`with_write_timeout`](HttpLimits::with_write_timeout).
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+
+    /// See [`with_body_rate`](HttpLimits::with_body_rate).
+    pub fn body_rate(&self) -> Option<(Duration, u64)> {
+        self.body_rate
+    }
+
+    /// See [`with_linger`](HttpLimits::with_linger).
+    pub fn linger(&self) -> Duration {
+        self.linger
+    }
+
+    /// See [`with_max_connections`](HttpLimits::with_max_connections).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// See [`with_max_buffered_input`](HttpLimits::with_max_buffered_input).
+    pub fn max_buffered_input(&self) -> usize {
+        self.max_buffered_input
+    }
+
+    /// A new [`ServerBudget`] of [`max_connections`](HttpLimits::max_connections)
+    /// and [`max_buffered_input`](HttpLimits::max_buffered_input).
+    pub fn budget(&self) -> ServerBudget {
+        ServerBudget::new(self.max_connections, self.max_buffered_input)
+    }
+
     /// See [`with_max_header_bytes`](HttpLimits::with_max_header_bytes).
     pub fn max_header_bytes(&self) -> usize {
         self.max_header_bytes
@@ -145,18 +243,26 @@ impl HttpLimits {
             .saturating_add(1)
     }
 
-    /// [`Limits::new`] with [`max_input`](HttpLimits::max_input) and the
-    /// timeouts set from these limits.
+    /// [`Limits::new`] with [`max_input`](HttpLimits::max_input), the
+    /// timeouts and the linger set from these limits.
     pub fn transport_limits(&self) -> Limits {
         self.apply_to(Limits::new())
     }
 
     /// `limits` (water marks, pipelining depth) with
-    /// [`max_input`](HttpLimits::max_input) and the timeouts set from
-    /// these limits. A timeout that is `None` here is left as it is in
-    /// `limits`.
+    /// [`max_input`](HttpLimits::max_input), the timeouts, the body rate
+    /// and the linger set from these limits. A timeout that is `None` here
+    /// is left as it is in `limits`.
     pub fn apply_to(&self, limits: Limits) -> Limits {
-        let mut limits = limits.with_max_input(self.max_input());
+        let mut limits = limits
+            .with_max_input(self.max_input())
+            .with_linger(self.linger);
+        if let Some(timeout) = self.write_timeout {
+            limits = limits.with_write_timeout(timeout);
+        }
+        if let Some((timeout, rate)) = self.body_rate {
+            limits = limits.with_body_rate(timeout, rate);
+        }
         if let Some(timeout) = self.read_timeout {
             limits = limits.with_read_timeout(timeout);
         }

@@ -238,6 +238,33 @@ impl Protocol for HttpProtocol {
         self.closing = true;
         Some(status_response(408).with_header("Connection", "close"))
     }
+
+    fn overload_response(&mut self) -> Option<Response> {
+        self.pending = None;
+        self.closing = true;
+        Some(
+            status_response(503)
+                .with_header("Retry-After", "1")
+                .with_header("Connection", "close"),
+        )
+    }
+
+    fn receiving_body(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Requests with unsafe methods (RFC 9110 §9.2.1: anything but GET,
+    /// HEAD, OPTIONS and TRACE) are handled alone: RFC 9112 §9.3.2 lets a
+    /// server handle pipelined requests in parallel only if they are all
+    /// safe, and a `POST` handled ahead of a response that closes the
+    /// connection would be done and never answered.
+    fn runs_alone(&self, request: &Request) -> bool {
+        !matches!(request.method(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+    }
+
+    fn response_closes(&self, response: &Response) -> bool {
+        response.asks_to_close()
+    }
 }
 
 /// A text response saying `status` and its reason phrase.

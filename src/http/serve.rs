@@ -216,6 +216,7 @@ where
     };
     reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
         .with_limits(limits.transport_limits())
+        .with_budget(limits.budget())
 }
 
 /// An `async` handler's future, polled with its [`RequestInfo`] installed

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
+use super::budget::{ServerBudget, Share};
 use super::driver::{Driver, DriverCx, NewConnection};
 use super::info::ConnectionInfo;
 use super::protocol::Protocol;
@@ -122,6 +123,7 @@ pub struct Serve<P: Protocol> {
     pub(crate) protocol: P,
     pub(crate) handler: HandlerFn<P::Request, P::Response>,
     pub(crate) limits: Option<Limits>,
+    pub(crate) budget: Option<ServerBudget>,
 }
 
 impl<P: Protocol> Serve<P> {
@@ -132,6 +134,19 @@ impl<P: Protocol> Serve<P> {
         self.limits = Some(limits);
         self
     }
+
+    /// Counts the connections served with this value (and its clones)
+    /// against `budget`, and the input they buffer: see [`ServerBudget`]
+    /// for what happens past it. Default: no budget.
+    pub fn with_budget(mut self, budget: ServerBudget) -> Serve<P> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The budget set with [`with_budget`](Serve::with_budget).
+    pub fn budget(&self) -> Option<&ServerBudget> {
+        self.budget.as_ref()
+    }
 }
 
 impl<P: Protocol + Clone> Clone for Serve<P> {
@@ -140,6 +155,7 @@ impl<P: Protocol + Clone> Clone for Serve<P> {
             protocol: self.protocol.clone(),
             handler: Arc::clone(&self.handler),
             limits: self.limits,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -149,6 +165,7 @@ impl<P: Protocol> fmt::Debug for Serve<P> {
         f.debug_struct("Serve")
             .field("protocol", &std::any::type_name::<P>())
             .field("limits", &self.limits)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +216,7 @@ where
         protocol,
         handler: Arc::new(handler),
         limits: None,
+        budget: None,
     }
 }
 
@@ -239,14 +257,24 @@ pub(crate) struct ServerConn<P: Protocol> {
     /// Since when nothing has been in progress (only with an idle timeout).
     idle_since: Option<Instant>,
     /// Our side is shut and we wait for the peer's end of stream until
-    /// then, at most [`LINGER`].
+    /// then, at most [`Limits::linger`].
     linger_until: Option<Instant>,
+    /// Output waits to be sent; the last time some was written, or when
+    /// it began to wait (only with a write timeout).
+    write_progress: Option<Instant>,
+    /// A request that must be handled alone ([`Protocol::runs_alone`]),
+    /// decoded and waiting for the responses ahead of it.
+    held: Option<P::Request>,
+    /// The request in flight runs alone: nothing more is handled until
+    /// the pipeline is empty.
+    alone_in_flight: bool,
+    /// Bytes read so far, and since when (with how many read by then) the
+    /// body of the request now arriving is being received.
+    read_total: u64,
+    body_since: Option<(Instant, u64)>,
+    /// This connection's part of the server's budget, if there is one.
+    share: Option<Share>,
 }
-
-/// How long a connection whose output is shut waits for the peer to close
-/// before it is dropped: long enough for a client to read the last
-/// response, short enough that a peer that never closes costs little.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Polls a deferred reply once, here: an async handler that does not wait
 /// (most answer from memory) finishes on its first poll and needs no task.
@@ -272,7 +300,12 @@ pub(crate) fn poll_first<R>(reply: Reply<R>) -> Reply<R> {
 
 impl<P: Protocol> ServerConn<P> {
     pub(crate) fn new(new: NewConnection, serve: Serve<P>) -> ServerConn<P> {
-        ServerConn {
+        let (share, refused) = match serve.budget.map(Share::connect) {
+            None => (None, false),
+            Some(Ok(share)) => (Some(share), false),
+            Some(Err(nothing)) => (Some(nothing), true),
+        };
+        let mut conn = ServerConn {
             stream: new.stream,
             transport: Transport::new(serve.limits.unwrap_or(new.limits)),
             protocol: serve.protocol,
@@ -285,6 +318,63 @@ impl<P: Protocol> ServerConn<P> {
             request_started: None,
             idle_since: None,
             linger_until: None,
+            write_progress: None,
+            held: None,
+            alone_in_flight: false,
+            read_total: 0,
+            body_since: None,
+            share,
+        };
+        if refused {
+            tracing::debug!(
+                target: "milieu::reactor",
+                connection = ?conn.info,
+                "refusing a connection: the server's connection budget is spent"
+            );
+            conn.overloaded();
+        }
+        conn
+    }
+
+    /// Answers with the protocol's overload response (after what is owed)
+    /// and ends the connection.
+    fn overloaded(&mut self) {
+        if self.ending.is_some() {
+            return;
+        }
+        if let Some(response) = self.protocol.overload_response() {
+            self.pipeline.push_back(Owed::Ready(Some(response)));
+        }
+        self.end(CloseReason::Overloaded);
+    }
+
+    /// The most undecoded input this connection may hold now.
+    fn input_cap(&self) -> usize {
+        let limit = self.transport.limits.max_input();
+        match &self.share {
+            Some(share) => share.input_cap(limit),
+            None => limit,
+        }
+    }
+
+    /// Accounts for the input held now against the budget; answers with
+    /// the overload response if the budget cannot cover it.
+    fn account_input(&mut self) {
+        let held = self.transport.input.len();
+        if let Some(share) = &mut self.share {
+            if !share.hold(held) {
+                tracing::debug!(
+                    target: "milieu::reactor",
+                    connection = ?self.info,
+                    held,
+                    "refusing a request: the server's input budget is spent"
+                );
+                self.overloaded();
+                // `end` dropped the input.
+                if let Some(share) = &mut self.share {
+                    share.hold(0);
+                }
+            }
         }
     }
 
@@ -345,7 +435,12 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Encodes the responses at the front of the pipeline, in order.
     fn advance(&mut self, cx: &mut DriverCx<'_>) {
-        while let Some(next) = self.front() {
+        // Encoding stops at the high-water mark (the rest waits, decoded
+        // responses in the pipeline, until the peer reads): a peer that
+        // does not read makes the output grow by one response at most.
+        let high_water = self.transport.limits.high_water();
+        while self.transport.output.len() <= high_water {
+            let Some(next) = self.front() else { break };
             let response = match next {
                 Next::Response(response) => response,
                 Next::Panicked => {
@@ -366,8 +461,15 @@ impl<P: Protocol> ServerConn<P> {
                     break;
                 }
             };
+            // While a request is held, the protocol's `closing` may be that
+            // request's own `Connection: close`: ask about this response.
+            let closes = match self.held {
+                Some(_) => self.protocol.response_closes(&response),
+                None => false,
+            };
             self.protocol.encode(response, self.transport.output.tail());
-            if self.ending.is_none() && self.protocol.closing() {
+            let closes = closes || (self.held.is_none() && self.protocol.closing());
+            if self.ending.is_none() && closes {
                 // This response ends the connection: later ones are not
                 // sent (their requests are answered by nobody).
                 self.pipeline.clear();
@@ -375,8 +477,15 @@ impl<P: Protocol> ServerConn<P> {
                 break;
             }
         }
+        // A request that ran alone is answered: decoding goes on.
+        let alone_done = self.pipeline.is_empty() && std::mem::take(&mut self.alone_in_flight);
         if self.ending.is_some() && self.pipeline.is_empty() {
+            self.held = None;
             self.transport.shutdown_when_flushed();
+        } else if self.pipeline.is_empty() && (self.held.is_some() || alone_done) {
+            // The request held back may run now, and what follows it be
+            // decoded (in the dispatch step).
+            cx.retry.push(cx.token);
         } else if self.pipeline.is_empty() && !self.transport.input.is_empty() {
             // A partial request waited behind responses now sent: its
             // interim output (`100 Continue`) may go now.
@@ -416,9 +525,83 @@ impl<P: Protocol> ServerConn<P> {
     fn end(&mut self, reason: CloseReason) {
         if self.ending.is_none() {
             self.ending = Some(reason);
+            self.request_started = None;
+            self.body_since = None;
             // Keep reading (and dropping) until the peer's end of stream, so
-            // it gets our last responses rather than a reset.
+            // it gets our last responses rather than a reset: closing with
+            // unread input makes the kernel send a reset, which can destroy
+            // responses the peer has not read yet (RFC 9112 §9.6).
             self.transport.stop_reading(true);
+            if let Some(share) = &mut self.share {
+                share.hold(0);
+            }
+        }
+    }
+
+    /// Handles a decoded request: now, or, if it must run alone and
+    /// responses are owed ahead of it, once they are encoded.
+    fn handle(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
+        if self.protocol.runs_alone(&request) {
+            if !self.pipeline.is_empty() {
+                self.held = Some(request);
+                return;
+            }
+            self.alone_in_flight = true;
+        }
+        self.run(request, cx);
+    }
+
+    /// Calls the handler, then encodes what is ready.
+    fn run(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
+        self.request(request, cx);
+        if self.protocol.closing() {
+            // The last request: answer what is owed, then close.
+            self.end(CloseReason::Finished);
+        }
+        self.advance(cx);
+    }
+
+    /// A request took too long to arrive: the protocol's timeout response
+    /// (after what is owed), then close.
+    fn timed_out(&mut self, after: Duration, cx: &mut DriverCx<'_>) {
+        if let Some(response) = self.protocol.timeout_response() {
+            self.pipeline.push_back(Owed::Ready(Some(response)));
+        }
+        self.end(CloseReason::TimedOut { idle: false, after });
+        self.advance(cx);
+    }
+
+    /// When the body now arriving is late: the body timeout plus a second
+    /// per `min_body_rate` bytes received since its head was in.
+    fn body_deadline(&self) -> Option<Instant> {
+        let (since, read_then) = self.body_since?;
+        let (timeout, rate) = self.transport.limits.body_rate()?;
+        let received = self.read_total.saturating_sub(read_then);
+        let earned = match rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(received as f64 / rate as f64),
+        };
+        Some(since + timeout.saturating_add(earned))
+    }
+
+    /// Whether the response at the front of the pipeline can be encoded.
+    fn front_ready(&self) -> bool {
+        match self.pipeline.front() {
+            Some(Owed::Ready(response)) => response.is_some(),
+            Some(Owed::Waiting(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Restarts the write timeout when output was written or began to
+    /// wait; stops it once none waits.
+    fn note_write_progress(&mut self, written: usize, cx: &mut DriverCx<'_>) {
+        if self.transport.output.is_empty() || self.transport.write_shut() {
+            self.write_progress = None;
+        } else if written > 0 || self.write_progress.is_none() {
+            if self.transport.limits.write_timeout().is_some() {
+                self.write_progress = Some(cx.clock.now());
+            }
         }
     }
 
@@ -441,11 +624,15 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if self.done.is_some() || !(ready.readable || ready.read_closed || ready.error) {
             return;
         }
-        let cap = self.transport.limits.max_input();
+        let cap = self.input_cap();
         let out = self
             .transport
             .read_from(&mut self.stream, cap, ready, cx.scratch);
         cx.stats.bytes_read += out.read;
+        self.read_total += out.read as u64;
+        if out.read > 0 {
+            self.account_input();
+        }
         if let Some(e) = out.error {
             self.done = Some(CloseReason::from_io(e));
         } else if out.eof && self.ending.is_none() {
@@ -457,8 +644,19 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if self.done.is_some() {
             return;
         }
-        let cap = self.transport.limits.max_input();
-        while self.ending.is_none() && !self.transport.is_paused() {
+        let limit = self.transport.limits.max_input();
+        let cap = self.input_cap();
+        if self.pipeline.is_empty() && self.ending.is_none() {
+            if let Some(request) = self.held.take() {
+                self.alone_in_flight = true;
+                self.run(request, cx);
+            }
+        }
+        while self.ending.is_none()
+            && !self.transport.is_paused()
+            && self.held.is_none()
+            && !self.alone_in_flight
+        {
             let input = self.transport.input.as_slice();
             let available = input.len();
             if available == 0 {
@@ -482,16 +680,15 @@ impl<P: Protocol> Driver for ServerConn<P> {
                     }
                     self.transport.input.consume(consumed);
                     self.request_started = None;
-                    self.request(request, cx);
-                    if self.protocol.closing() {
-                        // The last request: answer what is owed, then close.
-                        self.end(CloseReason::Finished);
-                    }
-                    self.advance(cx);
+                    self.body_since = None;
+                    self.handle(request, cx);
                 }
                 Ok(None) => {
-                    if !at_eof && available >= cap {
-                        self.end(CloseReason::InputTooLarge { limit: cap });
+                    if !at_eof && available >= limit {
+                        self.end(CloseReason::InputTooLarge { limit });
+                    } else if !at_eof && available >= cap {
+                        // Under its own limit, over what the server has left.
+                        self.overloaded();
                     } else if self.pipeline.is_empty() {
                         self.protocol.interim(self.transport.output.tail());
                     }
@@ -503,19 +700,35 @@ impl<P: Protocol> Driver for ServerConn<P> {
                 }
             }
         }
-        if self.ending.is_none() && self.transport.read_eof() && !self.transport.is_paused() {
+        if self.ending.is_none()
+            && self.transport.read_eof()
+            && !self.transport.is_paused()
+            && self.held.is_none()
+        {
             // Half-close: the peer sent all it will; answer, then close.
             self.end(CloseReason::Finished);
         }
+        self.account_input();
         let partial = self.ending.is_none() && !self.transport.input.as_slice().is_empty();
-        if !partial {
+        if !partial || self.transport.is_paused() {
+            // A request waiting because we stopped reading is not slow.
             self.request_started = None;
-        } else if self.request_started.is_none() && self.transport.limits.read_timeout().is_some() {
-            self.request_started = Some(cx.clock.now());
+            self.body_since = None;
+        } else {
+            let limits = &self.transport.limits;
+            if self.request_started.is_none() && limits.read_timeout().is_some() {
+                self.request_started = Some(cx.clock.now());
+            }
+            if self.body_since.is_none()
+                && limits.body_rate().is_some()
+                && self.protocol.receiving_body()
+            {
+                self.body_since = Some((cx.clock.now(), self.read_total));
+            }
         }
         if self.ending.is_some() {
             self.advance(cx);
-        } else if self.transport.wants_read(cap) {
+        } else if self.transport.wants_read(self.input_cap()) {
             cx.retry.push(cx.token);
         }
     }
@@ -524,13 +737,25 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if self.done.is_some() {
             return;
         }
-        self.advance(cx);
-        let out = self.transport.write_to(&mut self.stream);
-        cx.stats.bytes_written += out.written;
-        if let Some(e) = out.error {
-            self.done = Some(CloseReason::from_io(e));
-            return;
+        // Encode and write in turns while the peer takes it all: encoding
+        // stops at the high-water mark, writing makes room again.
+        let mut written = 0;
+        loop {
+            self.advance(cx);
+            let before = self.transport.output.len();
+            let out = self.transport.write_to(&mut self.stream);
+            cx.stats.bytes_written += out.written;
+            written += out.written;
+            if let Some(e) = out.error {
+                self.done = Some(CloseReason::from_io(e));
+                return;
+            }
+            let drained = out.written == before && before > 0;
+            if !(drained && self.front_ready()) {
+                break;
+            }
         }
+        self.note_write_progress(written, cx);
         self.update_backpressure(cx);
         if self.transport.write_shut() && self.transport.read_done() {
             self.done = Some(self.ending.take().unwrap_or(CloseReason::Finished));
@@ -538,7 +763,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
         if self.transport.write_shut() {
             if self.linger_until.is_none() {
-                self.linger_until = Some(cx.clock.now() + LINGER);
+                self.linger_until = Some(cx.clock.now() + self.transport.limits.linger());
             }
             return;
         }
@@ -559,13 +784,24 @@ impl<P: Protocol> Driver for ServerConn<P> {
 
     fn deadline(&self) -> Option<Instant> {
         let limits = &self.transport.limits;
-        let read = self.request_started.zip(limits.read_timeout());
-        let idle = self.idle_since.zip(limits.idle_timeout());
-        [read, idle]
+        let read = match self.body_deadline() {
+            Some(at) => Some(at),
+            None => self
+                .request_started
+                .zip(limits.read_timeout())
+                .map(|(since, timeout)| since + timeout),
+        };
+        let idle = self
+            .idle_since
+            .zip(limits.idle_timeout())
+            .map(|(since, timeout)| since + timeout);
+        let write = self
+            .write_progress
+            .zip(limits.write_timeout())
+            .map(|(since, timeout)| since + timeout);
+        [read, idle, write, self.linger_until]
             .into_iter()
             .flatten()
-            .map(|(since, timeout)| since + timeout)
-            .chain(self.linger_until)
             .min()
     }
 
@@ -574,19 +810,44 @@ impl<P: Protocol> Driver for ServerConn<P> {
             return;
         }
         let limits = self.transport.limits;
+        if let (Some(since), Some(after)) = (self.write_progress, limits.write_timeout()) {
+            if since + after <= now {
+                tracing::debug!(
+                    target: "milieu::reactor",
+                    connection = ?self.info,
+                    unsent = self.transport.output.len(),
+                    "closing a connection: the peer read nothing for {after:?}"
+                );
+                // Nothing more can reach the peer: close now, freeing the
+                // buffers and the responses still owed.
+                self.pipeline.clear();
+                self.held = None;
+                self.transport.output.clear();
+                self.done = Some(CloseReason::WriteStalled { after });
+                return;
+            }
+        }
+        if let Some(at) = self.body_deadline() {
+            if at <= now {
+                let after = at.saturating_duration_since(self.body_since.map_or(at, |(s, _)| s));
+                tracing::debug!(
+                    target: "milieu::reactor",
+                    connection = ?self.info,
+                    "closing a connection: a request body arrived slower than the minimum rate"
+                );
+                self.timed_out(after, cx);
+                return;
+            }
+        }
+        let read_deadline_applies = self.body_deadline().is_none();
         if let (Some(started), Some(after)) = (self.request_started, limits.read_timeout()) {
-            if started + after <= now {
+            if read_deadline_applies && started + after <= now {
                 tracing::debug!(
                     target: "milieu::reactor",
                     connection = ?self.info,
                     "closing a connection: a request stayed incomplete for {after:?}"
                 );
-                self.request_started = None;
-                if let Some(response) = self.protocol.timeout_response() {
-                    self.pipeline.push_back(Owed::Ready(Some(response)));
-                }
-                self.end(CloseReason::TimedOut { idle: false, after });
-                self.advance(cx);
+                self.timed_out(after, cx);
                 return;
             }
         }

@@ -40,6 +40,7 @@
 //! | `state` | what a reactor shares with its handles |
 //! | `info`, `stream`, `memory` | connection ids; TCP (and memory) stream I/O |
 //! | `transport`, `protocol` | buffers and backpressure; bytes to requests |
+//! | `budget` | a server's connections and buffered input, shared |
 //! | `driver` | the contract between the source table and a connection |
 //! | `listener`, `application`, `connection` | accepting; serving; clients |
 //! | `sources` | the source table and tick steps 4, 5 and 7 |
@@ -71,6 +72,7 @@
 //! ```
 
 mod application;
+mod budget;
 mod connection;
 mod cores;
 mod delayed;
@@ -97,6 +99,7 @@ mod transport;
 #[cfg(feature = "http")]
 pub(crate) use application::{poll_first, serve_polled};
 pub use application::{serve, Deferred, Handler, Immediate, Reply, Replying, Serve};
+pub use budget::ServerBudget;
 pub use connection::{Connect, Connection, Wait};
 pub use cores::{run_on_threads, CoreId, Cores};
 pub use delayed::{DelayedCall, Elapsed, Sleep, Timeout};

@@ -130,6 +130,46 @@ pub trait Protocol: Send + 'static {
         None
     }
 
+    /// The response for a connection the server does not take on, or whose
+    /// request does not fit in what is left of a
+    /// [`ServerBudget`](super::ServerBudget): HTTP's `503 Service
+    /// Unavailable`. The connection closes after it either way. Default:
+    /// none.
+    fn overload_response(&mut self) -> Option<Self::Response> {
+        None
+    }
+
+    /// Whether the head of a request is in and its body is on its way:
+    /// then the [body rate](super::Limits::with_body_rate), if set, bounds
+    /// the wait instead of the read timeout. Default: never.
+    fn receiving_body(&self) -> bool {
+        false
+    }
+
+    /// Whether `request` (decoded, not handled yet) must be handled alone:
+    /// its handler runs only once every earlier response is encoded (not
+    /// at all if one of them closes the connection), and no later request
+    /// is handled until it is answered. For requests with side effects
+    /// (HTTP's unsafe methods, RFC 9112 §9.3.2): a pipelined request
+    /// handled ahead of a response that closes the connection would be
+    /// done and never answered. Default: never (pipelined requests are
+    /// handled as they arrive).
+    fn runs_alone(&self, request: &Self::Request) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// Whether `response` closes the connection whatever its request said
+    /// (HTTP: the handler set `Connection: close`). Asked before a
+    /// response is encoded while a request that
+    /// [runs alone](Protocol::runs_alone) waits behind it, as
+    /// [`closing`](Protocol::closing) may then be that request's own.
+    /// Default: never.
+    fn response_closes(&self, response: &Self::Response) -> bool {
+        let _ = response;
+        false
+    }
+
     /// The complete requests of `input`, in order, as an iterator; its
     /// [`rest`](Requests::rest) is the partial input left over.
     fn requests<'a>(&'a mut self, input: &'a [u8]) -> Requests<'a, Self>

@@ -26,11 +26,6 @@ const CHUNK: usize = 16 * 1024;
 /// to reuse it, small next to the kernel's own socket buffers.
 const KEEP_WHEN_IDLE: usize = 4 * 1024;
 
-/// After closing on bad input, how much more of the peer's input is read
-/// and dropped while waiting for its end of stream, so that it receives our
-/// last bytes and a clean end of stream rather than a reset.
-const LINGER_BYTES: usize = 256 * 1024;
-
 /// Buffer sizes and backpressure thresholds of a connection.
 ///
 /// Write backpressure: when more than [`high_water`](Limits::high_water)
@@ -57,6 +52,10 @@ pub struct Limits {
     max_input: usize,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    linger: Duration,
+    body_timeout: Option<Duration>,
+    min_body_rate: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +67,10 @@ impl Default for Limits {
             max_input: 64 * 1024,
             read_timeout: None,
             idle_timeout: None,
+            write_timeout: None,
+            linger: Duration::from_secs(2),
+            body_timeout: None,
+            min_body_rate: 0,
         }
     }
 }
@@ -121,6 +124,57 @@ impl Limits {
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Limits {
         self.idle_timeout = Some(timeout);
         self
+    }
+
+    /// How long a server connection may go without writing a byte while
+    /// output waits to be sent (a peer that stopped reading): past it the
+    /// connection closes with [`CloseReason::WriteStalled`] and its
+    /// buffers are freed. Default: none.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Limits {
+        self.write_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a server connection that is closing waits, once its last
+    /// bytes are handed to the OS and its sending side is shut, for the
+    /// peer to end its stream; meanwhile it reads and drops whatever the
+    /// peer still sends (a lingering close, RFC 9112 §9.6), so that the
+    /// peer gets our last responses rather than a reset. Default: 2 s.
+    pub fn with_linger(mut self, linger: Duration) -> Limits {
+        self.linger = linger;
+        self
+    }
+
+    /// A minimum rate for request bodies, in place of the read timeout
+    /// once the protocol says a request's head is in
+    /// ([`Protocol::receiving_body`](super::Protocol::receiving_body)):
+    /// the body may take `timeout` plus one second for every
+    /// `min_bytes_per_sec` bytes received (as Apache's `mod_reqtimeout`
+    /// does), so a slow but steady upload goes through and a trickle is
+    /// cut off. Past it, the protocol's
+    /// [`timeout_response`](super::Protocol::timeout_response) is sent and
+    /// the connection closes with [`CloseReason::TimedOut`]. Default: none
+    /// (the read timeout covers the whole request).
+    pub fn with_body_rate(mut self, timeout: Duration, min_bytes_per_sec: u64) -> Limits {
+        self.body_timeout = Some(timeout);
+        self.min_body_rate = min_bytes_per_sec;
+        self
+    }
+
+    /// See [`with_write_timeout`](Limits::with_write_timeout).
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+
+    /// See [`with_linger`](Limits::with_linger).
+    pub fn linger(&self) -> Duration {
+        self.linger
+    }
+
+    /// See [`with_body_rate`](Limits::with_body_rate): the timeout and
+    /// the minimum rate in bytes per second.
+    pub fn body_rate(&self) -> Option<(Duration, u64)> {
+        self.body_timeout.map(|t| (t, self.min_body_rate))
     }
 
     /// See [`with_read_timeout`](Limits::with_read_timeout).
@@ -184,6 +238,16 @@ pub enum CloseReason {
         /// Its length.
         after: Duration,
     },
+    /// Output waited to be sent and none of it could be written for
+    /// [`Limits::with_write_timeout`]: the peer stopped reading.
+    WriteStalled {
+        /// The write timeout.
+        after: Duration,
+    },
+    /// The server was over a [`ServerBudget`](super::ServerBudget) (too
+    /// many connections, or too much buffered input): the protocol's
+    /// [`overload_response`](super::Protocol::overload_response) was sent.
+    Overloaded,
     /// A handler or the protocol panicked, and the protocol had no error
     /// response for it (the panic was logged with the context dump).
     Panicked,
@@ -216,7 +280,10 @@ impl CloseReason {
             CloseReason::Protocol(_) | CloseReason::InputTooLarge { .. } => {
                 io::ErrorKind::InvalidData
             }
-            CloseReason::TimedOut { .. } => io::ErrorKind::TimedOut,
+            CloseReason::TimedOut { .. } | CloseReason::WriteStalled { .. } => {
+                io::ErrorKind::TimedOut
+            }
+            CloseReason::Overloaded => io::ErrorKind::Other,
             CloseReason::Panicked | CloseReason::ReactorGone => io::ErrorKind::Other,
         };
         io::Error::new(kind, format!("connection closed: {self}"))
@@ -241,6 +308,13 @@ impl fmt::Display for CloseReason {
             CloseReason::TimedOut { idle: false, after } => write!(
                 f,
                 "a request stayed incomplete for {after:?} (Limits::with_read_timeout)"
+            ),
+            CloseReason::WriteStalled { after } => write!(
+                f,
+                "the peer read nothing for {after:?} while output waited (Limits::with_write_timeout)"
+            ),
+            CloseReason::Overloaded => f.write_str(
+                "the server was over its budget of connections or buffered input (ServerBudget)",
             ),
             CloseReason::Panicked => {
                 f.write_str("a handler or the protocol panicked (logged with the context dump)")
@@ -360,10 +434,8 @@ enum Reading {
     /// The peer ended its stream.
     Eof,
     /// We are closing: input is read and dropped until the peer's end of
-    /// stream, up to `left` more bytes.
-    Discarding {
-        left: usize,
-    },
+    /// stream (the linger deadline of the connection bounds how long).
+    Discarding,
     /// Nothing more is read.
     Stopped,
 }
@@ -465,7 +537,7 @@ impl Transport {
                     }
                     room.min(CHUNK)
                 }
-                Reading::Discarding { left } => left.min(CHUNK),
+                Reading::Discarding => CHUNK,
                 Reading::Eof | Reading::Stopped => break,
             };
             match self.input.read_from(stream, max, scratch) {
@@ -477,14 +549,8 @@ impl Transport {
                 }
                 Ok(n) => {
                     out.read += n;
-                    if let Reading::Discarding { left } = self.reading {
+                    if self.reading == Reading::Discarding {
                         self.input.clear();
-                        let left = left.saturating_sub(n);
-                        self.reading = if left == 0 {
-                            Reading::Stopped
-                        } else {
-                            Reading::Discarding { left }
-                        };
                     }
                     if n < max && short_read_drains {
                         self.pending = false;
@@ -580,12 +646,14 @@ impl Transport {
     }
 
     /// Stops reading: pending input is dropped; with `linger`, further input
-    /// is read and dropped until the peer ends its stream (bounded).
+    /// is read and dropped until the peer ends its stream (the caller
+    /// bounds how long).
     pub(crate) fn stop_reading(&mut self, linger: bool) {
         self.input.clear();
-        if matches!(self.reading, Reading::Open | Reading::Discarding { .. }) {
+        self.input.release_if_empty();
+        if matches!(self.reading, Reading::Open | Reading::Discarding) {
             self.reading = if linger {
-                Reading::Discarding { left: LINGER_BYTES }
+                Reading::Discarding
             } else {
                 Reading::Stopped
             };

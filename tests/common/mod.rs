@@ -12,6 +12,8 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use milieu::dump::Site;
 
+pub mod server;
+
 /// How long a blocking test client waits on a socket before failing.
 pub const SOCKET_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
