@@ -1,6 +1,7 @@
-"""The main job as CI runs it: start the orders service on a free port,
-place and read an order over HTTP, stop it with SIGTERM and check that it
-exits 0. Usage: python3 .ci/orders_smoke.py PATH_TO_ORDERS_BINARY"""
+"""The main job as CI runs it: start the orders service on a free port
+with its admin listener on another, place and read an order over HTTP,
+read the DB stage's figures from the admin listener (the public one has
+no debug views), stop it with SIGTERM and check that it exits 0. Usage: python3 .ci/orders_smoke.py PATH_TO_ORDERS_BINARY"""
 
 import http.client
 import json
@@ -12,7 +13,7 @@ import tempfile
 binary = sys.argv[1]
 with tempfile.TemporaryDirectory() as data:
     server = subprocess.Popen(
-        [binary, "--addr", "127.0.0.1:0", "--data", data],
+        [binary, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data", data],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -20,8 +21,15 @@ with tempfile.TemporaryDirectory() as data:
         first = server.stdout.readline().strip()
         print(first)
         assert first.startswith("listening on "), first
-        host, port = first.split()[-1].rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=20)
+        second = server.stdout.readline().strip()
+        print(second)
+        assert second.startswith("admin listening on "), second
+
+        def connect(line):
+            host, port = line.split()[-1].rsplit(":", 1)
+            return http.client.HTTPConnection(host, int(port), timeout=20)
+
+        conn = connect(first)
         conn.request("POST", "/orders", body=json.dumps({"item": "tea", "quantity": 2}))
         placed = conn.getresponse()
         order = json.loads(placed.read())
@@ -30,9 +38,16 @@ with tempfile.TemporaryDirectory() as data:
         fetched = conn.getresponse()
         assert fetched.status == 200 and json.loads(fetched.read()) == order
         conn.request("GET", "/debug/stages")
-        stages = conn.getresponse()
-        print(stages.read().decode().strip())
+        hidden = conn.getresponse()
+        hidden.read()
+        assert hidden.status == 404, "debug view on the public listener: %d" % hidden.status
         conn.close()
+        admin = connect(second)
+        admin.request("GET", "/debug/stages")
+        stages = admin.getresponse()
+        assert stages.status == 200, stages.status
+        print(stages.read().decode().strip())
+        admin.close()
         server.send_signal(signal.SIGTERM)
         status = server.wait(timeout=30)
         assert status == 0, "exit status %d after SIGTERM" % status

@@ -28,6 +28,8 @@ fn example_binary() -> PathBuf {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The admin listener's address, when started with `--admin-addr`.
+    admin: Option<SocketAddr>,
     _data: tempfile::TempDir,
     db: PathBuf,
 }
@@ -45,27 +47,62 @@ impl Server {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // Reads stdout to its end, so that the service never writes into a
+        // closed pipe.
         std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut first);
-            let _ = tx.send(first);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        let first = rx
-            .recv_timeout(DEADLINE)
-            .expect("the service printed its address");
-        let addr = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
+        let address_after = |prefix: &str| -> SocketAddr {
+            let line = rx
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("the service printed no `{prefix}ADDR` line"));
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected `{prefix}ADDR`, got {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        let addr = address_after("listening on ");
+        let admin = extra
+            .contains(&"--admin-addr")
+            .then(|| address_after("admin listening on "));
         let db = data.path().join("orders.sqlite");
         Server {
             child,
             addr,
+            admin,
             _data: data,
             db,
         }
+    }
+
+    /// Started with an admin listener on an ephemeral loopback port.
+    fn start_with_admin(extra: &[&str]) -> Server {
+        let mut args = vec!["--admin-addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// The admin listener's address; the server must have one.
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("started without --admin-addr")
+    }
+
+    /// One request to the admin listener on a fresh connection.
+    fn admin_request(&self, raw: &str) -> Response {
+        let mut stream = TcpStream::connect(self.admin_addr()).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut stream).expect("a response")
+    }
+
+    fn admin_get(&self, path: &str) -> Response {
+        self.admin_request(&get_request(path))
     }
 
     fn connect(&self) -> TcpStream {
@@ -82,9 +119,7 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> Response {
-        self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        ))
+        self.request(&get_request(path))
     }
 
     fn post(&self, path: &str, body: &str) -> Response {
@@ -130,6 +165,11 @@ impl Drop for Server {
     }
 }
 
+/// `GET path` on a connection closed after the response.
+fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+}
+
 #[derive(Debug)]
 struct Response {
     status: u16,
@@ -157,6 +197,18 @@ impl Response {
 /// Reads one response with a `Content-Length` body; `None` at end of
 /// stream before a status line.
 fn read_response(stream: &mut TcpStream) -> Option<Response> {
+    let mut response = read_response_head(stream)?;
+    let length: usize = response
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    response.body = vec![0; length];
+    stream.read_exact(&mut response.body).unwrap();
+    Some(response)
+}
+
+/// Reads status line and header fields only, as for a response to `HEAD`
+/// (its `Content-Length` is the length of the body it goes without).
+fn read_response_head(stream: &mut TcpStream) -> Option<Response> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -177,16 +229,10 @@ fn read_response(stream: &mut TcpStream) -> Option<Response> {
             (n.trim().to_owned(), v.trim().to_owned())
         })
         .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).unwrap();
     Some(Response {
         status,
         headers,
-        body,
+        body: Vec::new(),
     })
 }
 
@@ -387,10 +433,195 @@ fn a_panicking_handler_gets_500_and_the_server_goes_on() {
     assert_eq!(plain.post("/debug/panic", "").status, 404);
 }
 
+/// `method path` to `addr` on a fresh connection, with an empty body; the
+/// body of the response is read unless the method is `HEAD`.
+fn exchange(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let response = if method == "HEAD" {
+        read_response_head(&mut stream)
+    } else {
+        read_response(&mut stream)
+    };
+    response.unwrap_or_else(|| panic!("no answer to {method} {path}"))
+}
+
+#[test]
+fn unknown_method_is_501() {
+    let server = Server::start_with_admin(&[]);
+    let admin = server.admin_addr();
+    // Whatever the path, even one that exists or one that does not; and
+    // methods are case-sensitive, so `get` is not `GET`.
+    for (addr, method, path) in [
+        (server.addr, "FROB", "/"),
+        (server.addr, "FROB", "/orders"),
+        (server.addr, "FROB", "/nowhere"),
+        (server.addr, "get", "/"),
+        (admin, "FROB", "/debug/context"),
+    ] {
+        let answer = exchange(addr, method, path);
+        assert_eq!(answer.status, 501, "{method} {path}: {}", answer.text());
+        assert!(answer.json()["error"].is_string());
+    }
+    server.assert_still_serving();
+}
+
+#[test]
+fn every_405_carries_allow() {
+    let server = Server::start_with_admin(&["--panic-route"]);
+    let (public, admin) = (server.addr, server.admin_addr());
+    let cases: [(SocketAddr, &str, &str, &[&str]); 8] = [
+        (public, "DELETE", "/", &["GET", "HEAD"]),
+        (public, "POST", "/", &["GET", "HEAD"]),
+        (public, "PUT", "/orders", &["GET", "HEAD", "POST"]),
+        (public, "OPTIONS", "/orders", &["GET", "HEAD", "POST"]),
+        (public, "PATCH", "/orders/1", &["GET", "HEAD"]),
+        (public, "GET", "/debug/panic", &["POST"]),
+        (admin, "POST", "/debug/context", &["GET", "HEAD"]),
+        (admin, "DELETE", "/debug/stages", &["GET", "HEAD"]),
+    ];
+    for (addr, method, path, allowed) in cases {
+        let answer = exchange(addr, method, path);
+        assert_eq!(answer.status, 405, "{method} {path}: {}", answer.text());
+        let allow: Vec<&str> = answer
+            .header("allow")
+            .unwrap_or_else(|| panic!("{method} {path}: a 405 without Allow"))
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert_eq!(allow, allowed, "{method} {path}");
+        // What `Allow` lists is really allowed (POST /debug/panic
+        // answers 500: it panics, as asked).
+        for method in allow {
+            let status = exchange(addr, method, path).status;
+            assert!(
+                status != 405 && status != 501,
+                "{method} {path} is in Allow but gets {status}"
+            );
+        }
+    }
+}
+
+#[test]
+fn head_of_a_get_route_has_its_headers_and_no_body() {
+    let server = Server::start(&[]);
+    let placed = server.post("/orders", r#"{"item": "tea", "quantity": 2}"#);
+    let id = placed.json()["id"].as_i64().unwrap();
+    for path in [
+        "/".to_owned(),
+        "/orders".to_owned(),
+        format!("/orders/{id}"),
+        "/orders/999".to_owned(),
+    ] {
+        let get = server.get(&path);
+        // HEAD, then GET / on the same connection: had the HEAD response
+        // carried a body, the second response would start in the middle
+        // of it.
+        let mut stream = server.connect();
+        write!(
+            stream,
+            "HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_response_head(&mut stream).expect("an answer to HEAD");
+        assert_eq!(head.status, get.status, "HEAD {path}");
+        let get_length = get.body.len().to_string();
+        assert_eq!(head.header("content-length"), Some(get_length.as_str()));
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        let next = read_response(&mut stream).expect("an answer after HEAD");
+        assert_eq!(
+            (next.status, next.text().as_str()),
+            (200, "hello from milieu\n"),
+            "HEAD {path} sent a body"
+        );
+    }
+}
+
+#[test]
+fn json_array_is_not_an_order() {
+    let server = Server::start(&[]);
+    for body in [
+        r#"["array tea", 2]"#,
+        r#"[{"item": "tea", "quantity": 2}]"#,
+        "[]",
+    ] {
+        let answer = server.post("/orders", body);
+        assert_eq!(answer.status, 400, "{body}: {}", answer.text());
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("expected an object"), "{body}: {error}");
+    }
+    assert_eq!(server.get("/orders").json(), serde_json::json!([]));
+}
+
+#[test]
+fn json_scalars_and_unknown_or_repeated_fields_are_not_orders() {
+    let server = Server::start(&[]);
+    for body in [
+        r#""tea""#,
+        "2",
+        "null",
+        "true",
+        r#"{"item": "tea", "quantity": 2, "extra": true}"#,
+        r#"{"item": "tea", "item": "cake", "quantity": 2}"#,
+        r#"{"item": "tea"}"#,
+        r#"{"item": "tea", "quantity": "2"}"#,
+        r#"{"item": "tea", "quantity": 2} {}"#,
+    ] {
+        let answer = server.post("/orders", body);
+        assert_eq!(answer.status, 400, "{body}: {}", answer.text());
+        assert!(answer.json()["error"].is_string(), "{body}");
+    }
+    assert_eq!(server.get("/orders").json(), serde_json::json!([]));
+    // The documented shape still is an order.
+    let placed = server.post("/orders", r#"{"quantity": 2, "item": "tea"}"#);
+    assert_eq!(placed.status, 201, "{}", placed.text());
+}
+
+#[test]
+fn debug_views_are_not_on_the_public_listener() {
+    for server in [Server::start(&[]), Server::start_with_admin(&[])] {
+        for path in ["/debug/context", "/debug/stages"] {
+            for method in ["GET", "HEAD", "POST"] {
+                let answer = exchange(server.addr, method, path);
+                assert_eq!(answer.status, 404, "{method} {path} on the public listener");
+                assert_eq!(answer.header("allow"), None, "{method} {path}");
+            }
+        }
+        if server.admin.is_some() {
+            assert_eq!(server.admin_get("/debug/context").status, 200);
+            assert_eq!(server.admin_get("/debug/stages").status, 200);
+        }
+    }
+}
+
+#[test]
+fn the_admin_listener_serves_only_the_debug_views() {
+    let server = Server::start_with_admin(&["--panic-route"]);
+    let admin = server.admin_addr();
+    assert!(admin.ip().is_loopback(), "{admin}");
+    assert_ne!(admin, server.addr);
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/orders"),
+        ("POST", "/orders"),
+        ("GET", "/orders/1"),
+        ("POST", "/debug/panic"),
+    ] {
+        let answer = exchange(admin, method, path);
+        assert_eq!(answer.status, 404, "{method} {path} on the admin listener");
+    }
+    assert_eq!(server.get("/").status, 200);
+}
+
 #[test]
 fn the_debug_views_show_the_requests_context_in_three_formats() {
-    let server = Server::start(&[]);
-    let text = server.get("/debug/context").text();
+    let server = Server::start_with_admin(&[]);
+    let text = server.admin_get("/debug/context").text();
     for needle in [
         "RequestInfo",
         "ConnectionInfo",
@@ -401,11 +632,11 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
         assert!(text.contains(needle), "{needle} in:\n{text}");
     }
     let json = server
-        .request("GET /debug/context HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        .admin_request("GET /debug/context HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
         .json();
     assert!(json["context"]["frames"].is_array(), "{json}");
     assert_eq!(json["stages"][0]["name"], "db");
-    let html = server.request(
+    let html = server.admin_request(
         "GET /debug/context HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
@@ -422,13 +653,14 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
         !page.contains("Some("),
         "Rust's Debug of an Option leaked into the page"
     );
-    let stages = server.get("/debug/stages").text();
+    let stages = server.admin_get("/debug/stages").text();
     assert!(stages.contains("stage `db`"), "{stages}");
 }
 
 #[test]
 fn graceful_shutdown_loses_no_committed_order_and_delivers_every_notification() {
-    let mut server = Server::start(&[]);
+    // With the admin listener too: the shutdown must stop both.
+    let mut server = Server::start_with_admin(&[]);
     let mut ids = Vec::new();
     for i in 0..20 {
         let placed = server.post(
@@ -438,6 +670,13 @@ fn graceful_shutdown_loses_no_committed_order_and_delivers_every_notification() 
         assert_eq!(placed.status, 201);
         ids.push(placed.json()["id"].as_i64().unwrap());
     }
+    // An admin connection left open (keep-alive) must not hold it up.
+    let mut admin = TcpStream::connect(server.admin_addr()).unwrap();
+    admin.set_read_timeout(Some(DEADLINE)).unwrap();
+    admin
+        .write_all(b"GET /debug/stages HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut admin).unwrap().status, 200);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
     let (orders, undelivered) = inspect(&server.db);
@@ -463,11 +702,13 @@ fn inspect(db: &Path) -> (i64, i64) {
 
 #[test]
 fn pythons_http_client_talks_to_the_service() {
-    let server = Server::start(&[]);
+    let server = Server::start_with_admin(&[]);
     let script = r#"
 import http.client, json, sys
-host, port = sys.argv[1].rsplit(":", 1)
-conn = http.client.HTTPConnection(host, int(port), timeout=20)
+def connect(addr):
+    host, port = addr.rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=20)
+conn = connect(sys.argv[1])
 conn.request("POST", "/orders", body=json.dumps({"item": "py tea", "quantity": 5}),
              headers={"Content-Type": "application/json"})
 r = conn.getresponse(); body = json.loads(r.read())
@@ -476,8 +717,9 @@ assert r.status == 201, (r.status, body)
 conn.request("GET", "/orders/%d" % body["id"])
 r = conn.getresponse(); got = json.loads(r.read())
 assert r.status == 200 and got == body, (r.status, got)
-conn.request("GET", "/debug/context", headers={"Accept": "application/json"})
-r = conn.getresponse(); dump = json.loads(r.read())
+admin = connect(sys.argv[2])
+admin.request("GET", "/debug/context", headers={"Accept": "application/json"})
+r = admin.getresponse(); dump = json.loads(r.read())
 assert r.status == 200 and dump["stages"][0]["name"] == "db"
 conn.request("GET", "/missing")
 r = conn.getresponse(); r.read()
@@ -486,7 +728,9 @@ print("ok")
 "#;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .args(["-c", script, &server.addr.to_string()])
+        .args(["-c", script])
+        .arg(server.addr.to_string())
+        .arg(server.admin_addr().to_string())
         .output()
         .expect("python3 runs");
     assert!(
@@ -554,10 +798,10 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 #[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): .ci/run installs it \
             and runs `cargo test --all-features --test orders -- --ignored browser`"]
 fn a_browser_renders_the_html_debug_view() {
-    let server = Server::start(&[]);
+    let server = Server::start_with_admin(&[]);
     let scratch = tempfile::tempdir().unwrap();
     let profile = scratch.path().join("profile");
-    let url = format!("http://{}/debug/context", server.addr);
+    let url = format!("http://{}/debug/context", server.admin_addr());
 
     // The DOM after rendering: the browser's own `Accept` header chose the
     // HTML view, and the page parsed into what the service meant.

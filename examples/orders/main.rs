@@ -1,30 +1,52 @@
 //! The main job: a small order service on milieu.
 //!
 //! ```text
-//! cargo run --release --example orders -- [--addr HOST:PORT] [--threads N] [--data DIR]
+//! cargo run --release --example orders -- [--addr HOST:PORT] [--admin-addr HOST:PORT]
+//!     [--threads N] [--data DIR]
 //! ```
 //!
-//! Defaults: `127.0.0.1:8080`, one reactor thread, the database in
-//! `milieu-orders` under the system temp dir. The first line of stdout is
-//! `listening on ADDR`. Routes:
+//! Defaults: `127.0.0.1:8080`, no admin listener, one reactor thread, the
+//! database in `milieu-orders` under the system temp dir. The first line
+//! of stdout is `listening on ADDR`; with `--admin-addr` the second is
+//! `admin listening on ADDR`. Routes of the public listener (`--addr`):
 //!
 //! - `POST /orders` with `{"item": "tea", "quantity": 2}`: stores the order
 //!   and an "order placed" notification in one transaction; the
-//!   notification is delivered (logged) only after the commit.
+//!   notification is delivered (logged) only after the commit. The body
+//!   must be exactly that JSON object: an array, a scalar, or a missing,
+//!   repeated or unknown field gets 400 with a JSON `error`.
 //! - `GET /orders/{id}`, `GET /orders?limit=N`.
+//! - `GET /`: a greeting (the benchmark's route).
+//!
+//! `HEAD` is served wherever `GET` is (the header fields, no body). A path
+//! that exists answers any other method with 405 and an `Allow` header; a
+//! method HTTP does not define (`FROB`) gets 501.
+//!
+//! Routes of the admin listener (`--admin-addr`), 404 on the public one:
+//!
 //! - `GET /debug/context`: the context of the request being handled, as
 //!   text, JSON (`Accept: application/json`) or an HTML page
 //!   (`Accept: text/html`); `GET /debug/stages`: the DB stage's figures.
-//! - `GET /`: a greeting (the benchmark's route).
+//!
+//! The admin listener is off unless `--admin-addr` is given. The debug
+//! views show source locations, peer addresses and database figures: they
+//! are for the operator, not for whoever can reach the service. With no
+//! default they are never exposed by accident, and no default admin port
+//! can be taken already (a loopback default would still serve every local
+//! user, and a busy port would stop the service from starting). Give it a
+//! loopback address, e.g. `--admin-addr 127.0.0.1:8081`; any other address
+//! is served too, with a warning on stderr.
 //!
 //! Start-up verifies every route's declared context before listening and
 //! refuses to start with a report if something is missing. SIGINT or
-//! SIGTERM stop it gracefully: no new connections, in-flight requests
+//! SIGTERM stop it gracefully: both listeners close, in-flight requests
 //! finish, committed notifications are delivered, exit status 0.
 //!
 //! Other flags: `--read-timeout-ms N` and `--idle-timeout-ms N` (defaults
-//! 10 s and 60 s), `--panic-route` (makes `POST /debug/panic` panic, for the
-//! tests of the panic handling).
+//! 10 s and 60 s), `--panic-route` (makes `POST /debug/panic` on the public
+//! listener panic, for the tests of the panic handling: they check that
+//! the public listener answers 500 and goes on serving; without the flag
+//! the path does not exist).
 
 mod debug;
 mod routes;
@@ -47,6 +69,8 @@ use store::OrderPlaced;
 /// Command-line settings.
 struct Args {
     addr: String,
+    /// Where the debug views are served; `None`: nowhere.
+    admin_addr: Option<String>,
     threads: usize,
     data: PathBuf,
     read_timeout: Duration,
@@ -54,12 +78,15 @@ struct Args {
     panic_route: bool,
 }
 
-const USAGE: &str = "usage: orders [--addr HOST:PORT] [--threads N] [--data DIR] \
-                     [--read-timeout-ms N] [--idle-timeout-ms N] [--panic-route]";
+const USAGE: &str = "usage: orders [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N] \
+                     [--data DIR] [--read-timeout-ms N] [--idle-timeout-ms N] [--panic-route]\n\
+                     --admin-addr serves /debug/context and /debug/stages there (off without \
+                     it; give a loopback address)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: "127.0.0.1:8080".into(),
+        admin_addr: None,
         threads: 1,
         data: std::env::temp_dir().join("milieu-orders"),
         read_timeout: Duration::from_secs(10),
@@ -76,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--addr" => args.addr = value("--addr")?,
+            "--admin-addr" => args.admin_addr = Some(value("--admin-addr")?),
             "--threads" => {
                 let text = value("--threads")?;
                 args.threads = match text.parse::<usize>() {
@@ -180,17 +208,43 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let limits = HttpLimits::new()
         .with_read_timeout(args.read_timeout)
         .with_idle_timeout(args.idle_timeout);
+    let admin_port = match &args.admin_addr {
+        Some(admin) => Some(
+            SharedPort::bind(admin.as_str())
+                .map_err(|e| format!("cannot listen on {admin} (--admin-addr): {e}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr: Option<SocketAddr> = admin_port.as_ref().map(SharedPort::local_addr);
+    // Every listener of every thread, public and admin, for the shutdown.
     let listeners: Arc<Mutex<Vec<Listener>>> = Arc::default();
     let keep = Arc::clone(&listeners);
     let cores = root.run(|| {
         run_on_threads(args.threads, move |reactor| {
-            let app = http::serve_with(limits, routes::route);
+            let app = http::serve_with(limits, routes::public);
             let listener = reactor.listen_shared(&port, move || app.clone())?;
             keep.lock().unwrap().push(listener);
+            if let Some(admin_port) = &admin_port {
+                let admin_app = http::serve_with(limits, routes::admin);
+                let listener = reactor.listen_shared(admin_port, move || admin_app.clone())?;
+                keep.lock().unwrap().push(listener);
+            }
             Ok(())
         })
     })?;
+    // Tests and scripts read the public address from the first line.
     println!("listening on {addr}");
+    if let Some(admin_addr) = admin_addr {
+        println!("admin listening on {admin_addr}");
+        if !admin_addr.ip().is_loopback() {
+            tracing::warn!(
+                target: "orders",
+                %admin_addr,
+                "the admin listener is not on a loopback address: anyone who can reach it \
+                 sees the debug views (source locations, peer addresses, database figures)"
+            );
+        }
+    }
     tracing::info!(target: "orders", %addr, threads = args.threads, data = %args.data.display(), "serving");
 
     // Run until SIGINT or SIGTERM.
@@ -208,7 +262,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     main_reactor.run()?;
 
-    // 1. No new connections.
+    // 1. No new connections, on either listener.
     for listener in listeners.lock().unwrap().drain(..) {
         listener.close();
     }

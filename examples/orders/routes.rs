@@ -1,6 +1,10 @@
 //! The routes: plain functions of a request, each declaring what it needs
 //! from the context with `#[milieu::requires]`; `main` verifies them all
 //! against the root context before it listens.
+//!
+//! Two entry points, one per listener: [`public`] (the orders) and
+//! [`admin`] (the debug views). Each routes with a table of [`Resource`]s,
+//! which also gives the `Allow` header of every 405.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -88,9 +92,9 @@ impl Drop for InFlight {
     }
 }
 
-/// Which route a request asks for, decided from borrowed method and path
-/// before the request moves into its handler.
-enum Route {
+/// The handler a request goes to once its path and method matched.
+#[derive(Debug, Clone, Copy)]
+enum Handler {
     Hello,
     PlaceOrder,
     ListOrders,
@@ -98,39 +102,165 @@ enum Route {
     DebugContext,
     DebugStages,
     DebugPanic,
-    MethodNotAllowed,
-    NotFound,
 }
 
-impl Route {
-    fn of(request: &Request) -> Route {
-        match (request.method(), request.path()) {
-            ("GET", "/") => Route::Hello,
-            ("POST", "/orders") => Route::PlaceOrder,
-            ("GET", "/orders") => Route::ListOrders,
-            ("GET", p) if p.starts_with("/orders/") => Route::GetOrder,
-            ("GET", "/debug/context") => Route::DebugContext,
-            ("GET", "/debug/stages") => Route::DebugStages,
-            ("POST", "/debug/panic") => Route::DebugPanic,
-            (_, "/" | "/orders" | "/debug/context" | "/debug/stages") => Route::MethodNotAllowed,
-            (_, p) if p.starts_with("/orders/") => Route::MethodNotAllowed,
-            _ => Route::NotFound,
+/// How a [`Resource`] matches a path.
+#[derive(Debug)]
+enum PathPattern {
+    /// This path only.
+    Exact(&'static str),
+    /// Every path that starts with this (the rest is the handler's to
+    /// read, e.g. the id in `/orders/{id}`).
+    Prefix(&'static str),
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(exact) => path == *exact,
+            PathPattern::Prefix(prefix) => path.starts_with(prefix),
         }
     }
 }
 
-/// Every request comes here: routes by method and path.
-pub async fn route(request: Request) -> Response {
+/// A path and the handler of each method it supports. The `Allow` header
+/// of a 405 is computed from the same list, so the two cannot disagree.
+///
+/// `HEAD` is never listed: wherever `GET` is, `HEAD` runs the `GET`
+/// handler (RFC 9110 §9.1: a server MUST support `HEAD`), and the
+/// protocol sends the response's header fields, `Content-Length`
+/// included, without its body.
+#[derive(Debug)]
+struct Resource {
+    path: PathPattern,
+    methods: &'static [(&'static str, Handler)],
+}
+
+/// What the public listener serves.
+const PUBLIC: &[Resource] = &[
+    Resource {
+        path: PathPattern::Exact("/"),
+        methods: &[("GET", Handler::Hello)],
+    },
+    Resource {
+        path: PathPattern::Exact("/orders"),
+        methods: &[("GET", Handler::ListOrders), ("POST", Handler::PlaceOrder)],
+    },
+    Resource {
+        path: PathPattern::Prefix("/orders/"),
+        methods: &[("GET", Handler::GetOrder)],
+    },
+];
+
+/// Served by the public listener only with `--panic-route`: without it the
+/// path does not exist (404, not a 405 that would reveal it).
+const DEBUG_PANIC: Resource = Resource {
+    path: PathPattern::Exact("/debug/panic"),
+    methods: &[("POST", Handler::DebugPanic)],
+};
+
+/// What the admin listener (`--admin-addr`) serves, and nothing else: the
+/// views show install sites, peer addresses and database figures.
+const ADMIN: &[Resource] = &[
+    Resource {
+        path: PathPattern::Exact("/debug/context"),
+        methods: &[("GET", Handler::DebugContext)],
+    },
+    Resource {
+        path: PathPattern::Exact("/debug/stages"),
+        methods: &[("GET", Handler::DebugStages)],
+    },
+];
+
+/// The methods HTTP defines (RFC 9110 §9 and `PATCH`, RFC 5789). Any other
+/// method gets 501: this server implements it for no resource (RFC 9110
+/// §15.6.2). Methods are case-sensitive, so `get` is not `GET`.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// What to do with a request, decided from borrowed method and path
+/// before the request moves into its handler.
+#[derive(Debug)]
+enum Route {
+    /// Path and method matched (`HEAD` matches `GET`).
+    Handle(Handler),
+    /// The path exists, not with this method: 405 with `Allow`.
+    MethodNotAllowed {
+        allow: String,
+    },
+    /// A method this server implements nowhere: 501.
+    UnknownMethod,
+    NotFound,
+}
+
+impl Route {
+    fn of<'r>(
+        resources: impl IntoIterator<Item = &'r Resource>,
+        method: &str,
+        path: &str,
+    ) -> Route {
+        if !KNOWN_METHODS.contains(&method) {
+            return Route::UnknownMethod;
+        }
+        let Some(resource) = resources.into_iter().find(|r| r.path.matches(path)) else {
+            return Route::NotFound;
+        };
+        let wanted = if method == "HEAD" { "GET" } else { method };
+        match resource.methods.iter().find(|(m, _)| *m == wanted) {
+            Some(&(_, handler)) => Route::Handle(handler),
+            None => Route::MethodNotAllowed {
+                allow: resource.allow(),
+            },
+        }
+    }
+}
+
+impl Resource {
+    /// The value of `Allow`: the listed methods, with `HEAD` after `GET`.
+    fn allow(&self) -> String {
+        let mut methods = Vec::new();
+        for &(method, _) in self.methods {
+            methods.push(method);
+            if method == "GET" {
+                methods.push("HEAD");
+            }
+        }
+        methods.join(", ")
+    }
+}
+
+/// Every request to the public listener comes here: the orders, the
+/// greeting and (with `--panic-route`) `POST /debug/panic`.
+pub async fn public(request: Request) -> Response {
+    let service = milieu::get::<Service>();
+    let panic_route = service.as_ref().is_ok_and(|s| s.panic_route);
+    let _in_flight = service.map(InFlight::enter);
+    let resources = PUBLIC.iter().chain(panic_route.then_some(&DEBUG_PANIC));
+    let route = Route::of(resources, request.method(), request.path());
+    respond(route, request).await
+}
+
+/// Every request to the admin listener comes here: the debug views only.
+pub async fn admin(request: Request) -> Response {
     let _in_flight = milieu::get::<Service>().map(InFlight::enter);
-    let result = match Route::of(&request) {
-        Route::Hello => Ok(Response::text(200, "hello from milieu\n")),
-        Route::PlaceOrder => place_order(request).await,
-        Route::ListOrders => list_orders(request).await,
-        Route::GetOrder => get_order(request).await,
-        Route::DebugContext => debug_context(request),
-        Route::DebugStages => debug_stages(request),
-        Route::DebugPanic => debug_panic(),
-        Route::MethodNotAllowed => Ok(error(405, "method not allowed")),
+    let route = Route::of(ADMIN, request.method(), request.path());
+    respond(route, request).await
+}
+
+async fn respond(route: Route, request: Request) -> Response {
+    let result = match route {
+        Route::Handle(Handler::Hello) => Ok(Response::text(200, "hello from milieu\n")),
+        Route::Handle(Handler::PlaceOrder) => place_order(request).await,
+        Route::Handle(Handler::ListOrders) => list_orders(request).await,
+        Route::Handle(Handler::GetOrder) => get_order(request).await,
+        Route::Handle(Handler::DebugContext) => debug_context(request),
+        Route::Handle(Handler::DebugStages) => debug_stages(request),
+        Route::Handle(Handler::DebugPanic) => debug_panic(),
+        Route::MethodNotAllowed { allow } => {
+            Ok(error(405, "method not allowed").with_header("allow", allow))
+        }
+        Route::UnknownMethod => Ok(error(501, "method not implemented")),
         Route::NotFound => Ok(error(404, "no such route")),
     };
     result.unwrap_or_else(|e| e.response())
@@ -190,7 +320,7 @@ pub async fn list_orders(request: Request, #[ctx] db: Arc<Database>) -> Result<R
     Ok(Response::json(200, &orders))
 }
 
-/// `GET /debug/context`: the context of this very request (with its
+/// `GET /debug/context` (admin listener): the context of this very request (with its
 /// `RequestInfo`, installed per request by `http::serve`).
 #[milieu::requires]
 pub fn debug_context(request: Request, #[ctx] db: &Database) -> Result<Response, AppError> {
@@ -198,15 +328,16 @@ pub fn debug_context(request: Request, #[ctx] db: &Database) -> Result<Response,
     Ok(debug::context(&dump, &db.stats(), Format::of(&request)))
 }
 
-/// `GET /debug/stages`: the DB stage's figures.
+/// `GET /debug/stages` (admin listener): the DB stage's figures.
 #[milieu::requires]
 pub fn debug_stages(request: Request, #[ctx] db: &Database) -> Result<Response, AppError> {
     Ok(debug::stages(&db.stats(), Format::of(&request)))
 }
 
-/// `POST /debug/panic`: panics on purpose when the service was started
-/// with `--panic-route` (the server answers 500 and goes on); 404
-/// otherwise.
+/// `POST /debug/panic` (public listener): panics on purpose when the
+/// service was started with `--panic-route` (the server answers 500 and
+/// goes on). Routing reaches it only with that flag; the check here keeps
+/// the handler harmless on its own.
 #[milieu::requires]
 pub fn debug_panic(#[ctx] service: &Service) -> Result<Response, AppError> {
     if service.panic_route {
