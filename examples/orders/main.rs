@@ -42,8 +42,11 @@
 //! SIGTERM stop it gracefully: both listeners close, in-flight requests
 //! finish, committed notifications are delivered, exit status 0.
 //!
-//! Other flags: `--read-timeout-ms N` and `--idle-timeout-ms N` (defaults
-//! 10 s and 60 s), `--panic-route` (makes `POST /debug/panic` on the public
+//! Other flags: `--read-timeout-ms N`, `--idle-timeout-ms N` and
+//! `--write-timeout-ms N` (defaults 10 s, 60 s and 30 s: a client that
+//! takes none of its answers for that long is dropped),
+//! `--max-connections N` (default 16,384, shared by all threads: past it a
+//! new connection gets `503` and `Retry-After: 1`), `--panic-route` (makes `POST /debug/panic` on the public
 //! listener panic, for the tests of the panic handling: they check that
 //! the public listener answers 500 and goes on serving; without the flag
 //! the path does not exist).
@@ -75,11 +78,14 @@ struct Args {
     data: PathBuf,
     read_timeout: Duration,
     idle_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
     panic_route: bool,
 }
 
 const USAGE: &str = "usage: orders [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N] \
-                     [--data DIR] [--read-timeout-ms N] [--idle-timeout-ms N] [--panic-route]\n\
+                     [--data DIR] [--read-timeout-ms N] [--idle-timeout-ms N] [--write-timeout-ms N] \
+                     [--max-connections N] [--panic-route]\n\
                      --admin-addr serves /debug/context and /debug/stages there (off without \
                      it; give a loopback address)";
 
@@ -91,6 +97,8 @@ fn parse_args() -> Result<Args, String> {
         data: std::env::temp_dir().join("milieu-orders"),
         read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(30),
+        max_connections: 16 * 1024,
         panic_route: false,
     };
     let mut it = std::env::args().skip(1);
@@ -117,6 +125,16 @@ fn parse_args() -> Result<Args, String> {
             }
             "--idle-timeout-ms" => {
                 args.idle_timeout = millis(value("--idle-timeout-ms")?, "--idle-timeout-ms")?
+            }
+            "--write-timeout-ms" => {
+                args.write_timeout = millis(value("--write-timeout-ms")?, "--write-timeout-ms")?
+            }
+            "--max-connections" => {
+                let text = value("--max-connections")?;
+                args.max_connections = match text.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(format!("--max-connections {text}: expected 1 or more")),
+                };
             }
             "--panic-route" => args.panic_route = true,
             "--help" | "-h" => return Err(USAGE.into()),
@@ -207,7 +225,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = port.local_addr();
     let limits = HttpLimits::new()
         .with_read_timeout(args.read_timeout)
-        .with_idle_timeout(args.idle_timeout);
+        .with_idle_timeout(args.idle_timeout)
+        .with_write_timeout(args.write_timeout)
+        .with_max_connections(args.max_connections);
+    // Made once, cloned into every thread: the threads share one budget of
+    // connections and buffered input (`HttpLimits`), not one each.
+    let app = http::serve_with(limits, routes::public);
+    let admin_app = http::serve_with(limits, routes::admin);
     let admin_port = match &args.admin_addr {
         Some(admin) => Some(
             SharedPort::bind(admin.as_str())
@@ -221,11 +245,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let keep = Arc::clone(&listeners);
     let cores = root.run(|| {
         run_on_threads(args.threads, move |reactor| {
-            let app = http::serve_with(limits, routes::public);
+            let app = app.clone();
             let listener = reactor.listen_shared(&port, move || app.clone())?;
             keep.lock().unwrap().push(listener);
             if let Some(admin_port) = &admin_port {
-                let admin_app = http::serve_with(limits, routes::admin);
+                let admin_app = admin_app.clone();
                 let listener = reactor.listen_shared(admin_port, move || admin_app.clone())?;
                 keep.lock().unwrap().push(listener);
             }

@@ -598,10 +598,10 @@ impl<P: Protocol> ServerConn<P> {
     fn note_write_progress(&mut self, written: usize, cx: &mut DriverCx<'_>) {
         if self.transport.output.is_empty() || self.transport.write_shut() {
             self.write_progress = None;
-        } else if written > 0 || self.write_progress.is_none() {
-            if self.transport.limits.write_timeout().is_some() {
-                self.write_progress = Some(cx.clock.now());
-            }
+        } else if (written > 0 || self.write_progress.is_none())
+            && self.transport.limits.write_timeout().is_some()
+        {
+            self.write_progress = Some(cx.clock.now());
         }
     }
 
