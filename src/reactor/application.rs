@@ -769,6 +769,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         }
         let idle = self.ending.is_none()
             && self.pipeline.is_empty()
+            && self.held.is_none()
             && self.transport.input.as_slice().is_empty()
             && self.transport.output.is_empty();
         if !idle {
