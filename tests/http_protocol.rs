@@ -16,7 +16,7 @@ use milieu::reactor::testing::Pair;
 use milieu::reactor::{Handle, Protocol, Reply};
 use proptest::prelude::*;
 
-use common::{assert_contains, assert_not_contains};
+use common::{assert_contains, assert_not_contains, without_date};
 
 // ---------------------------------------------------------------- helpers
 
@@ -119,8 +119,11 @@ fn ok(text: &str) -> String {
     )
 }
 
+/// The server's answer as text, without the `Date` fields (checked: one
+/// per response, an IMF-fixdate), so that the rest compares exactly.
+#[track_caller]
 fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).expect("the server answers in ASCII")
+    without_date(&String::from_utf8(bytes).expect("the server answers in ASCII"))
 }
 
 const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
@@ -132,7 +135,8 @@ fn every_bad_input_is_answered_with_its_status_and_a_close() {
     let small = HttpLimits::new()
         .with_max_header_bytes(256)
         .with_max_headers(4)
-        .with_max_body(16);
+        .with_max_body(16)
+        .with_max_chunk_framing(256);
     let long_field = format!(
         "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
         "a".repeat(300)
@@ -150,6 +154,10 @@ fn every_bad_input_is_answered_with_its_status_and_a_close() {
         ("CR alone", b"GET / HTTP/1.1\rHost: h\r\n\r\n".to_vec(), 400),
         ("no Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
+        ("Host not host:port", b"GET / HTTP/1.1\r\nHost: user@evil/x\r\n\r\n".to_vec(), 400),
+        ("asterisk-form for GET", b"GET * HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 400),
+        ("authority-form for GET", b"GET t:80 HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 400),
+        ("CONNECT", b"CONNECT t:80 HTTP/1.1\r\nHost: t:80\r\n\r\n".to_vec(), 501),
         ("header section too large", long_field.into_bytes(), 431),
         (
             "header section too large, incomplete",
@@ -180,6 +188,15 @@ fn every_bad_input_is_answered_with_its_status_and_a_close() {
             413,
         ),
         (
+            "trailers forever",
+            [
+                &b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: "[..],
+                &[b't'; 300],
+            ]
+            .concat(),
+            431,
+        ),
+        (
             "chunk extensions forever",
             [
                 &b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;"[..],
@@ -191,7 +208,12 @@ fn every_bad_input_is_answered_with_its_status_and_a_close() {
         (
             "gzip",
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
-            501,
+            400,
+        ),
+        (
+            "chunked, gzip",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(),
+            400,
         ),
         (
             "gzip, chunked",
@@ -308,8 +330,14 @@ fn http_limits_give_transport_limits_that_let_the_protocol_answer_first() {
     let transport = limits.transport_limits();
     assert_eq!(transport.max_input(), limits.max_input());
     // The largest request accepted: a full header section, then a chunked
-    // body with a full framing allowance.
-    assert!(transport.max_input() > 1000 + 5000 + 1000);
+    // body with a full framing allowance (64 KiB by default) and a full
+    // trailer section.
+    assert_eq!(limits.max_chunk_framing(), 64 * 1024);
+    assert!(transport.max_input() > 1000 + 5000 + 64 * 1024 + 1000);
+    // The framing allowance grows with the body limit.
+    let large = HttpLimits::new().with_max_body(8 << 20);
+    assert_eq!(large.max_chunk_framing(), 1 << 20);
+    assert_eq!(large.with_max_chunk_framing(10).max_chunk_framing(), 10);
     assert_eq!(transport.read_timeout(), Some(Duration::from_secs(3)));
     assert_eq!(transport.idle_timeout(), None);
     let defaults = HttpLimits::new();
@@ -348,43 +376,62 @@ fn pipelined_requests_come_out_one_at_a_time_and_head_responses_have_no_body() {
 
 #[test]
 fn the_largest_request_passes_and_one_byte_more_is_refused_with_a_status() -> io::Result<()> {
-    // Header section, body and chunk framing all at their limits, larger in
-    // all than the transport's default `max_input` (64 KiB): the one
-    // `http::serve_with` sets from `HttpLimits` holds it, and one byte more
-    // is the protocol's 413, not a close without a response.
-    let (max_head, max_body) = (1024, 80 * 1024);
+    // Header section, body, chunk framing and trailer section all at their
+    // limits, larger in all than the transport's default `max_input` (64
+    // KiB): the one `http::serve_with` sets from `HttpLimits` holds it, and
+    // one byte more is the protocol's 413 or 431, not a close without a
+    // response.
+    let (max_head, max_body, max_framing) = (1024, 80 * 1024, 2048);
     let limits = HttpLimits::new()
         .with_max_header_bytes(max_head)
-        .with_max_body(max_body);
-    let request = |framing_len: usize| {
+        .with_max_body(max_body)
+        .with_max_chunk_framing(max_framing);
+    let request = |framing_len: usize, trailers_len: usize| {
         let start = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX: ";
         let pad = "p".repeat(max_head - start.len() - 4);
         let head = format!("{start}{pad}\r\n\r\n");
-        // The size line (`14000;eee..\r\n`), the data's CRLF, `0\r\n` and
-        // the empty trailer section take `framing_len` bytes.
+        // The size line (`14000;eee..\r\n`), the data's CRLF and `0\r\n`
+        // take `framing_len` bytes, the trailer section `trailers_len`.
         let size = format!("{max_body:x};");
-        let extension = "e".repeat(framing_len - size.len() - 2 - 7);
-        let body = format!("{size}{extension}\r\n{}\r\n0\r\n\r\n", "d".repeat(max_body));
-        assert_eq!((head.len(), body.len()), (max_head, max_body + framing_len));
+        let extension = "e".repeat(framing_len - size.len() - 2 - 2 - 3);
+        let trailer = format!("T: {}\r\n\r\n", "t".repeat(trailers_len - 7));
+        let body = format!(
+            "{size}{extension}\r\n{}\r\n0\r\n{trailer}",
+            "d".repeat(max_body)
+        );
+        assert_eq!(head.len(), max_head);
+        assert_eq!(body.len(), max_body + framing_len + trailers_len);
         [head, body].concat().into_bytes()
     };
-    let largest = request(max_head);
-    assert_eq!(largest.len(), 2 * max_head + max_body);
+    let largest = request(max_framing, max_head);
+    assert_eq!(largest.len() + 1, limits.max_input());
     assert!(largest.len() > milieu::reactor::Limits::new().max_input());
 
     let app = http::serve_with(limits, |request: Request| {
         Response::text(200, format!("{} bytes", request.body().len()))
     });
-    let mut pair = Pair::new(move || app.clone())?;
+    let new_pair = || {
+        let app = app.clone();
+        Pair::new(move || app.clone())
+    };
+    let mut pair = new_pair()?;
     assert_eq!(
         text(pair.exchange(&largest)?),
         ok(&format!("{max_body} bytes"))
     );
     assert!(!pair.server_closed());
 
-    let answer = text(pair.exchange(&request(max_head + 1))?);
+    let answer = text(pair.exchange(&request(max_framing + 1, max_head))?);
     assert!(
         answer.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{answer}"
+    );
+    assert!(pair.server_closed());
+
+    let mut pair = new_pair()?;
+    let answer = text(pair.exchange(&request(max_framing, max_head + 1))?);
+    assert!(
+        answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         "{answer}"
     );
     assert!(pair.server_closed());

@@ -1,12 +1,14 @@
 //! Decoding a chunked request body (RFC 9112 §7.1), incrementally: the
-//! input grows between calls and each byte is looked at once.
+//! input grows between calls and each byte is looked at once (a chunk-size
+//! line or the trailer section is searched for its end as it arrives, and
+//! parsed once that end is in).
 
 use std::fmt;
 
 use httparse::Status;
 
 use super::error::HttpError;
-use super::headers::is_forbidden_in_value;
+use super::headers::{find_blank_line, is_forbidden_in_value};
 use super::limits::HttpLimits;
 
 /// Where the decoder is in the chunked syntax.
@@ -19,7 +21,10 @@ enum State {
     /// After a chunk's data, at its CRLF.
     DataEnd,
     /// After the last chunk (`0\r\n`), at the trailer section.
-    Trailers,
+    Trailers {
+        /// Where the search for the section's end goes on.
+        resume: usize,
+    },
 }
 
 /// A chunked body being received.
@@ -30,8 +35,14 @@ pub(crate) struct Chunked {
     state: State,
     /// The data so far.
     data: Vec<u8>,
-    /// Bytes of chunk-size lines, CRLFs and trailers so far.
+    /// Bytes of chunk-size lines and CRLFs so far.
     framing: usize,
+    /// Bytes at the start of the current chunk-size line known to hold no
+    /// control character (so no line end): searched already.
+    line_checked: usize,
+    /// Bytes looked at, for the tests that check that the work is linear.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl fmt::Debug for Chunked {
@@ -41,7 +52,8 @@ impl fmt::Debug for Chunked {
             .field("state", &self.state)
             .field("data", &format_args!("{} bytes", self.data.len()))
             .field("framing", &self.framing)
-            .finish()
+            .field("line_checked", &self.line_checked)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,6 +65,9 @@ impl Chunked {
             state: State::Size,
             data: Vec::new(),
             framing: 0,
+            line_checked: 0,
+            #[cfg(test)]
+            examined: 0,
         }
     }
 
@@ -80,22 +95,40 @@ impl Chunked {
                     if !first.is_ascii_hexdigit() {
                         return Err(invalid("the chunk size is not a hexadecimal number"));
                     }
-                    let (line, size) = match httparse::parse_chunk_size(rest) {
-                        Ok(Status::Complete(parsed)) => parsed,
-                        Ok(Status::Partial) => {
+                    // The line ends at its first control character, which
+                    // must be the CR of a CRLF: httparse takes no other line
+                    // end, and lets anything through in an extension, where
+                    // a bare LF is read as a line end by some proxies. It
+                    // parses the line once the CR and the byte after it are
+                    // in; until then what arrives is searched, once.
+                    let unchecked = rest.get(self.line_checked..).unwrap_or_default();
+                    let control = unchecked.iter().position(|&b| is_forbidden_in_value(b));
+                    #[cfg(test)]
+                    {
+                        self.examined += control.map_or(unchecked.len(), |at| at + 1);
+                    }
+                    match control.map(|at| self.line_checked + at) {
+                        Some(at) if rest[at] != b'\r' => {
+                            return Err(invalid("control character in a chunk-size line"))
+                        }
+                        Some(cr) if cr + 1 < rest.len() => {}
+                        incomplete => {
+                            self.line_checked = incomplete.unwrap_or(rest.len());
                             self.check_framing(rest.len(), limits)?;
                             return Ok(None);
                         }
-                        Err(httparse::InvalidChunkSize) => {
+                    }
+                    let (line, size) = match httparse::parse_chunk_size(rest) {
+                        Ok(Status::Complete(parsed)) => parsed,
+                        Ok(Status::Partial) | Err(httparse::InvalidChunkSize) => {
                             return Err(invalid("malformed chunk-size line"))
                         }
                     };
-                    // httparse lets anything through in an extension; a bare
-                    // LF there is read as a line end by some proxies.
-                    let text = rest.get(..line.saturating_sub(2)).unwrap_or_default();
-                    if text.iter().any(|&b| is_forbidden_in_value(b)) {
-                        return Err(invalid("control character in a chunk-size line"));
+                    #[cfg(test)]
+                    {
+                        self.examined += line;
                     }
+                    self.line_checked = 0;
                     self.frame(line, limits)?;
                     let room = limits.max_body().saturating_sub(self.data.len());
                     let size = usize::try_from(size)
@@ -105,7 +138,11 @@ impl Chunked {
                             max: limits.max_body(),
                         })?;
                     self.state = match size {
-                        0 => State::Trailers,
+                        // The search starts at the last chunk's line end,
+                        // so that an empty trailer section (a CRLF) is found.
+                        0 => State::Trailers {
+                            resume: self.pos - 1,
+                        },
                         left => State::Data { left },
                     };
                 }
@@ -130,20 +167,42 @@ impl Chunked {
                     }
                     _ => return Err(invalid("chunk data not followed by CRLF")),
                 },
-                State::Trailers => {
+                State::Trailers { resume } => {
+                    // Bounded on its own, as the header section is.
+                    let max = limits.max_header_bytes();
+                    let end = find_blank_line(input, resume);
+                    #[cfg(test)]
+                    {
+                        self.examined += match end {
+                            Ok(end) => end - resume,
+                            Err(next) => next - resume,
+                        };
+                    }
+                    let end = match end {
+                        Ok(end) if end - self.pos <= max => end,
+                        Err(_) if rest.len() <= max => {
+                            let resume = end.unwrap_or_else(|next| next);
+                            self.state = State::Trailers { resume };
+                            return Ok(None);
+                        }
+                        _ => return Err(HttpError::TrailerSectionTooLarge { max }),
+                    };
+                    let section = &input[self.pos..end];
                     // A field takes 3 bytes at least (`a:\n`): a longer array
                     // could never fill up.
-                    let slots = limits.max_headers().min(rest.len() / 3 + 2);
+                    let slots = limits.max_headers().min(section.len() / 3 + 2);
                     let mut fields = vec![httparse::EMPTY_HEADER; slots];
-                    return match httparse::parse_headers(rest, &mut fields) {
+                    return match httparse::parse_headers(section, &mut fields) {
                         Ok(Status::Complete((len, _))) => {
-                            self.frame(len, limits)?;
+                            #[cfg(test)]
+                            {
+                                self.examined += len;
+                            }
+                            self.pos += len;
                             Ok(Some(self.pos))
                         }
-                        Ok(Status::Partial) => {
-                            self.check_framing(rest.len(), limits)?;
-                            Ok(None)
-                        }
+                        // The blank line is in: httparse wants no more.
+                        Ok(Status::Partial) => Err(invalid("malformed trailer section")),
                         Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders {
                             max: limits.max_headers(),
                         }),
@@ -164,7 +223,7 @@ impl Chunked {
 
     /// Whether `more` bytes of framing would still be within the limit.
     fn check_framing(&self, more: usize, limits: &HttpLimits) -> Result<(), HttpError> {
-        let max = limits.max_header_bytes();
+        let max = limits.max_chunk_framing();
         if self.framing.saturating_add(more) > max {
             return Err(HttpError::ChunkFramingTooLarge { max });
         }
@@ -237,7 +296,9 @@ mod tests {
 
     #[test]
     fn data_and_framing_are_bounded() {
-        let limits = HttpLimits::new().with_max_body(4).with_max_header_bytes(16);
+        let limits = HttpLimits::new()
+            .with_max_body(4)
+            .with_max_chunk_framing(16);
         assert_eq!(
             decode(b"5\r\n", &limits),
             Err(HttpError::BodyTooLarge { max: 4 })
@@ -260,5 +321,56 @@ mod tests {
             decode(b"0\r\nA: 1\r\nB: 2\r\n\r\n", &limits),
             Err(HttpError::TooManyHeaders { max: 1 })
         );
+    }
+
+    #[test]
+    fn many_small_chunks_fit_the_framing_limit_and_trailers_have_their_own() {
+        // 3,000 chunks of one byte: 15,003 bytes of framing, over the 16 KiB
+        // that once bounded the framing and the trailers together.
+        let limits = HttpLimits::new().with_max_header_bytes(1024);
+        let trailers = format!("T: {}\r\n\r\n", "t".repeat(1000));
+        let body = ["1\r\nx\r\n".repeat(3000), format!("0\r\n{trailers}")].concat();
+        let (data, end) = decode(body.as_bytes(), &limits).unwrap().unwrap();
+        assert_eq!((data.len(), end), (3000, body.len()));
+
+        let limits = limits.with_max_chunk_framing(14_999);
+        assert_eq!(
+            decode(body.as_bytes(), &limits),
+            Err(HttpError::ChunkFramingTooLarge { max: 14_999 })
+        );
+        let limits = HttpLimits::new().with_max_header_bytes(1000);
+        assert_eq!(
+            decode(body.as_bytes(), &limits),
+            Err(HttpError::TrailerSectionTooLarge { max: 1000 })
+        );
+        // Incomplete and over the limit already.
+        let incomplete = &body.as_bytes()[..body.len() - 2];
+        assert_eq!(
+            decode(incomplete, &limits),
+            Err(HttpError::TrailerSectionTooLarge { max: 1000 })
+        );
+    }
+
+    #[test]
+    fn a_size_line_and_trailers_trickled_byte_by_byte_are_searched_once() {
+        let extension = format!(";{}", "e".repeat(8000));
+        let trailers = "T: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(100);
+        let body = format!("3{extension}\r\nabc\r\n0\r\n{trailers}\r\n");
+        let body = body.as_bytes();
+        let limits = HttpLimits::new();
+        let mut chunked = Chunked::new(0);
+        for len in 0..body.len() {
+            assert_eq!(chunked.advance(&body[..len], &limits), Ok(None), "at {len}");
+        }
+        assert_eq!(chunked.advance(body, &limits), Ok(Some(body.len())));
+        // Parsing each line from its start on each read would take
+        // ~(8,000² + 6,000²) / 2 bytes.
+        assert!(
+            chunked.examined <= 3 * body.len(),
+            "{} for {}",
+            chunked.examined,
+            body.len()
+        );
+        assert_eq!(chunked.into_data(), b"abc");
     }
 }

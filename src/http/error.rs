@@ -50,16 +50,27 @@ pub enum HttpError {
         /// [`HttpLimits::max_body`](super::HttpLimits::max_body).
         max: usize,
     },
-    /// A chunked body's framing (chunk-size lines, extensions, trailer
-    /// fields) took more than `max` bytes besides the data: 413.
+    /// A chunked body's framing (chunk-size lines with their extensions,
+    /// the CRLF after each chunk's data) took more than `max` bytes
+    /// besides the data: 413.
     ChunkFramingTooLarge {
-        /// [`HttpLimits::max_header_bytes`](super::HttpLimits::max_header_bytes),
-        /// which bounds the framing too.
+        /// [`HttpLimits::max_chunk_framing`](super::HttpLimits::max_chunk_framing).
         max: usize,
     },
-    /// A `Transfer-Encoding` other than `chunked` (`gzip`, `chunked`
-    /// after another coding, ...): 501.
+    /// A chunked body's trailer section took more than `max` bytes: 431.
+    TrailerSectionTooLarge {
+        /// [`HttpLimits::max_header_bytes`](super::HttpLimits::max_header_bytes),
+        /// which bounds the trailer section as it bounds the header section.
+        max: usize,
+    },
+    /// A `Transfer-Encoding` that ends in `chunked` with another coding
+    /// before it (`gzip, chunked`): the body's length is known, but not
+    /// how to decode it: 501.
     UnsupportedTransferEncoding,
+    /// A `Transfer-Encoding` whose final coding is not `chunked`
+    /// (`gzip`, `chunked, gzip`, `identity`, ...): the body's length cannot
+    /// be determined, so RFC 9112 §6.3 requires 400 and a close.
+    ChunkedNotFinal,
     /// A `Content-Length` that is not a decimal number: 400.
     InvalidContentLength,
     /// Several `Content-Length` values that differ: 400.
@@ -75,21 +86,39 @@ pub enum HttpError {
     },
     /// An HTTP/1.1 request without a `Host` field, or with several: 400.
     InvalidHost,
+    /// A `Host` field whose value is not `host[:port]` (RFC 9112 §3.2,
+    /// the host a name, an IPv4 address or a bracketed IP literal as in
+    /// RFC 3986, the port digits): 400.
+    InvalidHostValue,
+    /// A request target that is not one the method may have (RFC 9112
+    /// §3.2): a path (`/a?b`) or an absolute URI (`http://host/a?b`) for
+    /// every method, `*` for `OPTIONS` only: 400.
+    InvalidTarget {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A `CONNECT` request: this server opens no tunnels: 501.
+    ConnectNotSupported,
 }
 
 impl HttpError {
     /// The response status this error maps to.
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::HeaderSectionTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+            HttpError::HeaderSectionTooLarge { .. }
+            | HttpError::TooManyHeaders { .. }
+            | HttpError::TrailerSectionTooLarge { .. } => 431,
             HttpError::BodyTooLarge { .. } | HttpError::ChunkFramingTooLarge { .. } => 413,
-            HttpError::UnsupportedTransferEncoding => 501,
+            HttpError::UnsupportedTransferEncoding | HttpError::ConnectNotSupported => 501,
             HttpError::Malformed { .. }
             | HttpError::InvalidContentLength
             | HttpError::ConflictingContentLength
             | HttpError::ContentLengthWithTransferEncoding
+            | HttpError::ChunkedNotFinal
             | HttpError::InvalidChunk { .. }
-            | HttpError::InvalidHost => 400,
+            | HttpError::InvalidHost
+            | HttpError::InvalidHostValue
+            | HttpError::InvalidTarget { .. } => 400,
         }
     }
 
@@ -129,12 +158,21 @@ impl fmt::Display for HttpError {
             ),
             HttpError::ChunkFramingTooLarge { max } => write!(
                 f,
-                "chunked body framing (sizes, extensions, trailers) longer than {max} bytes \
+                "chunked body framing (chunk-size lines, extensions) longer than {max} bytes \
+                 (HttpLimits::with_max_chunk_framing raises the limit)"
+            ),
+            HttpError::TrailerSectionTooLarge { max } => write!(
+                f,
+                "trailer section of a chunked body longer than {max} bytes \
                  (bounded by HttpLimits::with_max_header_bytes)"
             ),
             HttpError::UnsupportedTransferEncoding => f.write_str(
                 "unsupported Transfer-Encoding: only `chunked` is decoded (send the body \
                  with Content-Length or as `Transfer-Encoding: chunked`)",
+            ),
+            HttpError::ChunkedNotFinal => f.write_str(
+                "Transfer-Encoding does not end in `chunked`: the body's length cannot be \
+                 determined (RFC 9112 section 6.3)",
             ),
             HttpError::InvalidContentLength => {
                 f.write_str("Content-Length is not a decimal number of bytes")
@@ -149,6 +187,14 @@ impl fmt::Display for HttpError {
             HttpError::InvalidChunk { reason } => write!(f, "invalid chunked body: {reason}"),
             HttpError::InvalidHost => {
                 f.write_str("an HTTP/1.1 request needs exactly one Host header field")
+            }
+            HttpError::InvalidHostValue => f.write_str(
+                "the Host header field is not `host[:port]` (a name, an IPv4 address or a \
+                 bracketed IP literal, then digits)",
+            ),
+            HttpError::InvalidTarget { reason } => write!(f, "invalid request target: {reason}"),
+            HttpError::ConnectNotSupported => {
+                f.write_str("CONNECT is not supported: this server opens no tunnels")
             }
         }
     }

@@ -230,9 +230,68 @@ pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
     &bytes[start..end.max(start)]
 }
 
+/// Searches `input` from `from` for the blank line that ends a header
+/// (or trailer) section: a line end, `\n`, followed by an empty line,
+/// `\r\n` or `\n`. `from` must be where the section's first line starts
+/// or a later point reached by an earlier search; a section without
+/// fields is found if `from` is at the line end just before it.
+///
+/// `Ok(end)`: the offset just past the blank line, or past a `\n\r`
+/// followed by another byte than `\n`, which is no line end at all: the
+/// section ends there or is malformed there, and the parser can tell
+/// which. `Err(resume)`: no end yet; the next search, once more input
+/// has arrived, starts at `resume`, so that each byte is searched once
+/// (a `\n` whose next bytes are not in yet is searched again, as a line
+/// end can straddle two reads).
+pub(crate) fn find_blank_line(input: &[u8], from: usize) -> Result<usize, usize> {
+    let mut at = from;
+    while let Some(found) = input.get(at..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+        let line_end = at + found;
+        match input.get(line_end + 1..).unwrap_or_default() {
+            [b'\n', ..] => return Ok(line_end + 2),
+            [b'\r', _, ..] => return Ok(line_end + 3),
+            [] | [b'\r'] => return Err(line_end),
+            _ => at = line_end + 1,
+        }
+    }
+    Err(input.len().max(from))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{trim_ows, Headers};
+    use super::{find_blank_line, trim_ows, Headers};
+
+    #[test]
+    fn the_blank_line_is_found_however_the_input_is_cut() {
+        let section = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody";
+        let end = section.len() - 4;
+        for cut in 0..=section.len() {
+            let mut resume = 0;
+            // Every prefix, then the whole: the end is found once it is in.
+            for len in [cut, section.len()] {
+                match find_blank_line(&section[..len], resume) {
+                    Ok(found) => {
+                        assert_eq!(found, end, "cut {cut}");
+                        assert!(len >= end, "cut {cut}");
+                    }
+                    Err(next) => {
+                        assert!(len < end, "cut {cut}: missed");
+                        assert!(next >= resume && next <= len, "cut {cut}");
+                        resume = next;
+                    }
+                }
+            }
+        }
+        assert_eq!(find_blank_line(b"A: 1\n\nrest", 0), Ok(6));
+        assert_eq!(find_blank_line(b"0\r\n\r\n", 2), Ok(5), "an empty section");
+        assert_eq!(
+            find_blank_line(b"A: 1\n\rX", 0),
+            Ok(7),
+            "malformed: decided here"
+        );
+        assert_eq!(find_blank_line(b"A: 1\r\nB", 0), Err(7));
+        assert_eq!(find_blank_line(b"A: 1\r\n\r", 0), Err(5));
+    }
 
     #[test]
     fn lookup_ignores_case_and_keeps_order() {

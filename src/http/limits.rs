@@ -14,7 +14,8 @@ use crate::reactor::{Limits, ServerBudget};
 /// | [`max_header_bytes`](HttpLimits::max_header_bytes): request line and header fields | 16 KiB | 431 |
 /// | [`max_headers`](HttpLimits::max_headers): header (or trailer) fields | 100 | 431 |
 /// | [`max_body`](HttpLimits::max_body): body bytes | 1 MiB | 413 |
-/// | chunked framing (sizes, extensions, trailers) | `max_header_bytes` | 413 |
+/// | [`max_chunk_framing`](HttpLimits::max_chunk_framing): chunk-size lines, extensions, CRLFs of a chunked body | 64 KiB or `max_body / 8`, the larger | 413 |
+/// | trailer section of a chunked body | `max_header_bytes` | 431 |
 /// | [`read_timeout`](HttpLimits::read_timeout): a request's head (and a body, without a body rate) arriving | 10 s | 408, close |
 /// | [`body_rate`](HttpLimits::body_rate): a body arriving, in `timeout` + 1 s per `min_bytes_per_sec` bytes | 20 s + 1 s per 500 B | 408, close |
 /// | [`idle_timeout`](HttpLimits::idle_timeout): a keep-alive connection unused | 60 s | close |
@@ -63,6 +64,8 @@ pub struct HttpLimits {
     max_header_bytes: usize,
     max_headers: usize,
     max_body: usize,
+    /// `None`: derived from `max_body` (see `max_chunk_framing`).
+    max_chunk_framing: Option<usize>,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -78,6 +81,7 @@ impl Default for HttpLimits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body: 1024 * 1024,
+            max_chunk_framing: None,
             read_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(30)),
@@ -98,7 +102,7 @@ impl HttpLimits {
 
     /// At most `bytes` for the request line and header fields together
     /// (leading empty lines and the final empty line included); also the
-    /// bound on a chunked body's framing.
+    /// bound on a chunked body's trailer section.
     pub fn with_max_header_bytes(mut self, bytes: usize) -> HttpLimits {
         self.max_header_bytes = bytes;
         self
@@ -113,6 +117,26 @@ impl HttpLimits {
     /// At most `bytes` of body (decoded data, for a chunked body).
     pub fn with_max_body(mut self, bytes: usize) -> HttpLimits {
         self.max_body = bytes;
+        self
+    }
+
+    /// At most `bytes` of framing in a chunked body: chunk-size lines
+    /// (with their extensions) and the CRLF after each chunk's data, the
+    /// data not counted (the trailer section has its own bound,
+    /// [`max_header_bytes`](HttpLimits::with_max_header_bytes)).
+    ///
+    /// The default is the larger of 64 KiB and an eighth of
+    /// [`max_body`](HttpLimits::max_body). A chunk costs 5 bytes of
+    /// framing at least (`1\r\n` before its data, `\r\n` after) and,
+    /// without extensions, 10 at most up to 16 MiB chunks, so the default
+    /// takes 6,500 chunks at least, and a body at the body limit in chunks
+    /// of 64 bytes or more (6 bytes of framing each, under an eighth); it
+    /// grows with `max_body`, as a larger body comes in more chunks. What
+    /// it bounds is the waste: the framing is buffered with the body until
+    /// the request is complete, so it adds at most an eighth to the memory
+    /// a large request may take.
+    pub fn with_max_chunk_framing(mut self, bytes: usize) -> HttpLimits {
+        self.max_chunk_framing = Some(bytes);
         self
     }
 
@@ -220,6 +244,12 @@ impl HttpLimits {
         self.max_body
     }
 
+    /// See [`with_max_chunk_framing`](HttpLimits::with_max_chunk_framing).
+    pub fn max_chunk_framing(&self) -> usize {
+        self.max_chunk_framing
+            .unwrap_or_else(|| (64 * 1024).max(self.max_body / 8))
+    }
+
     /// See [`with_read_timeout`](HttpLimits::with_read_timeout).
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
@@ -232,14 +262,16 @@ impl HttpLimits {
 
     /// The transport's [`max_input`](Limits::max_input) these limits need:
     /// one byte more than the largest request they accept
-    /// (`max_header_bytes` of header section, `max_body` of body, and
-    /// `max_header_bytes` of a chunked body's framing), so that the
-    /// protocol refuses any larger request with its own status before the
+    /// (`max_header_bytes` of header section, then a chunked body of
+    /// `max_body` data, `max_chunk_framing` of framing and
+    /// `max_header_bytes` of trailer section), so that the protocol
+    /// refuses any larger request with its own status before the
     /// reactor's limit is reached.
     pub fn max_input(&self) -> usize {
         self.max_header_bytes
             .saturating_mul(2)
             .saturating_add(self.max_body)
+            .saturating_add(self.max_chunk_framing())
             .saturating_add(1)
     }
 

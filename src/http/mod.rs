@@ -10,18 +10,33 @@
 //!   through [`HttpLimits::transport_limits`]);
 //! - **protocol** ([`HttpProtocol`]): bytes to [`Request`]s and
 //!   [`Response`]s to bytes; keep-alive, pipelining, chunked bodies,
-//!   `100 Continue`, and the error statuses for bad input (400, 408, 413,
-//!   431, 501), each a typed [`HttpError`]. It never touches a socket, so
-//!   it is tested on byte slices;
+//!   `100 Continue`, a `Date` on every response, and the error statuses
+//!   for bad input, each a typed [`HttpError`]. It never touches a
+//!   socket, so it is tested on byte slices;
 //! - **application** ([`serve`]): a handler, plain or `async`, called for
 //!   each request with a [`RequestInfo`] in its context and a `tracing`
-//!   span around it.
+//!   span around it; `HEAD` answered for every handler.
 //!
 //! Parsing of the request line and header fields is `httparse`'s; this
 //! module frames bodies and applies the rules of RFC 9112 strictly: an
 //! ambiguous request (both `Content-Length` and `Transfer-Encoding`,
 //! differing lengths, a bare LF in a chunk line) is refused rather than
 //! guessed at.
+//!
+//! # Error statuses
+//!
+//! Each closes the connection after its response (with no body if the
+//! request was `HEAD`):
+//!
+//! | status | for |
+//! |---|---|
+//! | 400 | a malformed request line or header field; a bad, conflicting or ambiguous `Content-Length`; a `Transfer-Encoding` not ending in `chunked` (RFC 9112 §6.3); a malformed chunk; no `Host` in HTTP/1.1, several, or one that is not `host[:port]`; a target other than a path or an absolute URI (`*` outside `OPTIONS`, `host:port` outside `CONNECT`) |
+//! | 408 | a request still incomplete after [`HttpLimits::read_timeout`] |
+//! | 413 | a body over [`HttpLimits::max_body`], or a chunked body's framing over [`HttpLimits::max_chunk_framing`] |
+//! | 431 | a header section (or trailer section) over [`HttpLimits::max_header_bytes`], or more fields than [`HttpLimits::max_headers`] |
+//! | 501 | a `Transfer-Encoding` with another coding before `chunked` (`gzip, chunked`); `CONNECT` |
+//!
+//! A handler that panics is answered with 500, and the connection goes on.
 //!
 //! Not supported: `Upgrade` (WebSockets), `CONNECT` tunnels, response
 //! streaming (a response's body is one byte vector, sent with
@@ -46,11 +61,13 @@
 //! let app = http::serve(hello);
 //! let mut pair = Pair::new(move || app.clone())?;
 //! let answer = pair.exchange(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")?;
-//! assert_eq!(
-//!     answer,
-//!     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
-//!       Content-Length: 5\r\n\r\nhello"
-//! );
+//! let answer = String::from_utf8(answer).unwrap();
+//! // `Date: Sun, 06 Nov 1994 08:49:37 GMT`, the time of the response.
+//! let (head, date_on) = answer.split_at(answer.find("Date: ").unwrap());
+//! assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n");
+//! let date = &date_on["Date: ".len()..date_on.find("\r\n").unwrap()];
+//! assert!(date.len() == 29 && date.ends_with(" GMT"));
+//! assert!(date_on.ends_with(" GMT\r\nContent-Length: 5\r\n\r\nhello"));
 //!
 //! // Two requests in one write: two responses, in order; the second
 //! // closes the connection.

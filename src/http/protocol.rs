@@ -9,7 +9,7 @@ use httparse::Status;
 
 use super::chunked::Chunked;
 use super::error::HttpError;
-use super::headers::{trim_ows, Headers};
+use super::headers::{find_blank_line, trim_ows, Headers};
 use super::limits::HttpLimits;
 use super::request::{method_name, Request};
 use super::response::{reason_phrase, Response};
@@ -36,10 +36,25 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 ///   [`closing`](Protocol::closing) turns true once the request that
 ///   closes is decoded or a response that closes is encoded, and the
 ///   reactor closes the connection after that response.
+/// - **Request targets** (RFC 9112 §3.2): a path (`/a?b`) or an absolute
+///   URI (`http://host/a?b`, whose path and query
+///   [`Request::path`]/[`Request::query`] give); `*` for `OPTIONS` only.
+///   Anything else (an authority `host:port` outside `CONNECT`) is 400;
+///   `CONNECT` is 501, as no tunnel is opened. The `Host` field is
+///   required once in HTTP/1.1, and its value must be `host[:port]`.
+/// - **Linear parsing**: input that trickles in is searched once for the
+///   end of the header section, and `httparse` runs when it is there (and
+///   once on the first bytes, once the request line is in, and at the end
+///   of the stream, so garbage is refused early); a header section sent
+///   byte by byte costs no more than one sent whole.
 /// - **Pipelining**: [`decode`](Protocol::decode) returns one request at
 ///   a time and the reactor answers in order; the protocol remembers, per
 ///   request in order, whether it was `HEAD` (the response goes without
-///   its body) and whether it keeps the connection alive.
+///   its body) and whether it keeps the connection alive. The error or
+///   timeout response to a `HEAD` request that could not be decoded goes
+///   without its body too.
+/// - **`Date`**: every response carries one (RFC 9110 §6.6.1), unless its
+///   handler set its own; see [`Response`].
 /// - **`Expect: 100-continue`**: once the header fields of such a request
 ///   are in and none of its body, [`interim`](Protocol::interim) writes
 ///   `HTTP/1.1 100 Continue` (once). A `Content-Length` over the limit is
@@ -68,17 +83,101 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// let mut out = Vec::new();
 /// http.encode(Response::text(200, "a"), &mut out);
 /// http.encode(Response::text(200, "b"), &mut out); // to the HEAD: no body
-/// assert!(out.ends_with(b"Content-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 1\r\n\r\n"));
+/// let out = String::from_utf8(out).unwrap();
+/// let (get, head) = out.split_at(out.rfind("HTTP/1.1").unwrap());
+/// assert!(get.ends_with(" GMT\r\nContent-Length: 1\r\n\r\na"));
+/// assert!(head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nDate: "));
+/// assert!(head.ends_with(" GMT\r\nContent-Length: 1\r\n\r\n"));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct HttpProtocol {
     limits: HttpLimits,
+    /// How far the header section of the request being received was
+    /// searched.
+    scan: HeadScan,
     /// The request being received: header fields parsed, body incomplete.
     pending: Option<PartialRequest>,
     /// What the responses owe to the requests decoded, in request order.
     answers: VecDeque<Answer>,
+    /// The request being received, or the one refused, is `HEAD`: the
+    /// response that answers no decoded request (its error's, a 408)
+    /// goes without its body.
+    unfinished_is_head: bool,
     /// A request or a response closes the connection, or input was bad.
     closing: bool,
+}
+
+/// The search for the end of a request's header section, kept between
+/// calls of [`decode`](Protocol::decode) so that input arriving in small
+/// pieces is searched once, not parsed again from its start each time.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeadScan {
+    /// Offset of the request line, once a byte other than the empty lines
+    /// that may come before it arrived.
+    line_start: Option<usize>,
+    /// The request line's end is in.
+    line_complete: bool,
+    /// Where the search goes on: everything before it was searched.
+    resume: usize,
+    /// The input's length when `httparse` last parsed it (0: never).
+    parsed_len: usize,
+    /// Bytes searched and parsed for this request, for the tests that
+    /// check that the work is linear.
+    #[cfg(test)]
+    examined: usize,
+}
+
+impl HeadScan {
+    /// Searches what `input` holds past what was searched already:
+    /// whether the request line's end is in now (for the first time),
+    /// and where the header section ends, if it does.
+    fn search(&mut self, input: &[u8]) -> (bool, Option<usize>) {
+        #[cfg(test)]
+        let searched_from = self.resume;
+        if self.line_start.is_none() {
+            // Empty lines before the request line are allowed (RFC 9112
+            // §2.2); httparse skips them, and so must the search, lest
+            // they read as the blank line that ends the section.
+            let rest = input.get(self.resume..).unwrap_or_default();
+            match rest.iter().position(|&b| b != b'\r' && b != b'\n') {
+                Some(at) => {
+                    self.resume += at;
+                    self.line_start = Some(self.resume);
+                }
+                None => self.resume = input.len(),
+            }
+        }
+        let mut line_completed = false;
+        if self.line_start.is_some() && !self.line_complete {
+            let rest = input.get(self.resume..).unwrap_or_default();
+            match memchr::memchr(b'\n', rest) {
+                // The blank line is searched for from the request line's
+                // end, which `find_blank_line` finds again.
+                Some(_) => (self.line_complete, line_completed) = (true, true),
+                // No line end: the header section cannot end either.
+                None => self.resume = input.len(),
+            }
+        }
+        let mut end = None;
+        if self.line_complete {
+            match find_blank_line(input, self.resume) {
+                Ok(at) => end = Some(at),
+                Err(resume) => self.resume = resume,
+            }
+        }
+        #[cfg(test)]
+        {
+            let reached = end.unwrap_or(self.resume).max(self.resume);
+            // The request line is searched twice on the read that ends it.
+            let twice = if line_completed {
+                reached - searched_from
+            } else {
+                0
+            };
+            self.examined += reached - searched_from + twice;
+        }
+        (line_completed, end)
+    }
 }
 
 /// A request whose header fields are in and whose body is not.
@@ -134,10 +233,14 @@ impl HttpProtocol {
         &self.limits
     }
 
-    fn try_decode(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+    fn try_decode(
+        &mut self,
+        input: &[u8],
+        at_eof: bool,
+    ) -> Result<Option<(Request, usize)>, HttpError> {
         let mut pending = match self.pending.take() {
             Some(pending) => pending,
-            None => match parse_head(input, &self.limits)? {
+            None => match self.head(input, at_eof)? {
                 Some(pending) => pending,
                 None => return Ok(None),
             },
@@ -169,6 +272,7 @@ impl HttpProtocol {
             http10: pending.version == 0,
         });
         self.closing |= !pending.keep_alive;
+        self.scan = HeadScan::default();
         let request = Request::from_parts(
             pending.method,
             pending.target,
@@ -178,6 +282,102 @@ impl HttpProtocol {
         );
         Ok(Some((request, end)))
     }
+
+    /// The header section of the request at the start of `input`, parsed
+    /// once it is complete: `None` while it is not.
+    ///
+    /// `httparse` parses the input on the first bytes (most requests come
+    /// whole in one read: then that is all), and then only once what
+    /// arrived since was searched ([`HeadScan`]) and holds the end of the
+    /// request line (to refuse a bad one early) or of the header section,
+    /// or at the end of the stream (`at_eof`, so that garbage is refused
+    /// however the input is cut). Each byte is thus searched once and
+    /// parsed a few times at most, rather than parsed again on every read.
+    fn head(&mut self, input: &[u8], at_eof: bool) -> Result<Option<PartialRequest>, HttpError> {
+        let max_bytes = self.limits.max_header_bytes();
+        if self.scan.parsed_len == 0 || at_eof {
+            if let Some(request) = self.parse_once(input)? {
+                return Ok(Some(request));
+            }
+        }
+        let (line_completed, end) = self.scan.search(input);
+        if end.is_some_and(|end| end > max_bytes) {
+            return Err(HttpError::HeaderSectionTooLarge { max: max_bytes });
+        }
+        if line_completed || end.is_some() {
+            if let Some(request) = self.parse_once(input)? {
+                return Ok(Some(request));
+            }
+            if let Some(end) = end {
+                // httparse wants more than the blank line found (it never
+                // does, but a search that gives up there must not spin).
+                self.scan.resume = end;
+            }
+        }
+        if input.len() > max_bytes {
+            // The section is incomplete, and longer already than allowed.
+            return Err(HttpError::HeaderSectionTooLarge { max: max_bytes });
+        }
+        Ok(None)
+    }
+
+    /// [`parse_head`], unless `input` was parsed at this length already
+    /// (the reactor may hand the same input in again).
+    fn parse_once(&mut self, input: &[u8]) -> Result<Option<PartialRequest>, HttpError> {
+        if input.is_empty() || self.scan.parsed_len == input.len() {
+            return Ok(None);
+        }
+        self.scan.parsed_len = input.len();
+        #[cfg(test)]
+        {
+            self.scan.examined += input.len();
+        }
+        parse_head(input, &self.limits)
+    }
+
+    /// Whether the request being received (at the start of `input`) is a
+    /// `HEAD` request, as far as its first bytes tell. Where its request
+    /// line starts is known once the input was searched; else (when it was
+    /// refused on its first parse) it is looked for here.
+    fn receiving_head(&self, input: &[u8]) -> bool {
+        if let Some(pending) = &self.pending {
+            return pending.method == "HEAD";
+        }
+        let line_start = self
+            .scan
+            .line_start
+            .or_else(|| input.iter().position(|&b| b != b'\r' && b != b'\n'));
+        line_start
+            .and_then(|start| input.get(start..))
+            .is_some_and(|line| line.starts_with(b"HEAD "))
+    }
+
+    /// Decodes as [`decode`](Protocol::decode) and
+    /// [`decode_eof`](Protocol::decode_eof) do.
+    fn decode_at(
+        &mut self,
+        input: &[u8],
+        at_eof: bool,
+    ) -> Result<Option<(Request, usize)>, HttpError> {
+        let decoded = self.try_decode(input, at_eof);
+        match &decoded {
+            Ok(Some(_)) => self.unfinished_is_head = false,
+            // Searched already, unless the input is all empty lines so far
+            // (then it is not HEAD yet, and is not searched again).
+            Ok(None) => {
+                self.unfinished_is_head =
+                    self.scan.line_start.is_some() && self.receiving_head(input)
+            }
+            Err(_) => {
+                self.unfinished_is_head = self.receiving_head(input);
+                // Nothing more will be decoded on this connection.
+                self.pending = None;
+                self.scan = HeadScan::default();
+                self.closing = true;
+            }
+        }
+        decoded
+    }
 }
 
 impl Protocol for HttpProtocol {
@@ -186,19 +386,21 @@ impl Protocol for HttpProtocol {
     type Error = HttpError;
 
     fn decode(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
-        let decoded = self.try_decode(input);
-        if decoded.is_err() {
-            // Nothing more will be decoded on this connection.
-            self.pending = None;
-            self.closing = true;
-        }
-        decoded
+        self.decode_at(input, false)
+    }
+
+    /// As [`decode`](Protocol::decode); besides, a header section left
+    /// incomplete is parsed whole, so that garbage in it is refused with
+    /// its status rather than dropped.
+    fn decode_eof(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+        self.decode_at(input, true)
     }
 
     fn encode(&mut self, response: Response, output: &mut Vec<u8>) {
-        // Error and timeout responses answer no decoded request: they close.
+        // Error and timeout responses answer no decoded request: they close,
+        // and they go without a body if the request they answer was HEAD.
         let answer = self.answers.pop_front();
-        let head = answer.is_some_and(|a| a.head);
+        let head = answer.map_or(self.unfinished_is_head, |a| a.head);
         let keep_alive = answer.is_some_and(|a| a.keep_alive) && !response.asks_to_close();
         let connection = if !keep_alive {
             self.closing = true;
@@ -235,6 +437,7 @@ impl Protocol for HttpProtocol {
 
     fn timeout_response(&mut self) -> Option<Response> {
         self.pending = None;
+        self.scan = HeadScan::default();
         self.closing = true;
         Some(status_response(408).with_header("Connection", "close"))
     }
@@ -283,9 +486,6 @@ fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<PartialRequest
     let mut parsed = httparse::Request::new(&mut fields);
     let head_len = match parsed.parse(input) {
         Ok(Status::Complete(len)) => len,
-        Ok(Status::Partial) if input.len() > max_bytes => {
-            return Err(HttpError::HeaderSectionTooLarge { max: max_bytes })
-        }
         Ok(Status::Partial) => return Ok(None),
         Err(error) => return Err(HttpError::from_httparse(error, limits.max_headers())),
     };
@@ -304,9 +504,13 @@ fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<PartialRequest
         headers.push_parsed(field.name, field.value);
     }
 
+    check_target(method, target)?;
     let hosts = headers.get_all("host").count();
     if hosts > 1 || (version == 1 && hosts == 0) {
         return Err(HttpError::InvalidHost);
+    }
+    if !headers.get_all("host").all(is_valid_host) {
+        return Err(HttpError::InvalidHostValue);
     }
     let body = framing(&headers, version, head_len, limits)?;
     let connection = |token| headers.has_token("connection", token);
@@ -354,18 +558,25 @@ fn framing(
             .map(trim_ows)
             .filter(|coding| !coding.is_empty())
             .collect();
-        if codings.is_empty() {
+        let is_chunked = |coding: &[u8]| coding.eq_ignore_ascii_case(b"chunked");
+        // RFC 9112 §6.3: unless `chunked` is the final coding, where the
+        // body ends cannot be known: 400 (and a close), not 501.
+        let Some(last) = codings.last() else {
             return Err(HttpError::Malformed {
                 reason: "empty Transfer-Encoding",
             });
+        };
+        if !is_chunked(last) {
+            return Err(HttpError::ChunkedNotFinal);
         }
-        if codings.iter().any(|c| !c.eq_ignore_ascii_case(b"chunked")) {
-            return Err(HttpError::UnsupportedTransferEncoding);
-        }
-        if codings.len() > 1 {
+        if codings.iter().filter(|coding| is_chunked(coding)).count() > 1 {
             return Err(HttpError::Malformed {
                 reason: "Transfer-Encoding applies `chunked` more than once",
             });
+        }
+        if codings.len() > 1 {
+            // Framed by `chunked`, but encoded by a coding we do not decode.
+            return Err(HttpError::UnsupportedTransferEncoding);
         }
         return Ok(Body::Chunked(Chunked::new(head_len)));
     }
@@ -379,6 +590,123 @@ fn framing(
         };
     }
     Ok(Body::Empty)
+}
+
+/// Whether `method` may have `target` (RFC 9112 §3.2), `CONNECT` aside,
+/// which is not supported.
+fn check_target(method: &str, target: &str) -> Result<(), HttpError> {
+    if method == "CONNECT" {
+        return Err(HttpError::ConnectNotSupported);
+    }
+    if target.starts_with('/') || is_absolute_form(target) {
+        return Ok(());
+    }
+    let reason = if target == "*" {
+        if method == "OPTIONS" {
+            return Ok(());
+        }
+        "`*` (asterisk-form) is for OPTIONS only"
+    } else if target.contains(':') && !target.contains('/') {
+        "`host:port` (authority-form) is for CONNECT only"
+    } else {
+        "neither a path (`/...`) nor an absolute URI (`http://host/...`)"
+    };
+    Err(HttpError::InvalidTarget { reason })
+}
+
+/// Whether `target` is an absolute URI with an authority
+/// (`scheme://host...`), as requests to a proxy have: a server must
+/// accept them (RFC 9112 §3.2.2). A URI without one (`urn:x`) is not
+/// taken, as it cannot be told from an authority (`host:80`).
+fn is_absolute_form(target: &str) -> bool {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return false;
+    };
+    // RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); and a
+    // URI with an authority must not have an empty host (RFC 9110 §4.2.1).
+    let mut scheme = scheme.bytes();
+    scheme.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && !rest.starts_with(['/', '?', '#'])
+}
+
+/// Whether `value` is a `Host` field value (RFC 9112 §3.2): `uri-host [
+/// ":" port ]` of RFC 3986, where the host is a bracketed IP literal or a
+/// reg-name (which covers IPv4 addresses) and the port is digits. An
+/// empty value is allowed (a request whose target has no authority).
+fn is_valid_host(value: &[u8]) -> bool {
+    let value = trim_ows(value);
+    let port = match value.strip_prefix(b"[") {
+        Some(bracketed) => {
+            let Some(close) = bracketed.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !is_ip_literal(&bracketed[..close]) {
+                return false;
+            }
+            match &bracketed[close + 1..] {
+                [] => return true,
+                [b':', port @ ..] => port,
+                _ => return false,
+            }
+        }
+        None => {
+            let (host, port) = match value.iter().position(|&b| b == b':') {
+                Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+                None => (value, None),
+            };
+            if !is_reg_name(host) {
+                return false;
+            }
+            port.unwrap_or_default()
+        }
+    };
+    // RFC 3986: port = *DIGIT (`host:` is allowed).
+    port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 `reg-name`: `*( unreserved / pct-encoded / sub-delims )`.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut bytes = name.iter();
+    while let Some(&b) = bytes.next() {
+        let ok = if b == b'%' {
+            bytes.next().is_some_and(u8::is_ascii_hexdigit)
+                && bytes.next().is_some_and(u8::is_ascii_hexdigit)
+        } else {
+            is_unreserved_or_sub_delim(b)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 `unreserved / sub-delims`.
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// RFC 3986 `IPv6address / IPvFuture`, the inside of `[...]`.
+fn is_ip_literal(literal: &[u8]) -> bool {
+    match literal {
+        // IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        [b'v' | b'V', rest @ ..] => {
+            let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+                return false;
+            };
+            let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !address.is_empty()
+                && address
+                    .iter()
+                    .all(|&b| b == b':' || is_unreserved_or_sub_delim(b))
+        }
+        _ => std::str::from_utf8(literal)
+            .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok()),
+    }
 }
 
 /// The value of the `Content-Length` fields: one decimal number, possibly
@@ -547,6 +875,192 @@ mod tests {
     }
 
     #[test]
+    fn host_values_must_be_host_and_port() {
+        let with = |host: &str| {
+            let input = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            one(input.as_bytes()).map(|n| n.is_some())
+        };
+        for good in [
+            "",
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a%2Fb",
+            "sub-delims!$&'()*+,;=",
+        ] {
+            assert_eq!(with(good), Ok(true), "{good:?}");
+        }
+        for bad in [
+            "bad host",
+            "user@evil/x",
+            "evil/x",
+            "h:8x",
+            "h:80:80",
+            "[::1",
+            "[::1]x",
+            "[::1]:a",
+            "[not-ip]",
+            "[v1.]",
+            "a%2",
+            "a%zz",
+            "h?q",
+            "h#f",
+        ] {
+            assert_eq!(with(bad), Err(HttpError::InvalidHostValue), "{bad:?}");
+        }
+        // HTTP/1.0 needs no Host, but one that is there must be valid.
+        assert_eq!(
+            one(b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n"),
+            Err(HttpError::InvalidHostValue)
+        );
+    }
+
+    #[test]
+    fn request_targets_by_form_and_method() {
+        let with = |method: &str, target: &str| {
+            let input = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let mut http = HttpProtocol::new();
+            http.decode(input.as_bytes()).map(|decoded| {
+                let (request, _) = decoded.expect("complete");
+                (
+                    request.path().to_owned(),
+                    request.query().map(str::to_owned),
+                )
+            })
+        };
+        let path = |p: &str, q: Option<&str>| Ok((p.to_owned(), q.map(str::to_owned)));
+        assert_eq!(with("GET", "/a?b"), path("/a", Some("b")));
+        assert_eq!(with("GET", "//a"), path("//a", None));
+        assert_eq!(with("GET", "http://h/a/b?c=d"), path("/a/b", Some("c=d")));
+        assert_eq!(with("POST", "https://h:8443"), path("/", None));
+        assert_eq!(with("GET", "HTTP://h?q"), path("/", Some("q")));
+        assert_eq!(with("OPTIONS", "*"), path("*", None));
+        assert_eq!(with("OPTIONS", "/x"), path("/x", None));
+        for (method, target) in [
+            ("GET", "*"),
+            ("HEAD", "*"),
+            ("GET", "t:80"),
+            ("OPTIONS", "t:80"),
+            ("GET", "example.com"),
+            ("GET", "http:///no-host"),
+            ("GET", "http://"),
+            ("GET", "1http://h/"),
+            ("GET", "h_t://h/"),
+            ("GET", "urn:isbn:0451450523"),
+            ("GET", "?q"),
+        ] {
+            assert!(
+                matches!(with(method, target), Err(HttpError::InvalidTarget { .. })),
+                "{method} {target}: {:?}",
+                with(method, target)
+            );
+        }
+        assert_eq!(with("CONNECT", "t:80"), Err(HttpError::ConnectNotSupported));
+        assert_eq!(with("CONNECT", "/"), Err(HttpError::ConnectNotSupported));
+        assert_eq!(HttpError::ConnectNotSupported.status(), 501);
+    }
+
+    #[test]
+    fn a_header_section_trickled_byte_by_byte_is_searched_once() {
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(140)).repeat(90);
+        let input = format!("\r\nGET / HTTP/1.1\r\nHost: h\r\n{filler}\r\nnext");
+        let input = input.as_bytes();
+        let head_len = input.len() - 4;
+        assert!(head_len > 12 * 1024 && head_len < 16 * 1024, "{head_len}");
+        let mut http = HttpProtocol::new();
+        for len in 1..head_len {
+            assert_eq!(http.decode(&input[..len]), Ok(None), "at {len}");
+        }
+        // The last decode parses the whole section: the work of the search
+        // so far, plus the request line and the section parsed once each.
+        let searched = http.scan.examined;
+        let (request, consumed) = http.decode(&input[..head_len]).unwrap().unwrap();
+        assert_eq!((consumed, request.headers().len()), (head_len, 91));
+        // Parsing from the start on each read would take ~head_len² / 2
+        // bytes (over 70 million here).
+        assert!(
+            searched <= 3 * head_len,
+            "{searched} bytes examined for {head_len}"
+        );
+
+        // A read that ends inside the blank line (`\r\n\r` | `\n`) is
+        // found all the same, once the last byte is in.
+        let mut http = HttpProtocol::new();
+        assert_eq!(http.decode(&input[..head_len - 1]), Ok(None));
+        assert!(http.decode(&input[..head_len]).unwrap().is_some());
+    }
+
+    #[test]
+    fn garbage_is_refused_on_the_first_bytes_on_the_request_line_and_at_the_end() {
+        let mut http = HttpProtocol::new();
+        assert!(matches!(
+            http.decode(b"\x16\x03\x01"),
+            Err(HttpError::Malformed { .. })
+        ));
+
+        let mut http = HttpProtocol::new();
+        assert_eq!(http.decode(b"G"), Ok(None));
+        assert_eq!(http.decode(b"GET / HTTP/1.1"), Ok(None));
+        assert!(matches!(
+            http.decode(b"GET / HTTP/1.1 extra\r"),
+            Ok(None) | Err(HttpError::Malformed { .. })
+        ));
+
+        let mut http = HttpProtocol::new();
+        assert_eq!(http.decode(b"G"), Ok(None));
+        let line = http.decode(b"GET / HTTP/2.0\r\nHost: h\r\n");
+        assert!(matches!(line, Err(HttpError::Malformed { .. })), "{line:?}");
+
+        // Bad bytes in a field that comes after the request line are found
+        // once the section is in, or at the end of the stream.
+        let bad_field = b"GET / HTTP/1.1\r\nHost: h\r\nBad Field: x\r\n";
+        let mut http = HttpProtocol::new();
+        assert_eq!(http.decode(&bad_field[..3]), Ok(None));
+        assert_eq!(http.decode(&bad_field[..20]), Ok(None));
+        assert_eq!(http.decode(bad_field), Ok(None));
+        assert!(matches!(
+            http.decode_eof(bad_field),
+            Err(HttpError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_error_response_to_a_head_request_has_no_body() {
+        let answer = |input: &[u8]| {
+            let mut http = HttpProtocol::new();
+            let error = http.decode(input).unwrap_err();
+            let response = http.error_response(&error).unwrap();
+            let mut out = Vec::new();
+            http.encode(response, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let head = answer(b"HEAD / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.ends_with("Content-Length: 16\r\n\r\n"), "{head}");
+        let head = answer(b"\r\nHEAD / HTTP/1.1\r\nHost: a b\r\n\r\n");
+        assert!(head.ends_with("Content-Length: 16\r\n\r\n"), "{head}");
+        let get = answer(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n");
+        assert!(
+            get.ends_with("Content-Length: 16\r\n\r\n400 Bad Request\n"),
+            "{get}"
+        );
+
+        // A HEAD whose header fields are late: its 408 has no body either.
+        let mut http = HttpProtocol::new();
+        assert_eq!(http.decode(b"HEAD / HTTP/1.1\r\nHo"), Ok(None));
+        let response = http.timeout_response().unwrap();
+        let mut out = Vec::new();
+        http.encode(response, &mut out);
+        assert!(out.ends_with(b"Content-Length: 20\r\n\r\n"), "{out:?}");
+    }
+
+    #[test]
     fn transfer_encodings() {
         let with = |te: &str| {
             let input = format!("POST / HTTP/1.1\r\nHost: h\r\n{te}\r\n\r\n0\r\n\r\n");
@@ -554,22 +1068,40 @@ mod tests {
         };
         assert_eq!(with("Transfer-Encoding: chunked"), Ok(true));
         assert_eq!(with("Transfer-Encoding: CHUNKED"), Ok(true));
-        assert_eq!(
-            with("Transfer-Encoding: gzip, chunked"),
-            Err(HttpError::UnsupportedTransferEncoding)
-        );
-        assert_eq!(
-            with("Transfer-Encoding: chunked, gzip"),
-            Err(HttpError::UnsupportedTransferEncoding)
-        );
-        assert_eq!(
-            with("Transfer-Encoding: identity"),
-            Err(HttpError::UnsupportedTransferEncoding)
-        );
-        assert!(matches!(
-            with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"),
-            Err(HttpError::Malformed { .. })
-        ));
+        assert_eq!(with("Transfer-Encoding: , chunked,"), Ok(true));
+        for chunked_last in ["gzip, chunked", "gzip\r\nTransfer-Encoding: chunked"] {
+            assert_eq!(
+                with(&format!("Transfer-Encoding: {chunked_last}")),
+                Err(HttpError::UnsupportedTransferEncoding),
+                "{chunked_last}"
+            );
+        }
+        for not_final in [
+            "chunked, gzip",
+            "chunked\r\nTransfer-Encoding: gzip",
+            "gzip",
+            "xchunked",
+            "\"chunked\"",
+            "chunked;q=1",
+            "identity",
+        ] {
+            let te = format!("Transfer-Encoding: {not_final}");
+            assert_eq!(with(&te), Err(HttpError::ChunkedNotFinal), "{not_final}");
+            assert_eq!(HttpError::ChunkedNotFinal.status(), 400);
+        }
+        for twice in [
+            "chunked\r\nTransfer-Encoding: chunked",
+            "chunked, chunked",
+            "chunked, gzip, chunked",
+        ] {
+            assert!(
+                matches!(
+                    with(&format!("Transfer-Encoding: {twice}")),
+                    Err(HttpError::Malformed { .. })
+                ),
+                "{twice}"
+            );
+        }
         assert!(matches!(
             with("Transfer-Encoding: ,"),
             Err(HttpError::Malformed { .. })
@@ -607,7 +1139,7 @@ mod tests {
         // The shortest fields there are, so the input is as short as it can
         // be for its field count.
         for fields in 0..12 {
-            let input = format!("G * HTTP/1.0\n{}\n", "a:\n".repeat(fields));
+            let input = format!("G / HTTP/1.0\n{}\n", "a:\n".repeat(fields));
             let limits = HttpLimits::new().with_max_headers(fields);
             for cut in 0..input.len() {
                 let mut http = HttpProtocol::with_limits(limits);

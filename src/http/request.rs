@@ -37,6 +37,8 @@ pub struct Request {
     version: u8,
     headers: Headers,
     body: Vec<u8>,
+    /// A `HEAD` request handed to the handler again as `GET`.
+    head_as_get: bool,
 }
 
 impl Request {
@@ -68,7 +70,16 @@ impl Request {
             version,
             headers,
             body,
+            head_as_get: false,
         }
+    }
+
+    /// This `HEAD` request as the `GET` that [`http::serve`](super::serve)
+    /// hands to a handler that did not answer `HEAD` itself.
+    pub(crate) fn head_as_get(mut self) -> Request {
+        self.method = Cow::Borrowed("GET");
+        self.head_as_get = true;
+        self
     }
 
     /// Adds a header field. Control characters (CR, LF, NUL, ...) are
@@ -93,13 +104,27 @@ impl Request {
     }
 
     /// The method (`GET`, `POST`, ...), case as sent (methods are case
-    /// sensitive).
+    /// sensitive). `GET` for a `HEAD` request that
+    /// [`http::serve`](super::serve) hands to the handler again as `GET`
+    /// ([`is_head_as_get`](Request::is_head_as_get)).
     pub fn method(&self) -> &str {
         &self.method
     }
 
+    /// Whether this `GET` is a `HEAD` request that
+    /// [`http::serve`](super::serve) hands to the handler as `GET`, since
+    /// the handler answered it with 405 or 501: the response's body will
+    /// not be sent, only its header fields and `Content-Length`. A
+    /// handler may use it to skip work the header fields do not need; one
+    /// that leaves the body out then has a wrong `Content-Length`, and
+    /// should rather answer `HEAD` itself.
+    pub fn is_head_as_get(&self) -> bool {
+        self.head_as_get
+    }
+
     /// The request target as sent: `/path?query` mostly, also an absolute
-    /// URI (to a proxy), an authority (`CONNECT`) or `*` (`OPTIONS`).
+    /// URI (`http://host/path?query`, as sent to a proxy) or `*` (for
+    /// `OPTIONS`), the forms [`HttpProtocol`](super::HttpProtocol) accepts.
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -163,6 +188,7 @@ impl fmt::Debug for Request {
             .field("version", &format_args!("HTTP/1.{}", self.version))
             .field("headers", &self.headers)
             .field("body", &format_args!("{} bytes", self.body.len()))
+            .field("head_as_get", &self.head_as_get)
             .finish()
     }
 }

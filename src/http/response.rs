@@ -1,7 +1,9 @@
 //! An HTTP response, and its encoding.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::headers::{is_forbidden_in_value, Headers};
 use super::request::strip_controls;
@@ -14,6 +16,13 @@ use super::request::strip_controls;
 /// here are not sent (except that `Connection: close` here closes the
 /// connection after this response). The response to a `HEAD` request
 /// is sent without its body.
+///
+/// It adds a `Date` field (RFC 9110 §6.6.1: the time the response is
+/// sent, as an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) unless the
+/// response has one already: a `Date` set here is sent as it is. The
+/// value is formatted once a second on each thread and reused in between,
+/// so a response costs one read of the clock. A clock set before 1970 or
+/// past 9999 gives no `Date`, as the RFC asks of a server without a clock.
 ///
 /// Nothing a handler puts in a response can break its framing: header
 /// names must be tokens and values are stripped of control characters
@@ -200,16 +209,27 @@ impl Response {
         // status line would be response splitting.
         out.extend(self.reason().bytes().filter(|&b| !is_forbidden_in_value(b)));
         out.extend_from_slice(b"\r\n");
+        let mut has_date = false;
         for (name, value) in self.headers.iter() {
             let framing = ["content-length", "transfer-encoding", "connection"]
                 .iter()
                 .any(|f| name.eq_ignore_ascii_case(f));
             if !framing {
+                has_date |= name.eq_ignore_ascii_case("date");
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b": ");
                 out.extend_from_slice(value);
                 out.extend_from_slice(b"\r\n");
             }
+        }
+        if !has_date {
+            DATE.with_borrow_mut(|date| {
+                if let Some(value) = date.at(SystemTime::now()) {
+                    out.extend_from_slice(b"Date: ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+            });
         }
         if let Some(connection) = connection {
             out.extend_from_slice(b"Connection: ");
@@ -225,6 +245,62 @@ impl Response {
         if has_body && !head_only {
             out.extend_from_slice(&self.body);
         }
+    }
+}
+
+thread_local! {
+    /// This thread's `Date` value, formatted once a second (as hyper does):
+    /// per thread, so that reactor threads share nothing for it.
+    static DATE: RefCell<DateCache> = const { RefCell::new(DateCache::new()) };
+}
+
+/// The length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+const DATE_LEN: usize = 29;
+
+/// The first second of the year 10000, which an IMF-fixdate cannot say.
+const YEAR_10000: u64 = 253_402_300_800;
+
+/// A `Date` field value, formatted again only when the second changes.
+#[derive(Debug)]
+struct DateCache {
+    /// Seconds since the epoch of `value`; `None` before the first.
+    second: Option<u64>,
+    value: [u8; DATE_LEN],
+    /// How many times `value` was formatted (the tests count them).
+    #[cfg(test)]
+    formatted: usize,
+}
+
+impl DateCache {
+    const fn new() -> DateCache {
+        DateCache {
+            second: None,
+            value: [0; DATE_LEN],
+            #[cfg(test)]
+            formatted: 0,
+        }
+    }
+
+    /// The value for `now`: the one of the last call if it fell in the
+    /// same second, else formatted anew. `None` for a time an IMF-fixdate
+    /// cannot say (before 1970, from the year 10000 on), which
+    /// `httpdate` would panic on.
+    fn at(&mut self, now: SystemTime) -> Option<&[u8; DATE_LEN]> {
+        let second = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        if second >= YEAR_10000 {
+            return None;
+        }
+        if self.second != Some(second) {
+            let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
+            self.value
+                .copy_from_slice(formatted.as_bytes().get(..DATE_LEN)?);
+            self.second = Some(second);
+            #[cfg(test)]
+            {
+                self.formatted += 1;
+            }
+        }
+        Some(&self.value)
     }
 }
 
@@ -314,7 +390,9 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{push_decimal, Response};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::{push_decimal, DateCache, Response, DATE_LEN, YEAR_10000};
 
     #[test]
     fn decimals_match_display() {
@@ -338,10 +416,21 @@ mod tests {
         }
     }
 
+    /// The response's bytes, without its `Date` field, which must be there
+    /// once, an IMF-fixdate.
     fn encoded(response: Response, head_only: bool, connection: Option<&str>) -> String {
         let mut out = Vec::new();
         response.encode(head_only, connection, &mut out);
-        String::from_utf8(out).unwrap()
+        let text = String::from_utf8(out).unwrap();
+        let at = text.find("\r\nDate: ").expect("a Date field") + 2;
+        let line = &text[at..at + "Date: ".len() + DATE_LEN + 2];
+        let value = &line["Date: ".len()..line.len() - 2];
+        assert!(line.ends_with("\r\n"), "{text}");
+        let parsed = httpdate::parse_http_date(value).map(httpdate::fmt_http_date);
+        assert_eq!(parsed.ok().as_deref(), Some(value), "an IMF-fixdate");
+        let rest = [&text[..at], &text[at + line.len()..]].concat();
+        assert!(!rest.contains("Date: "), "{text}");
+        rest
     }
 
     #[test]
@@ -352,6 +441,65 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
              Content-Length: 2\r\n\r\nhi"
         );
+    }
+
+    #[test]
+    fn the_date_follows_the_handlers_fields_unless_it_set_its_own() {
+        let mut out = Vec::new();
+        Response::status(200)
+            .with_header("X", "1")
+            .encode(false, Some("close"), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nX: 1\r\nDate: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(" GMT\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+            "{text}"
+        );
+
+        let own = "Tue, 15 Nov 1994 08:12:31 GMT";
+        let mut out = Vec::new();
+        Response::status(200)
+            .with_header("date", own)
+            .encode(false, None, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ndate: {own}\r\nContent-Length: 0\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn the_date_is_formatted_once_a_second() {
+        let mut cache = DateCache::new();
+        let noon = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let expected = b"Sun, 06 Nov 1994 08:49:37 GMT";
+        for millis in [0, 1, 500, 999] {
+            let now = noon + Duration::from_millis(millis);
+            assert_eq!(cache.at(now), Some(expected));
+        }
+        assert_eq!(cache.formatted, 1, "one second, formatted once");
+        assert_eq!(
+            cache.at(noon + Duration::from_secs(1)),
+            Some(b"Sun, 06 Nov 1994 08:49:38 GMT")
+        );
+        assert_eq!(cache.formatted, 2);
+        // A clock set back is followed too.
+        assert_eq!(cache.at(noon), Some(expected));
+        assert_eq!(cache.formatted, 3);
+        assert_eq!(cache.at(SystemTime::now()).map(|d| d.len()), Some(DATE_LEN));
+    }
+
+    #[test]
+    fn a_clock_an_imf_fixdate_cannot_say_gives_no_date_and_no_panic() {
+        let mut cache = DateCache::new();
+        assert_eq!(cache.at(UNIX_EPOCH - Duration::from_secs(1)), None);
+        assert_eq!(cache.at(UNIX_EPOCH + Duration::from_secs(YEAR_10000)), None);
+        let last = UNIX_EPOCH + Duration::from_secs(YEAR_10000 - 1);
+        assert_eq!(cache.at(last), Some(b"Fri, 31 Dec 9999 23:59:59 GMT"));
+        assert_eq!(cache.at(UNIX_EPOCH), Some(b"Thu, 01 Jan 1970 00:00:00 GMT"));
     }
 
     #[test]

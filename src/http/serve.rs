@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll};
 
 use super::limits::HttpLimits;
 use super::protocol::HttpProtocol;
@@ -73,7 +73,8 @@ impl RequestInfo {
         self.id
     }
 
-    /// The request's method.
+    /// The request's method, as sent: `HEAD` still while [`serve`] hands a
+    /// `HEAD` request to the handler as `GET` (see [`serve`], `HEAD`).
     pub fn method(&self) -> &str {
         &self.method
     }
@@ -128,6 +129,34 @@ impl fmt::Debug for RequestInfo {
 /// factory, so that all connections share one counter (a factory that
 /// calls `serve` for each connection starts each one at 1).
 ///
+/// # `HEAD`
+///
+/// A server must answer `HEAD` (RFC 9110 §9.1) with the header fields a
+/// `GET` would get, without the body. A handler may answer `HEAD` itself;
+/// one that does not need not know of it:
+///
+/// 1. the handler is called with the `HEAD` request, as with any other;
+/// 2. if it answers 405 (Method Not Allowed) or 501 (Not Implemented),
+///    it is called again with the same request as `GET`
+///    ([`Request::method`] says `GET`, [`Request::is_head_as_get`] tells
+///    it apart), in the same context and span (the [`RequestInfo`] still
+///    says `HEAD`, as sent);
+/// 3. the protocol sends the response without its body, its
+///    `Content-Length` the length of the body left out.
+///
+/// The request is cloned before the first call, for `HEAD` requests only.
+/// This works the same for plain and `async` handlers (the second call
+/// is made when the first's future ends). A handler answering `GET` with
+/// side effects should answer `HEAD` itself (405 included, then sent as
+/// it is): `GET` is meant to be safe, and is treated so here.
+///
+/// # `Date`
+///
+/// Every response carries a `Date` field (RFC 9110 §6.6.1), the time it
+/// is encoded, unless the handler set one: see [`Response`].
+///
+/// # Transport limits
+///
 /// The returned [`Serve`] carries the transport limits of
 /// [`HttpLimits::transport_limits`] (large enough input for the largest
 /// request, read and idle timeouts), in place of the reactor's;
@@ -166,6 +195,28 @@ impl fmt::Debug for RequestInfo {
 /// assert!(answer.ends_with("Connection: close\r\nContent-Length: 12\r\n\r\nhello /world"));
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// `HEAD` for a handler that knows only `GET`:
+///
+/// ```
+/// use milieu::http::{self, Request, Response};
+/// use milieu::reactor::testing::Pair;
+///
+/// fn page(request: Request) -> Response {
+///     match request.method() {
+///         "GET" => Response::text(200, "a page"),
+///         _ => Response::status(405).with_header("Allow", "GET"),
+///     }
+/// }
+///
+/// let app = http::serve(page);
+/// let mut pair = Pair::new(move || app.clone())?;
+/// let answer = pair.exchange(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")?;
+/// let answer = String::from_utf8(answer).unwrap();
+/// assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+/// assert!(answer.ends_with("Content-Length: 6\r\n\r\n"), "no body");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn serve<H, K>(handler: H) -> Serve<HttpProtocol>
 where
     H: Handler<Request, Response, K>,
@@ -190,6 +241,7 @@ where
     H: Handler<Request, Response, K>,
 {
     let next_id = AtomicU64::new(1);
+    let handler = Arc::new(handler);
     let handle = move |request: Request| -> Reply<Response> {
         let (method, target, path) = request.info_parts();
         let info = RequestInfo {
@@ -199,25 +251,63 @@ where
             path,
         };
         let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
-        let reply = {
-            let _entered = span.enter();
-            crate::scope()
-                .with_local(info.clone())
-                .because("the HTTP request being handled")
-                // Most `async` handlers answer on their first poll: made
-                // here, under this install, rather than under a second one
-                // around the reactor's first poll.
-                .run(|| reactor::poll_first(handler.call(request)))
-        };
+        // Kept for a handler that does not answer HEAD itself; cloned now,
+        // as the handler takes the request.
+        let head = (request.method() == "HEAD").then(|| request.clone());
+        let mut reply = in_request(&info, &span, || handler.call(request));
+        let mut retry_as_get = None;
+        if let Some(head) = head {
+            match &reply {
+                Reply::Now(response) if declines_head(response) => {
+                    reply = in_request(&info, &span, || handler.call(head.head_as_get()));
+                }
+                Reply::Now(_) => {}
+                Reply::Later(_) => {
+                    let handler = Arc::clone(&handler);
+                    let retry: RetryAsGet = Box::new(move || handler.call(head.head_as_get()));
+                    retry_as_get = Some(retry);
+                }
+            }
+        }
         match reply {
             Reply::Now(response) => Reply::Now(response),
-            Reply::Later(future) => Reply::Later(Box::pin(InRequest { future, info, span })),
+            Reply::Later(future) => Reply::Later(Box::pin(InRequest {
+                future,
+                retry_as_get,
+                info,
+                span,
+            })),
         }
     };
     reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
         .with_limits(limits.transport_limits())
         .with_budget(limits.budget())
 }
+
+/// Makes a handler's `call` with `info` installed and `span` entered,
+/// and polls the future of an `async` handler once there: most answer on
+/// their first poll, which then costs no second install around the
+/// reactor's first poll.
+fn in_request(
+    info: &RequestInfo,
+    span: &tracing::Span,
+    call: impl FnOnce() -> Reply<Response>,
+) -> Reply<Response> {
+    let _entered = span.enter();
+    crate::scope()
+        .with_local(info.clone())
+        .because("the HTTP request being handled")
+        .run(|| reactor::poll_first(call()))
+}
+
+/// Whether a handler's response to `HEAD` says it does not answer `HEAD`
+/// itself, so that its `GET` response is sent instead (see [`serve`]).
+fn declines_head(response: &Response) -> bool {
+    matches!(response.status_code(), 405 | 501)
+}
+
+/// The handler's second call for a `HEAD` request, as `GET`.
+type RetryAsGet = Box<dyn FnOnce() -> Reply<Response> + Send>;
 
 /// An `async` handler's future, polled with its [`RequestInfo`] installed
 /// and its span entered.
@@ -227,6 +317,8 @@ where
 /// polls.
 struct InRequest {
     future: Pin<Box<dyn Future<Output = Response> + Send>>,
+    /// For a `HEAD` request: the call to make if `future` declines it.
+    retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
     span: tracing::Span,
 }
@@ -240,6 +332,16 @@ impl Future for InRequest {
         crate::scope()
             .with_local(this.info.clone())
             .because("the HTTP request being handled")
-            .run(|| this.future.as_mut().poll(cx))
+            .run(|| loop {
+                let response = ready!(this.future.as_mut().poll(cx));
+                match this.retry_as_get.take() {
+                    Some(retry) if declines_head(&response) => match retry() {
+                        Reply::Now(response) => return Poll::Ready(response),
+                        // Polled at once, in this install.
+                        Reply::Later(future) => this.future = future,
+                    },
+                    _ => return Poll::Ready(response),
+                }
+            })
     }
 }

@@ -275,3 +275,41 @@ pub fn read_exactly(stream: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
     stream.read_exact(&mut out).expect("read");
     out
 }
+
+/// `responses` (the text of one or more HTTP responses) without their
+/// `Date` fields, once it is checked that each final response (not a
+/// `100 Continue`) has exactly one, and that each is an IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`): what is left can be compared
+/// byte for byte.
+#[cfg(feature = "http")]
+#[track_caller]
+pub fn without_date(responses: &str) -> String {
+    const FIELD: &str = "\r\nDate: ";
+    let mut out = String::with_capacity(responses.len());
+    let mut rest = responses;
+    let mut dates = 0;
+    while let Some(at) = rest.find(FIELD) {
+        let value_start = at + FIELD.len();
+        let value_len = rest[value_start..]
+            .find("\r\n")
+            .unwrap_or_else(|| panic!("an unterminated Date field in:\n{responses}"));
+        let value = &rest[value_start..value_start + value_len];
+        let reformatted = httpdate::parse_http_date(value).map(httpdate::fmt_http_date);
+        assert_eq!(
+            reformatted.ok().as_deref(),
+            Some(value),
+            "Date is not an IMF-fixdate in:\n{responses}"
+        );
+        // Keep the CRLF before the field, drop the field and its CRLF.
+        out.push_str(&rest[..at + 2]);
+        rest = &rest[value_start + value_len + 2..];
+        dates += 1;
+    }
+    out.push_str(rest);
+    let finals = responses.matches("HTTP/1.1 ").count() - responses.matches("HTTP/1.1 1").count();
+    assert_eq!(
+        dates, finals,
+        "one Date per final response expected in:\n{responses}"
+    );
+    out
+}
