@@ -42,7 +42,9 @@ pub(crate) const FREE_INPUT: usize = 4 * 1024;
 ///
 /// So the request input a server buffers is at most `max_connections`
 /// × 4 KiB + `max_buffered_input` (plus, transiently, one 16 KiB read per
-/// connection being read).
+/// connection being read). What a protocol makes of that input while a
+/// request is incomplete is its own: HTTP's chunked decoder holds a
+/// body's decoded data next to its raw bytes, at most as much again.
 ///
 /// # Examples
 ///

@@ -230,8 +230,9 @@ pub enum CloseReason {
         /// The limit.
         limit: usize,
     },
-    /// A request stayed incomplete past the read timeout, or the
-    /// connection sat idle past the idle timeout ([`Limits`]).
+    /// A request stayed incomplete past the read timeout (its body, past
+    /// the body rate's deadline), or the connection sat idle past the
+    /// idle timeout ([`Limits`]).
     TimedOut {
         /// Which timeout.
         idle: bool,
@@ -307,7 +308,8 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::TimedOut { idle: false, after } => write!(
                 f,
-                "a request stayed incomplete for {after:?} (Limits::with_read_timeout)"
+                "a request stayed incomplete for {after:?} \
+                 (Limits::with_read_timeout; for a body, Limits::with_body_rate)"
             ),
             CloseReason::WriteStalled { after } => write!(
                 f,
