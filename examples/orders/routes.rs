@@ -6,6 +6,7 @@
 //! [`admin`] (the debug views). Each routes with a table of [`Resource`]s,
 //! which also gives the `Allow` header of every 405.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -232,23 +233,32 @@ impl Resource {
 
 /// Every request to the public listener comes here: the orders, the
 /// greeting and (with `--panic-route`) `POST /debug/panic`.
-pub async fn public(request: Request) -> Response {
+///
+/// A plain function returning `respond`'s future (rather than an `async fn`
+/// awaiting it): one state machine per request, not one inside another.
+pub fn public(request: Request) -> impl Future<Output = Response> + Send {
     let service = milieu::get::<Service>();
     let panic_route = service.as_ref().is_ok_and(|s| s.panic_route);
-    let _in_flight = service.map(InFlight::enter);
+    let in_flight = service.map(InFlight::enter);
     let resources = PUBLIC.iter().chain(panic_route.then_some(&DEBUG_PANIC));
     let route = Route::of(resources, request.method(), request.path());
-    respond(route, request).await
+    respond(route, request, in_flight)
 }
 
 /// Every request to the admin listener comes here: the debug views only.
-pub async fn admin(request: Request) -> Response {
-    let _in_flight = milieu::get::<Service>().map(InFlight::enter);
+pub fn admin(request: Request) -> impl Future<Output = Response> + Send {
+    let in_flight = milieu::get::<Service>().map(InFlight::enter);
     let route = Route::of(ADMIN, request.method(), request.path());
-    respond(route, request).await
+    respond(route, request, in_flight)
 }
 
-async fn respond(route: Route, request: Request) -> Response {
+/// Runs the handler `route` chose; the request counts as in flight until
+/// its response is ready.
+async fn respond(
+    route: Route,
+    request: Request,
+    _in_flight: Result<InFlight, Missing>,
+) -> Response {
     let result = match route {
         Route::Handle(Handler::Hello) => Ok(Response::text(200, "hello from milieu\n")),
         Route::Handle(Handler::PlaceOrder) => place_order(request).await,

@@ -205,9 +205,12 @@ impl Response {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(out, usize::from(status));
         out.push(b' ');
-        // Checked when set; checked again here, as a line break in the
-        // status line would be response splitting.
-        out.extend(self.reason().bytes().filter(|&b| !is_forbidden_in_value(b)));
+        match &self.reason {
+            // Checked when set; checked again here, as a line break in the
+            // status line would be response splitting.
+            Some(reason) => out.extend(reason.bytes().filter(|&b| !is_forbidden_in_value(b))),
+            None => out.extend_from_slice(reason_phrase(status).as_bytes()),
+        }
         out.extend_from_slice(b"\r\n");
         let mut has_date = false;
         for (name, value) in self.headers.iter() {
@@ -224,10 +227,8 @@ impl Response {
         }
         if !has_date {
             DATE.with_borrow_mut(|date| {
-                if let Some(value) = date.at(SystemTime::now()) {
-                    out.extend_from_slice(b"Date: ");
-                    out.extend_from_slice(value);
-                    out.extend_from_slice(b"\r\n");
+                if let Some(line) = date.line_at(SystemTime::now()) {
+                    out.extend_from_slice(line);
                 }
             });
         }
@@ -257,15 +258,19 @@ thread_local! {
 /// The length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const DATE_LEN: usize = 29;
 
+/// The length of the whole field line: `Date: `, the value, CRLF.
+const DATE_LINE_LEN: usize = "Date: ".len() + DATE_LEN + 2;
+
 /// The first second of the year 10000, which an IMF-fixdate cannot say.
 const YEAR_10000: u64 = 253_402_300_800;
 
 /// A `Date` field value, formatted again only when the second changes.
 #[derive(Debug)]
 struct DateCache {
-    /// Seconds since the epoch of `value`; `None` before the first.
+    /// Seconds since the epoch of `line`; `None` before the first.
     second: Option<u64>,
-    value: [u8; DATE_LEN],
+    /// The whole field line, so that a response copies it in one go.
+    line: [u8; DATE_LINE_LEN],
     /// How many times `value` was formatted (the tests count them).
     #[cfg(test)]
     formatted: usize,
@@ -275,7 +280,7 @@ impl DateCache {
     const fn new() -> DateCache {
         DateCache {
             second: None,
-            value: [0; DATE_LEN],
+            line: [0; DATE_LINE_LEN],
             #[cfg(test)]
             formatted: 0,
         }
@@ -285,22 +290,32 @@ impl DateCache {
     /// same second, else formatted anew. `None` for a time an IMF-fixdate
     /// cannot say (before 1970, from the year 10000 on), which
     /// `httpdate` would panic on.
+    #[cfg(test)]
     fn at(&mut self, now: SystemTime) -> Option<&[u8; DATE_LEN]> {
+        let line = self.line_at(now)?;
+        line["Date: ".len()..][..DATE_LEN].try_into().ok()
+    }
+
+    /// [`at`](DateCache::at) as the whole field line, `Date: ...\r\n`.
+    fn line_at(&mut self, now: SystemTime) -> Option<&[u8; DATE_LINE_LEN]> {
         let second = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
         if second >= YEAR_10000 {
             return None;
         }
         if self.second != Some(second) {
             let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
-            self.value
-                .copy_from_slice(formatted.as_bytes().get(..DATE_LEN)?);
+            let value = formatted.as_bytes().get(..DATE_LEN)?;
+            let (name, rest) = self.line.split_at_mut("Date: ".len());
+            name.copy_from_slice(b"Date: ");
+            rest[..DATE_LEN].copy_from_slice(value);
+            rest[DATE_LEN..].copy_from_slice(b"\r\n");
             self.second = Some(second);
             #[cfg(test)]
             {
                 self.formatted += 1;
             }
         }
-        Some(&self.value)
+        Some(&self.line)
     }
 }
 

@@ -251,43 +251,73 @@ where
             path,
         };
         let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
-        // Kept for a handler that does not answer HEAD itself; cloned now,
-        // as the handler takes the request.
-        let head = (request.method() == "HEAD").then(|| request.clone());
-        let mut reply = in_request(&info, &span, || handler.call(request));
-        let mut retry_as_get = None;
-        if let Some(head) = head {
-            match &reply {
-                Reply::Now(response) if declines_head(response) => {
-                    reply = in_request(&info, &span, || handler.call(head.head_as_get()));
-                }
-                Reply::Now(_) => {}
-                Reply::Later(_) => {
-                    let handler = Arc::clone(&handler);
-                    let retry: RetryAsGet = Box::new(move || handler.call(head.head_as_get()));
-                    retry_as_get = Some(retry);
-                }
-            }
+        if request.method() == "HEAD" {
+            return serve_head(&handler, request, info, span);
         }
-        match reply {
-            Reply::Now(response) => Reply::Now(response),
-            Reply::Later(future) => Reply::Later(Box::pin(InRequest {
-                future,
-                retry_as_get,
-                info,
-                span,
-            })),
-        }
+        let reply = in_request(&info, &span, || handler.call(request));
+        in_request_future(reply, None, info, span)
     };
     reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
         .with_limits(limits.transport_limits())
         .with_budget(limits.budget())
 }
 
+/// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,
+/// or, if it declines, its answer to the same request as `GET`. Out of
+/// line, so that other requests pay nothing for it.
+#[inline(never)]
+fn serve_head<H, K>(
+    handler: &Arc<H>,
+    request: Request,
+    info: RequestInfo,
+    span: tracing::Span,
+) -> Reply<Response>
+where
+    H: Handler<Request, Response, K>,
+{
+    // Kept for a handler that does not answer HEAD itself; cloned now, as
+    // the handler takes the request.
+    let head = request.clone();
+    let reply = in_request(&info, &span, || handler.call(request));
+    match reply {
+        Reply::Now(response) if declines_head(&response) => {
+            let reply = in_request(&info, &span, || handler.call(head.head_as_get()));
+            in_request_future(reply, None, info, span)
+        }
+        Reply::Now(response) => Reply::Now(response),
+        Reply::Later(future) => {
+            let handler = Arc::clone(handler);
+            let retry: RetryAsGet = Box::new(move || handler.call(head.head_as_get()));
+            in_request_future(Reply::Later(future), Some(retry), info, span)
+        }
+    }
+}
+
+/// A reply as it goes to the reactor: a future still running keeps its
+/// request's `info` and `span` for its later polls.
+#[inline]
+fn in_request_future(
+    reply: Reply<Response>,
+    retry_as_get: Option<RetryAsGet>,
+    info: RequestInfo,
+    span: tracing::Span,
+) -> Reply<Response> {
+    match reply {
+        Reply::Now(response) => Reply::Now(response),
+        Reply::Later(future) => Reply::Later(Box::pin(InRequest {
+            future,
+            retry_as_get,
+            info,
+            span,
+        })),
+    }
+}
+
 /// Makes a handler's `call` with `info` installed and `span` entered,
 /// and polls the future of an `async` handler once there: most answer on
 /// their first poll, which then costs no second install around the
 /// reactor's first poll.
+#[inline]
 fn in_request(
     info: &RequestInfo,
     span: &tracing::Span,

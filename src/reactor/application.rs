@@ -349,6 +349,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// The most undecoded input this connection may hold now.
+    #[inline]
     fn input_cap(&self) -> usize {
         let limit = self.transport.limits.max_input();
         match &self.share {
@@ -359,6 +360,7 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Accounts for the input held now against the budget; answers with
     /// the overload response if the budget cannot cover it.
+    #[inline]
     fn account_input(&mut self) {
         let held = self.transport.input.len();
         if let Some(share) = &mut self.share {
@@ -540,6 +542,7 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Handles a decoded request: now, or, if it must run alone and
     /// responses are owed ahead of it, once they are encoded.
+    #[inline]
     fn handle(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
         if self.protocol.runs_alone(&request) {
             if !self.pipeline.is_empty() {
@@ -552,6 +555,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// Calls the handler, then encodes what is ready.
+    #[inline]
     fn run(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
         self.request(request, cx);
         if self.protocol.closing() {
