@@ -149,10 +149,42 @@ impl Headers {
 
     /// Adds a field the parser already validated.
     pub(crate) fn push_parsed(&mut self, name: &str, value: &[u8]) {
-        self.fields
-            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
+        let name = match COMMON_NAMES.iter().find(|common| **common == name) {
+            Some(common) => Cow::Borrowed(*common),
+            None => Cow::Owned(name.into()),
+        };
+        self.fields.push((name, Cow::Owned(value.into())));
+    }
+
+    /// Empty, with room for `fields` fields.
+    pub(crate) fn with_capacity(fields: usize) -> Headers {
+        Headers {
+            fields: Vec::with_capacity(fields),
+        }
     }
 }
+
+/// Field names most requests send, spelled as clients send them: a parsed
+/// field with one of these names borrows it instead of copying it (one
+/// allocation less per field; the name keeps the client's spelling either
+/// way).
+const COMMON_NAMES: &[&str] = &[
+    "Host",
+    "host",
+    "User-Agent",
+    "user-agent",
+    "Accept",
+    "accept",
+    "Accept-Encoding",
+    "accept-encoding",
+    "Accept-Language",
+    "Connection",
+    "connection",
+    "Content-Length",
+    "content-length",
+    "Content-Type",
+    "content-type",
+];
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

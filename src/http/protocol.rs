@@ -499,17 +499,22 @@ fn parse_head(input: &[u8], limits: &HttpLimits) -> Result<Option<PartialRequest
             reason: "incomplete request line",
         });
     };
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         headers.push_parsed(field.name, field.value);
     }
 
     check_target(method, target)?;
-    let hosts = headers.get_all("host").count();
+    let mut hosts = 0;
+    let mut valid = true;
+    for value in headers.get_all("host") {
+        hosts += 1;
+        valid &= is_valid_host(value);
+    }
     if hosts > 1 || (version == 1 && hosts == 0) {
         return Err(HttpError::InvalidHost);
     }
-    if !headers.get_all("host").all(is_valid_host) {
+    if !valid {
         return Err(HttpError::InvalidHostValue);
     }
     let body = framing(&headers, version, head_len, limits)?;
