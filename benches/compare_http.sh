@@ -49,6 +49,11 @@ load() {
     after=$(cpu_ticks "$pid")
     grep -E "Non-2xx|Socket errors" "$work/wrk.txt" >&2 || true
     local rps requests
+    if ! grep -q "Requests/sec" "$work/wrk.txt"; then
+        echo "wrk measured nothing against $url:" >&2
+        cat "$work/wrk.txt" >&2
+        exit 1
+    fi
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
     requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
     echo "$rps $(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $requests * 1e6:.2f}')")"

@@ -21,6 +21,11 @@ trap cleanup EXIT
 start() {
     local name=${1//\//-}
     shift
+    # Emptied here, before the background job starts: the job's own
+    # redirection truncates them only once it runs, and until then the
+    # wait below could read the previous server's address.
+    : > "$work/$name.out"
+    : > "$work/$name.err"
     "$@" > "$work/$name.out" 2> "$work/$name.err" &
     pid=$!
     addr=""
