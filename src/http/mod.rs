@@ -6,8 +6,9 @@
 //! HTTP sits on the reactor's layers like any protocol:
 //!
 //! - **readiness** and **transport** (the reactor): sockets, buffers,
-//!   backpressure, the read and idle timeouts ([`HttpLimits`] sets them
-//!   through [`HttpLimits::transport_limits`]);
+//!   backpressure, the read, idle and write timeouts, the lingering close
+//!   and the server's budget ([`HttpLimits`] sets them through
+//!   [`HttpLimits::transport_limits`] and [`HttpLimits::budget`]);
 //! - **protocol** ([`HttpProtocol`]): bytes to [`Request`]s and
 //!   [`Response`]s to bytes; keep-alive, pipelining, chunked bodies,
 //!   `100 Continue`, a `Date` on every response, and the error statuses
@@ -31,12 +32,26 @@
 //! | status | for |
 //! |---|---|
 //! | 400 | a malformed request line or header field; a bad, conflicting or ambiguous `Content-Length`; a `Transfer-Encoding` not ending in `chunked` (RFC 9112 §6.3); a malformed chunk; no `Host` in HTTP/1.1, several, or one that is not `host[:port]`; a target other than a path or an absolute URI (`*` outside `OPTIONS`, `host:port` outside `CONNECT`) |
-//! | 408 | a request still incomplete after [`HttpLimits::read_timeout`] |
+//! | 408 | a request head still incomplete after [`HttpLimits::read_timeout`], or a body slower than [`HttpLimits::body_rate`] |
 //! | 413 | a body over [`HttpLimits::max_body`], or a chunked body's framing over [`HttpLimits::max_chunk_framing`] |
 //! | 431 | a header section (or trailer section) over [`HttpLimits::max_header_bytes`], or more fields than [`HttpLimits::max_headers`] |
 //! | 501 | a `Transfer-Encoding` with another coding before `chunked` (`gzip, chunked`); `CONNECT` |
+//! | 503 | past the server's [`HttpLimits::max_connections`], or a request that does not fit in what is left of [`HttpLimits::max_buffered_input`] (with `Retry-After: 1`) |
 //!
 //! A handler that panics is answered with 500, and the connection goes on.
+//!
+//! # Careless and hostile clients
+//!
+//! Besides the statuses above: a client that takes none of its answers
+//! for [`HttpLimits::write_timeout`] is dropped and its buffers freed;
+//! while a peer does not read, encoding stops at the transport's
+//! high-water mark and nothing new is read or handled; a connection that
+//! ends keeps reading and dropping its peer's input until the peer closes
+//! or [`HttpLimits::linger`] passes after its last byte, so queued
+//! responses arrive rather than a reset; and a pipelined request with an
+//! unsafe method (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) is
+//! handled only once the responses before it are out, so a response that
+//! closes the connection never strands a request that already ran.
 //!
 //! Not supported: `Upgrade` (WebSockets), `CONNECT` tunnels, response
 //! streaming (a response's body is one byte vector, sent with

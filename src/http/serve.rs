@@ -159,8 +159,12 @@ impl fmt::Debug for RequestInfo {
 ///
 /// The returned [`Serve`] carries the transport limits of
 /// [`HttpLimits::transport_limits`] (large enough input for the largest
-/// request, read and idle timeouts), in place of the reactor's;
-/// [`Serve::with_limits`] replaces them (keep `max_input` at
+/// request, read, idle and write timeouts, body rate, linger), in place
+/// of the reactor's, and a new [`ServerBudget`](crate::reactor::ServerBudget)
+/// ([`HttpLimits::budget`]) that the clones of the `Serve` share: create
+/// it once and hand clones to every listener (on every reactor thread)
+/// for one budget per server. [`Serve::with_limits`] replaces the
+/// transport limits (keep `max_input` at
 /// [`HttpLimits::max_input`] or more).
 ///
 /// # Examples

@@ -263,8 +263,9 @@ pub(crate) struct ServerConn<P: Protocol> {
     /// it began to wait (only with a write timeout).
     write_progress: Option<Instant>,
     /// A request that must be handled alone ([`Protocol::runs_alone`]),
-    /// decoded and waiting for the responses ahead of it.
-    held: Option<P::Request>,
+    /// decoded and waiting for the responses ahead of it. Boxed: rare, and
+    /// every idle connection would carry its room otherwise.
+    held: Option<Box<P::Request>>,
     /// The request in flight runs alone: nothing more is handled until
     /// the pipeline is empty.
     alone_in_flight: bool,
@@ -546,7 +547,7 @@ impl<P: Protocol> ServerConn<P> {
     fn handle(&mut self, request: P::Request, cx: &mut DriverCx<'_>) {
         if self.protocol.runs_alone(&request) {
             if !self.pipeline.is_empty() {
-                self.held = Some(request);
+                self.held = Some(Box::new(request));
                 return;
             }
             self.alone_in_flight = true;
@@ -653,7 +654,7 @@ impl<P: Protocol> Driver for ServerConn<P> {
         if self.pipeline.is_empty() && self.ending.is_none() {
             if let Some(request) = self.held.take() {
                 self.alone_in_flight = true;
-                self.run(request, cx);
+                self.run(*request, cx);
             }
         }
         while self.ending.is_none()
