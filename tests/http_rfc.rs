@@ -3,9 +3,8 @@
 //! that a client may count on, sent by a blocking `std` client to a server
 //! on a reactor.
 //!
-//! Every wait is bounded: the reactor ticks under a wall-clock deadline
-//! and the client's reads under a read timeout, so a test that would hang
-//! fails instead.
+//! Every wait is bounded: the client's reads have a read timeout, so a
+//! test that would hang fails instead.
 
 mod common;
 
@@ -13,46 +12,21 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::server::HttpServer;
 use common::{connect, read_exactly, read_to_end, without_date};
 use milieu::http::{self, HttpLimits, HttpProtocol, Request, Response};
-use milieu::reactor::{Handle, Reactor, Reply, Serve};
+use milieu::reactor::{Handle, Reply, Serve};
 
 // ---------------------------------------------------------------- helpers
 
-/// Anything longer is a hang.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Serves `app` on a loopback port, ticking the reactor on this thread
-/// while `client` runs on its own with the port's address; returns what
-/// the client returned (its panic, re-raised, fails the test).
-#[track_caller]
-fn with_server<T: Send + 'static>(
-    app: Serve<HttpProtocol>,
-    client: impl FnOnce(SocketAddr) -> T + Send + 'static,
-) -> T {
-    let mut reactor = Reactor::new().expect("a reactor");
-    let listener = reactor
-        .handle()
-        .listen_tcp("127.0.0.1:0", move || app.clone())
-        .expect("a loopback listener");
-    let addr = listener.local_addr();
-    let client = std::thread::spawn(move || client(addr));
-    let deadline = Instant::now() + DEADLINE;
-    while !client.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "the client did not finish in time"
-        );
-        reactor
-            .tick(Some(Duration::from_millis(5)))
-            .expect("readiness poll");
-    }
-    match client.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+/// Serves `app` on a loopback port (a reactor on a thread of its own, see
+/// `common::server`) while `client` runs with the port's address; returns
+/// what the client returned.
+fn with_server<T>(app: Serve<HttpProtocol>, client: impl FnOnce(SocketAddr) -> T) -> T {
+    let server = HttpServer::serve(app);
+    client(server.addr)
 }
 
 /// Answers `<METHOD> <path> <query> <body length>` for GET, POST and

@@ -589,7 +589,9 @@ impl<P: Protocol> ServerConn<P> {
         Some(since + timeout.saturating_add(earned))
     }
 
-    /// Whether the response at the front of the pipeline can be encoded.
+    /// Whether the response at the front of the pipeline may be encoded
+    /// now: it is ready, or a task is computing it (then `advance` finds
+    /// out).
     fn front_ready(&self) -> bool {
         match self.pipeline.front() {
             Some(Owed::Ready(response)) => response.is_some(),

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use milieu::http::{self, HttpLimits, Request, Response};
-use milieu::reactor::{Handle, Handler, Reactor, ServerBudget};
+use milieu::http::{self, HttpLimits, HttpProtocol, Request, Response};
+use milieu::reactor::{Handle, Handler, Reactor, Serve, ServerBudget};
 
 use super::SOCKET_DEADLINE;
 
@@ -28,8 +28,16 @@ impl HttpServer {
     where
         H: Handler<Request, Response, K>,
     {
-        let app = http::serve_with(limits, handler);
-        let budget = app.budget().cloned().expect("serve_with attaches a budget");
+        HttpServer::serve(http::serve_with(limits, handler))
+    }
+
+    /// Serves `app` (from `http::serve` or `http::serve_with`, which
+    /// attach a budget).
+    pub fn serve(app: Serve<HttpProtocol>) -> HttpServer {
+        let budget = app
+            .budget()
+            .cloned()
+            .expect("http::serve attaches a budget");
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let mut reactor = Reactor::new().expect("reactor");
