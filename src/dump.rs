@@ -15,7 +15,10 @@
 //!   or local), its [`EntryStatus`] (visible, shadowed, or left behind by a
 //!   hop) and its [`Provenance`]: the install [`Site`], the installing
 //!   thread ([`ThreadInfo`]), the reason given with `because`, and the hops
-//!   that carried it here.
+//!   that carried it here, and for an entry received from another process
+//!   its [`RemoteOrigin`]: the caller's install site and service, and the
+//!   [`ProcessHop`] that brought it (with what [arrived](ArrivedMember) and
+//!   what was [declined](DeclinedMember)).
 //! - A [`Missing`](crate::Missing) report adds the entries that are probably
 //!   what was meant ([`NearMiss`], [`NearMissKind`]) and, for a
 //!   `#[requires]` check, where the requirement was [`Declared`].
@@ -66,6 +69,7 @@
 //! ```
 
 pub use crate::context::{
-    Declared, Dump, EntryDump, EntryStatus, FrameDump, HopDump, HopKind, NearMiss, NearMissKind,
-    Policy, Provenance, Site, ThreadInfo,
+    ArrivedMember, Declared, DeclinedMember, Dump, EntryDump, EntryStatus, FrameDump, HopDump,
+    HopKind, NearMiss, NearMissKind, Policy, ProcessHop, Provenance, RemoteOrigin, Site,
+    ThreadInfo,
 };

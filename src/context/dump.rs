@@ -8,6 +8,7 @@ use std::ptr;
 
 use super::entry::{Entry, Policy, Value};
 use super::frame::{Frame, FrameKind, HopKind, HopRecord, ThreadInfo};
+use super::remote::RemoteOrigin;
 use super::state::State;
 
 /// A dump of the current context (top frame first), with the provenance of
@@ -103,6 +104,10 @@ pub struct Provenance {
     pub reason: Option<String>,
     /// Hops that carried the entry to where the dump was taken, oldest first.
     pub hops: Vec<HopDump>,
+    /// For an entry received from another process: what that process said
+    /// about it (its install site and service) and the process hop. `site`
+    /// and `thread` above are then where it was installed on arrival.
+    pub remote: Option<RemoteOrigin>,
 }
 
 /// Whether a dumped entry is the one a lookup finds.
@@ -372,6 +377,7 @@ fn entry_dump(
             thread: (*frame.data().thread).clone(),
             seq: entry.seq,
             reason: entry.reason.as_deref().map(str::to_owned),
+            remote: entry.origin.as_deref().cloned(),
             // An entry left behind did not travel.
             hops: if matches!(status, EntryStatus::NotCarried { .. }) {
                 Vec::new()
@@ -488,12 +494,21 @@ fn write_entry(f: &mut fmt::Formatter<'_>, e: &EntryDump, first: &str, rest: &st
         write!(f, " because {reason:?}")?;
     }
     writeln!(f)?;
-    write!(
-        f,
-        "{rest}installed at {} on {}",
-        e.provenance.site, e.provenance.thread
-    )?;
-    writeln!(f)?;
+    if let Some(remote) = &e.provenance.remote {
+        // The caller's account first: it is where the entry comes from.
+        writeln!(f, "{rest}{remote}")?;
+        writeln!(
+            f,
+            "{rest}received at {} on {}",
+            e.provenance.site, e.provenance.thread
+        )?;
+    } else {
+        writeln!(
+            f,
+            "{rest}installed at {} on {}",
+            e.provenance.site, e.provenance.thread
+        )?;
+    }
     if !e.provenance.hops.is_empty() {
         // Kind and site only: the hop frames above give the threads.
         write!(f, "{rest}carried by ")?;

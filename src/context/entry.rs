@@ -6,6 +6,8 @@ use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;
 
+use super::remote::RemoteOrigin;
+
 /// Whether an entry travels with snapshots of the context.
 ///
 /// Every scheduling point milieu offers (a spawned thread, a wrapped future,
@@ -56,6 +58,8 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) reason: Option<Cow<'static, str>>,
     pub(crate) debug: Option<DebugFn>,
+    /// What another process said about the entry, when it arrived from one.
+    pub(crate) origin: Option<Arc<RemoteOrigin>>,
     /// Bookkeeping of the installing thread only: what the thread's type
     /// index held for this type before this entry was installed, put back
     /// when it is removed. Never read on any other thread.
@@ -114,6 +118,7 @@ pub(crate) struct Pending {
     pub(crate) site: &'static Location<'static>,
     pub(crate) reason: Option<Cow<'static, str>>,
     pub(crate) debug: Option<DebugFn>,
+    pub(crate) origin: Option<Arc<RemoteOrigin>>,
 }
 
 pub(crate) enum PendingValue {

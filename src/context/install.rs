@@ -9,6 +9,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use super::entry::{debug_fn, Pending, PendingValue};
+use super::remote::RemoteOrigin;
 use super::state::{Slot, State};
 
 /// Installs `value` in the current context until the returned guard drops.
@@ -109,6 +110,7 @@ pub fn scope() -> Scope {
     Scope {
         pending: Vec::new(),
         reason: None,
+        origin: None,
     }
 }
 
@@ -123,6 +125,8 @@ pub struct Scope {
     pending: Vec<Pending>,
     /// Applies to entries without a reason of their own.
     reason: Option<Cow<'static, str>>,
+    /// Applies to entries without a remote origin of their own.
+    origin: Option<Arc<RemoteOrigin>>,
 }
 
 impl Scope {
@@ -171,6 +175,40 @@ impl Scope {
         self
     }
 
+    /// Records that the entry added last arrived from another process, with
+    /// what that process said about it (shown in dumps next to the local
+    /// install site). Called before any `with*`, it applies to every entry
+    /// of the scope that has none of its own.
+    ///
+    /// Transports call this for what they receive (`milieu::http::serve`
+    /// for W3C baggage); call it in a transport of your own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use milieu::dump::{ProcessHop, RemoteOrigin};
+    /// struct Tenant(#[allow(dead_code)] String);
+    ///
+    /// let hop = Arc::new(ProcessHop::new().with_peer("10.0.0.7:41000"));
+    /// let _guard = milieu::scope()
+    ///     .with(Tenant("acme".into()))
+    ///     .carried_from(RemoteOrigin::new(hop))
+    ///     .enter();
+    /// let dump = milieu::dump();
+    /// let entry = dump.entries().next().unwrap();
+    /// let origin = entry.provenance.remote.as_ref().unwrap();
+    /// assert_eq!(origin.hop.peer.as_deref(), Some("10.0.0.7:41000"));
+    /// ```
+    pub fn carried_from(mut self, origin: RemoteOrigin) -> Self {
+        let origin = Some(Arc::new(origin));
+        match self.pending.last_mut() {
+            Some(entry) => entry.origin = origin,
+            None => self.origin = origin,
+        }
+        self
+    }
+
     /// Installs the entries, runs `f`, and removes them again, also when
     /// `f` panics.
     ///
@@ -195,17 +233,18 @@ impl Scope {
     /// is made from a thread-local destructor during thread exit).
     #[track_caller]
     pub fn enter(self) -> Guard {
-        install(self.pending, self.reason, Location::caller())
+        install(self, Location::caller())
     }
 }
 
-/// Installs `pending` as one frame on top of the current context.
-fn install(
-    pending: Vec<Pending>,
-    reason: Option<Cow<'static, str>>,
-    site: &'static Location<'static>,
-) -> Guard {
-    match State::try_with(|state| state.install(pending, reason.as_ref(), site)) {
+/// Installs a scope's entries as one frame on top of the current context.
+fn install(scope: Scope, site: &'static Location<'static>) -> Guard {
+    let Scope {
+        pending,
+        reason,
+        origin,
+    } = scope;
+    match State::try_with(|state| state.install(pending, reason.as_ref(), origin.as_ref(), site)) {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }
@@ -224,6 +263,7 @@ impl fmt::Debug for Scope {
         f.debug_struct("Scope")
             .field("entries", &self.pending)
             .field("reason", &self.reason)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -237,6 +277,7 @@ fn pending<T: 'static>(value: PendingValue, debug: Option<super::entry::DebugFn>
         site: Location::caller(),
         reason: None,
         debug,
+        origin: None,
     }
 }
 

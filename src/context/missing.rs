@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::panic::Location;
+use std::sync::Arc;
 
 use super::dump::{Dump, EntryDump, EntryStatus, Site};
 use super::frame::ThreadInfo;
+use super::remote::ProcessHop;
 
 /// No value of the requested type is visible.
 ///
@@ -34,6 +36,8 @@ struct Inner {
     thread: ThreadInfo,
     present: Dump,
     near: Vec<NearMiss>,
+    /// The process hop the visible context arrived by, if any.
+    arrival: Option<Arc<ProcessHop>>,
 }
 
 /// Where a failed requirement was declared.
@@ -116,6 +120,12 @@ impl Missing {
             .flat_map(|t| near_misses(t, &present))
             .collect();
         let thread = present.thread.clone();
+        // Received entries of one request share their hop: the newest
+        // visible one says what the caller sent and what was declined.
+        let arrival = present
+            .visible()
+            .find_map(|e| e.provenance.remote.as_ref())
+            .map(|origin| Arc::clone(&origin.hop));
         Missing(Box::new(Inner {
             types,
             site,
@@ -123,6 +133,7 @@ impl Missing {
             thread,
             present,
             near,
+            arrival,
         }))
     }
 
@@ -162,6 +173,12 @@ impl Missing {
     /// Entries that are probably what was meant.
     pub fn near_misses(&self) -> &[NearMiss] {
         &self.0.near
+    }
+
+    /// When the context arrived from another process: the hop, with what
+    /// the caller sent and what was declined (the report lists both).
+    pub fn arrival(&self) -> Option<&ProcessHop> {
+        self.0.arrival.as_deref()
     }
 }
 
@@ -290,6 +307,9 @@ impl fmt::Display for Missing {
                 "  near miss: `{}` installed at {}: {why}",
                 e.type_name, e.provenance.site
             )?;
+        }
+        if let Some(hop) = &inner.arrival {
+            writeln!(f, "  from another process: {hop}: {}", hop.summary())?;
         }
         if inner.present.frames.is_empty() {
             return write!(f, "  present: nothing (the context is empty)");

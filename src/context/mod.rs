@@ -17,6 +17,7 @@ mod lookup;
 mod map;
 mod missing;
 mod monitor;
+mod remote;
 mod snapshot;
 mod state;
 
@@ -27,6 +28,7 @@ pub use install::{provide, provide_arc, provide_local, scope, Guard, Scope};
 pub use lookup::{contains, get, with};
 pub use missing::{Declared, Missing, NearMiss, NearMissKind};
 pub use monitor::provide_subscriber;
+pub use remote::{ArrivedMember, DeclinedMember, ProcessHop, RemoteOrigin};
 pub use snapshot::Context;
 // Hop records made by the scheduling points of the layers above (timers,
 // stages): unused in a context-only build.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{Slot, SlotKind, State, SPARE_FRAMES};
 use crate::context::entry::{LiveRef, Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
+use crate::context::remote::RemoteOrigin;
 
 /// An entry's provenance on its way into a frame.
 struct NewEntry {
@@ -17,6 +18,7 @@ struct NewEntry {
     site: &'static Location<'static>,
     reason: Option<std::borrow::Cow<'static, str>>,
     debug: Option<crate::context::entry::DebugFn>,
+    origin: Option<Arc<RemoteOrigin>>,
 }
 
 impl State {
@@ -25,6 +27,7 @@ impl State {
         &self,
         pending: Vec<Pending>,
         reason: Option<&std::borrow::Cow<'static, str>>,
+        origin: Option<&Arc<RemoteOrigin>>,
         site: &'static Location<'static>,
     ) -> u64 {
         let frame = self.take_spare();
@@ -44,6 +47,7 @@ impl State {
                 site: p.site,
                 reason: p.reason.or_else(|| reason.cloned()),
                 debug: p.debug,
+                origin: p.origin.or_else(|| origin.cloned()),
             };
             self.add_entry(data, entry, p.value, &mut has_locals, &mut dispatch);
         }
@@ -72,6 +76,7 @@ impl State {
             site,
             reason: None,
             debug: None,
+            origin: None,
         };
         self.add_entry(
             data,
@@ -119,6 +124,7 @@ impl State {
             site,
             reason,
             debug,
+            origin,
         } = new;
         let (value, address) = match value {
             PendingValue::Shared(v) => {
@@ -162,6 +168,7 @@ impl State {
             ptr::addr_of_mut!((*to).seq).write(seq);
             ptr::addr_of_mut!((*to).reason).write(reason);
             ptr::addr_of_mut!((*to).debug).write(debug);
+            ptr::addr_of_mut!((*to).origin).write(origin);
             ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
             ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
             ptr::addr_of_mut!((*to).shadowed.depth).write(shadowed.depth);
