@@ -53,6 +53,8 @@
 //!   checked up front with [`verify`] and its [`Requirements`].
 //! - **Layers built on the context**: [`reactor`], [`stage`], [`http`], and
 //!   `txn` (feature `sqlite`).
+//! - **Context across processes**: [`remote`], the W3C Trace Context and
+//!   Baggage headers, and the explicit list of what crosses.
 //!
 //! The guide (docs/guide.md) introduces the concepts in order; the design
 //! notes (docs/design.md) explain the storage and its measurements.
@@ -85,6 +87,9 @@ pub mod stage;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod txn;
+
+#[cfg(feature = "remote")]
+pub mod remote;
 
 #[cfg(feature = "http")]
 pub mod http;

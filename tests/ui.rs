@@ -1,6 +1,7 @@
-//! Compile-time behaviour of `#[requires]`: each file under tests/ui/fail
-//! is named after one mistake and its `.stderr` holds the one error the
-//! user sees; tests/ui/pass must compile and run.
+//! Compile-time behaviour of `#[requires]` and `#[derive(Baggage)]`
+//! (`milieu::remote`): each file under tests/ui/fail is named after one
+//! mistake and its `.stderr` holds the one error the user sees;
+//! tests/ui/pass must compile and run.
 //!
 //! The `.stderr` files were made with the toolchain pinned in
 //! rust-toolchain.toml (which cargo picks up in this directory); rustc's

@@ -1,8 +1,9 @@
 //! Procedural macros for [`milieu`](https://docs.rs/milieu): declared
-//! context.
+//! context, and the types that cross processes.
 //!
 //! This crate is an implementation detail of `milieu`; depend on `milieu`
-//! and use `#[milieu::requires]`. The pipeline follows thiserror and
+//! and use `#[milieu::requires]` and `#[derive(milieu::remote::Baggage)]`.
+//! The pipeline of `#[requires]` follows thiserror and
 //! tracing-attributes: `args` parses the attribute, `plan` parses and
 //! validates the function into a plan, `expand` writes the code. On any
 //! mistake the output is the `compile_error!` plus the untouched function,
@@ -13,6 +14,7 @@
 use proc_macro::TokenStream;
 
 mod args;
+mod baggage;
 mod expand;
 mod plan;
 
@@ -82,4 +84,39 @@ fn fallback(err: syn::Error, original: proc_macro2::TokenStream) -> proc_macro2:
         Err(_) => original,
     };
     quote::quote!(#error #item)
+}
+
+/// Derives `milieu::remote::Baggage` for a tuple struct with one field:
+/// the value is encoded with the field's `Display` and decoded with its
+/// `FromStr` (whose error, prefixed with the key, becomes the
+/// `DecodeError`).
+///
+/// `#[baggage(key = "...")]` names the baggage member; the key must be an
+/// RFC 7230 token. Any other shape (named fields, several fields, a unit
+/// struct, an enum) is a compile error: implement the trait by hand
+/// there. Deriving only makes the type able to cross: a
+/// `milieu::remote::Propagation` must also `carry` it.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::remote::Baggage;
+///
+/// #[derive(Baggage)]
+/// #[baggage(key = "tier")]
+/// struct UserTier(u8);
+///
+/// let mut text = String::new();
+/// UserTier(3).encode(&mut text);
+/// assert_eq!(text, "3");
+/// assert_eq!(UserTier::decode("7").unwrap().0, 7);
+/// let err = UserTier::decode("gold").err().unwrap();
+/// assert_eq!(err.to_string(), "baggage `tier`: invalid digit found in string");
+/// ```
+#[proc_macro_derive(Baggage, attributes(baggage))]
+pub fn derive_baggage(item: TokenStream) -> TokenStream {
+    let result = baggage::parse(item.into()).map(baggage::expand);
+    // A derive adds items and leaves the type alone, so the error is the
+    // whole output: no cascade follows from a missing impl.
+    result.unwrap_or_else(|err| err.to_compile_error()).into()
 }

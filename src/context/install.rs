@@ -156,6 +156,36 @@ impl Scope {
         self
     }
 
+    /// [`with`](Scope::with), recorded as installed at `site`: for a layer
+    /// that installs entries on its caller's behalf, so provenance names
+    /// the caller's line rather than the layer's.
+    #[cfg(feature = "remote")]
+    pub(crate) fn with_at<T: Send + Sync + 'static>(
+        mut self,
+        value: T,
+        site: &'static Location<'static>,
+    ) -> Self {
+        let mut entry = pending::<T>(PendingValue::Shared(Arc::new(value)), None);
+        entry.site = site;
+        self.pending.push(entry);
+        self
+    }
+
+    /// [`with_debug`](Scope::with_debug), recorded as installed at `site`
+    /// (see `with_at`).
+    #[cfg(feature = "remote")]
+    pub(crate) fn with_debug_at<T: fmt::Debug + Send + Sync + 'static>(
+        mut self,
+        value: T,
+        site: &'static Location<'static>,
+    ) -> Self {
+        let value = PendingValue::Shared(Arc::new(value));
+        let mut entry = pending::<T>(value, Some(debug_fn::<T>()));
+        entry.site = site;
+        self.pending.push(entry);
+        self
+    }
+
     /// Adds a [local](crate::dump::Policy::Local) entry (see [`provide_local`]).
     #[track_caller]
     pub fn with_local<T: 'static>(mut self, value: T) -> Self {

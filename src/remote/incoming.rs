@@ -1,0 +1,317 @@
+//! [`Incoming`]: what [`Propagation::extract`](super::Propagation::extract)
+//! made of a request's headers, installed with
+//! [`into_scope`](Incoming::into_scope); and the entries it installs
+//! besides the carried types: [`ForwardedBaggage`].
+
+use std::fmt;
+use std::panic::Location;
+
+use super::baggage::{BaggageMember, MalformedMember, Truncated};
+use super::carry::DecodeError;
+use super::trace::{Extracted, TraceContext};
+use crate::Scope;
+
+/// Adds one decoded value to a scope, recorded at the given site. Made
+/// for one concrete type by `Propagation`, so no downcast is needed.
+pub(super) type Install = Box<dyn FnOnce(Scope, &'static Location<'static>) -> Scope + Send + Sync>;
+
+/// The reasons the installed entries show in dumps.
+const TRACE_REASON: &str = "W3C trace context of the request (traceparent, tracestate)";
+const ARRIVED_REASON: &str = "baggage member sent by the caller";
+const FORWARDED_REASON: &str = "baggage members of the request that no carried type reads, \
+                                passed on to the requests this one makes";
+
+/// The context a request brought from its caller: its trace context, the
+/// baggage members decoded into context entries, the members passed on
+/// untouched, and what was declined and why.
+///
+/// Nothing is installed until [`into_scope`](Incoming::into_scope).
+/// [`warning`](Incoming::warning) sums up, in one line, whatever the
+/// caller sent that was refused, for one log event per request.
+///
+/// Open to additions: later versions may bring more of the caller's
+/// context (for example where its entries were installed).
+///
+/// # Examples
+///
+/// ```
+/// use milieu::remote::{Baggage, Propagation};
+///
+/// #[derive(Baggage)]
+/// #[baggage(key = "tenant")]
+/// struct Tenant(String);
+///
+/// let propagation = Propagation::new().carry::<Tenant>();
+/// let incoming = propagation.extract(
+///     &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+///     &[],
+///     &["tenant=acme,region=eu,bad key=1"],
+/// );
+/// assert_eq!(incoming.arrived()[0].key(), "tenant");
+/// assert_eq!(incoming.forwarded().members()[0].key(), "region");
+/// assert_eq!(incoming.declined().len(), 1);
+/// if let Some(warning) = incoming.warning() {
+///     tracing::warn!("{warning}"); // baggage: 1 member(s) declined: ...
+/// }
+///
+/// let tenant = incoming
+///     .into_scope(milieu::scope())
+///     .run(|| milieu::get::<Tenant>().map(|t| t.0.clone()))?;
+/// assert_eq!(tenant, "acme");
+/// # Ok::<(), milieu::Missing>(())
+/// ```
+#[derive(Debug)]
+pub struct Incoming {
+    trace: Extracted,
+    arrived: Vec<Arrived>,
+    forwarded: ForwardedBaggage,
+    declined: Vec<Declined>,
+}
+
+impl Incoming {
+    pub(super) fn new(
+        trace: Extracted,
+        arrived: Vec<Arrived>,
+        forwarded: ForwardedBaggage,
+        declined: Vec<Declined>,
+    ) -> Incoming {
+        Incoming {
+            trace,
+            arrived,
+            forwarded,
+            declined,
+        }
+    }
+
+    /// The trace context for this unit of work (a child of the caller's
+    /// span, or a new trace), and how it was made from the headers.
+    pub fn trace(&self) -> &Extracted {
+        &self.trace
+    }
+
+    /// The baggage members decoded into context entries, in arrival order.
+    pub fn arrived(&self) -> &[Arrived] {
+        &self.arrived
+    }
+
+    /// The baggage members no carried type reads, kept as received to be
+    /// passed on.
+    pub fn forwarded(&self) -> &ForwardedBaggage {
+        &self.forwarded
+    }
+
+    /// What was dropped, and why.
+    pub fn declined(&self) -> &[Declined] {
+        &self.declined
+    }
+
+    /// One line for a log warning about what the caller sent that was
+    /// refused (an invalid `traceparent` or `tracestate`, declined baggage),
+    /// or `None` if nothing was. At most five declined members are named.
+    pub fn warning(&self) -> Option<String> {
+        const NAMED: usize = 5;
+        let trace = self.trace.warning();
+        if trace.is_none() && self.declined.is_empty() {
+            return None;
+        }
+        let mut line = String::from("context from the caller: ");
+        if let Some(trace) = trace {
+            line.push_str(&trace);
+            if !self.declined.is_empty() {
+                line.push_str("; ");
+            }
+        }
+        if !self.declined.is_empty() {
+            line.push_str(&format!("baggage: {} declined: ", self.declined.len()));
+            for (i, declined) in self.declined.iter().take(NAMED).enumerate() {
+                if i > 0 {
+                    line.push_str("; ");
+                }
+                line.push_str(&declined.to_string());
+            }
+            if self.declined.len() > NAMED {
+                line.push_str(&format!("; and {} more", self.declined.len() - NAMED));
+            }
+        }
+        Some(line)
+    }
+
+    /// Adds to `scope` the [`TraceContext`] (shown in dumps), each decoded
+    /// entry, and a [`ForwardedBaggage`] (always, empty or not, so that
+    /// no outer one is passed on by mistake). Each entry records this
+    /// call as its install site and says it came from the caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::remote::{Propagation, TraceContext};
+    ///
+    /// let incoming = Propagation::new().extract(&[], &[], &[]);
+    /// let span = incoming.trace().context().span_id();
+    /// let _guard = incoming.into_scope(milieu::scope()).enter();
+    /// assert_eq!(milieu::get::<TraceContext>()?.span_id(), span);
+    /// # Ok::<(), milieu::Missing>(())
+    /// ```
+    #[track_caller]
+    pub fn into_scope(self, scope: Scope) -> Scope {
+        let site = Location::caller();
+        let mut scope = scope
+            .with_debug_at::<TraceContext>(self.trace.into_context(), site)
+            .because(TRACE_REASON);
+        for arrived in self.arrived {
+            scope = (arrived.install)(scope, site).because(ARRIVED_REASON);
+        }
+        scope
+            .with_at(self.forwarded, site)
+            .because(FORWARDED_REASON)
+    }
+}
+
+/// A baggage member decoded into a context entry (installed by
+/// [`Incoming::into_scope`]).
+pub struct Arrived {
+    key: &'static str,
+    type_name: &'static str,
+    install: Install,
+}
+
+impl Arrived {
+    pub(super) fn new(key: &'static str, type_name: &'static str, install: Install) -> Arrived {
+        Arrived {
+            key,
+            type_name,
+            install,
+        }
+    }
+
+    /// The member's key.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The type of the entry.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+impl fmt::Debug for Arrived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value stays out of logs: baggage may be personal.
+        f.debug_struct("Arrived")
+            .field("key", &self.key)
+            .field("type_name", &self.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The baggage members of a request that no carried type reads, as a
+/// context entry: [`Propagation::inject`](super::Propagation::inject)
+/// passes them on to every request made in its scope, unchanged (the spec
+/// asks that baggage be passed on).
+///
+/// # Examples
+///
+/// ```
+/// use milieu::remote::{BaggageMember, ForwardedBaggage};
+///
+/// let forwarded = ForwardedBaggage::new(vec![BaggageMember::new("region", "eu")?]);
+/// assert_eq!(forwarded.members()[0].encoded(), "region=eu");
+/// # Ok::<(), milieu::remote::InvalidBaggageKey>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardedBaggage {
+    members: Vec<BaggageMember>,
+}
+
+impl ForwardedBaggage {
+    /// These members, to pass on.
+    pub fn new(members: Vec<BaggageMember>) -> ForwardedBaggage {
+        ForwardedBaggage { members }
+    }
+
+    /// The members, in arrival order.
+    pub fn members(&self) -> &[BaggageMember] {
+        &self.members
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// A baggage member that was not installed, or a part of the header that
+/// was not read, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Declined {
+    /// Outside the baggage grammar.
+    Malformed(MalformedMember),
+    /// A carried type's [`decode`](super::Baggage::decode) refused it.
+    DecodeFailed {
+        /// The key.
+        key: &'static str,
+        /// The carried type.
+        type_name: &'static str,
+        /// Its reason.
+        error: DecodeError,
+    },
+    /// For a carried type, and its percent-escapes were not UTF-8 (see
+    /// [`BaggageMember::is_lossy`]): decoding a changed value could make
+    /// it mean something else, so it is not decoded.
+    NotUtf8 {
+        /// The key.
+        key: &'static str,
+        /// The carried type.
+        type_name: &'static str,
+    },
+    /// A second member for a carried type's key: the first one counts.
+    Duplicate {
+        /// The key.
+        key: &'static str,
+        /// The carried type.
+        type_name: &'static str,
+    },
+    /// The rest of the header, past the [`BaggageLimits`](super::BaggageLimits).
+    Truncated(Truncated),
+}
+
+impl Declined {
+    /// The member's key, where there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Declined::Malformed(member) => member.key(),
+            Declined::DecodeFailed { key, .. }
+            | Declined::NotUtf8 { key, .. }
+            | Declined::Duplicate { key, .. } => Some(key),
+            Declined::Truncated(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Declined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Declined::Malformed(member) => write!(f, "malformed {member}"),
+            Declined::DecodeFailed {
+                key,
+                type_name,
+                error,
+            } => write!(f, "`{key}` not decoded as {type_name}: {error}"),
+            Declined::NotUtf8 { key, type_name } => write!(
+                f,
+                "`{key}` not decoded as {type_name}: its percent-escapes are not UTF-8"
+            ),
+            Declined::Duplicate { key, type_name } => {
+                write!(f, "`{key}` ({type_name}) sent again, the first one counts")
+            }
+            Declined::Truncated(truncated) => write!(f, "{truncated}"),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Context across processes: the W3C Trace Context (`traceparent`,
+//! `tracestate`) and Baggage (`baggage`) headers, independent of any
+//! transport.
+//!
+//! A service lists what may cross in a [`Propagation`]: the trace context
+//! always, and each [`Baggage`] type it names with
+//! [`carry`](Propagation::carry). Nothing else ever leaves the process;
+//! there is no global registry, and a type is carried only if it opts in
+//! (implements [`Baggage`], usually by `#[derive(Baggage)]`) **and** the
+//! `Propagation` lists it.
+//!
+//! - **Inbound**, [`Propagation::extract`] reads a request's header values
+//!   into an [`Incoming`]: the [`TraceContext`] for this unit of work (a
+//!   child of the caller's span, or a new trace if the caller sent none
+//!   or an invalid one), the carried types decoded, the other baggage
+//!   members kept to pass on ([`ForwardedBaggage`]), and what was dropped
+//!   and why, for one log line. It touches no context;
+//!   [`Incoming::into_scope`] adds the entries to a [`Scope`](crate::Scope).
+//! - **Outbound**, [`Propagation::inject`] writes the headers of a request
+//!   from the current context: a new span of its `TraceContext`, its
+//!   `tracestate`, and the carried types present plus the forwarded
+//!   members, within [`BaggageLimits`].
+//!
+//! The transports call these two; the formats are also usable on their
+//! own ([`TraceContext::extract`], [`TraceState`], [`ParsedBaggage`],
+//! [`BaggageHeader`]). Every parser is total: any input gives a result,
+//! never a panic, and invalid input is reported as a typed reason.
+//!
+//! # Examples
+//!
+//! ```
+//! use milieu::remote::{Baggage, Propagation};
+//!
+//! #[derive(Baggage)]
+//! #[baggage(key = "tenant")]
+//! struct Tenant(String);
+//!
+//! let propagation = Propagation::new().carry::<Tenant>();
+//!
+//! // A request arrives with headers (a transport collects the values).
+//! let incoming = propagation.extract(
+//!     &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+//!     &["congo=t61rcWkgMzE"],
+//!     &["tenant=acme,region=eu-west"],
+//! );
+//! assert_eq!(incoming.warning(), None);
+//!
+//! // Its handler runs in the context the caller sent...
+//! let mut outbound = Vec::new();
+//! incoming.into_scope(milieu::scope()).run(|| {
+//!     assert_eq!(milieu::get::<Tenant>().unwrap().0, "acme");
+//!     // ...and the requests it makes carry it on.
+//!     propagation.inject(&mut |name, value| outbound.push(format!("{name}: {value}")));
+//! });
+//!
+//! assert!(outbound[0].starts_with("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+//! assert_eq!(outbound[1], "tracestate: congo=t61rcWkgMzE");
+//! assert_eq!(outbound[2], "baggage: tenant=acme,region=eu-west");
+//! ```
+//!
+//! # Layout
+//!
+//! | file | holds |
+//! |---|---|
+//! | `ids.rs` | [`TraceId`], [`SpanId`], [`TraceFlags`]: hex forms, random ids |
+//! | `tracestate.rs` | [`TraceState`]: the Level 2 grammar, 32 members, truncation to 512 characters |
+//! | `trace.rs` | [`TraceContext`] and the processing model of `traceparent` ([`Extracted`]) |
+//! | `baggage.rs` | the `baggage` header: [`ParsedBaggage`], [`BaggageMember`], [`BaggageHeader`], [`BaggageLimits`] |
+//! | `carry.rs` | the [`Baggage`] trait a type implements to cross |
+//! | `incoming.rs` | [`Incoming`], [`ForwardedBaggage`], [`Declined`] |
+//! | `propagation.rs` | [`Propagation`]: `carry`, `extract`, `inject` |
+
+mod baggage;
+mod carry;
+mod ids;
+mod incoming;
+mod propagation;
+mod trace;
+mod tracestate;
+
+pub use baggage::{
+    BaggageHeader, BaggageLimit, BaggageLimits, BaggageMember, InvalidBaggageKey, MalformedMember,
+    MalformedReason, ParsedBaggage, Truncated,
+};
+pub use carry::{Baggage, DecodeError};
+pub use ids::{ParseIdError, SpanId, TraceFlags, TraceId};
+pub use incoming::{Arrived, Declined, ForwardedBaggage, Incoming};
+pub use milieu_macros::Baggage;
+pub use propagation::{Injected, Propagation};
+pub use trace::{Extracted, TraceContext, TraceOrigin, TraceStateIssue, TraceparentError};
+pub use tracestate::{TraceState, TraceStateError};

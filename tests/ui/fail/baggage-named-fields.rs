@@ -1,0 +1,7 @@
+#[derive(milieu::remote::Baggage)]
+#[baggage(key = "tenant")]
+struct Tenant {
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(milieu::remote::Baggage)]
+#[baggage(key = "tenant")]
+struct Tenant(String, u32);
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(milieu::remote::Baggage)]
+#[baggage(name = "tenant")]
+struct Tenant(String);
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[derive(milieu::remote::Baggage)]
+struct Tenant(String);
+
+fn main() {}
