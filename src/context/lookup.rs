@@ -140,3 +140,28 @@ impl Drop for Pin<'_> {
         self.0.unpin();
     }
 }
+
+/// Where the entry a lookup of `id` finds now came from, as a process
+/// would tell another one: the caller's account when the entry itself
+/// arrived from a process (site and service as received), else its
+/// local install site. `None` when no such entry is visible. For the
+/// transports that send install sites (an opt-in: it reveals source
+/// paths).
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) fn origin_of(id: TypeId) -> Option<(String, Option<String>)> {
+    State::try_with(|state| {
+        let entry = state.find_entry(id);
+        // SAFETY: a found entry lives while its install is on this
+        // thread's stack or its frame is the entered base; nothing is
+        // installed or removed before this borrow ends.
+        let entry = unsafe { entry.as_ref() }?;
+        Some(match entry.origin.as_deref() {
+            Some(origin) if origin.site.is_some() => (
+                origin.site.clone().unwrap_or_default(),
+                origin.service.clone(),
+            ),
+            _ => (entry.site.to_string(), None),
+        })
+    })
+    .flatten()
+}

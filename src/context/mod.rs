@@ -42,5 +42,5 @@ pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};
-pub(crate) use lookup::contains_id;
+pub(crate) use lookup::{contains_id, origin_of};
 pub(crate) use state::State;

@@ -5,10 +5,13 @@
 
 use std::fmt;
 use std::panic::Location;
+use std::sync::Arc;
 
 use super::baggage::{BaggageMember, MalformedMember, Truncated};
 use super::carry::DecodeError;
+use super::origin::CallerOrigin;
 use super::trace::{Extracted, TraceContext};
+use crate::dump::{ProcessHop, RemoteOrigin};
 use crate::Scope;
 
 /// Adds one decoded value to a scope, recorded at the given site. Made
@@ -18,6 +21,7 @@ pub(super) type Install = Box<dyn FnOnce(Scope, &'static Location<'static>) -> S
 /// The reasons the installed entries show in dumps.
 const TRACE_REASON: &str = "W3C trace context of the request (traceparent, tracestate)";
 const ARRIVED_REASON: &str = "baggage member sent by the caller";
+const HOP_REASON: &str = "how the request's context arrived from the calling process";
 const FORWARDED_REASON: &str = "baggage members of the request that no carried type reads, \
                                 passed on to the requests this one makes";
 
@@ -66,6 +70,16 @@ pub struct Incoming {
     arrived: Vec<Arrived>,
     forwarded: ForwardedBaggage,
     declined: Vec<Declined>,
+    /// Set when the request came from another process over a transport
+    /// ([`Propagation::extract_process`](super::Propagation::extract_process)).
+    process: Option<FromProcess>,
+}
+
+/// The transport's side of a process hop.
+#[derive(Debug)]
+struct FromProcess {
+    peer: Option<String>,
+    caller: CallerOrigin,
 }
 
 impl Incoming {
@@ -80,7 +94,56 @@ impl Incoming {
             arrived,
             forwarded,
             declined,
+            process: None,
         }
+    }
+
+    /// Marks this as received from another process (see
+    /// [`Propagation::extract_process`](super::Propagation::extract_process)).
+    pub(super) fn from_process(mut self, peer: Option<String>, caller: CallerOrigin) -> Incoming {
+        self.process = Some(FromProcess { peer, caller });
+        self
+    }
+
+    /// The record of the process hop [`into_scope`](Incoming::into_scope)
+    /// installs: `None` unless the request came from another process
+    /// ([`Propagation::extract_process`](super::Propagation::extract_process))
+    /// and its caller sent some context (a valid `traceparent`, baggage, or
+    /// `milieu-origin`). A request that brought nothing records no hop.
+    pub fn process_hop(&self) -> Option<ProcessHop> {
+        let process = self.process.as_ref()?;
+        let brought_context = self.trace.is_continued()
+            || !self.arrived.is_empty()
+            || !self.forwarded.is_empty()
+            || !self.declined.is_empty()
+            || !process.caller.is_empty();
+        if !brought_context {
+            return None;
+        }
+        let mut hop = ProcessHop::new();
+        hop.peer = process.peer.clone();
+        hop.service = process.caller.service.clone();
+        if self.trace.is_continued() {
+            // The caller's span: the parent of this request's.
+            let context = self.trace.context();
+            if let Some(parent) = context.parent_id() {
+                hop.traceparent = Some(format!(
+                    "00-{}-{parent}-{:02x}",
+                    context.trace_id(),
+                    context.flags().bits()
+                ));
+            }
+        }
+        for arrived in &self.arrived {
+            hop = hop.with_arrived(arrived.key, arrived.type_name);
+        }
+        for declined in &self.declined {
+            hop = hop.with_declined(declined.key().unwrap_or_default(), declined.to_string());
+        }
+        for member in self.forwarded.members() {
+            hop = hop.with_forwarded(member.key());
+        }
+        Some(hop)
     }
 
     /// The trace context for this unit of work (a child of the caller's
@@ -152,18 +215,50 @@ impl Incoming {
     /// assert_eq!(milieu::get::<TraceContext>()?.span_id(), span);
     /// # Ok::<(), milieu::Missing>(())
     /// ```
+    ///
+    /// For a request from another process that brought context (see
+    /// [`process_hop`](Incoming::process_hop)), it also adds the
+    /// [`ProcessHop`] as an entry, and every entry it adds records the hop
+    /// as its [`RemoteOrigin`] (with the caller's install site, when the
+    /// caller sent it), which dumps and [`Missing`](crate::Missing) reports
+    /// show.
     #[track_caller]
     pub fn into_scope(self, scope: Scope) -> Scope {
         let site = Location::caller();
-        let mut scope = scope
-            .with_debug_at::<TraceContext>(self.trace.into_context(), site)
-            .because(TRACE_REASON);
+        let hop = self.process_hop().map(Arc::new);
+        let from_hop = |scope: Scope| match &hop {
+            Some(hop) => scope.carried_from(RemoteOrigin::new(Arc::clone(hop))),
+            None => scope,
+        };
+        let mut scope = from_hop(
+            scope
+                .with_debug_at::<TraceContext>(self.trace.into_context(), site)
+                .because(TRACE_REASON),
+        );
+        let caller = self.process.map(|p| p.caller).unwrap_or_default();
         for arrived in self.arrived {
             scope = (arrived.install)(scope, site).because(ARRIVED_REASON);
+            if let Some(hop) = &hop {
+                let mut origin = RemoteOrigin::new(Arc::clone(hop));
+                if let Some(remote) = caller.site_of(arrived.key) {
+                    origin.site = Some(remote.site.clone());
+                    origin.service = remote.service.clone();
+                }
+                scope = scope.carried_from(origin);
+            }
+        }
+        scope = from_hop(
+            scope
+                .with_at(self.forwarded, site)
+                .because(FORWARDED_REASON),
+        );
+        if let Some(hop) = &hop {
+            scope = scope
+                .with_debug_at::<ProcessHop>((**hop).clone(), site)
+                .because(HOP_REASON)
+                .carried_from(RemoteOrigin::new(Arc::clone(hop)));
         }
         scope
-            .with_at(self.forwarded, site)
-            .because(FORWARDED_REASON)
     }
 }
 

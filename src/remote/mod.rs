@@ -68,12 +68,14 @@
 //! | `baggage.rs` | the `baggage` header: [`ParsedBaggage`], [`BaggageMember`], [`BaggageHeader`], [`BaggageLimits`] |
 //! | `carry.rs` | the [`Baggage`] trait a type implements to cross |
 //! | `incoming.rs` | [`Incoming`], [`ForwardedBaggage`], [`Declined`] |
+//! | `origin.rs` | the `milieu-origin` header: the caller's service name and install sites |
 //! | `propagation.rs` | [`Propagation`]: `carry`, `extract`, `inject` |
 
 mod baggage;
 mod carry;
 mod ids;
 mod incoming;
+mod origin;
 mod propagation;
 mod trace;
 mod tracestate;

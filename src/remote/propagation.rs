@@ -4,10 +4,12 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::sync::Arc;
 
 use super::baggage::{is_token, BaggageHeader, BaggageLimits, BaggageMember, ParsedBaggage};
 use super::carry::{Baggage, DecodeError};
 use super::incoming::{Arrived, Declined, ForwardedBaggage, Incoming, Install};
+use super::origin::{self, CallerOrigin};
 use super::trace::TraceContext;
 
 /// What crosses process boundaries, listed explicitly: the W3C trace
@@ -65,6 +67,10 @@ pub struct Propagation {
     /// written in).
     carried: Vec<Carried>,
     limits: BaggageLimits,
+    /// Sent in `milieu-origin` as the caller's service name.
+    service: Option<Arc<str>>,
+    /// Whether install sites are sent and read (`milieu-origin`).
+    install_sites: bool,
 }
 
 /// One carried type, type-erased.
@@ -86,6 +92,10 @@ impl Propagation {
     pub const TRACESTATE: &'static str = "tracestate";
     /// The name of the W3C baggage header.
     pub const BAGGAGE: &'static str = "baggage";
+    /// The name of milieu's own header for remote provenance: the caller's
+    /// service name and, if enabled on both sides, the install site of each
+    /// carried entry (see [`with_install_sites`](Propagation::with_install_sites)).
+    pub const ORIGIN: &'static str = "milieu-origin";
 
     /// The trace context only: no baggage type is carried, and the
     /// [`BaggageLimits`] are the spec's minimums. Baggage that arrives is
@@ -94,6 +104,8 @@ impl Propagation {
         Propagation {
             carried: Vec::new(),
             limits: BaggageLimits::new(),
+            service: None,
+            install_sites: false,
         }
     }
 
@@ -145,6 +157,43 @@ impl Propagation {
     /// The baggage limits.
     pub fn baggage_limits(&self) -> &BaggageLimits {
         &self.limits
+    }
+
+    /// Names this service in the requests it makes (the `milieu-origin`
+    /// header), so the callee's [`ProcessHop`](crate::dump::ProcessHop)
+    /// and dumps say which service called. Not sent unless set.
+    pub fn with_service_name(mut self, name: impl Into<String>) -> Propagation {
+        let name = name.into();
+        self.service = (!name.is_empty()).then(|| name.into());
+        self
+    }
+
+    /// The service name sent, if any.
+    pub fn service_name(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// Sends (on a client) and reads (on a server) the install site of
+    /// each carried entry, so that the callee's dump says where in the
+    /// caller the entry was installed:
+    ///
+    /// ```text
+    /// installed at examples/orders/main.rs:162:9 in service orders, carried by
+    /// process hop from 127.0.0.1:40312 (service orders, traceparent 00-…)
+    /// ```
+    ///
+    /// Off by default on both sides, since it reveals source paths: turn
+    /// it on for services that trust each other (inside one deployment),
+    /// on each side. The header is bounded like `baggage` (64 members,
+    /// 8,192 bytes).
+    pub fn with_install_sites(mut self, enabled: bool) -> Propagation {
+        self.install_sites = enabled;
+        self
+    }
+
+    /// Whether install sites are sent and read.
+    pub fn sends_install_sites(&self) -> bool {
+        self.install_sites
     }
 
     /// The carried types, as `(key, type name)`, in the order `carry` was
@@ -206,6 +255,46 @@ impl Propagation {
         Incoming::new(trace, arrived, ForwardedBaggage::new(forwarded), declined)
     }
 
+    /// [`extract`](Propagation::extract) for a request received from another
+    /// process, as a transport calls it: with the values of every
+    /// `milieu-origin` field and the peer's address, so that what
+    /// [`Incoming::into_scope`] installs records a
+    /// [`ProcessHop`](crate::dump::ProcessHop) (peer, the caller's service,
+    /// its `traceparent`, what arrived and what was declined) and, when
+    /// both sides enabled [`with_install_sites`](Propagation::with_install_sites),
+    /// where the caller installed each entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::dump::ProcessHop;
+    /// use milieu::remote::Propagation;
+    ///
+    /// let incoming = Propagation::new().extract_process(
+    ///     &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+    ///     &[],
+    ///     &[],
+    ///     &["service=orders"],
+    ///     Some("127.0.0.1:40312"),
+    /// );
+    /// let hop = incoming.into_scope(milieu::scope()).run(|| milieu::get::<ProcessHop>())?;
+    /// assert_eq!(hop.service.as_deref(), Some("orders"));
+    /// assert_eq!(hop.peer.as_deref(), Some("127.0.0.1:40312"));
+    /// # Ok::<(), milieu::Missing>(())
+    /// ```
+    pub fn extract_process(
+        &self,
+        traceparent: &[&str],
+        tracestate: &[&str],
+        baggage: &[&str],
+        origin: &[&str],
+        peer: Option<&str>,
+    ) -> Incoming {
+        let caller = CallerOrigin::read(origin, self.install_sites);
+        self.extract(traceparent, tracestate, baggage)
+            .from_process(peer.map(str::to_owned), caller)
+    }
+
     /// Writes the headers of an outbound request from the current context,
     /// calling `set(name, value)` once per header:
     ///
@@ -216,7 +305,10 @@ impl Propagation {
     /// - `baggage`, if there is any: each carried type present in the
     ///   context (in `carry` order), then the [`ForwardedBaggage`] members
     ///   (but those of a carried key: the typed value wins). What does not
-    ///   fit within the limits is skipped, whole, and listed in the result.
+    ///   fit within the limits is skipped, whole, and listed in the result;
+    /// - `milieu-origin`, if this `Propagation` has a
+    ///   [service name](Propagation::with_service_name) or sends
+    ///   [install sites](Propagation::with_install_sites).
     ///
     /// Nothing else is written.
     pub fn inject(&self, set: &mut dyn FnMut(&'static str, &str)) -> Injected {
@@ -258,6 +350,18 @@ impl Propagation {
         if let Some(baggage) = header.finish() {
             set(Propagation::BAGGAGE, &baggage);
         }
+        if self.service.is_some() || self.install_sites {
+            let sites = self
+                .carried
+                .iter()
+                .filter(|_| self.install_sites)
+                .filter_map(|c| {
+                    crate::context::origin_of(c.type_id).map(|(site, svc)| (c.key, site, svc))
+                });
+            if let Some(origin) = origin::write(self.service.as_deref(), sites) {
+                set(Propagation::ORIGIN, &origin);
+            }
+        }
         Injected {
             trace,
             members,
@@ -277,6 +381,8 @@ impl fmt::Debug for Propagation {
         f.debug_struct("Propagation")
             .field("carried", &self.carried().collect::<Vec<_>>())
             .field("limits", &self.limits)
+            .field("service", &self.service)
+            .field("install_sites", &self.install_sites)
             .finish()
     }
 }
