@@ -100,7 +100,7 @@ impl Incoming {
 
     /// Marks this as received from another process (see
     /// [`Propagation::extract_process`](super::Propagation::extract_process)).
-    pub(super) fn from_process(mut self, peer: Option<String>, caller: CallerOrigin) -> Incoming {
+    pub(super) fn received_from(mut self, peer: Option<String>, caller: CallerOrigin) -> Incoming {
         self.process = Some(FromProcess { peer, caller });
         self
     }

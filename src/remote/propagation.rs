@@ -292,7 +292,7 @@ impl Propagation {
     ) -> Incoming {
         let caller = CallerOrigin::read(origin, self.install_sites);
         self.extract(traceparent, tracestate, baggage)
-            .from_process(peer.map(str::to_owned), caller)
+            .received_from(peer.map(str::to_owned), caller)
     }
 
     /// Writes the headers of an outbound request from the current context,
