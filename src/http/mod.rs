@@ -97,6 +97,7 @@
 
 mod chunked;
 mod error;
+mod framing;
 mod headers;
 mod limits;
 mod protocol;
