@@ -1,7 +1,8 @@
-//! Decoding a chunked request body (RFC 9112 §7.1), incrementally: the
-//! input grows between calls and each byte is looked at once (a chunk-size
-//! line or the trailer section is searched for its end as it arrives, and
-//! parsed once that end is in).
+//! Decoding a chunked body (RFC 9112 §7.1), incrementally: the input
+//! grows between calls and each byte is looked at once (a chunk-size line
+//! or the trailer section is searched for its end as it arrives, and
+//! parsed once that end is in). The server decodes requests' bodies with
+//! it, the client responses' bodies, under the same limits.
 
 use std::fmt;
 
@@ -30,7 +31,7 @@ enum State {
 /// A chunked body being received.
 #[derive(Clone)]
 pub(crate) struct Chunked {
-    /// Offset in the request's input of the next byte to decode.
+    /// Offset in the message's input of the next byte to decode.
     pos: usize,
     state: State,
     /// The data so far.
@@ -58,7 +59,8 @@ impl fmt::Debug for Chunked {
 }
 
 impl Chunked {
-    /// A body starting at offset `start` of the request's input.
+    /// A body starting at offset `start` of the message's input (a
+    /// request's for the server, a response's for the client).
     pub(crate) fn new(start: usize) -> Chunked {
         Chunked {
             pos: start,
@@ -76,8 +78,8 @@ impl Chunked {
         self.data
     }
 
-    /// Decodes what arrived of `input` (the whole request so far, which
-    /// only grows between calls): the request's end offset once the body
+    /// Decodes what arrived of `input` (the whole message so far, which
+    /// only grows between calls): the message's end offset once the body
     /// is complete.
     pub(crate) fn advance(
         &mut self,

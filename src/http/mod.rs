@@ -18,6 +18,11 @@
 //!   each request with a [`RequestInfo`] in its context and a `tracing`
 //!   span around it; `HEAD` answered for every handler.
 //!
+//! The [`client`] sits on the same layers from the other side: a
+//! [`Client`] sends requests on the reactor and reads responses with the
+//! same parser and framing rules, through a pool of keep-alive
+//! connections.
+//!
 //! Parsing of the request line and header fields is `httparse`'s; this
 //! module frames bodies and applies the rules of RFC 9112 strictly: an
 //! ambiguous request (both `Content-Length` and `Transfer-Encoding`,
@@ -96,7 +101,9 @@
 //! ```
 
 mod chunked;
+pub mod client;
 mod error;
+mod framing;
 mod headers;
 mod limits;
 mod protocol;
@@ -104,6 +111,10 @@ mod request;
 mod response;
 mod serve;
 
+pub use client::{
+    Client, ClientBuilder, ClientError, ClientRequest, ClientResponse, ResponseError,
+    ResponseFuture,
+};
 pub use error::HttpError;
 pub use headers::{Headers, InvalidHeader};
 pub use limits::HttpLimits;

@@ -9,6 +9,7 @@ use httparse::Status;
 
 use super::chunked::Chunked;
 use super::error::HttpError;
+use super::framing::{check_chunked, content_length};
 use super::headers::{find_blank_line, trim_ows, Headers};
 use super::limits::HttpLimits;
 use super::request::{method_name, Request};
@@ -557,32 +558,7 @@ fn framing(
                 reason: "Transfer-Encoding in an HTTP/1.0 request",
             });
         }
-        let codings: Vec<&[u8]> = headers
-            .get_all("transfer-encoding")
-            .flat_map(|value| value.split(|&b| b == b','))
-            .map(trim_ows)
-            .filter(|coding| !coding.is_empty())
-            .collect();
-        let is_chunked = |coding: &[u8]| coding.eq_ignore_ascii_case(b"chunked");
-        // RFC 9112 §6.3: unless `chunked` is the final coding, where the
-        // body ends cannot be known: 400 (and a close), not 501.
-        let Some(last) = codings.last() else {
-            return Err(HttpError::Malformed {
-                reason: "empty Transfer-Encoding",
-            });
-        };
-        if !is_chunked(last) {
-            return Err(HttpError::ChunkedNotFinal);
-        }
-        if codings.iter().filter(|coding| is_chunked(coding)).count() > 1 {
-            return Err(HttpError::Malformed {
-                reason: "Transfer-Encoding applies `chunked` more than once",
-            });
-        }
-        if codings.len() > 1 {
-            // Framed by `chunked`, but encoded by a coding we do not decode.
-            return Err(HttpError::UnsupportedTransferEncoding);
-        }
+        check_chunked(headers)?;
         return Ok(Body::Chunked(Chunked::new(head_len)));
     }
     if length {
@@ -712,30 +688,6 @@ fn is_ip_literal(literal: &[u8]) -> bool {
         _ => std::str::from_utf8(literal)
             .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok()),
     }
-}
-
-/// The value of the `Content-Length` fields: one decimal number, possibly
-/// repeated (`5, 5`, or in several fields).
-fn content_length(headers: &Headers) -> Result<u64, HttpError> {
-    let mut found = None;
-    let values = headers
-        .get_all("content-length")
-        .flat_map(|value| value.split(|&b| b == b','))
-        .map(trim_ows);
-    for value in values {
-        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-            return Err(HttpError::InvalidContentLength);
-        }
-        let len = std::str::from_utf8(value)
-            .ok()
-            .and_then(|digits| digits.parse::<u64>().ok())
-            .ok_or(HttpError::InvalidContentLength)?;
-        match found {
-            Some(earlier) if earlier != len => return Err(HttpError::ConflictingContentLength),
-            _ => found = Some(len),
-        }
-    }
-    found.ok_or(HttpError::InvalidContentLength)
 }
 
 #[cfg(test)]

@@ -314,6 +314,21 @@ impl Connection {
         self.inner.lock().transport.input.len()
     }
 
+    /// Whether nothing more will arrive: the peer ended its stream, or the
+    /// connection closed or failed. What arrived before may still wait to
+    /// be read ([`buffered_input`](Connection::buffered_input)).
+    ///
+    /// A client that keeps connections open between requests asks this
+    /// before reusing one: a peer that closed an idle connection is seen
+    /// here as soon as the reactor read its end of stream, before any new
+    /// request is written to it.
+    pub fn read_closed(&self) -> bool {
+        let state = self.inner.lock();
+        state.transport.read_done()
+            || state.closed.is_some()
+            || matches!(state.phase, Phase::Failed(_))
+    }
+
     /// Waits until at most the low-water mark of output is queued: write
     /// backpressure for a client that sends a lot.
     ///
