@@ -121,4 +121,4 @@ pub use limits::HttpLimits;
 pub use protocol::HttpProtocol;
 pub use request::Request;
 pub use response::Response;
-pub use serve::{serve, serve_with, RequestInfo};
+pub use serve::{serve, serve_with, RequestInfo, Server};

@@ -15,8 +15,9 @@ use super::limits::HttpLimits;
 use super::protocol::HttpProtocol;
 use super::request::{path_in, Request};
 use super::response::Response;
-use crate::reactor::{self, Handler, Reply, Serve};
-use crate::Missing;
+use crate::reactor::{self, ConnectionInfo, Handler, Reply, Serve};
+use crate::remote::Propagation;
+use crate::{Context, Missing};
 
 /// The request being handled: a [local](crate::dump::Policy::Local) context
 /// entry that [`serve`] installs around the handler.
@@ -244,26 +245,160 @@ pub fn serve_with<H, K>(limits: HttpLimits, handler: H) -> Serve<HttpProtocol>
 where
     H: Handler<Request, Response, K>,
 {
-    let next_id = AtomicU64::new(1);
-    let handler = Arc::new(handler);
-    let handle = move |request: Request| -> Reply<Response> {
-        let (method, target, path) = request.info_parts();
-        let info = RequestInfo {
-            id: next_id.fetch_add(1, Ordering::Relaxed),
-            method,
-            target,
-            path,
+    Server::new().limits(limits).serve(handler)
+}
+
+/// The settings of an HTTP server: its [`HttpLimits`] and what it takes
+/// from its callers' context ([`Propagation`]). [`serve`] and
+/// [`serve_with`] are this with the defaults.
+///
+/// # Context from the caller
+///
+/// For each request, the W3C `traceparent`, `tracestate` and `baggage`
+/// header fields are read ([`Propagation::extract_process`]) and what
+/// they bring is installed around the handler, as
+/// [inherited](crate::dump::Policy::Inherited) entries (carried into the
+/// tasks, threads, stages and outbound requests the handler starts):
+///
+/// - a [`TraceContext`](crate::remote::TraceContext): a new span of the caller's trace, or a new trace
+///   when the request has no valid `traceparent` (the spec's processing
+///   model; an invalid one is never an error status);
+/// - each [carried](Propagation::carry) baggage type, decoded; the other
+///   members as [`ForwardedBaggage`](crate::remote::ForwardedBaggage),
+///   passed on by [`Client`](crate::http::Client) requests;
+/// - when the caller sent any of it, a [`ProcessHop`](crate::dump::ProcessHop)
+///   (peer address, the caller's service, its `traceparent`, what arrived
+///   and what was declined), which every received entry names as its
+///   [origin](crate::dump::RemoteOrigin) in dumps and
+///   [`Missing`] reports.
+///
+/// What is refused (a malformed `traceparent`, a member that does not
+/// decode) is dropped, with one `tracing` warning per request (target
+/// `milieu::http`), never a 4xx.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::http::{self, Request, Response};
+/// use milieu::reactor::testing::Pair;
+/// use milieu::remote::{Baggage, Propagation, TraceContext};
+///
+/// #[derive(Baggage)]
+/// #[baggage(key = "tenant")]
+/// struct Tenant(String);
+///
+/// fn whoami(_request: Request) -> Response {
+///     let trace = milieu::get::<TraceContext>().expect("installed by the server");
+///     let tenant = milieu::get::<Tenant>().map(|t| t.0.clone()).unwrap_or_default();
+///     Response::text(200, format!("{} {tenant}", trace.trace_id()))
+/// }
+///
+/// let app = http::Server::new()
+///     .propagation(Propagation::new().carry::<Tenant>())
+///     .serve(whoami);
+/// let mut pair = Pair::new(move || app.clone())?;
+/// let answer = pair.exchange(
+///     b"GET / HTTP/1.1\r\nHost: h\r\n\
+///       traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+///       baggage: tenant=acme\r\n\r\n",
+/// )?;
+/// assert!(answer.ends_with(b"\r\n\r\n4bf92f3577b34da6a3ce929d0e0e4736 acme"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Server {
+    limits: HttpLimits,
+    propagation: Arc<Propagation>,
+}
+
+impl Server {
+    /// The default limits, and [`Propagation::new`]: the trace context,
+    /// and baggage passed on; no type decoded, no install sites read.
+    pub fn new() -> Server {
+        Server::default()
+    }
+
+    /// Serves under `limits` (see [`serve_with`]).
+    pub fn limits(mut self, limits: HttpLimits) -> Server {
+        self.limits = limits;
+        self
+    }
+
+    /// What is taken from the caller's context (see above).
+    pub fn propagation(mut self, propagation: Propagation) -> Server {
+        self.propagation = Arc::new(propagation);
+        self
+    }
+
+    /// Serves with `handler`, as [`serve`] describes.
+    pub fn serve<H, K>(self, handler: H) -> Serve<HttpProtocol>
+    where
+        H: Handler<Request, Response, K>,
+    {
+        let Server {
+            limits,
+            propagation,
+        } = self;
+        let next_id = AtomicU64::new(1);
+        let handler = Arc::new(handler);
+        let handle = move |request: Request| -> Reply<Response> {
+            let (method, target, path) = request.info_parts();
+            let info = RequestInfo {
+                id: next_id.fetch_add(1, Ordering::Relaxed),
+                method,
+                target,
+                path,
+            };
+            let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
+            let context = from_caller(&propagation, &request, &span);
+            if request.method() == "HEAD" {
+                return serve_head(&handler, request, info, context, span);
+            }
+            let reply = in_request(&info, &context, &span, || handler.call(request));
+            in_request_future(reply, None, info, context, span)
         };
-        let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
-        if request.method() == "HEAD" {
-            return serve_head(&handler, request, info, span);
-        }
-        let reply = in_request(&info, &span, || handler.call(request));
-        in_request_future(reply, None, info, span)
+        reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
+            .with_limits(limits.transport_limits())
+            .with_budget(limits.budget())
+    }
+}
+
+/// The context a request brings from its caller, as a snapshot of the
+/// current one with it installed: entered around each call and poll of
+/// the handler.
+fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Context {
+    let headers = request.headers();
+    // Header values that are not UTF-8 cannot be valid W3C values: read as
+    // an empty value, they are refused like any malformed one.
+    let values = |name| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .map(|v| std::str::from_utf8(v).unwrap_or(""))
+            .collect()
     };
-    reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
-        .with_limits(limits.transport_limits())
-        .with_budget(limits.budget())
+    let traceparent = values(Propagation::TRACEPARENT);
+    let tracestate = values(Propagation::TRACESTATE);
+    let baggage = values(Propagation::BAGGAGE);
+    let origin = values(Propagation::ORIGIN);
+    let incoming = if traceparent.is_empty()
+        && tracestate.is_empty()
+        && baggage.is_empty()
+        && origin.is_empty()
+    {
+        // Nothing from a caller: a new trace, and no process hop to record
+        // (nor a peer address to format).
+        propagation.extract(&[], &[], &[])
+    } else {
+        let peer = ConnectionInfo::current()
+            .ok()
+            .and_then(|c| c.peer_addr())
+            .map(|peer| peer.to_string());
+        propagation.extract_process(&traceparent, &tracestate, &baggage, &origin, peer.as_deref())
+    };
+    if let Some(warning) = incoming.warning() {
+        tracing::warn!(target: "milieu::http", parent: span, "{warning}");
+    }
+    incoming.into_scope(crate::scope()).run(Context::current)
 }
 
 /// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,
@@ -274,6 +409,7 @@ fn serve_head<H, K>(
     handler: &Arc<H>,
     request: Request,
     info: RequestInfo,
+    context: Context,
     span: tracing::Span,
 ) -> Reply<Response>
 where
@@ -282,17 +418,17 @@ where
     // Kept for a handler that does not answer HEAD itself; cloned now, as
     // the handler takes the request.
     let head = request.clone();
-    let reply = in_request(&info, &span, || handler.call(request));
+    let reply = in_request(&info, &context, &span, || handler.call(request));
     match reply {
         Reply::Now(response) if declines_head(&response) => {
-            let reply = in_request(&info, &span, || handler.call(head.head_as_get()));
-            in_request_future(reply, None, info, span)
+            let reply = in_request(&info, &context, &span, || handler.call(head.head_as_get()));
+            in_request_future(reply, None, info, context, span)
         }
         Reply::Now(response) => Reply::Now(response),
         Reply::Later(future) => {
             let handler = Arc::clone(handler);
             let retry: RetryAsGet = Box::new(move || handler.call(head.head_as_get()));
-            in_request_future(Reply::Later(future), Some(retry), info, span)
+            in_request_future(Reply::Later(future), Some(retry), info, context, span)
         }
     }
 }
@@ -304,6 +440,7 @@ fn in_request_future(
     reply: Reply<Response>,
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
+    context: Context,
     span: tracing::Span,
 ) -> Reply<Response> {
     match reply {
@@ -312,6 +449,7 @@ fn in_request_future(
             future,
             retry_as_get,
             info,
+            context,
             span,
         })),
     }
@@ -324,10 +462,12 @@ fn in_request_future(
 #[inline]
 fn in_request(
     info: &RequestInfo,
+    context: &Context,
     span: &tracing::Span,
     call: impl FnOnce() -> Reply<Response>,
 ) -> Reply<Response> {
     let _entered = span.enter();
+    let _context = context.enter();
     crate::scope()
         .with_local(info.clone())
         .because("the HTTP request being handled")
@@ -354,6 +494,8 @@ struct InRequest {
     /// For a `HEAD` request: the call to make if `future` declines it.
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
+    /// What the request brought from its caller (see [`Server`]).
+    context: Context,
     span: tracing::Span,
 }
 
@@ -363,6 +505,7 @@ impl Future for InRequest {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
         let this = &mut *self;
         let _entered = this.span.enter();
+        let _context = this.context.enter();
         crate::scope()
             .with_local(this.info.clone())
             .because("the HTTP request being handled")

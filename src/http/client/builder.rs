@@ -11,6 +11,7 @@ use super::request::{outgoing, ClientRequest};
 use super::send::{start, ResponseFuture};
 use crate::http::{Headers, HttpLimits, Request};
 use crate::reactor::Handle;
+use crate::remote::Propagation;
 
 /// An HTTP/1.1 client on the reactor, with a pool of keep-alive
 /// connections: see the [module docs](super) for what it does and does
@@ -200,6 +201,7 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     limits: HttpLimits,
     hooks: Vec<RequestHook>,
+    propagation: Option<Propagation>,
 }
 
 impl Default for ClientBuilder {
@@ -220,6 +222,7 @@ impl Default for ClientBuilder {
                 .with_max_headers(100)
                 .with_max_body(8 * 1024 * 1024),
             hooks: Vec::new(),
+            propagation: Some(Propagation::new()),
         }
     }
 }
@@ -373,6 +376,41 @@ impl ClientBuilder {
         self
     }
 
+    /// What crosses to the servers called, from the context a request is
+    /// sent in: the W3C `traceparent` (a new span of the context's
+    /// [`TraceContext`](crate::remote::TraceContext) for each request, or
+    /// a new trace), `tracestate`, and as `baggage` the types
+    /// [`Propagation::carry`] lists plus the members the current request
+    /// received and passes on; with a
+    /// [service name](Propagation::with_service_name) or
+    /// [install sites](Propagation::with_install_sites), the
+    /// `milieu-origin` header too. Written before the
+    /// [`on_request`](ClientBuilder::on_request) hooks run.
+    ///
+    /// Default: [`Propagation::new()`] (the trace context, and baggage
+    /// passed on). `None` sends none of these headers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::http::Client;
+    /// use milieu::remote::{Baggage, Propagation};
+    ///
+    /// #[derive(Baggage)]
+    /// #[baggage(key = "tenant")]
+    /// struct Tenant(String);
+    ///
+    /// let client = Client::builder()
+    ///     .propagation(Propagation::new().carry::<Tenant>().with_service_name("orders"))
+    ///     .build();
+    /// let silent = Client::builder().propagation(None).build();
+    /// # drop((client, silent));
+    /// ```
+    pub fn propagation(mut self, propagation: impl Into<Option<Propagation>>) -> ClientBuilder {
+        self.propagation = propagation.into();
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Client {
         let config = Config {
@@ -382,6 +420,7 @@ impl ClientBuilder {
             read_timeout: self.read_timeout,
             limits: self.limits,
             hooks: self.hooks,
+            propagation: self.propagation.map(Arc::new),
         };
         Client {
             shared: Arc::new(ClientShared {
@@ -404,6 +443,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_headers", &self.limits.max_headers())
             .field("max_body", &self.limits.max_body())
             .field("hooks", &self.hooks.len())
+            .field("propagation", &self.propagation)
             .finish()
     }
 }

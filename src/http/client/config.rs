@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::pool::Pool;
 use crate::http::{Headers, HttpLimits};
 use crate::reactor::Handle;
+use crate::remote::Propagation;
 
 /// A hook applied to every outgoing request's header fields
 /// ([`ClientBuilder::on_request`](super::ClientBuilder::on_request)).
@@ -25,6 +26,9 @@ pub(super) struct Config {
     pub(super) limits: HttpLimits,
     /// Applied in order to each request's header fields.
     pub(super) hooks: Vec<RequestHook>,
+    /// Writes the W3C trace context and baggage of the caller's context
+    /// (before the hooks run); `None`: nothing is injected.
+    pub(super) propagation: Option<Arc<Propagation>>,
 }
 
 impl fmt::Debug for Config {
@@ -38,6 +42,7 @@ impl fmt::Debug for Config {
             .field("max_headers", &self.limits.max_headers())
             .field("max_body", &self.limits.max_body())
             .field("hooks", &self.hooks.len())
+            .field("propagation", &self.propagation)
             .finish()
     }
 }

@@ -85,9 +85,23 @@ fn prepare(
         host = %outgoing.url.origin(),
         path = outgoing.url.path(),
         status = tracing::field::Empty,
+        traceparent = tracing::field::Empty,
     );
     {
         let _entered = span.enter();
+        if let Some(propagation) = &shared.config.propagation {
+            let headers = &mut outgoing.headers;
+            let injected = propagation.inject(&mut |name, value| {
+                // Names are constants and values are built from checked
+                // parts (hex ids, tokens, percent-encoded text), so
+                // `insert` cannot refuse them; were it to, the header is
+                // left out rather than the request failed.
+                let _ = headers.insert(name, value);
+            });
+            // The hop, as the caller records it: the span the callee
+            // will see as its parent.
+            span.record("traceparent", injected.trace().traceparent().as_str());
+        }
         for hook in &shared.config.hooks {
             hook(&mut outgoing.headers);
         }
