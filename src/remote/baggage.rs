@@ -313,7 +313,7 @@ impl ParsedBaggage {
                         parsed.truncated = Some(Truncated {
                             limit: BaggageLimit::Bytes,
                             read,
-                            unread_bytes: total - (offset + start),
+                            unread_bytes: total.saturating_sub(offset + start),
                         });
                         break 'fields;
                     }
@@ -326,7 +326,7 @@ impl ParsedBaggage {
                         parsed.truncated = Some(Truncated {
                             limit: BaggageLimit::Members,
                             read,
-                            unread_bytes: total - (offset + start),
+                            unread_bytes: total.saturating_sub(offset + start),
                         });
                         break 'fields;
                     }

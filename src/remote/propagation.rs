@@ -556,6 +556,15 @@ mod tests {
     }
 
     #[test]
+    fn what_a_request_brings_can_move_between_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Propagation>();
+        send_sync::<Incoming>();
+        send_sync::<TraceContext>();
+        send_sync::<ForwardedBaggage>();
+    }
+
+    #[test]
     fn debug_lists_the_carried_types() {
         let propagation = Propagation::new().carry::<Tenant>();
         let debug = format!("{propagation:?}");
