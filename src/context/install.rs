@@ -186,6 +186,31 @@ impl Scope {
         self
     }
 
+    /// [`with_debug_at`](Scope::with_debug_at) for a value already shared.
+    #[cfg(feature = "remote")]
+    pub(crate) fn with_arc_debug_at<T: fmt::Debug + Send + Sync + 'static>(
+        mut self,
+        value: Arc<T>,
+        site: &'static Location<'static>,
+    ) -> Self {
+        let mut entry = pending::<T>(PendingValue::Shared(value), Some(debug_fn::<T>()));
+        entry.site = site;
+        self.pending.push(entry);
+        self
+    }
+
+    /// [`carried_from`](Scope::carried_from) with an origin several
+    /// entries share (one allocation for all of them).
+    #[cfg(feature = "remote")]
+    pub(crate) fn carried_from_shared(mut self, origin: &Arc<RemoteOrigin>) -> Self {
+        let origin = Some(Arc::clone(origin));
+        match self.pending.last_mut() {
+            Some(entry) => entry.origin = origin,
+            None => self.origin = origin,
+        }
+        self
+    }
+
     /// Adds a [local](crate::dump::Policy::Local) entry (see [`provide_local`]).
     #[track_caller]
     pub fn with_local<T: 'static>(mut self, value: T) -> Self {

@@ -17,7 +17,7 @@ use super::request::{path_in, Request};
 use super::response::Response;
 use crate::reactor::{self, ConnectionInfo, Handler, Reply, Serve};
 use crate::remote::Propagation;
-use crate::{Context, Missing};
+use crate::{Context, Missing, Scope};
 
 /// The request being handled: a [local](crate::dump::Policy::Local) context
 /// entry that [`serve`] installs around the handler.
@@ -305,10 +305,20 @@ where
 /// assert!(answer.ends_with(b"\r\n\r\n4bf92f3577b34da6a3ce929d0e0e4736 acme"));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Server {
     limits: HttpLimits,
-    propagation: Arc<Propagation>,
+    /// `None`: nothing is read from the caller, nothing installed.
+    propagation: Option<Arc<Propagation>>,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            limits: HttpLimits::default(),
+            propagation: Some(Arc::new(Propagation::new())),
+        }
+    }
 }
 
 impl Server {
@@ -324,9 +334,12 @@ impl Server {
         self
     }
 
-    /// What is taken from the caller's context (see above).
-    pub fn propagation(mut self, propagation: Propagation) -> Server {
-        self.propagation = Arc::new(propagation);
+    /// What is taken from the caller's context (see above). `None` reads
+    /// none of these headers and installs no [`TraceContext`](crate::remote::TraceContext):
+    /// for a server that takes no part in tracing and would rather not
+    /// pay for it (about 0.2 µs a request, docs/benchmarks.md).
+    pub fn propagation(mut self, propagation: impl Into<Option<Propagation>>) -> Server {
+        self.propagation = propagation.into().map(Arc::new);
         self
     }
 
@@ -350,11 +363,16 @@ impl Server {
                 path,
             };
             let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
-            let context = from_caller(&propagation, &request, &span);
+            let caller = propagation
+                .as_ref()
+                .map(|propagation| from_caller(propagation, &request, &span));
             if request.method() == "HEAD" {
+                // Called up to twice: the caller's context is made a
+                // snapshot once, entered for each call.
+                let context = caller.map(|scope| scope.run(Context::current));
                 return serve_head(&handler, request, info, context, span);
             }
-            let reply = in_request(&info, &context, &span, || handler.call(request));
+            let (reply, context) = first_call(&info, caller, &span, || handler.call(request));
             in_request_future(reply, None, info, context, span)
         };
         reactor::serve_polled(HttpProtocol::with_limits(limits), handle)
@@ -363,10 +381,9 @@ impl Server {
     }
 }
 
-/// The context a request brings from its caller, as a snapshot of the
-/// current one with it installed: entered around each call and poll of
-/// the handler.
-fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Context {
+/// The entries a request brings from its caller, to install around the
+/// handler's first call (see [`first_call`]).
+fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Scope {
     let headers = request.headers();
     // Header values that are not UTF-8 cannot be valid W3C values: read as
     // an empty value, they are refused like any malformed one.
@@ -393,12 +410,46 @@ fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Spa
             .ok()
             .and_then(|c| c.peer_addr())
             .map(|peer| peer.to_string());
-        propagation.extract_process(&traceparent, &tracestate, &baggage, &origin, peer.as_deref())
+        propagation.extract_process(
+            &traceparent,
+            &tracestate,
+            &baggage,
+            &origin,
+            peer.as_deref(),
+        )
     };
     if let Some(warning) = incoming.warning() {
         tracing::warn!(target: "milieu::http", parent: span, "{warning}");
     }
-    incoming.into_scope(crate::scope()).run(Context::current)
+    incoming.into_scope(crate::scope())
+}
+
+/// The handler's first call (see [`in_request`]) with what the request
+/// brought from its caller (`caller`) installed in the same frame as its
+/// [`RequestInfo`]; the context to enter for later polls is captured only
+/// if the handler's future is still running after it (a snapshot
+/// publishes the frame, which then cannot be reused: a handler that
+/// answers at once does not pay for it).
+#[inline]
+fn first_call(
+    info: &RequestInfo,
+    caller: Option<Scope>,
+    span: &tracing::Span,
+    call: impl FnOnce() -> Reply<Response>,
+) -> (Reply<Response>, Option<Context>) {
+    let _entered = span.enter();
+    let from_caller = caller.is_some();
+    caller
+        .unwrap_or_else(crate::scope)
+        .with_local(info.clone())
+        .because("the HTTP request being handled")
+        .run(|| {
+            let reply = reactor::poll_first(call());
+            // The snapshot leaves the local `RequestInfo` out; polls put
+            // it back.
+            let later = from_caller && matches!(reply, Reply::Later(_));
+            (reply, later.then(Context::current))
+        })
 }
 
 /// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,
@@ -409,7 +460,7 @@ fn serve_head<H, K>(
     handler: &Arc<H>,
     request: Request,
     info: RequestInfo,
-    context: Context,
+    context: Option<Context>,
     span: tracing::Span,
 ) -> Reply<Response>
 where
@@ -440,7 +491,7 @@ fn in_request_future(
     reply: Reply<Response>,
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
-    context: Context,
+    context: Option<Context>,
     span: tracing::Span,
 ) -> Reply<Response> {
     match reply {
@@ -462,12 +513,12 @@ fn in_request_future(
 #[inline]
 fn in_request(
     info: &RequestInfo,
-    context: &Context,
+    context: &Option<Context>,
     span: &tracing::Span,
     call: impl FnOnce() -> Reply<Response>,
 ) -> Reply<Response> {
     let _entered = span.enter();
-    let _context = context.enter();
+    let _context = context.as_ref().map(|context| context.enter());
     crate::scope()
         .with_local(info.clone())
         .because("the HTTP request being handled")
@@ -494,8 +545,9 @@ struct InRequest {
     /// For a `HEAD` request: the call to make if `future` declines it.
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
-    /// What the request brought from its caller (see [`Server`]).
-    context: Context,
+    /// What the request brought from its caller (see [`Server`]); `None`
+    /// when the server reads nothing from callers.
+    context: Option<Context>,
     span: tracing::Span,
 }
 
@@ -505,7 +557,7 @@ impl Future for InRequest {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
         let this = &mut *self;
         let _entered = this.span.enter();
-        let _context = this.context.enter();
+        let _context = this.context.as_ref().map(|context| context.enter());
         crate::scope()
             .with_local(this.info.clone())
             .because("the HTTP request being handled")

@@ -662,7 +662,17 @@ pub(super) fn is_token(text: &str) -> bool {
 
 /// `text` less the spaces and tabs around it (OWS).
 fn trim_ows(text: &str) -> &str {
-    text.trim_matches([' ', '\t'])
+    // Byte by byte: a `char` pattern decodes UTF-8 at each step, and this
+    // runs several times per member of every request's baggage.
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
+    // Space and tab are ASCII: both ends are on character boundaries.
+    text.get(start..end).unwrap_or("")
 }
 
 /// The first comma in `bytes`.

@@ -226,8 +226,12 @@ impl Incoming {
     pub fn into_scope(self, scope: Scope) -> Scope {
         let site = Location::caller();
         let hop = self.process_hop().map(Arc::new);
-        let from_hop = |scope: Scope| match &hop {
-            Some(hop) => scope.carried_from(RemoteOrigin::new(Arc::clone(hop))),
+        // One origin for every entry the caller gave no install site for.
+        let from_hop_only = hop
+            .as_ref()
+            .map(|hop| Arc::new(RemoteOrigin::new(Arc::clone(hop))));
+        let from_hop = |scope: Scope| match &from_hop_only {
+            Some(origin) => scope.carried_from_shared(origin),
             None => scope,
         };
         let mut scope = from_hop(
@@ -239,12 +243,15 @@ impl Incoming {
         for arrived in self.arrived {
             scope = (arrived.install)(scope, site).because(ARRIVED_REASON);
             if let Some(hop) = &hop {
-                let mut origin = RemoteOrigin::new(Arc::clone(hop));
-                if let Some(remote) = caller.site_of(arrived.key) {
-                    origin.site = Some(remote.site.clone());
-                    origin.service = remote.service.clone();
-                }
-                scope = scope.carried_from(origin);
+                scope = match caller.site_of(arrived.key) {
+                    Some(remote) => {
+                        let mut origin = RemoteOrigin::new(Arc::clone(hop));
+                        origin.site = Some(remote.site.clone());
+                        origin.service = remote.service.clone();
+                        scope.carried_from(origin)
+                    }
+                    None => from_hop(scope),
+                };
             }
         }
         scope = from_hop(
@@ -252,11 +259,8 @@ impl Incoming {
                 .with_at(self.forwarded, site)
                 .because(FORWARDED_REASON),
         );
-        if let Some(hop) = &hop {
-            scope = scope
-                .with_debug_at::<ProcessHop>((**hop).clone(), site)
-                .because(HOP_REASON)
-                .carried_from(RemoteOrigin::new(Arc::clone(hop)));
+        if let Some(hop) = hop {
+            scope = from_hop(scope.with_arc_debug_at(hop, site).because(HOP_REASON));
         }
         scope
     }
