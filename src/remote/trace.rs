@@ -249,7 +249,24 @@ impl TraceContext {
     /// The `traceparent` header value for a request made by this span:
     /// `00-<trace id>-<span id>-<flags>`, always version `00`.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        // Written byte by byte rather than through `format!`: a client
+        // writes one for every request it sends.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let (trace, span) = (self.trace_id.to_bytes(), self.span_id.to_bytes());
+        let fields = [
+            (3, &trace[..]),
+            (36, &span[..]),
+            (53, &[self.flags.bits()][..]),
+        ];
+        for (start, bytes) in fields {
+            for (i, byte) in bytes.iter().enumerate() {
+                text[start + 2 * i] = DIGITS[usize::from(byte >> 4)];
+                text[start + 2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+            }
+        }
+        // Only ASCII was written.
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     /// The `tracestate` header value, or `None` when the state is empty

@@ -70,7 +70,7 @@ impl Outgoing {
         out.extend_from_slice(b" HTTP/1.1\r\n");
         if !self.headers.contains("host") {
             out.extend_from_slice(b"Host: ");
-            out.extend_from_slice(self.url.origin().to_string().as_bytes());
+            out.extend_from_slice(self.url.authority().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         for (name, value) in self.headers.iter() {
@@ -83,7 +83,9 @@ impl Outgoing {
         // the method gives a body a meaning (a `POST` with nothing).
         let expects_body = matches!(&*self.method, "POST" | "PUT" | "PATCH");
         if !self.body.is_empty() || expects_body {
-            out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);

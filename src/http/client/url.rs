@@ -15,6 +15,10 @@ const DEFAULT_PORT: u16 = 80;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Url {
     origin: Origin,
+    /// The `Host` field value: the authority as the URL writes it (it
+    /// parsed as an origin, so it is `host[:port]`), kept so that each
+    /// request copies it rather than formatting the origin again.
+    authority: String,
     /// `/path?query`: the origin-form request target (RFC 9112 §3.2.1).
     target: String,
     /// Length of the path in `target`.
@@ -78,6 +82,7 @@ impl Url {
         }
         Ok(Url {
             origin,
+            authority: authority.to_owned(),
             target,
             path_len: path.len(),
         })
@@ -86,6 +91,11 @@ impl Url {
     /// Where to connect.
     pub(super) fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// The `Host` field's value (RFC 9110 §7.2).
+    pub(super) fn authority(&self) -> &str {
+        &self.authority
     }
 
     /// The request target: `/path?query`.
