@@ -114,6 +114,17 @@ pub fn scope() -> Scope {
     }
 }
 
+/// [`scope`] with room for `entries` entries: for a layer that knows how
+/// many it will add.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn scope_with_capacity(entries: usize) -> Scope {
+    Scope {
+        pending: Vec::with_capacity(entries),
+        reason: None,
+        origin: None,
+    }
+}
+
 /// A set of entries to install together as one frame.
 ///
 /// Built with [`scope`]; installed with [`run`](Scope::run) (closure form)

@@ -41,6 +41,6 @@ pub(crate) use frame::HopLabel;
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
-pub(crate) use install::{misuse, out_of_order_report};
+pub(crate) use install::{misuse, out_of_order_report, scope_with_capacity};
 pub(crate) use lookup::{contains_id, origin_of};
 pub(crate) use state::State;

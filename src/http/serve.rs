@@ -384,19 +384,22 @@ impl Server {
 /// The entries a request brings from its caller, to install around the
 /// handler's first call (see [`first_call`]).
 fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Scope {
-    let headers = request.headers();
-    // Header values that are not UTF-8 cannot be valid W3C values: read as
-    // an empty value, they are refused like any malformed one.
-    let values = |name| -> Vec<&str> {
-        headers
-            .get_all(name)
-            .map(|v| std::str::from_utf8(v).unwrap_or(""))
-            .collect()
-    };
-    let traceparent = values(Propagation::TRACEPARENT);
-    let tracestate = values(Propagation::TRACESTATE);
-    let baggage = values(Propagation::BAGGAGE);
-    let origin = values(Propagation::ORIGIN);
+    // One pass over the fields, every request: most carry none of these,
+    // and then nothing is allocated.
+    let (mut traceparent, mut tracestate, mut baggage, mut origin) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (name, value) in request.headers().iter() {
+        let list = match name.len() {
+            11 if name.eq_ignore_ascii_case(Propagation::TRACEPARENT) => &mut traceparent,
+            10 if name.eq_ignore_ascii_case(Propagation::TRACESTATE) => &mut tracestate,
+            7 if name.eq_ignore_ascii_case(Propagation::BAGGAGE) => &mut baggage,
+            13 if name.eq_ignore_ascii_case(Propagation::ORIGIN) => &mut origin,
+            _ => continue,
+        };
+        // A value that is not UTF-8 cannot be a valid W3C value: read as
+        // an empty one, it is refused like any malformed value.
+        list.push(std::str::from_utf8(value).unwrap_or(""));
+    }
     let incoming = if traceparent.is_empty()
         && tracestate.is_empty()
         && baggage.is_empty()
@@ -421,7 +424,10 @@ fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Spa
     if let Some(warning) = incoming.warning() {
         tracing::warn!(target: "milieu::http", parent: span, "{warning}");
     }
-    incoming.into_scope(crate::scope())
+    let incoming_entries = incoming.entries();
+    // Room for the caller's entries and the `RequestInfo` `first_call`
+    // adds, so the scope's vector is allocated once.
+    incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1))
 }
 
 /// The handler's first call (see [`in_request`]) with what the request

@@ -98,6 +98,13 @@ impl Incoming {
         }
     }
 
+    /// How many entries [`into_scope`](Incoming::into_scope) adds, at most.
+    pub(crate) fn entries(&self) -> usize {
+        // The trace context, the decoded members, the forwarded members
+        // and the process hop.
+        2 + self.arrived.len() + usize::from(self.process.is_some())
+    }
+
     /// Marks this as received from another process (see
     /// [`Propagation::extract_process`](super::Propagation::extract_process)).
     pub(super) fn received_from(mut self, peer: Option<String>, caller: CallerOrigin) -> Incoming {
@@ -200,8 +207,9 @@ impl Incoming {
     }
 
     /// Adds to `scope` the [`TraceContext`] (shown in dumps), each decoded
-    /// entry, and a [`ForwardedBaggage`] (always, empty or not, so that
-    /// no outer one is passed on by mistake). Each entry records this
+    /// entry, and a [`ForwardedBaggage`] when members are to be passed on
+    /// (or, empty, when an outer context holds one, so that it is not
+    /// passed on by mistake). Each entry records this
     /// call as its install site and says it came from the caller.
     ///
     /// # Examples
@@ -254,11 +262,15 @@ impl Incoming {
                 };
             }
         }
-        scope = from_hop(
-            scope
-                .with_at(self.forwarded, site)
-                .because(FORWARDED_REASON),
-        );
+        // Passed-on members only if there are some, or if an outer context
+        // holds some that must not be passed on in this request's name.
+        if !self.forwarded.is_empty() || crate::contains::<ForwardedBaggage>() {
+            scope = from_hop(
+                scope
+                    .with_at(self.forwarded, site)
+                    .because(FORWARDED_REASON),
+            );
+        }
         if let Some(hop) = hop {
             scope = from_hop(scope.with_arc_debug_at(hop, site).because(HOP_REASON));
         }
