@@ -276,6 +276,14 @@ where
 /// decode) is dropped, with one `tracing` warning per request (target
 /// `milieu::http`), never a 4xx.
 ///
+/// With the `opentelemetry` feature, the request's `TraceContext` is also
+/// OpenTelemetry's: around each call of the handler and each poll of its
+/// future, an OpenTelemetry context is attached whose span is the
+/// request's, as a remote parent (`milieu::remote::otel::context`), so a
+/// span the handler starts with an OpenTelemetry tracer is a child of the
+/// request's span. That is one OpenTelemetry `attach` per call and poll,
+/// and one conversion per request.
+///
 /// # Examples
 ///
 /// ```
@@ -366,7 +374,7 @@ impl Server {
 /// The context a request brings from its caller, as a snapshot of the
 /// current one with it installed: entered around each call and poll of
 /// the handler.
-fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Context {
+fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> FromCaller {
     let headers = request.headers();
     // Header values that are not UTF-8 cannot be valid W3C values: read as
     // an empty value, they are refused like any malformed one.
@@ -393,12 +401,58 @@ fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Spa
             .ok()
             .and_then(|c| c.peer_addr())
             .map(|peer| peer.to_string());
-        propagation.extract_process(&traceparent, &tracestate, &baggage, &origin, peer.as_deref())
+        propagation.extract_process(
+            &traceparent,
+            &tracestate,
+            &baggage,
+            &origin,
+            peer.as_deref(),
+        )
     };
     if let Some(warning) = incoming.warning() {
         tracing::warn!(target: "milieu::http", parent: span, "{warning}");
     }
-    incoming.into_scope(crate::scope()).run(Context::current)
+    incoming.into_scope(crate::scope()).run(|| FromCaller {
+        // Made once per request, then only attached: the conversion and
+        // its allocation are not paid again on every poll.
+        #[cfg(feature = "opentelemetry")]
+        opentelemetry: crate::remote::otel::context(),
+        context: Context::current(),
+    })
+}
+
+/// What a request brought from its caller (see [`Server`]): the milieu
+/// context and, with the `opentelemetry` feature, the same trace context
+/// as an OpenTelemetry context. Both are entered together.
+struct FromCaller {
+    #[cfg(feature = "opentelemetry")]
+    opentelemetry: opentelemetry::Context,
+    context: Context,
+}
+
+/// [`FromCaller`] entered: both contexts are current until it drops.
+/// Fields drop in order, so OpenTelemetry's is left first, in the reverse
+/// order of entering.
+struct EnteredFromCaller {
+    #[cfg(feature = "opentelemetry")]
+    _opentelemetry: opentelemetry::ContextGuard,
+    _context: crate::Guard,
+}
+
+impl FromCaller {
+    /// Makes the caller's context current (milieu's, then OpenTelemetry's)
+    /// until the result drops.
+    #[track_caller]
+    #[inline]
+    fn enter(&self) -> EnteredFromCaller {
+        let context = self.context.enter();
+        EnteredFromCaller {
+            // Made once in `from_caller`: a clone is reference counts.
+            #[cfg(feature = "opentelemetry")]
+            _opentelemetry: self.opentelemetry.clone().attach(),
+            _context: context,
+        }
+    }
 }
 
 /// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,
@@ -409,7 +463,7 @@ fn serve_head<H, K>(
     handler: &Arc<H>,
     request: Request,
     info: RequestInfo,
-    context: Context,
+    context: FromCaller,
     span: tracing::Span,
 ) -> Reply<Response>
 where
@@ -440,7 +494,7 @@ fn in_request_future(
     reply: Reply<Response>,
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
-    context: Context,
+    context: FromCaller,
     span: tracing::Span,
 ) -> Reply<Response> {
     match reply {
@@ -462,7 +516,7 @@ fn in_request_future(
 #[inline]
 fn in_request(
     info: &RequestInfo,
-    context: &Context,
+    context: &FromCaller,
     span: &tracing::Span,
     call: impl FnOnce() -> Reply<Response>,
 ) -> Reply<Response> {
@@ -495,7 +549,7 @@ struct InRequest {
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
     /// What the request brought from its caller (see [`Server`]).
-    context: Context,
+    context: FromCaller,
     span: tracing::Span,
 }
 
