@@ -147,7 +147,7 @@ impl Drop for Pin<'_> {
 /// local install site. `None` when no such entry is visible. For the
 /// transports that send install sites (an opt-in: it reveals source
 /// paths).
-#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+#[cfg(feature = "remote")]
 pub(crate) fn origin_of(id: TypeId) -> Option<(String, Option<String>)> {
     State::try_with(|state| {
         let entry = state.find_entry(id);

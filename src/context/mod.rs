@@ -41,6 +41,10 @@ pub(crate) use frame::HopLabel;
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
-pub(crate) use install::{misuse, out_of_order_report, scope_with_capacity};
-pub(crate) use lookup::{contains_id, origin_of};
+pub(crate) use install::{misuse, out_of_order_report};
+#[cfg(feature = "http")]
+pub(crate) use install::scope_with_capacity;
+pub(crate) use lookup::contains_id;
+#[cfg(feature = "remote")]
+pub(crate) use lookup::origin_of;
 pub(crate) use state::State;

@@ -369,7 +369,7 @@ impl Server {
             if request.method() == "HEAD" {
                 // Called up to twice: the caller's context is made a
                 // snapshot once, entered for each call.
-                let context = caller.map(|scope| scope.run(Context::current));
+                let context = caller.map(|scope| scope.run(FromCaller::current));
                 return serve_head(&handler, request, info, context, span);
             }
             let (reply, context) = first_call(&info, caller, &span, || handler.call(request));
@@ -442,7 +442,7 @@ fn first_call(
     caller: Option<Scope>,
     span: &tracing::Span,
     call: impl FnOnce() -> Reply<Response>,
-) -> (Reply<Response>, Option<Context>) {
+) -> (Reply<Response>, Option<FromCaller>) {
     let _entered = span.enter();
     let from_caller = caller.is_some();
     caller
@@ -450,12 +450,69 @@ fn first_call(
         .with_local(info.clone())
         .because("the HTTP request being handled")
         .run(|| {
+            // The same trace as OpenTelemetry's current context, for spans
+            // the handler starts.
+            #[cfg(feature = "opentelemetry")]
+            let otel = from_caller.then(crate::remote::otel::context);
+            #[cfg(feature = "opentelemetry")]
+            let _otel = otel.clone().map(opentelemetry::Context::attach);
             let reply = reactor::poll_first(call());
             // The snapshot leaves the local `RequestInfo` out; polls put
             // it back.
             let later = from_caller && matches!(reply, Reply::Later(_));
-            (reply, later.then(Context::current))
+            let context = later.then(|| FromCaller {
+                #[cfg(feature = "opentelemetry")]
+                opentelemetry: otel.unwrap_or_default(),
+                context: Context::current(),
+            });
+            (reply, context)
         })
+}
+
+/// What a request brought from its caller (see [`Server`]), for the
+/// handler's later calls and polls: the milieu context and, with the
+/// `opentelemetry` feature, the same trace context as an OpenTelemetry
+/// context. Both are entered together.
+struct FromCaller {
+    #[cfg(feature = "opentelemetry")]
+    opentelemetry: opentelemetry::Context,
+    context: Context,
+}
+
+/// [`FromCaller`] entered: both contexts are current until it drops.
+/// Fields drop in order, so OpenTelemetry's is left first, in the reverse
+/// order of entering.
+struct EnteredFromCaller {
+    #[cfg(feature = "opentelemetry")]
+    _opentelemetry: opentelemetry::ContextGuard,
+    _context: crate::Guard,
+}
+
+impl FromCaller {
+    /// The current context, as a handler's calls and polls enter it.
+    fn current() -> FromCaller {
+        FromCaller {
+            // Made once per request, then only attached: the conversion
+            // and its allocation are not paid again on every poll.
+            #[cfg(feature = "opentelemetry")]
+            opentelemetry: crate::remote::otel::context(),
+            context: Context::current(),
+        }
+    }
+
+    /// Makes the caller's context current (milieu's, then OpenTelemetry's)
+    /// until the result drops.
+    #[track_caller]
+    #[inline]
+    fn enter(&self) -> EnteredFromCaller {
+        let context = self.context.enter();
+        EnteredFromCaller {
+            // A clone is reference counts.
+            #[cfg(feature = "opentelemetry")]
+            _opentelemetry: self.opentelemetry.clone().attach(),
+            _context: context,
+        }
+    }
 }
 
 /// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,
@@ -466,7 +523,7 @@ fn serve_head<H, K>(
     handler: &Arc<H>,
     request: Request,
     info: RequestInfo,
-    context: Option<Context>,
+    context: Option<FromCaller>,
     span: tracing::Span,
 ) -> Reply<Response>
 where
@@ -497,7 +554,7 @@ fn in_request_future(
     reply: Reply<Response>,
     retry_as_get: Option<RetryAsGet>,
     info: RequestInfo,
-    context: Option<Context>,
+    context: Option<FromCaller>,
     span: tracing::Span,
 ) -> Reply<Response> {
     match reply {
@@ -519,7 +576,7 @@ fn in_request_future(
 #[inline]
 fn in_request(
     info: &RequestInfo,
-    context: &Option<Context>,
+    context: &Option<FromCaller>,
     span: &tracing::Span,
     call: impl FnOnce() -> Reply<Response>,
 ) -> Reply<Response> {
@@ -553,7 +610,7 @@ struct InRequest {
     info: RequestInfo,
     /// What the request brought from its caller (see [`Server`]); `None`
     /// when the server reads nothing from callers.
-    context: Option<Context>,
+    context: Option<FromCaller>,
     span: tracing::Span,
 }
 

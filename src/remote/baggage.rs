@@ -112,6 +112,7 @@ impl Default for BaggageLimits {
 ///
 /// let member = BaggageMember::new("serverNode", "DF 28")?;
 /// assert_eq!(member.encoded(), "serverNode=DF%2028");
+/// assert_eq!(BaggageMember::new("sum", "1+1")?.encoded(), "sum=1%2B1");
 /// assert_eq!(member.value(), "DF 28");
 /// assert!(BaggageMember::new("no spaces", "x").is_err());
 /// # Ok::<(), milieu::remote::InvalidBaggageKey>(())
@@ -132,7 +133,11 @@ pub struct BaggageMember {
 
 impl BaggageMember {
     /// A member with this key and value (any text: it is percent-encoded
-    /// when written), without properties.
+    /// when written, `+` included, see below), without properties.
+    ///
+    /// The encoded value escapes what W3C Baggage requires (what is not a
+    /// `baggage-octet`, and `%`) and `+`, which form decoders would read
+    /// as a space: `"1+1"` is sent as `1%2B1`.
     ///
     /// # Errors
     ///
@@ -615,11 +620,18 @@ fn percent_decode(value: &str) -> Result<(String, bool), MalformedReason> {
 }
 
 /// Appends `value` percent-encoded: every byte outside `baggage-octet`,
-/// and `%`, as `%XX` (uppercase, RFC 3986).
+/// `%`, and `+`, as `%XX` (uppercase, RFC 3986).
+///
+/// `+` is a baggage-octet, but some implementations decode values as HTML
+/// forms do, reading `+` as a space (OpenTelemetry Python's
+/// `W3CBaggagePropagator` up to at least 1.45, open-telemetry/opentelemetry-python#5566).
+/// The spec lets any character be percent-encoded, and every decoder reads
+/// `%2B` as `+`, so sending it that way loses nothing and keeps the value
+/// intact for those peers too. A `+` that arrives is still read as `+`.
 fn percent_encode(value: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value.as_bytes() {
-        if is_baggage_octet(b) && b != b'%' {
+        if is_baggage_octet(b) && b != b'%' && b != b'+' {
             out.push(char::from(b));
         } else {
             out.push('%');
@@ -788,6 +800,17 @@ mod tests {
         assert_eq!(member.encoded(), "k=a%20b%2Cc%3Bd%5Ce%22f%25g=h/%C3%A9%01");
         let back = parse(&[member.encoded()]);
         assert_eq!(back.members(), [member]);
+    }
+
+    #[test]
+    fn a_plus_is_sent_escaped_and_read_literally() {
+        // Escaped for the peers that decode `+` as a space...
+        let member = BaggageMember::new("k", "1+1 = 2").unwrap();
+        assert_eq!(member.encoded(), "k=1%2B1%20=%202");
+        let back = parse(&[member.encoded()]);
+        assert_eq!(back.members(), [member]);
+        // ...and read as itself, as the spec says (never as a space).
+        assert_eq!(parse(&["k=1+1"]).members()[0].value(), "1+1");
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //!   `tracestate`, and the carried types present plus the forwarded
 //!   members, within [`BaggageLimits`].
 //!
+//! With the `opentelemetry` feature, the module `otel` makes milieu's trace context
+//! and OpenTelemetry's current span agree: spans started with an
+//! OpenTelemetry tracer inside a request are in its trace, and `inject`
+//! sends OpenTelemetry's current local span as the callee's parent.
+//!
 //! The transports call these two; the formats are also usable on their
 //! own ([`TraceContext::extract`], [`TraceState`], [`ParsedBaggage`],
 //! [`BaggageHeader`]). Every parser is total: any input gives a result,
@@ -70,12 +75,15 @@
 //! | `incoming.rs` | [`Incoming`], [`ForwardedBaggage`], [`Declined`] |
 //! | `origin.rs` | the `milieu-origin` header: the caller's service name and install sites |
 //! | `propagation.rs` | [`Propagation`]: `carry`, `extract`, `inject` |
+//! | `otel.rs` | `otel` (feature `opentelemetry`): the bridge to OpenTelemetry's span context |
 
 mod baggage;
 mod carry;
 mod ids;
 mod incoming;
 mod origin;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 mod propagation;
 mod trace;
 mod tracestate;

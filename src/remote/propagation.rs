@@ -300,8 +300,13 @@ impl Propagation {
     ///
     /// - `traceparent`: a [`child`](TraceContext::child) of the context's
     ///   [`TraceContext`] (a new span for each request), or of a new trace
-    ///   ([`TraceContext::new_root`]) if the context has none;
-    /// - `tracestate`, if there is one;
+    ///   ([`TraceContext::new_root`]) if the context has none. With the
+    ///   `opentelemetry` feature, when OpenTelemetry's current span is a
+    ///   valid local one (a span this process started and made current),
+    ///   that span instead, as it is: its trace id, its span id as the
+    ///   callee's parent, its flags (see the module `milieu::remote::otel`);
+    /// - `tracestate`, if there is one (the OpenTelemetry span's, when it
+    ///   is the one sent);
     /// - `baggage`, if there is any: each carried type present in the
     ///   context (in `carry` order), then the [`ForwardedBaggage`] members
     ///   (but those of a carried key: the typed value wins). What does not
@@ -312,11 +317,7 @@ impl Propagation {
     ///
     /// Nothing else is written.
     pub fn inject(&self, set: &mut dyn FnMut(&'static str, &str)) -> Injected {
-        let trace = if crate::contains::<TraceContext>() {
-            crate::with(TraceContext::child).unwrap_or_else(|_| TraceContext::new_root())
-        } else {
-            TraceContext::new_root()
-        };
+        let trace = outbound_span();
         set(Propagation::TRACEPARENT, &trace.traceparent());
         if let Some(tracestate) = trace.tracestate() {
             set(Propagation::TRACESTATE, &tracestate);
@@ -397,7 +398,10 @@ pub struct Injected {
 
 impl Injected {
     /// The trace context of the outbound request (its `traceparent`): the
-    /// span the callee will see as its parent.
+    /// span the callee will see as its parent. When it is an OpenTelemetry
+    /// span (feature `opentelemetry`, see [`inject`](Propagation::inject)),
+    /// its [`parent_id`](TraceContext::parent_id) is `None`: an
+    /// OpenTelemetry span context does not name its parent.
     pub fn trace(&self) -> &TraceContext {
         &self.trace
     }
@@ -411,6 +415,23 @@ impl Injected {
     /// the limits.
     pub fn skipped(&self) -> &[String] {
         &self.skipped
+    }
+}
+
+/// The span an outbound request is made from (see
+/// [`Propagation::inject`]): OpenTelemetry's current local span if there
+/// is one and the bridge is compiled in, as OpenTelemetry's own propagator
+/// sends it; else a new child of the context's `TraceContext`, so that each
+/// request has a span of its own, or a new trace.
+fn outbound_span() -> TraceContext {
+    #[cfg(feature = "opentelemetry")]
+    if let Some(span) = super::otel::current_local_span() {
+        return span;
+    }
+    if crate::contains::<TraceContext>() {
+        crate::with(TraceContext::child).unwrap_or_else(|_| TraceContext::new_root())
+    } else {
+        TraceContext::new_root()
     }
 }
 

@@ -107,6 +107,26 @@ impl TraceContext {
         }
     }
 
+    /// The context of exactly these fields, for a span made elsewhere (an
+    /// OpenTelemetry span: see `otel.rs`). Reserved flags are
+    /// dropped, as everywhere.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(super) fn from_parts(
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_id: Option<SpanId>,
+        flags: TraceFlags,
+        state: TraceState,
+    ) -> TraceContext {
+        TraceContext {
+            trace_id,
+            span_id,
+            parent_id,
+            flags: flags.known(),
+            state,
+        }
+    }
+
     /// The spec's processing model for a request that carried at most one
     /// `traceparent` (`None`: it had none) and the `tracestate` fields
     /// listed, in order.

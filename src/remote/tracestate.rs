@@ -325,6 +325,27 @@ pub(super) fn parse_list(fields: &[&str]) -> Result<ParsedTraceState, TraceState
     })
 }
 
+/// The members of a list made by other code (OpenTelemetry's
+/// `TraceState`, whose grammar is a little different from Level 2's) that
+/// fit ours, in order: a member outside the grammar, a key seen before and
+/// every member past the 32nd are dropped, one by one. Not the whole list,
+/// as [`parse_list`] does with a header: the spec lets a vendor drop
+/// members it cannot pass on, and the others should still reach the next
+/// service.
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+pub(super) fn keep_valid<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> TraceState {
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (key, value) in members {
+        if kept.len() == TraceState::MAX_MEMBERS {
+            break;
+        }
+        if is_key(key) && is_value(value) && !kept.iter().any(|(k, _)| k == key) {
+            kept.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    TraceState { members: kept }
+}
+
 /// `text` less the spaces and tabs around it (OWS).
 fn trim_ows(text: &str) -> &str {
     text.trim_matches([' ', '\t'])
@@ -512,6 +533,23 @@ mod tests {
             .unwrap();
         assert_eq!(state.header(), None);
         assert_eq!(TraceState::new().header(), None);
+    }
+
+    #[test]
+    fn keep_valid_drops_bad_members_one_by_one() {
+        let state = keep_valid([
+            ("a", "1"),
+            ("Bad", "2"),
+            ("b", "trailing "),
+            ("a", "again"),
+            ("c", "3"),
+        ]);
+        assert_eq!(state.header().as_deref(), Some("a=1,c=3"));
+        let many: Vec<(String, String)> = (0..40).map(|i| (format!("k{i}"), "v".into())).collect();
+        let state = keep_valid(many.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(state.len(), 32);
+        assert_eq!(state.get("k31"), Some("v"));
+        assert_eq!(state.get("k32"), None);
     }
 
     #[test]

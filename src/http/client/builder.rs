@@ -385,7 +385,10 @@ impl ClientBuilder {
     /// [service name](Propagation::with_service_name) or
     /// [install sites](Propagation::with_install_sites), the
     /// `milieu-origin` header too. Written before the
-    /// [`on_request`](ClientBuilder::on_request) hooks run.
+    /// [`on_request`](ClientBuilder::on_request) hooks run. With the
+    /// `opentelemetry` feature, a span started with OpenTelemetry and
+    /// current when the request is sent is the `traceparent` instead (see
+    /// [`Propagation::inject`]).
     ///
     /// Default: [`Propagation::new()`] (the trace context, and baggage
     /// passed on). `None` sends none of these headers.
