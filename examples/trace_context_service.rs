@@ -91,7 +91,9 @@ fn main() -> ExitCode {
         let mut reactor = Reactor::new()?;
         let client = Client::new();
         let app = http::serve(move |request: Request| test(client.clone(), request));
-        let listener = reactor.handle().listen_tcp(addr.as_str(), move || app.clone())?;
+        let listener = reactor
+            .handle()
+            .listen_tcp(addr.as_str(), move || app.clone())?;
         println!("listening on {}", listener.local_addr());
         reactor.run()
     };

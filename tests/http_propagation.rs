@@ -70,26 +70,34 @@ fn service_b(install_sites: bool) -> HttpServer {
 fn service_a(b: &HttpServer, client: Client, tier: bool) -> HttpServer {
     let url = format!("http://{}/", b.addr);
     let propagation = Propagation::new().carry::<Tenant>().carry::<Tier>();
-    HttpServer::serve(Server::new().propagation(propagation).serve(move |_: Request| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let own = milieu::get::<TraceContext>().expect("installed");
-            // The client takes the context when the request is sent.
-            let request = {
-                let _tier = tier.then(|| milieu::provide(Tier(3)));
-                client.get(&url).send()
-            };
-            let answer = match request.await {
-                Ok(answer) => answer.text().unwrap_or_default().to_owned(),
-                Err(error) => return Response::text(502, error.to_string()),
-            };
-            Response::text(
-                200,
-                format!("a-trace {}\na-span {}\n{answer}", own.trace_id(), own.span_id()),
-            )
-        }
-    }))
+    HttpServer::serve(
+        Server::new()
+            .propagation(propagation)
+            .serve(move |_: Request| {
+                let client = client.clone();
+                let url = url.clone();
+                async move {
+                    let own = milieu::get::<TraceContext>().expect("installed");
+                    // The client takes the context when the request is sent.
+                    let request = {
+                        let _tier = tier.then(|| milieu::provide(Tier(3)));
+                        client.get(&url).send()
+                    };
+                    let answer = match request.await {
+                        Ok(answer) => answer.text().unwrap_or_default().to_owned(),
+                        Err(error) => return Response::text(502, error.to_string()),
+                    };
+                    Response::text(
+                        200,
+                        format!(
+                            "a-trace {}\na-span {}\n{answer}",
+                            own.trace_id(),
+                            own.span_id()
+                        ),
+                    )
+                }
+            }),
+    )
 }
 
 /// `GET /` on `addr` with these extra header lines; the answer's body.
@@ -151,7 +159,10 @@ fn a_trace_and_its_baggage_cross_two_services() {
     // B recorded the hop from A.
     let hop = line(&text, "hop ");
     assert!(hop.starts_with("process hop from 127.0.0.1:"), "{hop}");
-    assert!(hop.contains("traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{hop}");
+    assert!(
+        hop.contains("traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{hop}"
+    );
 }
 
 #[test]
@@ -174,7 +185,8 @@ fn install_sites_cross_only_when_both_sides_opt_in() {
         assert!(hop.contains("(service a"), "{hop}");
         // Tenant arrived at A from our caller (no site sent by it), so A's
         // own receiving site is what A tells B.
-        let shows_site = text.contains("installed at ") && text.contains(" in service a, carried by process hop from 127.0.0.1:");
+        let shows_site = text.contains("installed at ")
+            && text.contains(" in service a, carried by process hop from 127.0.0.1:");
         assert_eq!(
             shows_site,
             client_sends && server_reads,
@@ -243,7 +255,10 @@ fn a_client_outside_any_request_starts_a_trace_per_request() {
         .run_until(async move {
             let one = client.get(&url).await.unwrap();
             let two = client.get(&url).await.unwrap();
-            (one.text().unwrap().to_owned(), two.text().unwrap().to_owned())
+            (
+                one.text().unwrap().to_owned(),
+                two.text().unwrap().to_owned(),
+            )
         })
         .unwrap();
     // A new trace each time, each continued by B (it has a parent).

@@ -393,7 +393,13 @@ fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Spa
             .ok()
             .and_then(|c| c.peer_addr())
             .map(|peer| peer.to_string());
-        propagation.extract_process(&traceparent, &tracestate, &baggage, &origin, peer.as_deref())
+        propagation.extract_process(
+            &traceparent,
+            &tracestate,
+            &baggage,
+            &origin,
+            peer.as_deref(),
+        )
     };
     if let Some(warning) = incoming.warning() {
         tracing::warn!(target: "milieu::http", parent: span, "{warning}");
