@@ -29,9 +29,13 @@
 //! MILIEU_BLESS=1 cargo test --all-features --test guide_output
 //! ```
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+use common::examples::build_examples;
 
 /// The files whose marked blocks are checked, relative to the package root.
 const DOCS: &[&str] = &["docs/guide.md", "README.md"];
@@ -76,7 +80,8 @@ fn guide_output_matches_examples() {
         .filter(|name| missing_feature(name).is_none())
         .cloned()
         .collect();
-    let executables = build_examples(root, &runnable);
+    let names: Vec<&str> = runnable.iter().map(String::as_str).collect();
+    let executables = build_examples(&names);
     for name in runnable {
         let exe = executables
             .get(&name)
@@ -312,88 +317,6 @@ fn parse_header(header: &str) -> Result<(String, Option<String>, Option<usize>),
         rest = tail;
     }
     Ok((name.to_owned(), after, lines))
-}
-
-/// Builds the examples like `cargo build --example NAME` with this test's
-/// features and returns their executables by name.
-fn build_examples(root: &Path, names: &[String]) -> BTreeMap<String, PathBuf> {
-    if names.is_empty() {
-        return BTreeMap::new();
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut features = Vec::new();
-    for (feature, on) in [
-        ("sqlite", cfg!(feature = "sqlite")),
-        ("postgres", cfg!(feature = "postgres")),
-        ("serde", cfg!(feature = "serde")),
-    ] {
-        if on {
-            features.push(feature);
-        }
-    }
-    let mut command = Command::new(cargo);
-    command.current_dir(root).args([
-        "build",
-        "--quiet",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if features.len() == 3 {
-        // As the README's `cargo test --workspace --all-features` builds
-        // them: then this build finds everything up to date.
-        command.args(["--workspace", "--all-features"]);
-    } else {
-        command.args(["--package", "milieu", "--no-default-features"]);
-        if !features.is_empty() {
-            command.args(["--features", &features.join(",")]);
-        }
-    }
-    if !cfg!(debug_assertions) {
-        command.arg("--release");
-    }
-    for name in names {
-        command.args(["--example", name]);
-    }
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // One JSON object a line; the artifacts of examples carry
-    // `"kind":["example"]` and their `"executable"`.
-    let mut executables = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(r#""reason":"compiler-artifact""#) || !line.contains(r#"["example"]"#) {
-            continue;
-        }
-        if let (Some(name), Some(exe)) = (json_str(line, "name"), json_str(line, "executable")) {
-            executables.insert(name, PathBuf::from(exe));
-        }
-    }
-    executables
-}
-
-/// The first string value of `"key":` in a line of JSON (enough for
-/// cargo's messages: the target's `name` comes before any other `name`).
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let at = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut value = String::new();
-    let mut chars = line[at..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-    None
 }
 
 /// Runs an example binary from the package root, as `cargo run` does, and
