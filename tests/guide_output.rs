@@ -11,7 +11,10 @@
 //! <!-- /output -->
 //! ````
 //!
-//! `output: NAME` is the example (`cargo run --example NAME`). The block
+//! `output: NAME` is the example (`cargo run --example NAME`), or a
+//! service run (see [`SERVICE_RUNS`]): what a running example serves
+//! rather than what it prints, such as `two-services`, stock's debug view
+//! of a call from orders. The block
 //! shows one paragraph of its standard output: the lines after the line
 //! equal to `after` (from the first line without it) up to the next blank
 //! line. With `lines=N` only the first N lines are shown, followed by a
@@ -29,9 +32,13 @@
 //! MILIEU_BLESS=1 cargo test --all-features --test guide_output
 //! ```
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+use common::examples::build_examples;
 
 /// The files whose marked blocks are checked, relative to the package root.
 const DOCS: &[&str] = &["docs/guide.md", "README.md"];
@@ -39,10 +46,52 @@ const DOCS: &[&str] = &["docs/guide.md", "README.md"];
 /// Set to rewrite the blocks instead of comparing them.
 const BLESS_ENV: &str = "MILIEU_BLESS";
 
+/// A block that shows what a running example serves rather than what it
+/// prints.
+struct ServiceRun {
+    /// The block's name, in its marker.
+    name: &'static str,
+    /// The example it runs.
+    example: &'static str,
+    /// Runs it; the text the block shows.
+    run: fn(&Path) -> String,
+}
+
+/// Every [`ServiceRun`].
+const SERVICE_RUNS: &[ServiceRun] = &[
+    #[cfg(feature = "sqlite")]
+    ServiceRun {
+        name: "two-services",
+        example: "orders",
+        run: two_services,
+    },
+];
+
+/// The service run a block's name names, if any.
+fn service_run(name: &str) -> Option<&'static ServiceRun> {
+    SERVICE_RUNS.iter().find(|run| run.name == name)
+}
+
+/// The example a block's name runs: itself, or a service run's.
+fn example_of(name: &str) -> &str {
+    service_run(name).map_or(name, |run| run.example)
+}
+
+/// Where a block's text comes from, for messages.
+fn what_shows(name: &str) -> String {
+    match service_run(name) {
+        Some(run) => format!(
+            "the `{}` run of example `{}` serves (see `SERVICE_RUNS` in tests/guide_output.rs)",
+            run.name, run.example
+        ),
+        None => format!("`cargo run --example {name}` prints"),
+    }
+}
+
 /// Examples that need a feature this test was built without.
-fn missing_feature(example: &str) -> Option<&'static str> {
-    match example {
-        "outbox" | "orders" if !cfg!(feature = "sqlite") => Some("sqlite"),
+fn missing_feature(name: &str) -> Option<&'static str> {
+    match name {
+        "outbox" | "orders" | "two-services" if !cfg!(feature = "sqlite") => Some("sqlite"),
         _ => None,
     }
 }
@@ -76,12 +125,18 @@ fn guide_output_matches_examples() {
         .filter(|name| missing_feature(name).is_none())
         .cloned()
         .collect();
-    let executables = build_examples(root, &runnable);
+    let mut examples: Vec<&str> = runnable.iter().map(|name| example_of(name)).collect();
+    examples.dedup();
+    let executables = build_examples(&examples);
     for name in runnable {
+        let example = example_of(&name);
         let exe = executables
-            .get(&name)
-            .unwrap_or_else(|| panic!("cargo built no executable for example `{name}`"));
-        let output = run_example(root, &name, exe);
+            .get(example)
+            .unwrap_or_else(|| panic!("cargo built no executable for example `{example}`"));
+        let output = match service_run(&name) {
+            Some(service) => normalise(&(service.run)(exe)),
+            None => run_example(root, &name, exe),
+        };
         outputs.insert(name, Some(output));
     }
 
@@ -124,10 +179,9 @@ fn guide_output_matches_examples() {
                 ));
             } else {
                 failures.push(format!(
-                    "{doc}:{}: the block differs from what `cargo run --example {}` prints \
-                     (- the doc, + the example):\n{}",
+                    "{doc}:{}: the block differs from what {} (- the doc, + the example):\n{}",
                     block.line,
-                    block.example,
+                    what_shows(&block.example),
                     diff(&shown, &expected)
                 ));
             }
@@ -314,88 +368,6 @@ fn parse_header(header: &str) -> Result<(String, Option<String>, Option<usize>),
     Ok((name.to_owned(), after, lines))
 }
 
-/// Builds the examples like `cargo build --example NAME` with this test's
-/// features and returns their executables by name.
-fn build_examples(root: &Path, names: &[String]) -> BTreeMap<String, PathBuf> {
-    if names.is_empty() {
-        return BTreeMap::new();
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut features = Vec::new();
-    for (feature, on) in [
-        ("sqlite", cfg!(feature = "sqlite")),
-        ("postgres", cfg!(feature = "postgres")),
-        ("serde", cfg!(feature = "serde")),
-    ] {
-        if on {
-            features.push(feature);
-        }
-    }
-    let mut command = Command::new(cargo);
-    command.current_dir(root).args([
-        "build",
-        "--quiet",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if features.len() == 3 {
-        // As the README's `cargo test --workspace --all-features` builds
-        // them: then this build finds everything up to date.
-        command.args(["--workspace", "--all-features"]);
-    } else {
-        command.args(["--package", "milieu", "--no-default-features"]);
-        if !features.is_empty() {
-            command.args(["--features", &features.join(",")]);
-        }
-    }
-    if !cfg!(debug_assertions) {
-        command.arg("--release");
-    }
-    for name in names {
-        command.args(["--example", name]);
-    }
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // One JSON object a line; the artifacts of examples carry
-    // `"kind":["example"]` and their `"executable"`.
-    let mut executables = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(r#""reason":"compiler-artifact""#) || !line.contains(r#"["example"]"#) {
-            continue;
-        }
-        if let (Some(name), Some(exe)) = (json_str(line, "name"), json_str(line, "executable")) {
-            executables.insert(name, PathBuf::from(exe));
-        }
-    }
-    executables
-}
-
-/// The first string value of `"key":` in a line of JSON (enough for
-/// cargo's messages: the target's `name` comes before any other `name`).
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let at = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut value = String::new();
-    let mut chars = line[at..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-    None
-}
-
 /// Runs an example binary from the package root, as `cargo run` does, and
 /// returns its normalised standard output.
 fn run_example(root: &Path, name: &str, exe: &Path) -> String {
@@ -413,10 +385,63 @@ fn run_example(root: &Path, name: &str, exe: &Path) -> String {
     normalise(&String::from_utf8(out.stdout).expect("example output is UTF-8"))
 }
 
+/// The `two-services` block: stock's debug view (text) of the call
+/// orders made to reserve an order, both started as in the guide, with
+/// both install-site flags on.
+#[cfg(feature = "sqlite")]
+fn two_services(exe: &Path) -> String {
+    use common::orders_example::Server;
+
+    let stock = Server::stock_from(
+        exe,
+        &["--admin-addr", "127.0.0.1:0", "--accept-install-sites"],
+    );
+    let stock_url = format!("http://{}", stock.addr);
+    let orders = Server::orders_from(exe, &["--stock-url", &stock_url, "--send-install-sites"]);
+    let placed = orders.post("/orders", r#"{"item": "tea", "quantity": 2}"#);
+    assert_eq!(placed.status, 201, "placing an order: {}", placed.text());
+    let trace = placed.header("trace-id").expect("a trace-id header");
+    let view = stock.admin_get(&format!("/debug/context?trace={trace}"));
+    assert_eq!(
+        view.status,
+        200,
+        "stock's view of the call: {}",
+        view.text()
+    );
+    without_sequence_numbers(&view.text())
+}
+
+/// `[inherited #17]` as `[inherited #<seq>]` (and `local` alike): the
+/// number counts the installs of the thread, and a reactor thread's
+/// depend on how many ticks it ran before the request came.
+#[cfg(feature = "sqlite")]
+fn without_sequence_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" #") {
+        let (before, from) = rest.split_at(at + 2);
+        out.push_str(before);
+        let digits = from
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(from.len());
+        let policy = out.ends_with("[inherited #") || out.ends_with("[local #");
+        if policy && digits > 0 {
+            out.push_str("<seq>");
+            rest = &from[digits..];
+        } else {
+            rest = from;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Replaces what legitimately differs between runs with a placeholder:
 /// thread ids (`ThreadId(N)`), addresses (`0x` and 6+ hex digits), paths
-/// under the system temp dir (`$TMP/...`), durations (`12.5ms`, `3s`) and
-/// rates (`50.3/s`). Applied to the example's output and to the doc's block
+/// under the system temp dir (`$TMP/...`), durations (`12.5ms`, `3s`),
+/// rates (`50.3/s`), loopback ports (`127.0.0.1:<port>`) and W3C trace and
+/// span ids (a word of 32 or 16 lowercase hex digits: `<trace-id>`,
+/// `<span-id>`). Applied to the example's output and to the doc's block
 /// alike, so a block may show either a real value or the placeholder.
 fn normalise(text: &str) -> String {
     let tmp = std::env::temp_dir();
@@ -446,7 +471,25 @@ fn normalise(text: &str) -> String {
                 }
             }
         }
+        if let Some(after) = rest.strip_prefix(LOOPBACK) {
+            let port = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            if port > 0 {
+                out.push_str(LOOPBACK);
+                out.push_str("<port>");
+                rest = &after[port..];
+                continue;
+            }
+        }
         let word_start = !out.ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+        if word_start && c.is_ascii_hexdigit() {
+            if let Some((len, placeholder)) = trace_or_span_id(rest) {
+                out.push_str(placeholder);
+                rest = &rest[len..];
+                continue;
+            }
+        }
         if word_start && rest.starts_with("0x") {
             let hex = rest[2..]
                 .find(|c: char| !c.is_ascii_hexdigit())
@@ -468,6 +511,25 @@ fn normalise(text: &str) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// An address's start whose port [`normalise`] replaces.
+const LOOPBACK: &str = "127.0.0.1:";
+
+/// A trace id (32 lowercase hex digits) or span id (16) making up the
+/// word at the start of `s`: its length and placeholder.
+fn trace_or_span_id(s: &str) -> Option<(usize, &'static str)> {
+    let len = s
+        .find(|c: char| !matches!(c, '0'..='9' | 'a'..='f'))
+        .unwrap_or(s.len());
+    if s[len..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    match len {
+        32 => Some((len, "<trace-id>")),
+        16 => Some((len, "<span-id>")),
+        _ => None,
+    }
 }
 
 /// The length of a duration or rate at the start of `s` (`12`, `12.5`
@@ -531,13 +593,18 @@ fn normalise_replaces_only_what_varies() {
     let tmp = std::env::temp_dir().join("milieu-outbox-4242/orders.db");
     let text = format!(
         "database: {}\nat examples/tour.rs:59:49 on ThreadId(12), 0x7ffd5e8a1c20, \
-         50.3/s, p50 8.388607ms p99 37ms, 2s linger, 50 µs, 3 visible, v1.5",
+         50.3/s, p50 8.388607ms p99 37ms, 2s linger, 50 µs, 3 visible, v1.5\n\
+         hop from 127.0.0.1:40312 (traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-\
+         00f067aa0ba902b7-01), 10.0.0.1:80, 4bf92f3577b34da6a3ce929d0e0e473, \
+         00f067aa0ba902b7x, 00F067AA0BA902B7",
         tmp.display()
     );
     assert_eq!(
         normalise(&text),
         "database: $TMP/...\nat examples/tour.rs:59:49 on ThreadId(N), 0x..., \
-         <measured>, p50 <measured> p99 <measured>, <measured> linger, 50 µs, 3 visible, v1.5"
+         <measured>, p50 <measured> p99 <measured>, <measured> linger, 50 µs, 3 visible, v1.5\n\
+         hop from 127.0.0.1:<port> (traceparent 00-<trace-id>-<span-id>-01), 10.0.0.1:80, \
+         4bf92f3577b34da6a3ce929d0e0e473, 00f067aa0ba902b7x, 00F067AA0BA902B7"
     );
 }
 

@@ -1,5 +1,6 @@
-//! The debug views: the context of the request being handled, as text,
-//! JSON or an HTML page, and the DB stage's figures.
+//! The debug views of both roles: a context (of the request being
+//! handled, or one kept from an earlier request) as text, JSON or an HTML
+//! page, and the DB stage's figures.
 
 use std::fmt::Write as _;
 
@@ -30,21 +31,38 @@ impl Format {
     }
 }
 
-/// The context dump in the requested format.
-pub fn context(dump: &Dump, stages: &StageStats, format: Format) -> Response {
+/// The `about` of the context of the request being handled.
+pub const THIS_REQUEST: &str = "Context of this request";
+
+/// A context dump in the requested format, under a line saying whose
+/// context it is (`about`: the heading of the page), followed by the
+/// service's stage figures when it has stages (stock has none).
+pub fn context(about: &str, dump: &Dump, stages: Option<&StageStats>, format: Format) -> Response {
     match format {
-        Format::Text => Response::text(200, format!("{dump}\nDB stage: {stages}\n")),
+        Format::Text => {
+            let mut text = format!("{about}\n{dump}");
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            if let Some(stages) = stages {
+                let _ = writeln!(text, "DB stage: {stages}");
+            }
+            Response::text(200, text)
+        }
         Format::Json => {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
+                "about": about,
                 "context": serde_json::from_str::<serde_json::Value>(&dump.to_json())
                     .unwrap_or(serde_json::Value::Null),
-                "stages": [stages],
             });
+            if let Some(stages) = stages {
+                body["stages"] = serde_json::json!([stages]);
+            }
             Response::json(200, &body)
         }
         Format::Html => Response::status(200)
             .with_header("content-type", "text/html; charset=utf-8")
-            .with_body(html_page(dump, stages)),
+            .with_body(html_page(about, dump, stages)),
     }
 }
 
@@ -56,7 +74,6 @@ pub fn stages(stages: &StageStats, format: Format) -> Response {
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
 /// A latency percentile for a table cell: `-` before the first item.
 fn latency(percentile: Option<std::time::Duration>) -> String {
     percentile.map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
@@ -68,6 +85,7 @@ fn thread_html(thread: &impl std::fmt::Display) -> String {
     esc(thread.to_string().trim_matches('`'))
 }
 
+/// Escapes text for HTML element content and attribute values.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -89,8 +107,8 @@ fn hop_line(hop: &HopDump) -> String {
 
 /// A page a person can read: one table per frame, top first, with each
 /// entry's type, status, value (when shown), install site and the hops that
-/// carried it; then the stage figures.
-fn html_page(dump: &Dump, stages: &StageStats) -> String {
+/// carried it; then the stage figures, if any.
+fn html_page(about: &str, dump: &Dump, stages: Option<&StageStats>) -> String {
     let mut page = String::new();
     let _ = write!(
         page,
@@ -102,8 +120,9 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
          th,td{{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}}\
          th{{background:#f0f0f0}} code{{font-size:.95em}} .hop{{color:#555;margin:.5em 0 1.5em}}\
          .shadowed{{color:#999}} .notcarried{{color:#a60}}\
-         </style></head><body><h1>Context of this request</h1>\
+         </style></head><body><h1>{}</h1>\
          <p>Thread <code>{}</code>, {} frames, top first.</p>",
+        esc(about),
         thread_html(&dump.thread),
         dump.frames.len()
     );
@@ -135,7 +154,12 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
                         ),
                         _ => ("", "other".to_owned()),
                     };
-                    let hops: Vec<String> = entry.provenance.hops.iter().map(hop_line).collect();
+                    // Where it came from before this process (another
+                    // process's account of it), then the hops in this one.
+                    let remote = entry.provenance.remote.iter().map(|r| esc(&r.to_string()));
+                    let hops: Vec<String> = remote
+                        .chain(entry.provenance.hops.iter().map(hop_line))
+                        .collect();
                     let _ = write!(
                         page,
                         "<tr class=\"{class}\"><td><code>{}</code> ({:?})</td><td>{}</td>\
@@ -166,14 +190,22 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
             _ => {}
         }
     }
+    if let Some(stages) = stages {
+        stages_table(&mut page, stages);
+    }
+    page.push_str("</body></html>");
+    page
+}
+
+/// The stage figures as a table.
+fn stages_table(page: &mut String, stages: &StageStats) {
     let _ = write!(
         page,
         "<h2>Stages</h2><table><tr><th>stage</th><th>queued</th><th>in flight</th>\
          <th>accepted</th><th>refused</th><th>completed</th><th>panicked</th>\
          <th>throughput</th><th>p50</th><th>p99</th></tr>\
          <tr><td><code>{}</code></td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{:.1}/s</td><td>{}</td><td>{}</td></tr></table>\
-         </body></html>",
+         <td>{}</td><td>{}</td><td>{:.1}/s</td><td>{}</td><td>{}</td></tr></table>",
         esc(&stages.name),
         stages.queue_depth,
         stages.capacity,
@@ -186,5 +218,4 @@ fn html_page(dump: &Dump, stages: &StageStats) -> String {
         latency(stages.latency_p50),
         latency(stages.latency_p99),
     );
-    page
 }

@@ -41,9 +41,9 @@ pub(crate) use frame::HopLabel;
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
-pub(crate) use install::{misuse, out_of_order_report};
 #[cfg(feature = "http")]
 pub(crate) use install::scope_with_capacity;
+pub(crate) use install::{misuse, out_of_order_report};
 pub(crate) use lookup::contains_id;
 #[cfg(feature = "remote")]
 pub(crate) use lookup::origin_of;

@@ -12,6 +12,9 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use milieu::dump::Site;
 
+pub mod examples;
+#[cfg(feature = "sqlite")]
+pub mod orders_example;
 pub mod server;
 
 /// How long a blocking test client waits on a socket before failing.
