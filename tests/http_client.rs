@@ -978,6 +978,26 @@ fn a_server_that_closes_mid_response_is_an_incomplete_response() {
 }
 
 #[test]
+fn a_length_past_memory_with_no_body_limit_is_an_error_not_a_panic() {
+    // `max_body(usize::MAX)` says "no limit": a hostile length near
+    // `usize::MAX` must not overflow the reader's arithmetic.
+    let client = client().max_body(usize::MAX).build();
+    for length in [u64::MAX, u64::MAX - 10, u64::MAX / 2] {
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nabc");
+        let server = RawServer::start(move |_, mut stream| {
+            if read_request(&mut stream).is_some() {
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        let result = get(&client, &server.url("/"));
+        assert!(
+            matches!(result, Err(ClientError::IncompleteResponse)),
+            "{length}: {result:?}"
+        );
+    }
+}
+
+#[test]
 fn a_server_that_never_answers_is_a_read_timeout() {
     let server = RawServer::start(|_, mut stream| {
         if read_request(&mut stream).is_some() {

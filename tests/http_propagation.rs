@@ -34,9 +34,15 @@ fn client(propagation: Propagation) -> Client {
 
 /// Service B: answers with what its context holds, one fact per line.
 fn service_b(install_sites: bool) -> HttpServer {
-    let propagation = Propagation::new()
-        .carry::<Tenant>()
-        .with_install_sites(install_sites);
+    service_b_carrying(
+        Propagation::new()
+            .carry::<Tenant>()
+            .with_install_sites(install_sites),
+    )
+}
+
+/// [`service_b`] with this `Propagation`.
+fn service_b_carrying(propagation: Propagation) -> HttpServer {
     HttpServer::serve(Server::new().propagation(propagation).serve(|_: Request| {
         let trace = milieu::get::<TraceContext>().expect("always installed");
         let mut lines = vec![
@@ -171,7 +177,12 @@ fn a_trace_and_its_baggage_cross_two_services() {
 #[test]
 fn install_sites_cross_only_when_both_sides_opt_in() {
     for (client_sends, server_reads) in [(true, true), (true, false), (false, true)] {
-        let b = service_b(server_reads);
+        let b = service_b_carrying(
+            Propagation::new()
+                .carry::<Tenant>()
+                .carry::<Tier>()
+                .with_install_sites(server_reads),
+        );
         let a = service_a(
             &b,
             client(
@@ -181,15 +192,21 @@ fn install_sites_cross_only_when_both_sides_opt_in() {
                     .with_service_name("a")
                     .with_install_sites(client_sends),
             ),
-            false,
+            true,
         );
         let text = call(a.addr, &[("baggage", "tenant=acme")]);
         let hop = line(&text, "hop ");
         assert!(hop.contains("(service a"), "{hop}");
-        // Tenant arrived at A from our caller (no site sent by it), so A's
-        // own receiving site is what A tells B.
-        let shows_site = text.contains("installed at ")
+        // A installed Tier itself (in `service_a`): its site in this file
+        // is what A tells B. Tenant arrived at A from our caller, which
+        // sent no site, so A sends none for it.
+        let shows_site = text.contains(&format!("installed at {}:", file!()))
             && text.contains(" in service a, carried by process hop from 127.0.0.1:");
+        assert_eq!(
+            text.matches(" in service a, carried by").count(),
+            usize::from(client_sends && server_reads),
+            "only Tier has a site:\n{text}"
+        );
         assert_eq!(
             shows_site,
             client_sends && server_reads,
@@ -295,4 +312,81 @@ fn head_requests_get_the_callers_context_too() {
         answer.header("trace-id"),
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
+}
+
+#[test]
+fn a_client_replaces_whatever_the_request_carried_under_the_w3c_names() {
+    let b = service_b(true);
+    let client = client(Propagation::new().carry::<Tenant>());
+    let request = client
+        .get(&format!("http://{}/", b.addr))
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "stale=1")
+        .header("baggage", "stale=1")
+        .header(
+            "milieu-origin",
+            "service=elsewhere,site.tenant=x%20y.rs:1:1",
+        );
+    let mut reactor = Reactor::new().unwrap();
+    let text = reactor
+        .run_until(async move { request.await })
+        .unwrap()
+        .unwrap()
+        .text()
+        .unwrap()
+        .to_owned();
+    // A new trace of this client's context, nothing of the stale fields.
+    assert_ne!(line(&text, "trace "), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(!text.contains("stale"), "{text}");
+    assert!(!text.contains("elsewhere"), "{text}");
+    assert!(!text.contains("x y.rs"), "{text}");
+}
+
+#[test]
+fn a_member_that_is_not_utf8_is_dropped_and_its_neighbours_survive() {
+    use std::io::{Read, Write};
+    let b = service_b(false);
+    let mut stream = std::net::TcpStream::connect(b.addr).unwrap();
+    stream.set_read_timeout(Some(SOCKET_DEADLINE)).unwrap();
+    let mut request = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nbaggage: tenant=acme,bad=\xff\xfe,region=eu\r\n\r\n".to_vec();
+    stream.write_all(&request).unwrap();
+    request.clear();
+    stream.read_to_end(&mut request).unwrap();
+    let text = String::from_utf8_lossy(&request);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert_eq!(line(&text, "tenant "), "acme");
+    assert_eq!(line(&text, "forwarded "), "region=eu");
+    assert!(
+        text.contains("declined: [DeclinedMember { key: \"bad\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_edge_service_can_refuse_to_pass_on_its_callers_baggage() {
+    for forwarding in [true, false] {
+        let propagation = Propagation::new()
+            .carry::<Tenant>()
+            .with_forwarding(forwarding);
+        let outbound = propagation.clone();
+        let edge = HttpServer::serve(Server::new().propagation(propagation).serve(
+            move |_: Request| {
+                // What a call made from this request would carry.
+                let mut baggage = String::new();
+                outbound.inject(&mut |name, value| {
+                    if name == "baggage" {
+                        baggage = value.to_owned();
+                    }
+                });
+                Response::text(200, baggage)
+            },
+        ));
+        let text = call(edge.addr, &[("baggage", "tenant=acme,region=eu")]);
+        let expected = if forwarding {
+            "tenant=acme,region=eu"
+        } else {
+            "tenant=acme"
+        };
+        assert_eq!(text, expected, "forwarding {forwarding}");
+    }
 }

@@ -271,6 +271,33 @@ mod across_processes {
     }
 
     #[test]
+    fn a_relay_sends_no_site_for_an_entry_that_arrived_without_one() {
+        let _tenant = milieu::provide(Tenant("acme".into()));
+        // A does not send sites; B would, and C reads them.
+        let at_a = send(&Propagation::new().carry::<Tenant>().with_service_name("a"));
+        let sites = || {
+            Propagation::new()
+                .carry::<Tenant>()
+                .with_install_sites(true)
+        };
+        let at_b = receive(&sites(), &at_a, "10.0.0.1:1")
+            .into_scope(milieu::scope())
+            .run(|| send(&sites().with_service_name("b")));
+        // B's own receiving line is not where Tenant was installed.
+        assert_eq!(values(&at_b, "milieu-origin"), ["service=b"]);
+        receive(&sites(), &at_b, "10.0.0.2:1")
+            .into_scope(milieu::scope())
+            .run(|| {
+                let dump = milieu::dump();
+                let tenant = dump
+                    .entries()
+                    .find(|e| e.type_name.ends_with("Tenant") && e.provenance.remote.is_some())
+                    .unwrap();
+                assert!(tenant.provenance.remote.as_ref().unwrap().site.is_none());
+            });
+    }
+
+    #[test]
     fn a_request_that_brings_nothing_records_no_hop() {
         let incoming = Propagation::new().extract_process(&[], &[], &[], &[], Some("10.0.0.1:1"));
         assert!(incoming.process_hop().is_none());

@@ -1,12 +1,12 @@
 //! The stock role's memory of its latest `/reserve` calls: a bounded ring
-//! of context snapshots, found again by trace id for
+//! of context dumps, found again by trace id for
 //! `GET /debug/context?trace=...`.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 
+use milieu::dump::Dump;
 use milieu::remote::TraceId;
-use milieu::Context;
 
 /// One call, as its handler saw it.
 #[derive(Debug, Clone)]
@@ -15,15 +15,15 @@ pub struct RecordedCall {
     pub trace_id: TraceId,
     /// What the handler answered, in a few words.
     pub outcome: String,
-    /// The handler's context: what the call brought from its caller
-    /// (trace context, baggage, process hop) on top of the service's own.
-    pub context: Context,
+    /// The handler's context, dumped: what the call brought from its
+    /// caller (trace context, baggage, process hop) on top of the
+    /// service's own. A dump holds no entry alive.
+    pub context: Dump,
 }
 
 /// The latest calls, at most `capacity`, the oldest dropped first.
 ///
-/// A snapshot keeps the entries it carries alive, so the bound is what
-/// keeps this from holding every request's context forever.
+/// The bound keeps this from growing with every request served.
 #[derive(Debug)]
 pub struct RecentCalls {
     capacity: usize,

@@ -164,10 +164,9 @@ impl StockError {
         match self {
             StockError::Refused { status, reason } => {
                 tracing::warn!(target: "orders", status, %reason, "the stock service refused a reservation");
-                json_error(
-                    502,
-                    &format!("the stock service refused the reservation ({status}: {reason})"),
-                )
+                // The upstream's words stay in the log: they may describe
+                // a service the public should not learn about.
+                json_error(502, "the stock service refused the reservation (logged)")
             }
             StockError::BadAnswer(why) => {
                 tracing::warn!(target: "orders", %why, "the stock service answered nonsense");

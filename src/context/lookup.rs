@@ -144,9 +144,12 @@ impl Drop for Pin<'_> {
 /// Where the entry a lookup of `id` finds now came from, as a process
 /// would tell another one: the caller's account when the entry itself
 /// arrived from a process (site and service as received), else its
-/// local install site. `None` when no such entry is visible. For the
-/// transports that send install sites (an opt-in: it reveals source
-/// paths).
+/// local install site. `None` when no such entry is visible, and for an
+/// entry that arrived from a process without a site: its local site is
+/// only where this process received it, which says nothing true about
+/// where it was installed (and would put this process's source paths on
+/// the wire). For the transports that send install sites (an opt-in: it
+/// reveals source paths).
 #[cfg(feature = "remote")]
 pub(crate) fn origin_of(id: TypeId) -> Option<(String, Option<String>)> {
     State::try_with(|state| {
@@ -155,13 +158,10 @@ pub(crate) fn origin_of(id: TypeId) -> Option<(String, Option<String>)> {
         // thread's stack or its frame is the entered base; nothing is
         // installed or removed before this borrow ends.
         let entry = unsafe { entry.as_ref() }?;
-        Some(match entry.origin.as_deref() {
-            Some(origin) if origin.site.is_some() => (
-                origin.site.clone().unwrap_or_default(),
-                origin.service.clone(),
-            ),
-            _ => (entry.site.to_string(), None),
-        })
+        match entry.origin.as_deref() {
+            Some(origin) => Some((origin.site.clone()?, origin.service.clone())),
+            None => Some((entry.site.to_string(), None)),
+        }
     })
     .flatten()
 }

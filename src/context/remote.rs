@@ -41,7 +41,9 @@ pub struct ProcessHop {
     pub peer: Option<String>,
     /// The caller's service name, if it sent one.
     pub service: Option<String>,
-    /// The W3C `traceparent` the caller sent, when it was valid.
+    /// The caller's trace and span (the parent of this process's), as a
+    /// version-00 `traceparent`, when the caller sent a valid one; flags
+    /// the spec does not define are left out.
     pub traceparent: Option<String>,
     /// What arrived and was installed: member key and the entry's type.
     pub arrived: Vec<ArrivedMember>,

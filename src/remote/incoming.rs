@@ -33,8 +33,9 @@ const FORWARDED_REASON: &str = "baggage members of the request that no carried t
 /// [`warning`](Incoming::warning) sums up, in one line, whatever the
 /// caller sent that was refused, for one log event per request.
 ///
-/// Open to additions: later versions may bring more of the caller's
-/// context (for example where its entries were installed).
+/// From a transport ([`Propagation::extract_process`](super::Propagation::extract_process))
+/// it also knows the peer and what the caller said in `milieu-origin`,
+/// and installs the [`ProcessHop`] with the entries.
 ///
 /// # Examples
 ///

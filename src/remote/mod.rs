@@ -4,10 +4,14 @@
 //!
 //! A service lists what may cross in a [`Propagation`]: the trace context
 //! always, and each [`Baggage`] type it names with
-//! [`carry`](Propagation::carry). Nothing else ever leaves the process;
-//! there is no global registry, and a type is carried only if it opts in
-//! (implements [`Baggage`], usually by `#[derive(Baggage)]`) **and** the
-//! `Propagation` lists it.
+//! [`carry`](Propagation::carry). No other entry of the process's context
+//! ever leaves it; there is no global registry, and a type is carried only
+//! if it opts in (implements [`Baggage`], usually by `#[derive(Baggage)]`)
+//! **and** the `Propagation` lists it. Baggage members a caller sent that
+//! no carried type reads are the caller's, not this process's: they are
+//! passed on to the services this one calls, as the W3C Baggage spec asks,
+//! unless the `Propagation` says [`with_forwarding(false)`](Propagation::with_forwarding)
+//! (an edge service taking requests from untrusted clients may want that).
 //!
 //! - **Inbound**, [`Propagation::extract`] reads a request's header values
 //!   into an [`Incoming`]: the [`TraceContext`] for this unit of work (a

@@ -6,7 +6,7 @@
 //! [`BaggageLimits`], so it is as bounded as `baggage`):
 //!
 //! ```text
-//! milieu-origin: service=orders,site.tenant=orders%20examples%2Forders%2Fmain.rs%3A162%3A9
+//! milieu-origin: service=orders,site.tenant=orders%20examples/orders/main.rs:162:9
 //! ```
 //!
 //! - `service=<name>`: the caller's service name, if it has one;
@@ -29,6 +29,18 @@ const SERVICE: &str = "service";
 const SITE_PREFIX: &str = "site.";
 /// Stands for a service without a name.
 const NO_SERVICE: &str = "-";
+/// The longest service name read; a longer one is ignored.
+const MAX_SERVICE: usize = 128;
+/// The longest install site read; a longer one is ignored.
+const MAX_SITE: usize = 512;
+
+/// Whether `text` may be shown as received: printable ASCII only, so a
+/// caller cannot put a line break (a forged line) or terminal controls
+/// into the dumps and logs that print it. What it says is still the
+/// caller's unverified claim.
+fn printable(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
 
 /// What a caller said about itself and its entries in `milieu-origin`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,14 +72,17 @@ impl CallerOrigin {
         let (members, _, _) = ParsedBaggage::parse(values, &BaggageLimits::new()).into_parts();
         for member in members {
             if member.key() == SERVICE {
-                if origin.service.is_none() && !member.value().is_empty() {
+                if origin.service.is_none() && printable(member.value(), MAX_SERVICE) {
                     origin.service = Some(member.value().to_owned());
                 }
             } else if let Some(key) = member.key().strip_prefix(SITE_PREFIX) {
                 if !sites || origin.sites.iter().any(|s| s.key == key) {
                     continue;
                 }
-                if let Some((service, site)) = member.value().split_once(' ') {
+                let Some((service, site)) = member.value().split_once(' ') else {
+                    continue;
+                };
+                if printable(service, MAX_SERVICE) && printable(site, MAX_SITE) {
                     origin.sites.push(RemoteSite {
                         key: key.to_owned(),
                         site: site.to_owned(),
@@ -151,6 +166,18 @@ mod tests {
         let origin = CallerOrigin::read(&[&value], false);
         assert_eq!(origin.service.as_deref(), Some("orders"));
         assert!(origin.sites.is_empty());
+    }
+
+    #[test]
+    fn only_printable_text_of_bounded_length_is_read() {
+        let forged = "service=x%0A%20%20installed%20at%20evil.rs:1:1,site.t=a%20b%0Ac";
+        let origin = CallerOrigin::read(&[forged], true);
+        assert!(origin.service.is_none());
+        assert!(origin.sites.is_empty());
+        let long = format!("service={}", "a".repeat(MAX_SERVICE + 1));
+        assert!(CallerOrigin::read(&[&long], true).service.is_none());
+        let fine = CallerOrigin::read(&["service=orders%20eu"], true);
+        assert_eq!(fine.service.as_deref(), Some("orders eu"));
     }
 
     #[test]

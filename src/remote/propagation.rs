@@ -15,7 +15,8 @@ use super::trace::TraceContext;
 /// What crosses process boundaries, listed explicitly: the W3C trace
 /// context always, the [`Baggage`] types [`carry`](Propagation::carry)
 /// names, and the baggage members a request brought that none of them
-/// reads (passed on untouched). Nothing else ever leaves the process.
+/// reads (passed on untouched, unless [`with_forwarding(false)`](Propagation::with_forwarding)).
+/// No other entry of the context ever leaves the process.
 ///
 /// There is no global registry: a service builds its `Propagation` once,
 /// at start-up, and hands it to the transports (the HTTP server and
@@ -71,6 +72,8 @@ pub struct Propagation {
     service: Option<Arc<str>>,
     /// Whether install sites are sent and read (`milieu-origin`).
     install_sites: bool,
+    /// Whether baggage members no carried type reads are kept and passed on.
+    forwarding: bool,
 }
 
 /// One carried type, type-erased.
@@ -106,6 +109,7 @@ impl Propagation {
             limits: BaggageLimits::new(),
             service: None,
             install_sites: false,
+            forwarding: true,
         }
     }
 
@@ -166,6 +170,33 @@ impl Propagation {
         let name = name.into();
         self.service = (!name.is_empty()).then(|| name.into());
         self
+    }
+
+    /// Whether baggage members that no carried type reads are kept from
+    /// the requests received ([`ForwardedBaggage`]) and passed on to the
+    /// requests sent in their context. On by default, as the W3C Baggage
+    /// spec asks of a service in the middle of a call chain; off, such
+    /// members are dropped on arrival and never sent: for an edge service
+    /// taking requests from clients it does not trust, whose baggage
+    /// should not reach the services behind it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::remote::Propagation;
+    ///
+    /// let edge = Propagation::new().with_forwarding(false);
+    /// let incoming = edge.extract(&[], &[], &["region=eu,flag=1"]);
+    /// assert!(incoming.forwarded().is_empty());
+    /// ```
+    pub fn with_forwarding(mut self, enabled: bool) -> Propagation {
+        self.forwarding = enabled;
+        self
+    }
+
+    /// Whether unknown baggage members are passed on.
+    pub fn forwards(&self) -> bool {
+        self.forwarding
     }
 
     /// The service name sent, if any.
@@ -229,7 +260,9 @@ impl Propagation {
         let mut seen = vec![false; self.carried.len()];
         for member in members {
             let Some(index) = self.carried.iter().position(|c| c.key == member.key()) else {
-                forwarded.push(member);
+                if self.forwarding {
+                    forwarded.push(member);
+                }
                 continue;
             };
             let carried = &self.carried[index];
@@ -335,7 +368,7 @@ impl Propagation {
                 }
             }
         }
-        if crate::contains::<ForwardedBaggage>() {
+        if self.forwarding && crate::contains::<ForwardedBaggage>() {
             let _ = crate::with(|forwarded: &ForwardedBaggage| {
                 for member in forwarded.members() {
                     if self.carried.iter().any(|c| c.key == member.key()) {
@@ -384,6 +417,7 @@ impl fmt::Debug for Propagation {
             .field("limits", &self.limits)
             .field("service", &self.service)
             .field("install_sites", &self.install_sites)
+            .field("forwarding", &self.forwarding)
             .finish()
     }
 }

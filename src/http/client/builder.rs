@@ -332,9 +332,12 @@ impl ClientBuilder {
     /// awaited), on the caller's thread, with the caller's context
     /// current and the request's `tracing` span entered: what it reads
     /// with [`milieu::get`](crate::get) is what the sending code sees.
-    /// That is where a hook finds, say, the trace to propagate in a
-    /// `traceparent` field. Use [`Headers::insert`] to replace a field
-    /// the request may have.
+    /// That is where a hook finds, say, a tenant to name in an
+    /// `X-Tenant` field (the W3C `traceparent`, `tracestate` and
+    /// `baggage` are already written, before the hooks, by
+    /// [`propagation`](ClientBuilder::propagation): a hook that sets them
+    /// replaces them). Use [`Headers::insert`] to replace a field the
+    /// request may have.
     ///
     /// # Examples
     ///

@@ -216,14 +216,20 @@ impl ResponseReader {
             ReadState::Body {
                 head,
                 framing: Framing::Length(len),
-            } => (head.len + len).saturating_sub(self.input.len()).max(1),
+            } => head
+                .len
+                .saturating_add(*len)
+                .saturating_sub(self.input.len())
+                .max(1),
             ReadState::Body {
                 head,
                 framing: Framing::UntilClose,
             } => {
                 // One byte over the limit is enough to refuse the body.
                 let have = self.input.len() - head.len;
-                (self.limits.max_body() + 1)
+                self.limits
+                    .max_body()
+                    .saturating_add(1)
                     .saturating_sub(have)
                     .clamp(1, READ_CHUNK)
             }
@@ -253,9 +259,13 @@ impl ResponseReader {
                 ReadState::Body { head, framing } => {
                     let end = match framing {
                         Framing::Empty => Some(head.len),
-                        Framing::Length(len) => {
-                            Some(head.len + *len).filter(|&end| end <= self.input.len())
-                        }
+                        // Checked: a `max_body` of `usize::MAX` lets any
+                        // length through, and a sum past it can never be
+                        // reached anyway.
+                        Framing::Length(len) => head
+                            .len
+                            .checked_add(*len)
+                            .filter(|&end| end <= self.input.len()),
                         Framing::Chunked(chunked) => chunked
                             .advance(&self.input, &self.limits)
                             .map_err(ResponseError::from_http)?,

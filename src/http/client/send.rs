@@ -16,6 +16,7 @@ use super::error::ClientError;
 use super::exchange::{exchange, Failure, Outgoing, Timeouts};
 use super::response::ClientResponse;
 use crate::reactor::Handle;
+use crate::remote::Propagation;
 use crate::FutureExt;
 
 /// The future of a request: resolves to its response, or to why there
@@ -91,6 +92,18 @@ fn prepare(
         let _entered = span.enter();
         if let Some(propagation) = &shared.config.propagation {
             let headers = &mut outgoing.headers;
+            // Whatever the request carried under these names goes: a
+            // request passed on from elsewhere must not send another
+            // process's state (or install sites this client never opted
+            // in to) next to this context's `traceparent`.
+            for name in [
+                Propagation::TRACEPARENT,
+                Propagation::TRACESTATE,
+                Propagation::BAGGAGE,
+                Propagation::ORIGIN,
+            ] {
+                headers.remove(name);
+            }
             let injected = propagation.inject(&mut |name, value| {
                 // Names are constants and values are built from checked
                 // parts (hex ids, tokens, percent-encoded text), so
