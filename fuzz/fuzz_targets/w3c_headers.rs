@@ -1,8 +1,10 @@
-//! Arbitrary `traceparent`, `tracestate` and `baggage` field values
-//! through `milieu::remote`: extracted by a `Propagation` that carries two
-//! types, installed, injected into an outbound request, and extracted
-//! again. Nothing may panic; every size stays within its limit; what was
-//! extracted, written out, reads back the same.
+//! Arbitrary `traceparent`, `tracestate`, `baggage` and `milieu-origin`
+//! field values through `milieu::remote`: extracted by a `Propagation`
+//! that carries two types, installed, injected into an outbound request,
+//! and extracted again; and extracted as from another process (with the
+//! caller's `milieu-origin` and install sites read and sent), installed,
+//! dumped and injected. Nothing may panic; every size stays within its
+//! limit; what was extracted, written out, reads back the same.
 //!
 //! From `fuzz/`, with the seeds and the dictionary:
 //!
@@ -44,13 +46,15 @@ impl Baggage for Tag {
 
 /// The fuzzer's bytes, read as text (lossy UTF-8), one field per line:
 /// the first character says which header (`p` traceparent, `s`
-/// tracestate, `b` baggage; other lines are ignored), the rest is the
+/// tracestate, `b` baggage, `o` milieu-origin; other lines are ignored),
+/// the rest is the
 /// value. A first line of `!` raises the baggage limits above the spec's
 /// minimums.
 struct Input {
     traceparent: Vec<String>,
     tracestate: Vec<String>,
     baggage: Vec<String>,
+    origin: Vec<String>,
     limits: BaggageLimits,
 }
 
@@ -61,6 +65,7 @@ impl Input {
             traceparent: Vec::new(),
             tracestate: Vec::new(),
             baggage: Vec::new(),
+            origin: Vec::new(),
             limits: BaggageLimits::new(),
         };
         for (i, line) in text.split('\n').enumerate() {
@@ -76,6 +81,7 @@ impl Input {
                 'p' => input.traceparent.push(value),
                 's' => input.tracestate.push(value),
                 'b' => input.baggage.push(value),
+                'o' => input.origin.push(value),
                 _ => {}
             }
         }
@@ -113,6 +119,7 @@ fuzz_target!(|data: &[u8]| {
         .carry::<Tier>()
         .carry::<Tag>()
         .with_baggage_limits(limits);
+    check_from_process(&propagation, &input);
     let incoming = propagation.extract(&traceparent, &tracestate, &baggage);
     if let Some(warning) = incoming.warning() {
         // One log line, of bounded length whatever the input.
@@ -188,4 +195,41 @@ fn check_tracestate_header(state: &TraceState) {
     for member in back.iter() {
         assert!(members.any(|m| m == member), "{member:?} not in order");
     }
+}
+
+/// The input as a request from another process: the caller's
+/// `milieu-origin` read (install sites included), the hop recorded, the
+/// context dumped and injected again with sites.
+fn check_from_process(propagation: &Propagation, input: &Input) {
+    let sites = propagation
+        .clone()
+        .with_service_name("fuzz")
+        .with_install_sites(true);
+    let incoming = sites.extract_process(
+        &strs(&input.traceparent),
+        &strs(&input.tracestate),
+        &strs(&input.baggage),
+        &strs(&input.origin),
+        Some("127.0.0.1:1"),
+    );
+    if let Some(hop) = incoming.process_hop() {
+        // The caller's words are shown as received: printable, bounded.
+        if let Some(service) = &hop.service {
+            assert!(service.len() <= 128, "a service of {} bytes", service.len());
+            assert!(!service.chars().any(char::is_control), "{service:?}");
+        }
+    }
+    incoming.into_scope(milieu::scope()).run(|| {
+        let dump = milieu::dump().to_string();
+        assert!(dump.len() < 1 << 20, "a dump of {} bytes", dump.len());
+        let mut origin = None;
+        sites.inject(&mut |name, value| {
+            if name == Propagation::ORIGIN {
+                origin = Some(value.len());
+            }
+        });
+        if let Some(len) = origin {
+            assert!(len <= 8192, "a milieu-origin of {len} bytes");
+        }
+    });
 }
