@@ -203,3 +203,43 @@ fn snapshot_lookup_says_snapshot() {
     );
     assert_contains(&text, type_name::<Db>());
 }
+
+#[test]
+fn a_lookup_in_an_empty_context_says_where_context_is_usually_lost() {
+    #[derive(Debug)]
+    struct Db;
+    let _db = milieu::provide(Db);
+
+    // A bare std thread.
+    let err = std::thread::spawn(|| milieu::get::<Db>().unwrap_err())
+        .join()
+        .unwrap();
+    assert!(err.context_is_empty());
+    let text = err.to_string();
+    assert!(
+        text.contains("hint: this thread's context is entirely empty"),
+        "{text}"
+    );
+    assert!(text.contains("milieu::thread::spawn"), "{text}");
+
+    // A bare tokio task on a worker thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(async { tokio::spawn(async { milieu::get::<Db>().unwrap_err() }).await })
+        .unwrap();
+    assert!(err.context_is_empty());
+    assert!(err.to_string().contains("in_current_context"));
+
+    // Not when something is there, nor for a lookup in a snapshot.
+    #[derive(Debug)]
+    struct Other;
+    let err = milieu::get::<Other>().unwrap_err();
+    assert!(!err.context_is_empty());
+    assert!(!err.to_string().contains("hint:"));
+    let err = milieu::Context::empty().get::<Other>().unwrap_err();
+    assert!(!err.context_is_empty());
+    assert!(!err.to_string().contains("hint:"));
+}

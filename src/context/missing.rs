@@ -175,6 +175,27 @@ impl Missing {
         &self.0.near
     }
 
+    /// Whether the lookup ran in an entirely empty context (not a
+    /// snapshot): the usual sign that the code was started somewhere
+    /// milieu could not carry the context (a bare `std::thread::spawn` or
+    /// `tokio::spawn`). The report then says how to carry it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Db;
+    /// let _db = milieu::provide(Db);
+    /// // A bare std thread: the context stays behind.
+    /// let err = std::thread::spawn(|| milieu::get::<Db>().unwrap_err()).join().unwrap();
+    /// assert!(err.context_is_empty());
+    /// assert!(err.to_string().contains("milieu::thread::spawn"));
+    /// // Carried, the lookup succeeds.
+    /// assert!(milieu::thread::spawn(|| milieu::get::<Db>().is_ok()).join().unwrap());
+    /// ```
+    pub fn context_is_empty(&self) -> bool {
+        !self.0.present.snapshot && self.0.present.frames.is_empty()
+    }
+
     /// When the context arrived from another process: the hop, with what
     /// the caller sent and what was declined (the report lists both).
     pub fn arrival(&self) -> Option<&ProcessHop> {
@@ -310,6 +331,17 @@ impl fmt::Display for Missing {
         }
         if let Some(hop) = &inner.arrival {
             writeln!(f, "  from another process: {hop}: {}", hop.summary())?;
+        }
+        if self.context_is_empty() {
+            writeln!(
+                f,
+                "  hint: this thread's context is entirely empty, the usual sign of code started \
+                 where milieu could not carry it (a bare `std::thread::spawn` or `tokio::spawn`, \
+                 a callback of a library's own thread pool): start threads with \
+                 `milieu::thread::spawn`, wrap futures with `FutureExt::in_current_context()` \
+                 where they are created (or spawn them with `milieu::tokio::spawn`, feature \
+                 `tokio`), or enter a `Context` captured before the hop"
+            )?;
         }
         if inner.present.frames.is_empty() {
             return write!(f, "  present: nothing (the context is empty)");
