@@ -6,13 +6,15 @@
 //! `-- --warm-up-time 1 --measurement-time 3` for a shorter run).
 //!
 //! Groups (bench ids are `group/name`), each iteration one spawn of a
-//! trivial task and the `.await` of its `JoinHandle`, from inside
-//! `block_on`:
+//! trivial task and the `.await` of its `JoinHandle`, from inside a task
+//! running on the runtime:
 //! - `spawn_join_current_thread`: on a current_thread runtime,
 //!   `milieu_spawn` (`milieu::tokio::spawn` with one entry installed, so
-//!   the snapshot and the hop are real) against `tokio_spawn`;
+//!   the snapshot and the hop are real) and `milieu_spawn_empty_context`
+//!   (nothing installed: no hop frame is made) against `tokio_spawn`;
 //! - `spawn_join_multi_thread`: the same on a multi-thread runtime with two
-//!   workers (the task is stolen by a worker; the spawner waits for it).
+//!   workers (the spawned task lands in the spawning worker's queue; the
+//!   other worker may steal it).
 //!
 //! Goal: milieu ≤ 1.3x tokio's time.
 
@@ -24,40 +26,64 @@ use criterion::{criterion_group, criterion_main, Criterion};
 /// The entry installed for the milieu runs.
 struct RequestId(u64);
 
-/// `iters` spawns and joins inside one `block_on`, timed there.
-fn time_spawns(rt: &tokio::runtime::Runtime, iters: u64, with_milieu: bool) -> Duration {
-    let _request = milieu::provide(RequestId(7));
-    rt.block_on(async move {
+/// How the tasks are spawned.
+#[derive(Clone, Copy)]
+enum Spawn {
+    /// `milieu::tokio::spawn` with one entry visible.
+    Milieu,
+    /// `milieu::tokio::spawn` with nothing visible (no snapshot, no hop).
+    MilieuEmpty,
+    /// `tokio::spawn`.
+    Tokio,
+}
+
+/// `iters` spawns and joins, timed inside one task on the runtime (so the
+/// spawned tasks go to that worker's own queue, as a service's would),
+/// which runs with `RequestId` installed unless `how` is `MilieuEmpty`.
+fn time_spawns(rt: &tokio::runtime::Runtime, iters: u64, how: Spawn) -> Duration {
+    let timed = async move {
         let start = Instant::now();
         for i in 0..iters {
-            let out = if with_milieu {
-                milieu::tokio::spawn(async move { black_box(i) }).await
-            } else {
-                tokio::spawn(async move { black_box(i) }).await
+            let out = match how {
+                Spawn::Milieu | Spawn::MilieuEmpty => {
+                    milieu::tokio::spawn(async move { black_box(i) }).await
+                }
+                Spawn::Tokio => tokio::spawn(async move { black_box(i) }).await,
             };
             black_box(out.unwrap());
         }
         start.elapsed()
-    })
+    };
+    let outer = match how {
+        Spawn::MilieuEmpty => rt.spawn(timed),
+        Spawn::Milieu | Spawn::Tokio => {
+            let _request = milieu::provide(RequestId(7));
+            milieu::tokio::spawn_on(rt.handle(), timed)
+        }
+    };
+    rt.block_on(outer).unwrap()
 }
 
 fn spawn_join(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime) {
     let mut g = c.benchmark_group(group);
     g.bench_function("milieu_spawn", |b| {
-        b.iter_custom(|iters| time_spawns(rt, iters, true))
+        b.iter_custom(|iters| time_spawns(rt, iters, Spawn::Milieu))
+    });
+    g.bench_function("milieu_spawn_empty_context", |b| {
+        b.iter_custom(|iters| time_spawns(rt, iters, Spawn::MilieuEmpty))
     });
     g.bench_function("tokio_spawn", |b| {
-        b.iter_custom(|iters| time_spawns(rt, iters, false))
+        b.iter_custom(|iters| time_spawns(rt, iters, Spawn::Tokio))
     });
     g.finish();
     // The entry really was there for milieu's tasks.
     let _request = milieu::provide(RequestId(7));
-    let seen = rt.block_on(async {
+    let seen = rt.block_on(milieu::tokio::spawn_on(rt.handle(), async {
         milieu::tokio::spawn(async { milieu::get::<RequestId>().unwrap().0 })
             .await
             .unwrap()
-    });
-    assert_eq!(seen, 7);
+    }));
+    assert_eq!(seen.unwrap(), 7);
 }
 
 fn current_thread(c: &mut Criterion) {

@@ -48,6 +48,15 @@ pub struct JoinSet<T> {
 
 impl<T> JoinSet<T> {
     /// An empty set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let set = milieu::tokio::JoinSet::<()>::new();
+    /// assert!(set.is_empty());
+    /// let tokio_set: tokio::task::JoinSet<()> = set.into_inner();
+    /// let _back = milieu::tokio::JoinSet::from(tokio_set);
+    /// ```
     pub fn new() -> JoinSet<T> {
         JoinSet {
             inner: ::tokio::task::JoinSet::new(),
@@ -67,6 +76,23 @@ impl<T: 'static> JoinSet<T> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::dump::HopKind;
+    /// struct Tenant(&'static str);
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let _tenant = milieu::provide(Tenant("acme"));
+    /// let mut set = milieu::tokio::JoinSet::new();
+    /// set.spawn(async {
+    ///     let hop = milieu::dump().hops().next().cloned().unwrap();
+    ///     (milieu::get::<Tenant>().unwrap().0, hop.kind)
+    /// });
+    /// assert_eq!(set.join_next().await.unwrap().unwrap(), ("acme", HopKind::Task));
+    /// # });
+    /// ```
     #[track_caller]
     pub fn spawn<F>(&mut self, task: F) -> AbortHandle
     where
@@ -78,6 +104,19 @@ impl<T: 'static> JoinSet<T> {
 
     /// Spawns `task` on the runtime of `handle` inside the current context,
     /// like `tokio::task::JoinSet::spawn_on`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Tenant(&'static str);
+    ///
+    /// let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    /// let _tenant = milieu::provide(Tenant("acme"));
+    /// let mut set = milieu::tokio::JoinSet::new();
+    /// set.spawn_on(async { milieu::get::<Tenant>().unwrap().0 }, rt.handle());
+    /// let name = rt.block_on(set.join_next()).unwrap().unwrap();
+    /// assert_eq!(name, "acme");
+    /// ```
     #[track_caller]
     pub fn spawn_on<F>(&mut self, task: F, handle: &Handle) -> AbortHandle
     where
@@ -94,6 +133,24 @@ impl<T: 'static> JoinSet<T> {
     /// # Panics
     ///
     /// Outside a `LocalSet`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// struct Tenant(&'static str);
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// let name = local.block_on(&rt, async {
+    ///     let _tenant = milieu::provide(Tenant("acme"));
+    ///     let mut set = milieu::tokio::JoinSet::new();
+    ///     let not_send = Rc::new("acme");
+    ///     set.spawn_local(async move { (*not_send, milieu::get::<Tenant>().unwrap().0) });
+    ///     set.join_next().await.unwrap().unwrap()
+    /// });
+    /// assert_eq!(name, ("acme", "acme"));
+    /// ```
     #[track_caller]
     pub fn spawn_local<F>(&mut self, task: F) -> AbortHandle
     where
@@ -104,6 +161,20 @@ impl<T: 'static> JoinSet<T> {
 
     /// Spawns a `!Send` task on `local_set` inside the current context, like
     /// `tokio::task::JoinSet::spawn_local_on`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Tenant(&'static str);
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// let _tenant = milieu::provide(Tenant("acme"));
+    /// let mut set = milieu::tokio::JoinSet::new();
+    /// set.spawn_local_on(async { milieu::get::<Tenant>().unwrap().0 }, &local);
+    /// let name = local.block_on(&rt, set.join_next()).unwrap().unwrap();
+    /// assert_eq!(name, "acme");
+    /// ```
     #[track_caller]
     pub fn spawn_local_on<F>(&mut self, task: F, local_set: &LocalSet) -> AbortHandle
     where
@@ -120,6 +191,19 @@ impl<T: 'static> JoinSet<T> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Tenant(&'static str);
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let _tenant = milieu::provide(Tenant("acme"));
+    /// let mut set = milieu::tokio::JoinSet::new();
+    /// set.spawn_blocking(|| milieu::get::<Tenant>().unwrap().0);
+    /// assert_eq!(set.join_next().await.unwrap().unwrap(), "acme");
+    /// # });
+    /// ```
     #[track_caller]
     pub fn spawn_blocking<F>(&mut self, f: F) -> AbortHandle
     where
@@ -132,6 +216,18 @@ impl<T: 'static> JoinSet<T> {
 
     /// Runs `f` on the blocking pool of `handle`'s runtime inside the
     /// current context, like `tokio::task::JoinSet::spawn_blocking_on`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Tenant(&'static str);
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let _tenant = milieu::provide(Tenant("acme"));
+    /// let mut set = milieu::tokio::JoinSet::new();
+    /// set.spawn_blocking_on(|| milieu::get::<Tenant>().unwrap().0, rt.handle());
+    /// assert_eq!(rt.block_on(set.join_next()).unwrap().unwrap(), "acme");
+    /// ```
     #[track_caller]
     pub fn spawn_blocking_on<F>(&mut self, f: F, handle: &Handle) -> AbortHandle
     where

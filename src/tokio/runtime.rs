@@ -84,6 +84,20 @@ impl Runtime {
     /// # Errors
     ///
     /// The error of `Builder::build`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Config(&'static str);
+    ///
+    /// let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// let rt = milieu::tokio::Runtime::from_builder(
+    ///     tokio::runtime::Builder::new_multi_thread().worker_threads(1),
+    ///     root,
+    /// )?;
+    /// assert_eq!(rt.block_on(async { milieu::get::<Config>().unwrap().0 }), "orders");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[track_caller]
     pub fn from_builder(builder: &mut Builder, root: Context) -> io::Result<Runtime> {
         let site = Location::caller();
@@ -103,17 +117,43 @@ impl Runtime {
     }
 
     /// The root context.
+    ///
+    /// ```
+    /// # #[allow(dead_code)] struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// assert!(rt.root().run(|| milieu::contains::<Config>()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn root(&self) -> &Context {
         &self.root
     }
 
     /// A handle to the runtime (tokio's: spawning through it does not
     /// carry the context; use [`spawn_on`](super::spawn_on)).
+    ///
+    /// ```
+    /// # #[allow(dead_code)] struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// let _request = milieu::provide(7u64);
+    /// let task = milieu::tokio::spawn_on(rt.handle(), async { *milieu::get::<u64>().unwrap() });
+    /// assert_eq!(rt.block_on(task).unwrap(), 7);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn handle(&self) -> &Handle {
         self.inner.handle()
     }
 
     /// The tokio runtime.
+    ///
+    /// ```
+    /// # #[allow(dead_code)] struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// assert_eq!(rt.inner().metrics().num_workers(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn inner(&self) -> &::tokio::runtime::Runtime {
         &self.inner
     }
@@ -125,6 +165,18 @@ impl Runtime {
     /// # Panics
     ///
     /// As tokio's `Runtime::block_on` (called inside a runtime).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// let name = rt.block_on(async { milieu::get::<Config>().unwrap().0 });
+    /// assert_eq!(name, "orders");
+    /// assert!(!milieu::contains::<Config>(), "left when block_on returns");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _root = self.root.enter();
@@ -135,6 +187,17 @@ impl Runtime {
     /// the caller's site), from any thread. Inside a task, use
     /// [`milieu::tokio::spawn`](super::spawn) to carry the task's own
     /// context instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// let task = rt.spawn(async { milieu::get::<Config>().unwrap().0 });
+    /// assert_eq!(rt.block_on(task).unwrap(), "orders");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[track_caller]
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
@@ -148,6 +211,17 @@ impl Runtime {
 
     /// Runs `f` on the runtime's blocking pool in the root context (a
     /// thread hop labelled `spawn_blocking` at the caller's site).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// let work = rt.spawn_blocking(|| milieu::get::<Config>().unwrap().0);
+    /// assert_eq!(rt.block_on(work).unwrap(), "orders");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[track_caller]
     pub fn spawn_blocking<F, R>(&self, f: F) -> JoinHandle<R>
     where
@@ -165,12 +239,28 @@ impl Runtime {
 
     /// Shuts the runtime down, waiting at most `timeout` for its blocking
     /// work, like tokio's `Runtime::shutdown_timeout`.
+    ///
+    /// ```
+    /// # #[allow(dead_code)] struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn shutdown_timeout(self, timeout: Duration) {
         self.inner.shutdown_timeout(timeout);
     }
 
     /// Shuts the runtime down without waiting, like tokio's
     /// `Runtime::shutdown_background`.
+    ///
+    /// ```
+    /// # #[allow(dead_code)] struct Config(&'static str);
+    /// # let root = milieu::scope().with(Config("orders")).run(milieu::Context::current);
+    /// # let rt = milieu::tokio::Runtime::from_builder(&mut tokio::runtime::Builder::new_current_thread(), root)?;
+    /// rt.shutdown_background();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn shutdown_background(self) {
         self.inner.shutdown_background();
     }
