@@ -46,7 +46,8 @@
 //!   carry elsewhere; [`Missing`] is the error of a lookup that finds
 //!   nothing.
 //! - **Propagation**: [`thread`] spawns threads inside the context;
-//!   [`FutureExt`] and [`ScopeExt`] carry it into futures ([`WithContext`]).
+//!   [`FutureExt`] and [`ScopeExt`] carry it into futures ([`WithContext`]);
+//!   `milieu::tokio` (feature `tokio`) spawns tokio tasks inside it.
 //! - **Provenance**: [`dump()`] the context, and read the result with the
 //!   types of the [`dump`](mod@dump) module.
 //! - **Declared requirements**: [`#[requires]`](requires) on a function,
@@ -78,6 +79,9 @@ mod propagate;
 
 #[cfg(any(feature = "reactor", feature = "stage"))]
 mod panic;
+
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 #[cfg(feature = "reactor")]
 pub mod reactor;

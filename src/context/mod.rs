@@ -33,7 +33,7 @@ pub use snapshot::Context;
 // Hop records made by the scheduling points of the layers above (timers,
 // stages): unused in a context-only build.
 #[cfg_attr(
-    not(any(feature = "reactor", feature = "stage")),
+    not(any(feature = "reactor", feature = "stage", feature = "tokio")),
     allow(unused_imports)
 )]
 pub(crate) use frame::HopLabel;
