@@ -183,6 +183,7 @@ impl Missing {
     /// # Examples
     ///
     /// ```
+    /// #[derive(Debug)]
     /// struct Db;
     /// let _db = milieu::provide(Db);
     /// // A bare std thread: the context stays behind.
