@@ -6,7 +6,10 @@
 #   sets `pid` and `addr`; exits with the server's stderr if it never does;
 # - `stop`: stops the server `start` ran (also done on any exit);
 # - `cpu_ticks PID`: CPU time (user + system, all threads) of PID so far,
-#   in clock ticks (`getconf CLK_TCK` per second).
+#   in clock ticks (`getconf CLK_TCK` per second);
+# - `load URL [WRK ARGS]`: `wrk -t1 -c64 -d${duration}s` on CPU 1 against
+#   the server `start` ran; prints its requests/s and the server's CPU time
+#   per request in microseconds.
 work=$(mktemp -d)
 pid=""
 cleanup() {
@@ -51,4 +54,21 @@ cpu_ticks() {
     # The fields after the ")" that closes the command name (which may hold
     # spaces): utime is the 12th, stime the 13th.
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+load() {
+    local url=$1; shift
+    local before after rps requests
+    before=$(cpu_ticks "$pid")
+    taskset -c 1 wrk -t1 -c64 -d"${duration}s" "$@" "$url" > "$work/wrk.txt"
+    after=$(cpu_ticks "$pid")
+    grep -E "Non-2xx|Socket errors" "$work/wrk.txt" >&2 || true
+    if ! grep -q "Requests/sec" "$work/wrk.txt"; then
+        echo "wrk measured nothing against $url:" >&2
+        cat "$work/wrk.txt" >&2
+        exit 1
+    fi
+    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+    requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+    echo "$rps $(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $requests * 1e6:.2f}')")"
 }

@@ -5,6 +5,7 @@
 //! the run-time half it expands to.
 
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::context::{contains_id, Context, Declared, Dump, Missing, Site};
@@ -207,6 +208,226 @@ impl fmt::Display for VerifyReport {
 }
 
 impl std::error::Error for VerifyReport {}
+
+/// One route of a service, for [`verify_routes`]: a name to report it
+/// by (`GET /orders`) and the declared requirements of the functions a
+/// request to it runs (the handler's `NAME_REQUIREMENTS` constant and
+/// those of what it calls, as far as they are known).
+///
+/// # Examples
+///
+/// ```
+/// # use milieu::{Requirement, Requirements};
+/// # struct Db;
+/// # static LIST_ORDERS_REQUIREMENTS: Requirements = Requirements::new(
+/// #     "orders::list_orders", file!(), line!(), column!(),
+/// #     &[Requirement::from_fns(std::any::type_name::<Db>, std::any::TypeId::of::<Db>)]);
+/// let route = milieu::Route::new("GET /orders").runs(LIST_ORDERS_REQUIREMENTS);
+/// assert_eq!(route.name(), "GET /orders");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Route {
+    name: Cow<'static, str>,
+    functions: Vec<Requirements>,
+}
+
+impl Route {
+    /// A route named `name`, with no requirements yet.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Route {
+        Route {
+            name: name.into(),
+            functions: Vec::new(),
+        }
+    }
+
+    /// A request to this route runs a function declaring `requirements`.
+    pub fn runs(mut self, requirements: Requirements) -> Route {
+        self.functions.push(requirements);
+        self
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The requirements of the functions it runs.
+    pub fn functions(&self) -> &[Requirements] {
+        &self.functions
+    }
+}
+
+/// Checks at start-up, route by route, that a request's context will hold
+/// what each route's functions declare: the service's `root` context plus
+/// the types the server installs for every request (`per_request`, from
+/// [`http::Server::installs`](crate::http) or
+/// `milieu::tower::ContextLayer::installs`).
+///
+/// [`verify`] can only check one context; a handler that needs the
+/// request's own entries (its `RequestInfo`, its trace) would always fail
+/// there, and a check of the root context alone cannot say which routes
+/// would fail. This one answers per route, before the first request.
+///
+/// # Errors
+///
+/// A [`RoutesReport`] naming each route that would fail, its function,
+/// the missing types, where they were declared, what the root context
+/// holds and what every request adds.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::{Requirement, Requirements, Route};
+/// struct Db;
+/// struct RequestId;
+/// struct Clock;
+///
+/// static LIST: Requirements = Requirements::new(
+///     "orders::list", file!(), line!(), column!(),
+///     &[Requirement::from_fns(std::any::type_name::<Db>, std::any::TypeId::of::<Db>),
+///       Requirement::from_fns(std::any::type_name::<RequestId>, std::any::TypeId::of::<RequestId>)],
+/// );
+/// static STATS: Requirements = Requirements::new(
+///     "orders::stats", file!(), line!(), column!(),
+///     &[Requirement::from_fns(std::any::type_name::<Clock>, std::any::TypeId::of::<Clock>)],
+/// );
+///
+/// let root = milieu::scope().with(Db).run(milieu::Context::current);
+/// let per_request = [Requirement::of::<RequestId>()];
+/// let routes = [Route::new("GET /orders").runs(LIST), Route::new("GET /stats").runs(STATS)];
+/// let report = milieu::verify_routes(&root, &per_request, &routes).unwrap_err();
+/// // `GET /orders` has all it needs: `Db` from the root, `RequestId` per request.
+/// assert_eq!(report.failures().len(), 1);
+/// assert_eq!(report.failures()[0].route, "GET /stats");
+/// assert_eq!(report.failures()[0].missing, vec![std::any::type_name::<Clock>()]);
+/// ```
+pub fn verify_routes(
+    root: &Context,
+    per_request: &[Requirement],
+    routes: &[Route],
+) -> Result<(), RoutesReport> {
+    let mut failures = Vec::new();
+    for route in routes {
+        for function in &route.functions {
+            let missing: Vec<&'static str> = function
+                .types
+                .iter()
+                .filter(|r| {
+                    let id = r.type_id();
+                    !root.contains_id(id) && !per_request.iter().any(|p| p.type_id() == id)
+                })
+                .map(Requirement::type_name)
+                .collect();
+            if !missing.is_empty() {
+                failures.push(RouteFailure {
+                    route: route.name.to_string(),
+                    function: *function,
+                    missing,
+                });
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(RoutesReport {
+        checked: routes.len(),
+        failures,
+        per_request: per_request.iter().map(Requirement::type_name).collect(),
+        present: Box::new(root.dump()),
+    })
+}
+
+/// One function of one route that [`verify_routes`] found lacking.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RouteFailure {
+    /// The route's name.
+    pub route: String,
+    /// The function's declaration.
+    pub function: Requirements,
+    /// The types neither the root context nor the server provides.
+    pub missing: Vec<&'static str>,
+}
+
+/// What [`verify_routes`] found missing, route by route.
+#[derive(Clone, Debug)]
+pub struct RoutesReport {
+    checked: usize,
+    failures: Vec<RouteFailure>,
+    per_request: Vec<&'static str>,
+    // Boxed: the report is an `Err` that start-up code moves around.
+    present: Box<Dump>,
+}
+
+impl RoutesReport {
+    /// Each route's function that would fail, with what it misses, in the
+    /// order of the routes.
+    pub fn failures(&self) -> &[RouteFailure] {
+        &self.failures
+    }
+
+    /// The routes that would fail, each once.
+    pub fn routes(&self) -> Vec<&str> {
+        let mut routes: Vec<&str> = Vec::new();
+        for failure in &self.failures {
+            if routes.last() != Some(&failure.route.as_str()) {
+                routes.push(&failure.route);
+            }
+        }
+        routes
+    }
+
+    /// What the root context holds.
+    pub fn present(&self) -> &Dump {
+        &self.present
+    }
+}
+
+impl fmt::Display for RoutesReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "milieu: {} of {} route(s) would fail for want of context:",
+            self.routes().len(),
+            self.checked
+        )?;
+        for failure in &self.failures {
+            let list = failure
+                .missing
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            writeln!(
+                f,
+                "  {}: `{}` (declared at {}) needs {list}",
+                failure.route, failure.function.function, failure.function.site
+            )?;
+        }
+        let per_request = self
+            .per_request
+            .iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if per_request.is_empty() {
+            writeln!(f, "  installed per request: nothing")?;
+        } else {
+            writeln!(f, "  installed per request: {per_request}")?;
+        }
+        write!(f, "  root context: ")?;
+        for (i, line) in self.present.to_string().lines().enumerate() {
+            if i > 0 {
+                write!(f, "\n  ")?;
+            }
+            write!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RoutesReport {}
 
 /// What the `#[requires]` expansion calls. Not a stable API.
 #[doc(hidden)]

@@ -95,6 +95,9 @@ pub mod txn;
 #[cfg(feature = "remote")]
 pub mod remote;
 
+#[cfg(feature = "tower")]
+pub mod tower;
+
 #[cfg(feature = "http")]
 pub mod http;
 
@@ -104,7 +107,10 @@ pub use context::{
 };
 #[doc(hidden)]
 pub use declare::__private;
-pub use declare::{verify, Requirement, Requirements, VerifyReport};
+pub use declare::{
+    verify, verify_routes, Requirement, Requirements, Route, RouteFailure, RoutesReport,
+    VerifyReport,
+};
 pub use milieu_macros::requires;
 pub use propagate::{thread, FutureExt, ScopeExt, WithContext};
 

@@ -116,7 +116,7 @@ pub fn scope() -> Scope {
 
 /// [`scope`] with room for `entries` entries: for a layer that knows how
 /// many it will add.
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "tower"))]
 pub(crate) fn scope_with_capacity(entries: usize) -> Scope {
     Scope {
         pending: Vec::with_capacity(entries),

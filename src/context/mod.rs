@@ -41,7 +41,7 @@ pub(crate) use frame::HopLabel;
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "tower"))]
 pub(crate) use install::scope_with_capacity;
 pub(crate) use install::{misuse, out_of_order_report};
 pub(crate) use lookup::contains_id;

@@ -111,6 +111,7 @@ mod request;
 mod response;
 mod serve;
 
+pub use crate::remote::RequestInfo;
 pub use client::{
     Client, ClientBuilder, ClientError, ClientRequest, ClientResponse, ResponseError,
     ResponseFuture,
@@ -121,4 +122,4 @@ pub use limits::HttpLimits;
 pub use protocol::HttpProtocol;
 pub use request::Request;
 pub use response::Response;
-pub use serve::{serve, serve_with, RequestInfo, Server};
+pub use serve::{serve, serve_with, Server};

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::headers::{is_forbidden_in_value, Headers};
+use crate::remote::path_in;
 
 /// An HTTP/1.x request, as [`HttpProtocol`](super::HttpProtocol) decodes
 /// it: method, target (split into path and query), version, header fields
@@ -190,15 +191,6 @@ impl fmt::Debug for Request {
             .field("body", &format_args!("{} bytes", self.body.len()))
             .field("head_as_get", &self.head_as_get)
             .finish()
-    }
-}
-
-/// The path at `range` of `target` (see [`Request::path`]).
-pub(crate) fn path_in<'t>(target: &'t str, range: &Range<usize>) -> &'t str {
-    match target.get(range.clone()) {
-        // An absolute URI without a path (`http://host?q`) asks for `/`.
-        Some("") if range.start > 0 => "/",
-        path => path.unwrap_or_default(),
     }
 }
 

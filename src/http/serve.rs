@@ -1,11 +1,7 @@
 //! The application layer for HTTP: a handler served with the current
 //! request in its context and a `tracing` span around it.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,105 +9,11 @@ use std::task::{ready, Context as TaskContext, Poll};
 
 use super::limits::HttpLimits;
 use super::protocol::HttpProtocol;
-use super::request::{path_in, Request};
+use super::request::Request;
 use super::response::Response;
 use crate::reactor::{self, ConnectionInfo, Handler, Reply, Serve};
-use crate::remote::Propagation;
-use crate::{Context, Missing, Scope};
-
-/// The request being handled: a [local](crate::dump::Policy::Local) context
-/// entry that [`serve`] installs around the handler.
-///
-/// Local means it is visible to the handler's own code (an `async`
-/// handler's too, on every poll) and never carried further: a
-/// [`Context`](crate::Context) snapshot, a thread from
-/// [`milieu::thread::spawn`](crate::thread::spawn) or a task spawned
-/// from the handler do not see it, unless the handler hands it on
-/// explicitly (`RequestInfo` is `Clone`, `Send` and `Sync`). A dump
-/// taken past such a hop shows it as not carried.
-///
-/// # Examples
-///
-/// ```
-/// use milieu::http::{self, Request, RequestInfo, Response};
-/// use milieu::reactor::testing::Pair;
-///
-/// fn whoami(_request: Request) -> Response {
-///     let info = RequestInfo::current().expect("installed by http::serve");
-///     Response::text(200, format!("#{} {} {}", info.id(), info.method(), info.path()))
-/// }
-///
-/// let app = http::serve(whoami);
-/// let mut pair = Pair::new(move || app.clone())?;
-/// let answer = pair.exchange(b"GET /me?x HTTP/1.1\r\nHost: h\r\n\r\n")?;
-/// assert!(answer.ends_with(b"\r\n\r\n#1 GET /me"));
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct RequestInfo {
-    id: u64,
-    method: Cow<'static, str>,
-    /// The request's target, shared with the [`Request`] (not copied).
-    target: Arc<str>,
-    path: Range<usize>,
-}
-
-impl RequestInfo {
-    /// The request the current code handles, from the context.
-    ///
-    /// # Errors
-    ///
-    /// [`Missing`] outside a handler served by [`serve`], and past a hop
-    /// (a thread, a task, a snapshot): the entry is local.
-    #[track_caller]
-    pub fn current() -> Result<RequestInfo, Missing> {
-        crate::with(|info: &RequestInfo| info.clone())
-    }
-
-    /// The request's number: unique among the requests served by one
-    /// [`serve`] value and its clones, counting from 1.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The request's method, as sent: `HEAD` still while [`serve`] hands a
-    /// `HEAD` request to the handler as `GET` (see [`serve`], `HEAD`).
-    pub fn method(&self) -> &str {
-        &self.method
-    }
-
-    /// The request's path ([`Request::path`]).
-    pub fn path(&self) -> &str {
-        path_in(&self.target, &self.path)
-    }
-}
-
-/// Equal when id, method and path are (the query is not compared).
-impl PartialEq for RequestInfo {
-    fn eq(&self, other: &Self) -> bool {
-        (self.id, self.method(), self.path()) == (other.id, other.method(), other.path())
-    }
-}
-
-impl Eq for RequestInfo {}
-
-impl Hash for RequestInfo {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self.id, self.method(), self.path()).hash(state);
-    }
-}
-
-impl fmt::Debug for RequestInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RequestInfo(#{} {} {})",
-            self.id,
-            self.method,
-            self.path()
-        )
-    }
-}
+use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo};
+use crate::{Context, Requirement, Scope};
 
 /// Serves HTTP with `handler` (a plain function `fn(Request) -> Response`,
 /// an `async fn`, or one returning [`Reply`], as for
@@ -270,7 +172,7 @@ where
 ///   (peer address, the caller's service, its `traceparent`, what arrived
 ///   and what was declined), which every received entry names as its
 ///   [origin](crate::dump::RemoteOrigin) in dumps and
-///   [`Missing`] reports.
+///   [`Missing`](crate::Missing) reports.
 ///
 /// What is refused (a malformed `traceparent`, a member that does not
 /// decode) is dropped, with one `tracing` warning per request (target
@@ -343,6 +245,36 @@ impl Server {
         self
     }
 
+    /// The types this server installs in every request's context, for
+    /// [`verify_routes`](crate::verify_routes) to count as present when it
+    /// checks each route's requirements before the first request:
+    /// [`RequestInfo`] and, with a propagation, the
+    /// [`TraceContext`](crate::remote::TraceContext).
+    ///
+    /// Baggage types the propagation carries are not listed: they are
+    /// installed only when the caller sends them, so a route that requires
+    /// one is reported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::http::{RequestInfo, Server};
+    /// use milieu::remote::TraceContext;
+    /// use milieu::Requirement;
+    ///
+    /// let installs = Server::new().installs();
+    /// let names: Vec<_> = installs.iter().map(Requirement::type_name).collect();
+    /// assert_eq!(names, [std::any::type_name::<RequestInfo>(), std::any::type_name::<TraceContext>()]);
+    /// assert_eq!(Server::new().propagation(None).installs().len(), 1);
+    /// ```
+    pub fn installs(&self) -> Vec<Requirement> {
+        let mut installs = vec![Requirement::of::<RequestInfo>()];
+        if self.propagation.is_some() {
+            installs.push(Requirement::of::<crate::remote::TraceContext>());
+        }
+        installs
+    }
+
     /// Serves with `handler`, as [`serve`] describes.
     pub fn serve<H, K>(self, handler: H) -> Serve<HttpProtocol>
     where
@@ -356,16 +288,16 @@ impl Server {
         let handler = Arc::new(handler);
         let handle = move |request: Request| -> Reply<Response> {
             let (method, target, path) = request.info_parts();
-            let info = RequestInfo {
-                id: next_id.fetch_add(1, Ordering::Relaxed),
+            let info = RequestInfo::new(
+                next_id.fetch_add(1, Ordering::Relaxed),
                 method,
                 target,
                 path,
-            };
-            let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id);
+            );
+            let span = tracing::info_span!(target: "milieu::http", "http_request", id = info.id());
             let caller = propagation
                 .as_ref()
-                .map(|propagation| from_caller(propagation, &request, &span));
+                .map(|propagation| from_caller(propagation, request.headers().iter(), peer, &span));
             if request.method() == "HEAD" {
                 // Called up to twice: the caller's context is made a
                 // snapshot once, entered for each call.
@@ -379,67 +311,6 @@ impl Server {
             .with_limits(limits.transport_limits())
             .with_budget(limits.budget())
     }
-}
-
-/// The values of one field name, as the extractor takes them.
-fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
-    values.iter().map(|value| &**value).collect()
-}
-
-/// The entries a request brings from its caller, to install around the
-/// handler's first call (see [`first_call`]).
-fn from_caller(propagation: &Propagation, request: &Request, span: &tracing::Span) -> Scope {
-    // One pass over the fields, every request: most carry none of these,
-    // and then nothing is allocated.
-    let (mut traceparent, mut tracestate, mut baggage, mut origin) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (name, value) in request.headers().iter() {
-        let list = match name.len() {
-            11 if name.eq_ignore_ascii_case(Propagation::TRACEPARENT) => &mut traceparent,
-            10 if name.eq_ignore_ascii_case(Propagation::TRACESTATE) => &mut tracestate,
-            7 if name.eq_ignore_ascii_case(Propagation::BAGGAGE) => &mut baggage,
-            13 if name.eq_ignore_ascii_case(Propagation::ORIGIN) => &mut origin,
-            _ => continue,
-        };
-        // Bytes that are not UTF-8 become U+FFFD: the member (or the
-        // `traceparent`) holding them is refused like any malformed one,
-        // and its neighbours in the same field survive.
-        list.push(String::from_utf8_lossy(value));
-    }
-    let (traceparent, tracestate, baggage, origin) = (
-        as_strs(&traceparent),
-        as_strs(&tracestate),
-        as_strs(&baggage),
-        as_strs(&origin),
-    );
-    let incoming = if traceparent.is_empty()
-        && tracestate.is_empty()
-        && baggage.is_empty()
-        && origin.is_empty()
-    {
-        // Nothing from a caller: a new trace, and no process hop to record
-        // (nor a peer address to format).
-        propagation.extract(&[], &[], &[])
-    } else {
-        let peer = ConnectionInfo::current()
-            .ok()
-            .and_then(|c| c.peer_addr())
-            .map(|peer| peer.to_string());
-        propagation.extract_process(
-            &traceparent,
-            &tracestate,
-            &baggage,
-            &origin,
-            peer.as_deref(),
-        )
-    };
-    if let Some(warning) = incoming.warning() {
-        tracing::warn!(target: "milieu::http", parent: span, "{warning}");
-    }
-    let incoming_entries = incoming.entries();
-    // Room for the caller's entries and the `RequestInfo` `first_call`
-    // adds, so the scope's vector is allocated once.
-    incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1))
 }
 
 /// The handler's first call (see [`in_request`]) with what the request
@@ -481,50 +352,13 @@ fn first_call(
         })
 }
 
-/// What a request brought from its caller (see [`Server`]), for the
-/// handler's later calls and polls: the milieu context and, with the
-/// `opentelemetry` feature, the same trace context as an OpenTelemetry
-/// context. Both are entered together.
-struct FromCaller {
-    #[cfg(feature = "opentelemetry")]
-    opentelemetry: opentelemetry::Context,
-    context: Context,
-}
-
-/// [`FromCaller`] entered: both contexts are current until it drops.
-/// Fields drop in order, so OpenTelemetry's is left first, in the reverse
-/// order of entering.
-struct EnteredFromCaller {
-    #[cfg(feature = "opentelemetry")]
-    _opentelemetry: opentelemetry::ContextGuard,
-    _context: crate::Guard,
-}
-
-impl FromCaller {
-    /// The current context, as a handler's calls and polls enter it.
-    fn current() -> FromCaller {
-        FromCaller {
-            // Made once per request, then only attached: the conversion
-            // and its allocation are not paid again on every poll.
-            #[cfg(feature = "opentelemetry")]
-            opentelemetry: crate::remote::otel::context(),
-            context: Context::current(),
-        }
-    }
-
-    /// Makes the caller's context current (milieu's, then OpenTelemetry's)
-    /// until the result drops.
-    #[track_caller]
-    #[inline]
-    fn enter(&self) -> EnteredFromCaller {
-        let context = self.context.enter();
-        EnteredFromCaller {
-            // A clone is reference counts.
-            #[cfg(feature = "opentelemetry")]
-            _opentelemetry: self.opentelemetry.clone().attach(),
-            _context: context,
-        }
-    }
+/// The connection's peer address, for the process hop a request that
+/// brings context records.
+fn peer() -> Option<String> {
+    ConnectionInfo::current()
+        .ok()
+        .and_then(|c| c.peer_addr())
+        .map(|peer| peer.to_string())
 }
 
 /// Serves a `HEAD` request (see [`serve`], `HEAD`): the handler's answer,

@@ -100,7 +100,7 @@ impl Incoming {
     }
 
     /// How many entries [`into_scope`](Incoming::into_scope) adds, at most.
-    #[cfg(feature = "http")]
+    #[cfg(any(feature = "http", feature = "tower"))]
     pub(crate) fn entries(&self) -> usize {
         // The trace context, the decoded members, the forwarded members
         // and the process hop.

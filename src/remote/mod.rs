@@ -82,6 +82,8 @@
 //! | `otel.rs` | `otel` (feature `opentelemetry`): the bridge to OpenTelemetry's span context |
 
 mod baggage;
+#[cfg(any(feature = "http", feature = "tower"))]
+mod caller;
 mod carry;
 mod ids;
 mod incoming;
@@ -89,6 +91,7 @@ mod origin;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 mod propagation;
+mod request;
 mod trace;
 mod tracestate;
 
@@ -96,10 +99,15 @@ pub use baggage::{
     BaggageHeader, BaggageLimit, BaggageLimits, BaggageMember, InvalidBaggageKey, MalformedMember,
     MalformedReason, ParsedBaggage, Truncated,
 };
+#[cfg(any(feature = "http", feature = "tower"))]
+pub(crate) use caller::{from_caller, FromCaller};
 pub use carry::{Baggage, DecodeError};
 pub use ids::{ParseIdError, SpanId, TraceFlags, TraceId};
 pub use incoming::{Arrived, Declined, ForwardedBaggage, Incoming};
 pub use milieu_macros::Baggage;
 pub use propagation::{Injected, Propagation};
+#[cfg(feature = "http")]
+pub(crate) use request::path_in;
+pub use request::RequestInfo;
 pub use trace::{Extracted, TraceContext, TraceOrigin, TraceStateIssue, TraceparentError};
 pub use tracestate::{TraceState, TraceStateError};

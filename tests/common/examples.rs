@@ -26,6 +26,10 @@ pub fn build_examples(names: &[&str]) -> BTreeMap<String, PathBuf> {
         ("postgres", cfg!(feature = "postgres")),
         ("serde", cfg!(feature = "serde")),
         ("test-util", cfg!(feature = "test-util")),
+        ("opentelemetry", cfg!(feature = "opentelemetry")),
+        ("tokio", cfg!(feature = "tokio")),
+        ("tower", cfg!(feature = "tower")),
+        ("axum", cfg!(feature = "axum")),
     ];
     let mut features = Vec::new();
     for (feature, on) in all {

@@ -1,0 +1,226 @@
+//! The orders service on axum 0.8 and tokio, with milieu's context: the
+//! same routes as `examples/orders`, the same SQLite schema through
+//! milieu's DB stage (`txn`: whole transactions on worker threads,
+//! notifications released only on commit), `#[milieu::requires]`
+//! handlers, and every route checked before the service listens.
+//!
+//! ```text
+//! cargo run --example axum_orders --features axum,tokio -- --addr 127.0.0.1:8080
+//! curl -s -X POST localhost:8080/orders -d '{"item": "tea", "quantity": 2}'
+//! curl -s localhost:8080/orders
+//! ```
+//!
+//! What milieu adds to a plain axum service:
+//!
+//! - the root context (the database, the service's figures, the tracing
+//!   subscriber) is installed once, on every thread of the runtime
+//!   (`milieu::tokio::Runtime`);
+//! - `milieu::tower::ContextLayer` puts each request into the context
+//!   (its `RequestInfo`, the caller's W3C trace context and baggage, a
+//!   span), so handlers declare what they need instead of threading
+//!   state through extractors;
+//! - `milieu::verify_routes` refuses to start when a route would miss
+//!   something, naming the route, the handler and the type.
+//!
+//! Flags: `--addr ADDR` (default `127.0.0.1:8080`), `--admin-addr ADDR`
+//! (the debug views; off by default), `--data DIR` (default
+//! `./axum-orders-data`). The first line on standard output is
+//! `listening on ADDR`; with `--admin-addr`, the second is
+//! `admin listening on ADDR`. Ctrl-C or SIGTERM stops it gracefully.
+
+mod app;
+#[path = "../orders/line_item.rs"]
+mod line_item;
+#[path = "../orders/store.rs"]
+mod store;
+
+use std::error::Error;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use milieu::reactor::{Handle, Reactor};
+use milieu::tower::ContextLayer;
+use milieu::txn::{Database, Delivery, Sqlite};
+
+use app::Service;
+use store::OrderPlaced;
+
+/// The command line.
+struct Args {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    data: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        admin_addr: None,
+        data: PathBuf::from("axum-orders-data"),
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(flag) = words.next() {
+        let mut value = || words.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = parse_addr(&flag, &value()?)?,
+            "--admin-addr" => args.admin_addr = Some(parse_addr(&flag, &value()?)?),
+            "--data" => args.data = PathBuf::from(value()?),
+            "--help" | "-h" => {
+                return Err(
+                    "usage: axum_orders [--addr ADDR] [--admin-addr ADDR] [--data DIR]".to_owned(),
+                )
+            }
+            other => return Err(format!("unknown flag `{other}` (see --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|e| format!("{flag} {value:?}: not a socket address ({e})"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("axum_orders: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum_orders: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    std::fs::create_dir_all(&args.data).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            args.data.display()
+        )
+    })?;
+    let service = Arc::new(Service::default());
+
+    // milieu's DB stage delivers committed notifications on a milieu
+    // reactor: one of its own, on a thread beside tokio's.
+    let outbox = OutboxReactor::start()?;
+    let counted = Arc::clone(&service);
+    let db: Database = Database::builder(Sqlite::file(args.data.join("orders.sqlite")))
+        .reactor(outbox.handle.clone())
+        .on_delivery(move |d: Delivery<OrderPlaced>| {
+            counted.delivered.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                target: "axum_orders::notifications",
+                id = %d.id,
+                order = d.item.order,
+                redelivered = d.redelivered,
+                "order placed: {} x {}",
+                d.item.quantity,
+                d.item.item
+            );
+        })
+        .open()?;
+    futures::executor::block_on(db.run_interaction(|_tx| store::create_schema()))?;
+
+    // The root context every runtime thread starts in.
+    let root = milieu::scope()
+        .with_debug(db.clone())
+        .because("the orders database (SQLite, WAL)")
+        .with_arc(Arc::clone(&service))
+        .because("the service's figures")
+        .run(milieu::Context::current);
+
+    let layer = ContextLayer::new()
+        .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0));
+    // Refuse to start if a route could not run: the root context plus what
+    // the layer installs per request must hold what each handler declares.
+    milieu::verify_routes(&root, &layer.installs(), &app::routes())?;
+
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("axum-orders");
+    let runtime = milieu::tokio::Runtime::from_builder(&mut builder, root)?;
+    let served = runtime.block_on(async move {
+        let public = tokio::net::TcpListener::bind(args.addr).await?;
+        println!("listening on {}", public.local_addr()?);
+        let admin = match args.admin_addr {
+            Some(addr) => {
+                let admin = tokio::net::TcpListener::bind(addr).await?;
+                println!("admin listening on {}", admin.local_addr()?);
+                Some(admin)
+            }
+            None => None,
+        };
+        std::io::stdout().flush()?;
+        if let Some(admin) = admin {
+            let app = app::admin(layer.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            milieu::tokio::spawn(async move { axum::serve(admin, app).await });
+        }
+        let app = app::public(layer).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(public, app)
+            .with_graceful_shutdown(stop_signal())
+            .await
+    });
+    drop(runtime);
+    db.close(milieu::stage::CloseMode::Drain)?;
+    outbox.stop();
+    eprintln!(
+        "axum_orders: stopped; {} order(s) placed, {} notification(s) delivered",
+        service.placed.load(Ordering::Relaxed),
+        service.delivered.load(Ordering::Relaxed)
+    );
+    Ok(served?)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A milieu reactor on a thread of its own, for the outbox deliveries.
+struct OutboxReactor {
+    handle: Handle,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl OutboxReactor {
+    fn start() -> std::io::Result<OutboxReactor> {
+        let (send, receive) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("outbox".to_owned())
+            .spawn(move || {
+                let mut reactor = Reactor::builder().name("outbox").build()?;
+                let _ = send.send(reactor.handle());
+                reactor.run()
+            })?;
+        let handle = receive
+            .recv()
+            .map_err(|_| std::io::Error::other("the outbox reactor did not start"))?;
+        Ok(OutboxReactor { handle, thread })
+    }
+
+    fn stop(self) {
+        self.handle.stop();
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,120 @@
+//! The server's side of a process boundary, shared by every server milieu
+//! has (its own HTTP server, the tower layer): the entries a request
+//! brings in its header fields, and the context its handler's later polls
+//! enter.
+
+use std::borrow::Cow;
+
+use super::Propagation;
+use crate::{Context, Scope};
+
+/// The values of one field name, as the extractor takes them.
+fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
+    values.iter().map(|value| &**value).collect()
+}
+
+/// The entries a request brings from its caller, read from its header
+/// fields (`headers`: name and raw value), to install around the
+/// handler's first call; `peer` names the caller's address, and is asked
+/// only when the request brings context (a process hop records it).
+/// Warnings about what was refused go to `span`, at `target`.
+pub(crate) fn from_caller<'h>(
+    propagation: &Propagation,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    peer: impl FnOnce() -> Option<String>,
+    span: &tracing::Span,
+) -> Scope {
+    // One pass over the fields, every request: most carry none of these,
+    // and then nothing is allocated.
+    let (mut traceparent, mut tracestate, mut baggage, mut origin) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (name, value) in headers {
+        let list = match name.len() {
+            11 if name.eq_ignore_ascii_case(Propagation::TRACEPARENT) => &mut traceparent,
+            10 if name.eq_ignore_ascii_case(Propagation::TRACESTATE) => &mut tracestate,
+            7 if name.eq_ignore_ascii_case(Propagation::BAGGAGE) => &mut baggage,
+            13 if name.eq_ignore_ascii_case(Propagation::ORIGIN) => &mut origin,
+            _ => continue,
+        };
+        // Bytes that are not UTF-8 become U+FFFD: the member (or the
+        // `traceparent`) holding them is refused like any malformed one,
+        // and its neighbours in the same field survive.
+        list.push(String::from_utf8_lossy(value));
+    }
+    let (traceparent, tracestate, baggage, origin) = (
+        as_strs(&traceparent),
+        as_strs(&tracestate),
+        as_strs(&baggage),
+        as_strs(&origin),
+    );
+    let incoming = if traceparent.is_empty()
+        && tracestate.is_empty()
+        && baggage.is_empty()
+        && origin.is_empty()
+    {
+        // Nothing from a caller: a new trace, and no process hop to record
+        // (nor a peer address to format).
+        propagation.extract(&[], &[], &[])
+    } else {
+        let peer = peer();
+        propagation.extract_process(
+            &traceparent,
+            &tracestate,
+            &baggage,
+            &origin,
+            peer.as_deref(),
+        )
+    };
+    if let Some(warning) = incoming.warning() {
+        tracing::warn!(target: "milieu::remote", parent: span, "{warning}");
+    }
+    let incoming_entries = incoming.entries();
+    // Room for the caller's entries and the server's `RequestInfo`, so the scope's vector is allocated once.
+    incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1))
+}
+
+/// What a request brought from its caller, for the handler's later calls
+/// and polls: the milieu context and, with the
+/// `opentelemetry` feature, the same trace context as an OpenTelemetry
+/// context. Both are entered together.
+pub(crate) struct FromCaller {
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) opentelemetry: opentelemetry::Context,
+    pub(crate) context: Context,
+}
+
+/// [`FromCaller`] entered: both contexts are current until it drops.
+/// Fields drop in order, so OpenTelemetry's is left first, in the reverse
+/// order of entering.
+pub(crate) struct EnteredFromCaller {
+    #[cfg(feature = "opentelemetry")]
+    _opentelemetry: opentelemetry::ContextGuard,
+    _context: crate::Guard,
+}
+
+impl FromCaller {
+    /// The current context, as a handler's calls and polls enter it.
+    pub(crate) fn current() -> FromCaller {
+        FromCaller {
+            // Made once per request, then only attached: the conversion
+            // and its allocation are not paid again on every poll.
+            #[cfg(feature = "opentelemetry")]
+            opentelemetry: crate::remote::otel::context(),
+            context: Context::current(),
+        }
+    }
+
+    /// Makes the caller's context current (milieu's, then OpenTelemetry's)
+    /// until the result drops.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn enter(&self) -> EnteredFromCaller {
+        let context = self.context.enter();
+        EnteredFromCaller {
+            // A clone is reference counts.
+            #[cfg(feature = "opentelemetry")]
+            _opentelemetry: self.opentelemetry.clone().attach(),
+            _context: context,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The layer and the service it wraps around an inner one.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::request::InRequest;
+use crate::declare::Requirement;
+use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo, TraceContext};
+
+/// Where the layer finds a request's peer address (see
+/// [`ContextLayer::peer_addr`]).
+type PeerOf = fn(&http::Extensions) -> Option<SocketAddr>;
+
+/// A tower [`Layer`] that puts each HTTP request into milieu's context,
+/// for hyper 1.x and axum 0.8.
+///
+/// For every request, [`ContextService`] does what milieu's own
+/// [`http::serve`](crate::http) does:
+///
+/// - installs a [`RequestInfo`] (id, method, path) as a
+///   [local](crate::dump::Policy::Local) entry;
+/// - reads the caller's context from the request's header fields with a
+///   [`Propagation`] (by default [`Propagation::new`]: `traceparent`
+///   continued or a new trace started, baggage passed on), installs the
+///   [`TraceContext`], the baggage types the propagation carries, and a
+///   process hop when the caller sent context;
+/// - enters a `tracing` span `http_request{id=..}` (target
+///   `milieu::tower`, level INFO).
+///
+/// The inner service's `call`, every poll of its response future and
+/// every poll of the response body run inside that context, on whichever
+/// thread polls them: an axum handler, the extractors before it, and what
+/// it calls see `milieu::get::<RequestInfo>()`, the trace context and
+/// anything the service's root context holds, and `#[requires]` checks
+/// against them.
+///
+/// Ids count the requests served by one layer and the services it makes
+/// (its clones share the counter).
+///
+/// # Examples
+///
+/// With axum:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use milieu::tower::{ContextLayer, RequestInfo};
+///
+/// async fn whoami() -> String {
+///     let info = RequestInfo::current().expect("installed by the layer");
+///     format!("#{} {} {}", info.id(), info.method(), info.path())
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(whoami))
+///     .layer(ContextLayer::new());
+/// # drop(app);
+/// ```
+#[derive(Clone)]
+pub struct ContextLayer {
+    shared: Arc<Shared>,
+}
+
+/// What a layer and its services share.
+struct Shared {
+    next_id: AtomicU64,
+    /// `None`: nothing is read from the caller, nothing installed.
+    propagation: Option<Propagation>,
+    peer: PeerOf,
+}
+
+impl Default for ContextLayer {
+    fn default() -> ContextLayer {
+        ContextLayer::new()
+    }
+}
+
+impl ContextLayer {
+    /// A layer with [`Propagation::new`], the peer address taken from a
+    /// [`SocketAddr`] in the request's extensions.
+    pub fn new() -> ContextLayer {
+        ContextLayer::with_parts(Some(Propagation::new()), socket_addr_extension)
+    }
+
+    fn with_parts(propagation: Option<Propagation>, peer: PeerOf) -> ContextLayer {
+        ContextLayer {
+            shared: Arc::new(Shared {
+                next_id: AtomicU64::new(1),
+                propagation,
+                peer,
+            }),
+        }
+    }
+
+    /// What is taken from the caller's context. `None` reads none of the
+    /// W3C header fields and installs no [`TraceContext`], for a service
+    /// that takes no part in tracing.
+    ///
+    /// Starts the request ids from 1 again (a new layer).
+    pub fn propagation(self, propagation: impl Into<Option<Propagation>>) -> ContextLayer {
+        ContextLayer::with_parts(propagation.into(), self.shared.peer)
+    }
+
+    /// Where to find the caller's address among the request's extensions,
+    /// for the process hop a request that brings context records. The
+    /// default looks for a [`SocketAddr`]; with axum's
+    /// `into_make_service_with_connect_info::<SocketAddr>()` it is
+    /// `ConnectInfo<SocketAddr>`:
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    ///
+    /// let layer = milieu::tower::ContextLayer::new()
+    ///     .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0));
+    /// # drop(layer);
+    /// ```
+    ///
+    /// Starts the request ids from 1 again (a new layer).
+    pub fn peer_addr(self, peer: fn(&http::Extensions) -> Option<SocketAddr>) -> ContextLayer {
+        ContextLayer::with_parts(self.shared.propagation.clone(), peer)
+    }
+
+    /// The types this layer installs in every request's context, for
+    /// [`verify_routes`](crate::verify_routes) to count as present when it
+    /// checks each route's requirements before the first request:
+    /// [`RequestInfo`] and, with a propagation, the [`TraceContext`].
+    ///
+    /// Baggage types the propagation carries are not listed: they are
+    /// installed only when the caller sends them, so a route that requires
+    /// one is reported.
+    pub fn installs(&self) -> Vec<Requirement> {
+        let mut installs = vec![Requirement::of::<RequestInfo>()];
+        if self.shared.propagation.is_some() {
+            installs.push(Requirement::of::<TraceContext>());
+        }
+        installs
+    }
+}
+
+impl fmt::Debug for ContextLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextLayer")
+            .field("propagation", &self.shared.propagation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The default peer address: a [`SocketAddr`] extension.
+fn socket_addr_extension(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions.get::<SocketAddr>().copied()
+}
+
+/// The service [`ContextLayer`] wraps around an inner one: see there.
+#[derive(Clone)]
+pub struct ContextService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ContextService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ContextService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<super::ContextBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> ResponseFuture<S::Future> {
+        let shared = &*self.shared;
+        let info = request_info(shared.next_id.fetch_add(1, Ordering::Relaxed), &request);
+        let span = tracing::info_span!(target: "milieu::tower", "http_request", id = info.id());
+        let caller = shared.propagation.as_ref().map(|propagation| {
+            let headers = request
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()));
+            let peer = || (shared.peer)(request.extensions()).map(|peer| peer.to_string());
+            from_caller(propagation, headers, peer, &span)
+        });
+        let _entered = span.enter();
+        let inner = &mut self.inner;
+        caller
+            .unwrap_or_else(crate::scope)
+            .with_local(info.clone())
+            .because("the HTTP request being handled")
+            .run(|| {
+                // Taken before the call: the inner service's own installs
+                // are its own. The snapshot leaves the local `RequestInfo`
+                // out; every poll puts it back.
+                let context = FromCaller::current();
+                let future = inner.call(request);
+                ResponseFuture::new(
+                    future,
+                    InRequest {
+                        info,
+                        context,
+                        span: span.clone(),
+                    },
+                )
+            })
+    }
+}
+
+/// The [`RequestInfo`] of `request`, numbered `id`.
+fn request_info<B>(id: u64, request: &http::Request<B>) -> RequestInfo {
+    let (target, path): (Arc<str>, _) = match request.uri().path_and_query() {
+        Some(target) => (Arc::from(target.as_str()), 0..target.path().len()),
+        None => (Arc::from("/"), 0..1),
+    };
+    RequestInfo::new(id, method_name(request.method()), target, path)
+}
+
+/// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
+/// static string, so the usual request allocates nothing for its method.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    let name = method.as_str();
+    match KNOWN.iter().find(|known| **known == name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_owned()),
+    }
+}

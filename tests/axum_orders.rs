@@ -1,0 +1,174 @@
+//! The axum orders example (`examples/axum_orders`): as a process over
+//! real sockets, and its routes in-process under 10,000 concurrent tasks.
+
+mod common;
+
+// The example's own modules, so the second test serves its routes as they
+// are.
+#[allow(dead_code)]
+#[path = "../examples/axum_orders/app.rs"]
+mod app;
+#[allow(dead_code)]
+#[path = "../examples/orders/line_item.rs"]
+mod line_item;
+#[allow(dead_code)]
+#[path = "../examples/orders/store.rs"]
+mod store;
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use common::assert_contains;
+use common::examples::build_examples;
+use common::orders_example::Server;
+use milieu::tower::ContextLayer;
+
+/// The example's executable, built once per test process.
+fn binary() -> std::path::PathBuf {
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_examples(&["axum_orders"])
+                .remove("axum_orders")
+                .expect("cargo built no `axum_orders` example")
+        })
+        .clone()
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn the_axum_service_places_lists_and_finds_orders_over_loopback() {
+    let mut server = Server::orders_from(&binary(), &["--admin-addr", "127.0.0.1:0"]);
+
+    let hello = server.get("/");
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "hello from milieu on axum (request #1)\n");
+
+    let placed = server.request(&format!(
+        "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         traceparent: {TRACEPARENT}\r\nContent-Length: 30\r\nConnection: close\r\n\r\n\
+         {{\"item\": \"tea\", \"quantity\": 2}}"
+    ));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    assert_eq!(placed.header("location"), Some("/orders/1"));
+    assert_eq!(
+        placed.json(),
+        serde_json::json!({"id": 1, "item": "tea", "quantity": 2})
+    );
+    // The caller's trace is continued: the trace id comes back.
+    assert_eq!(
+        placed.header("trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
+    let second = server.post("/orders", r#"{"item": "cake", "quantity": 1}"#);
+    assert_eq!(second.status, 201, "{}", second.text());
+    // Without a traceparent, a new trace each request.
+    let trace = second.header("trace-id").unwrap();
+    assert_eq!(trace.len(), 32);
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    let listed = server.get("/orders?limit=10");
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([
+            {"id": 2, "item": "cake", "quantity": 1},
+            {"id": 1, "item": "tea", "quantity": 2}
+        ])
+    );
+    assert_eq!(
+        server.get("/orders/1").json(),
+        serde_json::json!({"id": 1, "item": "tea", "quantity": 2})
+    );
+
+    // Bad input gets the orders service's answers.
+    let not_found = server.get("/orders/99");
+    assert_eq!(not_found.status, 404);
+    assert_eq!(
+        not_found.json(),
+        serde_json::json!({"error": "no such order"})
+    );
+    let array = server.post("/orders", r#"["tea", 2]"#);
+    assert_eq!(array.status, 400, "only an object is an order");
+    assert_eq!(server.get("/orders?limit=0").status, 400);
+    assert_eq!(server.get("/orders?limit=x").status, 400);
+    assert_eq!(server.get("/orders/abc").status, 400);
+    // The debug view is not on the public listener.
+    assert_eq!(server.get("/debug/context").status, 404);
+
+    // The admin listener's view of one request: its entry, the root
+    // context below, the DB stage's figures.
+    let debug = server.admin_get("/debug/context");
+    assert_eq!(debug.status, 200);
+    let text = debug.text();
+    assert_contains(&text, "milieu::remote::request::RequestInfo  [local #");
+    assert_contains(&text, "milieu::txn::Database");
+    assert_contains(&text, "because \"the orders database (SQLite, WAL)\"");
+    assert_contains(&text, "DB stage: stage `db`");
+
+    assert!(server.terminate().success(), "a graceful stop exits 0");
+}
+
+#[test]
+fn ten_thousand_tasks_through_the_layer_see_only_their_own_context() {
+    /// Each task's own entry, installed by the task's spawner.
+    #[derive(Debug)]
+    struct Task(u64);
+
+    const TASKS: u64 = 10_000;
+    let root = milieu::scope()
+        .with_arc(Arc::new(app::Service::default()))
+        .run(milieu::Context::current);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(4).enable_all();
+    let runtime = milieu::tokio::Runtime::from_builder(&mut builder, root).unwrap();
+    let router = app::public(ContextLayer::new());
+    let results = runtime.block_on(async move {
+        let tasks: Vec<_> = (1..=TASKS)
+            .map(|i| {
+                let router = router.clone();
+                milieu::scope().with(Task(i)).run(|| {
+                    milieu::tokio::spawn(async move {
+                        use tower::ServiceExt;
+                        // Each task sends its own trace id, and yields so
+                        // that tasks interleave on the workers.
+                        let traceparent = format!("00-{i:032x}-00f067aa0ba902b7-01");
+                        let request = axum::http::Request::builder()
+                            .uri("/")
+                            .header("traceparent", &traceparent)
+                            .body(axum::body::Body::empty())
+                            .unwrap();
+                        tokio::task::yield_now().await;
+                        let response = router.oneshot(request).await.unwrap();
+                        tokio::task::yield_now().await;
+                        let trace = response.headers()["trace-id"].to_str().unwrap().to_owned();
+                        let body = axum::body::to_bytes(response.into_body(), 1024)
+                            .await
+                            .unwrap();
+                        // The task's own entry, after all that.
+                        let mine = milieu::get::<Task>().unwrap().0;
+                        (i, mine, trace, String::from_utf8(body.to_vec()).unwrap())
+                    })
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    });
+    let mut request_ids = HashSet::new();
+    for (i, mine, trace, body) in &results {
+        assert_eq!(i, mine, "task {i} saw another task's entry");
+        assert_eq!(*trace, format!("{i:032x}"), "task {i} got another trace");
+        let id = body
+            .strip_prefix("hello from milieu on axum (request #")
+            .and_then(|rest| rest.strip_suffix(")\n"))
+            .unwrap_or_else(|| panic!("task {i}: {body:?}"));
+        assert!(request_ids.insert(id.to_owned()), "request id {id} twice");
+    }
+    assert_eq!(request_ids.len() as u64, TASKS);
+}

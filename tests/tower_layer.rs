@@ -1,0 +1,394 @@
+//! `milieu::tower::ContextLayer` (features `tower`, `axum`) in front of
+//! axum 0.8 on hyper 1.x, served over loopback on real tokio runtimes.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use common::{assert_contains, assert_not_contains, Capture};
+use milieu::dump::{HopKind, Policy};
+use milieu::remote::{Propagation, TraceContext};
+use milieu::tower::{ContextLayer, MissingContext, RequestInfo};
+use milieu::{Context, Requirement, Route};
+
+/// The service's root context: what every request should see.
+#[derive(Debug)]
+struct Db(&'static str);
+/// Never installed: the handler that needs it must answer 500.
+#[derive(Debug)]
+struct FeatureFlags;
+
+/// A response as the raw client reads it.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// Sends one request with `Connection: close` and reads the answer to
+/// the end, on a blocking thread (the runtime's threads keep serving).
+async fn send(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tokio::task::spawn_blocking(move || {
+        let mut stream = common::connect(addr);
+        stream.write_all(request.as_bytes()).unwrap();
+        let raw = String::from_utf8(common::read_to_end(&mut stream)).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+        let status = head[9..12].parse().unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Answer {
+            status,
+            head: head.to_owned(),
+            body,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// Serves `app` on a loopback port of the current runtime, with the peer
+/// address as axum's `ConnectInfo`.
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    milieu::tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    addr
+}
+
+fn layer() -> ContextLayer {
+    ContextLayer::new().peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0))
+}
+
+/// A multi-thread runtime whose threads start in a root context with a
+/// `Db` and `capture` as the tracing subscriber.
+fn runtime(capture: &Capture) -> milieu::tokio::Runtime {
+    let root = milieu::scope()
+        .with(Db("orders.sqlite"))
+        .with(tracing::Dispatch::new(capture.clone()))
+        .run(Context::current);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    milieu::tokio::Runtime::from_builder(&mut builder, root).unwrap()
+}
+
+async fn whoami() -> String {
+    // Both a yield (a later poll, maybe on the other worker) and a lookup.
+    tokio::task::yield_now().await;
+    let info = RequestInfo::current().unwrap();
+    let db = milieu::get::<Db>().unwrap();
+    let trace = milieu::get::<TraceContext>().unwrap();
+    format!(
+        "#{} {} {} db={} trace={}",
+        info.id(),
+        info.method(),
+        info.path(),
+        db.0,
+        trace.trace_id()
+    )
+}
+
+#[milieu::requires(RequestInfo)]
+async fn flags(#[ctx] _flags: Arc<FeatureFlags>) -> Result<String, MissingContext> {
+    Ok("unreachable".to_owned())
+}
+
+#[milieu::requires]
+async fn order(
+    Path(id): Path<u32>,
+    #[ctx] db: Arc<Db>,
+    #[ctx] info: &RequestInfo,
+) -> Result<String, MissingContext> {
+    tokio::task::yield_now().await;
+    Ok(format!("order {id} from {} (request #{})", db.0, info.id()))
+}
+
+/// What a task spawned from the handler sees: the trace (inherited), not
+/// the `RequestInfo` (local), and a task hop.
+async fn spawned() -> String {
+    let task = milieu::tokio::spawn(async {
+        tokio::task::yield_now().await;
+        let dump = milieu::dump();
+        let hop = dump.hops().next().map(|hop| hop.kind);
+        (
+            milieu::get::<TraceContext>().map(|t| t.trace_id().to_string()),
+            RequestInfo::current().is_ok(),
+            hop,
+        )
+    });
+    let (trace, info, hop) = task.await.unwrap();
+    format!(
+        "trace={} info={info} hop={hop:?}",
+        trace.unwrap_or_default()
+    )
+}
+
+/// A body streamed after the handler returned: each frame is made in a
+/// poll of the body, and says which request it belongs to.
+async fn stream() -> Body {
+    let mut frames = 0;
+    let stream = futures::stream::poll_fn(move |_| {
+        frames += 1;
+        if frames > 3 {
+            return Poll::Ready(None);
+        }
+        let id = RequestInfo::current().map(|info| info.id()).unwrap_or(0);
+        Poll::Ready(Some(Ok::<_, Infallible>(Bytes::from(format!(
+            "frame {frames} of #{id}\n"
+        )))))
+    });
+    Body::from_stream(stream)
+}
+
+/// The context of the request, as a dump.
+async fn dump() -> String {
+    milieu::dump().to_string()
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/whoami/{rest}", get(whoami))
+        .route("/flags", get(flags))
+        .route("/orders/{id}", get(order))
+        .route("/spawned", get(spawned))
+        .route("/stream", get(stream))
+        .route("/dump", get(dump))
+        .layer(layer())
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn handlers_see_the_request_the_trace_and_the_root_context() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let first = send(addr, "/whoami/a?x=1", &[]).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_contains(&first.body, " GET /whoami/a db=orders.sqlite trace=");
+        let traced = send(addr, "/whoami/b", &[("traceparent", TRACEPARENT)]).await;
+        assert_contains(
+            &traced.body,
+            " GET /whoami/b db=orders.sqlite trace=4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        // Two requests, two ids, counted by the layer.
+        let ids: Vec<&str> = [&first.body, &traced.body]
+            .iter()
+            .map(|b| b.split_whitespace().next().unwrap())
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        // No traceparent: a new trace, different from the one sent.
+        assert_not_contains(&first.body, "4bf92f3577b34da6a3ce929d0e0e4736");
+    });
+}
+
+#[test]
+fn the_dump_records_the_request_as_local_and_the_callers_process_hop() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let answer = send(
+            addr,
+            "/dump",
+            &[("traceparent", TRACEPARENT), ("baggage", "tenant=acme")],
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        // The request's own entry, local, installed by the layer.
+        assert_contains(&answer.body, "RequestInfo  [local #");
+        assert_contains(&answer.body, "installed at src/tower/");
+        // Received from the caller, through a process hop from the client's
+        // address.
+        assert_contains(&answer.body, "carried by process hop from 127.0.0.1:");
+        assert_contains(
+            &answer.body,
+            "(traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-",
+        );
+        assert_contains(&answer.body, "forwarded: [\"tenant\"]");
+        // The root context is below, carried onto the worker thread.
+        assert_contains(&answer.body, "tower_layer::Db  [inherited #1]");
+    });
+}
+
+#[test]
+fn the_request_info_is_local_and_the_root_entries_inherited() {
+    // The policy as the dump types report it, checked in-process on a
+    // current-thread runtime.
+    let layer = ContextLayer::new();
+    let installs: Vec<_> = layer
+        .installs()
+        .iter()
+        .map(Requirement::type_name)
+        .collect();
+    assert_eq!(
+        installs,
+        [
+            std::any::type_name::<RequestInfo>(),
+            std::any::type_name::<TraceContext>()
+        ]
+    );
+    let none = ContextLayer::new().propagation(None::<Propagation>);
+    assert_eq!(none.installs().len(), 1);
+    let entry = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use tower::{Service, ServiceExt};
+            let mut service = tower::ServiceBuilder::new()
+                .layer(ContextLayer::new())
+                .service_fn(|_request: http::Request<()>| async {
+                    let dump = milieu::dump();
+                    let entry = dump
+                        .entries()
+                        .find(|e| e.type_name.ends_with("RequestInfo"))
+                        .cloned()
+                        .unwrap();
+                    Ok::<_, Infallible>(http::Response::new(entry.policy))
+                });
+            let request = http::Request::builder().uri("/x").body(()).unwrap();
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            response.into_body().into_inner()
+        });
+    assert_eq!(entry, Policy::Local);
+}
+
+#[test]
+fn a_missing_requirement_answers_500_without_the_report_and_logs_it() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let answer = send(addr, "/flags", &[]).await;
+        assert_eq!(answer.status, 500);
+        assert_contains(
+            &answer.head.to_ascii_lowercase(),
+            "content-type: text/plain",
+        );
+        assert_contains(&answer.body, "internal server error (request #1;");
+        // Nothing of the report reaches the client.
+        for secret in ["FeatureFlags", "tower_layer", "Db", ".rs:"] {
+            assert_not_contains(&answer.body, secret);
+        }
+    });
+    let logged: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.target == "milieu::tower" && e.level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(logged.len(), 1, "{:?}", capture.messages());
+    assert_contains(&logged[0].message, "FeatureFlags");
+    assert_contains(&logged[0].message, "tower_layer::flags");
+    assert_eq!(logged[0].field("request"), Some("1"));
+}
+
+#[test]
+fn requires_handlers_take_axum_extractors_and_context_parameters() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let answer = send(addr, "/orders/42", &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body, "order 42 from orders.sqlite (request #1)");
+    });
+}
+
+#[test]
+fn tasks_spawned_by_a_handler_carry_the_trace_but_not_the_request() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let answer = send(addr, "/spawned", &[("traceparent", TRACEPARENT)]).await;
+        assert_eq!(
+            answer.body,
+            format!(
+                "trace=4bf92f3577b34da6a3ce929d0e0e4736 info=false hop={:?}",
+                Some(HopKind::Task)
+            )
+        );
+    });
+}
+
+#[test]
+fn a_body_streamed_after_the_handler_keeps_the_request_context() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app()).await;
+        let _ = send(addr, "/whoami/first", &[]).await;
+        let answer = send(addr, "/stream", &[]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.body, "frame 1 of #2\nframe 2 of #2\nframe 3 of #2\n",
+            "{}",
+            answer.head
+        );
+    });
+}
+
+#[test]
+fn routes_are_verified_against_the_root_and_what_the_layer_installs() {
+    let layer = layer();
+    let root = milieu::scope()
+        .with(Db("orders.sqlite"))
+        .run(Context::current);
+    let routes = [
+        Route::new("GET /orders/{id}").runs(ORDER_REQUIREMENTS),
+        Route::new("GET /flags").runs(FLAGS_REQUIREMENTS),
+    ];
+    let report = milieu::verify_routes(&root, &layer.installs(), &routes).unwrap_err();
+    assert_eq!(report.routes(), ["GET /flags"]);
+    assert_eq!(
+        report.failures()[0].missing,
+        [std::any::type_name::<FeatureFlags>()]
+    );
+    let text = report.to_string();
+    assert_contains(&text, "1 of 2 route(s) would fail");
+    assert_contains(&text, "GET /flags: `tower_layer::flags`");
+    assert_contains(
+        &text,
+        "installed per request: `milieu::remote::request::RequestInfo`",
+    );
+    // Without the layer's installs, the order route fails too: it needs the
+    // request's `RequestInfo`.
+    let report = milieu::verify_routes(&root, &[], &routes).unwrap_err();
+    assert_eq!(report.routes(), ["GET /orders/{id}", "GET /flags"]);
+}
