@@ -428,6 +428,22 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
     );
     let stages = server.admin_get("/debug/stages").text();
     assert!(stages.contains("stage `db`"), "{stages}");
+    // The library's stages view: the DB stage charted, durations for
+    // people and for programs.
+    let placed = server.post("/orders", r#"{"item": "tea", "quantity": 1}"#);
+    assert_eq!(placed.status, 201);
+    let page = server.admin_get("/debug/stages?format=html").text();
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    assert!(page.contains("Stage <code>db</code>"), "{page}");
+    let json = server
+        .admin_request("GET /debug/stages HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        .json();
+    let db = &json[0];
+    assert_eq!(db["name"], "db");
+    assert!(db["latency_p50"].as_str().unwrap().ends_with('s'), "{db}");
+    assert!(db["latency_p50_ns"].as_u64().unwrap() > 0, "{db}");
+    assert!(db["history"].is_array(), "{db}");
+    assert_eq!(server.admin_get("/debug/stages?format=xml").status, 406);
 }
 
 #[test]
