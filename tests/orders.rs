@@ -584,8 +584,8 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 }
 
 #[test]
-#[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): .ci/run installs it \
-            and runs `cargo test --all-features --test orders -- --ignored browser`"]
+#[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): run by \
+            .ci/browser_views.sh, which installs it"]
 fn a_browser_renders_the_html_debug_view() {
     let server = Server::start_with_admin(&[]);
     let scratch = tempfile::tempdir().unwrap();
@@ -615,7 +615,13 @@ fn a_browser_renders_the_html_debug_view() {
         headless(&profile, &["--window-size=1024,768", &out, target]);
         std::fs::read(file).unwrap()
     };
-    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debug-context.png");
+    // Kept with the library's screenshots (tests/debug_views.rs).
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is target/tmp")
+        .join("test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let kept = artefacts.join("orders-debug-context.png");
     let page = shoot(&url, &kept);
     let blank = shoot("about:blank", &scratch.path().join("blank.png"));
     assert_eq!(png_size(&page), (1024, 768));
