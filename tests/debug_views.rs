@@ -451,3 +451,59 @@ fn a_browser_renders_both_html_views() {
         println!("screenshot of {url}: {}", kept.display());
     }
 }
+
+#[test]
+fn a_sampler_thread_samples_until_its_guard_is_dropped() {
+    let stage = Stage::builder("sampled").build(|n: u64| n).unwrap();
+    let views = DebugViews::new().stage(stage.clone());
+    let sampler = views.sample_every(Duration::from_millis(10)).unwrap();
+    let history = |views: &DebugViews| {
+        let json = views
+            .respond(
+                "GET",
+                "/debug/stages",
+                Some("format=json"),
+                None,
+                milieu::dump,
+            )
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+        json[0]["history"].as_array().unwrap().len()
+    };
+    // Work until the sampler has recorded a few intervals (the deadline
+    // only stops a broken sampler from hanging the test).
+    let deadline = Instant::now() + SOCKET_DEADLINE;
+    let mut n = 0;
+    while history(&views) < 5 {
+        assert!(Instant::now() < deadline, "the sampler took no samples");
+        futures::executor::block_on(stage.submit(n).unwrap()).unwrap();
+        n += 1;
+    }
+    let page = views
+        .respond(
+            "GET",
+            "/debug/stages",
+            Some("format=html"),
+            None,
+            milieu::dump,
+        )
+        .unwrap();
+    assert!(String::from_utf8(page.body)
+        .unwrap()
+        .contains("sampled every 10.0 ms"));
+    // Dropping the guard stops and joins the thread.
+    drop(sampler);
+    let page = views
+        .respond(
+            "GET",
+            "/debug/stages",
+            Some("format=html"),
+            None,
+            milieu::dump,
+        )
+        .unwrap();
+    assert!(String::from_utf8(page.body)
+        .unwrap()
+        .contains("no sampler running"));
+    stage.close(CloseMode::Drain).unwrap();
+}

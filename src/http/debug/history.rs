@@ -102,3 +102,61 @@ impl History {
         self.points.iter().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{CloseMode, Stage};
+
+    fn run(stage: &Stage<u64, u64>, items: u64) {
+        for n in 0..items {
+            futures::executor::block_on(stage.submit(n).unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_point_is_what_happened_between_two_samples() {
+        let stage = Stage::builder("h").build(|n: u64| n).unwrap();
+        let mut history = History::new(Duration::from_secs(60));
+        let start = Instant::now();
+        assert!(history.due(start, Duration::from_secs(5)));
+        history.record(start, &stage.stats());
+        assert!(history.points().is_empty(), "one sample: no interval yet");
+        assert!(!history.due(start + Duration::from_secs(4), Duration::from_secs(5)));
+        run(&stage, 10);
+        history.record(start + Duration::from_secs(2), &stage.stats());
+        // Nothing happened in the next interval.
+        history.record(start + Duration::from_secs(4), &stage.stats());
+        // A sample at the same instant adds nothing.
+        history.record(start + Duration::from_secs(4), &stage.stats());
+        let points = history.points();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].throughput, 5.0);
+        assert_eq!(points[0].span, Duration::from_secs(2));
+        assert!(points[0].p50.is_some() && points[0].p50 <= points[0].p99);
+        assert_eq!(points[1].throughput, 0.0);
+        assert_eq!((points[1].p50, points[1].p99), (None, None));
+        stage.close(CloseMode::Drain).unwrap();
+    }
+
+    #[test]
+    fn the_ring_keeps_what_is_recent_and_no_more_than_its_bound() {
+        let stage = Stage::builder("h").build(|n: u64| n).unwrap();
+        let stats = stage.stats();
+        let start = Instant::now();
+        let mut history = History::new(Duration::from_secs(60));
+        for s in 0..=100 {
+            history.record(start + Duration::from_secs(s), &stats);
+        }
+        let points = history.points();
+        // Points 40 to 100 s: at most 60 s before the last sample.
+        assert_eq!(points.len(), 61);
+        assert_eq!(points[0].at, start + Duration::from_secs(40));
+        let mut long = History::new(Duration::from_secs(1 << 20));
+        for s in 0..=(MAX_POINTS as u64 + 10) {
+            long.record(start + Duration::from_secs(s), &stats);
+        }
+        assert_eq!(long.points().len(), MAX_POINTS);
+        stage.close(CloseMode::Drain).unwrap();
+    }
+}

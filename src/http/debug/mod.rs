@@ -225,8 +225,8 @@ struct Settings {
 #[derive(Clone)]
 pub struct DebugViews {
     settings: Arc<Settings>,
-    /// The interval of the running sampler, if any (for the page).
-    sampler_every: Arc<Mutex<Option<Duration>>>,
+    /// The intervals of the running samplers (for the page).
+    sampler_every: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl fmt::Debug for DebugViews {
@@ -253,7 +253,7 @@ impl DebugViews {
                 keep: DEFAULT_KEEP,
                 stages: Vec::new(),
             }),
-            sampler_every: Arc::new(Mutex::new(None)),
+            sampler_every: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -345,13 +345,14 @@ impl DebugViews {
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             })?;
-        *self
-            .sampler_every
+        self.sampler_every
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(interval);
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(interval);
         Ok(Sampler {
             stop: Some(stop),
             thread: Some(thread),
+            interval,
             every: Arc::clone(&self.sampler_every),
         })
     }
@@ -453,10 +454,14 @@ impl DebugViews {
             .collect();
         let sampling = Sampling {
             keep: self.settings.keep,
-            every: *self
+            // The most frequent, if several run.
+            every: self
                 .sampler_every
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .min()
+                .copied(),
         };
         stages::render(&views, sampling, Instant::now(), format)
     }
@@ -468,7 +473,8 @@ impl DebugViews {
 pub struct Sampler {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    every: Arc<Mutex<Option<Duration>>>,
+    interval: Duration,
+    every: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl fmt::Debug for Sampler {
@@ -483,7 +489,10 @@ impl Drop for Sampler {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        *self.every.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let mut every = self.every.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = every.iter().position(|&i| i == self.interval) {
+            every.swap_remove(at);
+        }
     }
 }
 
