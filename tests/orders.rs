@@ -428,6 +428,22 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
     );
     let stages = server.admin_get("/debug/stages").text();
     assert!(stages.contains("stage `db`"), "{stages}");
+    // The library's stages view: the DB stage charted, durations for
+    // people and for programs.
+    let placed = server.post("/orders", r#"{"item": "tea", "quantity": 1}"#);
+    assert_eq!(placed.status, 201);
+    let page = server.admin_get("/debug/stages?format=html").text();
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    assert!(page.contains("Stage <code>db</code>"), "{page}");
+    let json = server
+        .admin_request("GET /debug/stages HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        .json();
+    let db = &json[0];
+    assert_eq!(db["name"], "db");
+    assert!(db["latency_p50"].as_str().unwrap().ends_with('s'), "{db}");
+    assert!(db["latency_p50_ns"].as_u64().unwrap() > 0, "{db}");
+    assert!(db["history"].is_array(), "{db}");
+    assert_eq!(server.admin_get("/debug/stages?format=xml").status, 406);
 }
 
 #[test]
@@ -568,8 +584,8 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 }
 
 #[test]
-#[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): .ci/run installs it \
-            and runs `cargo test --all-features --test orders -- --ignored browser`"]
+#[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): run by \
+            .ci/browser_views.sh, which installs it"]
 fn a_browser_renders_the_html_debug_view() {
     let server = Server::start_with_admin(&[]);
     let scratch = tempfile::tempdir().unwrap();
@@ -599,7 +615,13 @@ fn a_browser_renders_the_html_debug_view() {
         headless(&profile, &["--window-size=1024,768", &out, target]);
         std::fs::read(file).unwrap()
     };
-    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debug-context.png");
+    // Kept with the library's screenshots (tests/debug_views.rs).
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is target/tmp")
+        .join("test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let kept = artefacts.join("orders-debug-context.png");
     let page = shoot(&url, &kept);
     let blank = shoot("about:blank", &scratch.path().join("blank.png"));
     assert_eq!(png_size(&page), (1024, 768));

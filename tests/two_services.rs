@@ -329,6 +329,19 @@ fn stock_keeps_the_latest_calls_only_and_says_so() {
             .starts_with("`trace`: "));
     }
     assert_eq!(stock.admin_get("/debug/context?span=1").status, 400);
+    // `format=` picks the format of either view (over `Accept`); one that
+    // does not exist gets 406.
+    let json = stock.admin_get(&format!("/debug/context?trace={third}&format=json"));
+    assert_eq!(json.status, 200, "{}", json.text());
+    assert!(json.json()["about"].as_str().unwrap().contains(" x c ("));
+    let html = stock.admin_get("/debug/context?format=html");
+    assert!(
+        html.text().contains("<h1>Context of this request</h1>"),
+        "{}",
+        html.text()
+    );
+    let xml = stock.admin_get(&format!("/debug/context?trace={third}&format=xml"));
+    assert_eq!(xml.status, 406, "{}", xml.text());
     // Without a query: the context of the request itself.
     let own = stock.admin_get("/debug/context");
     assert_eq!(own.status, 200);

@@ -60,17 +60,22 @@
 //!
 //! # The admin listener
 //!
-//! Off unless `--admin-addr` is given; 404 for these on the public one:
+//! Off unless `--admin-addr` is given; 404 for these on the public one.
+//! The views are the library's (`milieu::http::debug::DebugViews`, built
+//! in `run_orders` and `run_stock` and installed in the root context):
 //!
 //! - `GET /debug/context`: the context of the request being handled, as
 //!   text, JSON (`Accept: application/json`) or an HTML page
-//!   (`Accept: text/html`);
+//!   (`Accept: text/html`); `?format=text|json|html` overrides `Accept`;
 //! - stock: `GET /debug/context?trace=ID`: the context of the latest
 //!   `/reserve` call of trace `ID` (what orders' `trace-id` said), in the
 //!   same three formats: the process hop, orders' trace, the carried
 //!   entries and, with both install-site flags, where orders installed
 //!   them. 404 if no call of that trace is kept, 400 for a malformed id;
-//! - orders: `GET /debug/stages`: the DB stage's figures.
+//! - orders: `GET /debug/stages`: the DB stage's figures now and, sampled
+//!   every 5 seconds while the admin listener is on, over the last 15
+//!   minutes: queue depth, throughput and p50/p99 latency, charted in the
+//!   HTML page.
 //!
 //! The debug views show source locations, peer addresses and service
 //! figures: they are for the operator, not for whoever can reach the
@@ -104,7 +109,6 @@
 
 mod args;
 mod baggage;
-mod debug;
 mod line_item;
 mod recent_calls;
 mod routes;
@@ -121,6 +125,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use milieu::http;
+use milieu::http::debug::DebugViews;
 use milieu::reactor::Reactor;
 use milieu::txn::{Database, Delivery, Sqlite};
 
@@ -199,11 +204,20 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
         None => Stock::NotConsulted,
     };
     let in_flight = Arc::new(InFlightRequests::default());
+    // The admin listener's views: the context of a request, and the DB
+    // stage's figures, sampled every 5 s while the admin listener is on.
+    let views = DebugViews::new().stage(db.clone());
+    let sampler = match &args.admin_addr {
+        Some(_) => Some(views.sample_every(Duration::from_secs(5))?),
+        None => None,
+    };
 
     // The root context every reactor thread inherits.
     let root = milieu::scope()
         .with_debug(db.clone())
         .because("the orders database (SQLite, WAL)")
+        .with_debug(views)
+        .because("the debug views of the admin listener (milieu::http::debug)")
         .with_arc(Arc::clone(&service))
         .because("the service's counters")
         .with_debug(stock)
@@ -217,8 +231,7 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
         routes::PLACE_ORDER_REQUIREMENTS,
         routes::GET_ORDER_REQUIREMENTS,
         routes::LIST_ORDERS_REQUIREMENTS,
-        routes::DEBUG_CONTEXT_REQUIREMENTS,
-        routes::DEBUG_STAGES_REQUIREMENTS,
+        routes::DEBUG_VIEWS_REQUIREMENTS,
         routes::DEBUG_PANIC_REQUIREMENTS,
     ];
     if let Err(report) = milieu::verify(&root, &routes) {
@@ -257,6 +270,7 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
             break;
         }
     }
+    drop(sampler);
     db.close(milieu::stage::CloseMode::Drain)?;
     signals.finish();
     tracing::info!(
@@ -275,6 +289,8 @@ fn run_stock(args: Args) -> Result<(), Box<dyn Error>> {
     let root = milieu::scope()
         .with_arc(Arc::new(StockService::new(args.recent_calls)))
         .because("the stock service's reservations and latest calls")
+        .with_debug(DebugViews::new())
+        .because("the debug views of the admin listener (milieu::http::debug)")
         .with_arc(Arc::clone(&in_flight))
         .because("requests in flight, for the graceful stop")
         .run(milieu::Context::current);

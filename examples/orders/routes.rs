@@ -10,13 +10,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use milieu::http::debug::DebugViews;
 use milieu::http::{Request, RequestInfo, Response};
 use milieu::remote::TraceContext;
 use milieu::txn::{Database, TxError};
 use milieu::{Missing, ScopeExt};
 
 use crate::baggage::OrderRequest;
-use crate::debug::{self, Format};
 use crate::line_item::LineItem;
 use crate::routing::{json_error, PathPattern, Resource, Route};
 use crate::serving::InFlight;
@@ -93,8 +93,8 @@ enum Handler {
     PlaceOrder,
     ListOrders,
     GetOrder,
-    DebugContext,
-    DebugStages,
+    /// `/debug/context` and `/debug/stages`: the library's views.
+    Debug,
     DebugPanic,
 }
 
@@ -126,11 +126,11 @@ const DEBUG_PANIC: Resource<Handler> = Resource {
 const ADMIN: &[Resource<Handler>] = &[
     Resource {
         path: PathPattern::Exact("/debug/context"),
-        methods: &[("GET", Handler::DebugContext)],
+        methods: &[("GET", Handler::Debug)],
     },
     Resource {
         path: PathPattern::Exact("/debug/stages"),
-        methods: &[("GET", Handler::DebugStages)],
+        methods: &[("GET", Handler::Debug)],
     },
 ];
 
@@ -170,8 +170,7 @@ async fn respond(
                 Handler::PlaceOrder => place_order(request).await,
                 Handler::ListOrders => list_orders(request).await,
                 Handler::GetOrder => get_order(request).await,
-                Handler::DebugContext => debug_context(request),
-                Handler::DebugStages => debug_stages(request),
+                Handler::Debug => debug_views(request),
                 Handler::DebugPanic => debug_panic(),
             };
             result.unwrap_or_else(|e| e.response())
@@ -260,23 +259,17 @@ pub async fn list_orders(request: Request, #[ctx] db: Arc<Database>) -> Result<R
     Ok(Response::json(200, &orders))
 }
 
-/// `GET /debug/context` (admin listener): the context of this very request (with its
-/// `RequestInfo`, installed per request by `http::serve`).
+/// `GET /debug/context` and `GET /debug/stages` (admin listener): the
+/// library's debug views (`milieu::http::debug`), built in `main` with the
+/// DB stage. `/debug/context` shows the context of this very request
+/// (with its `RequestInfo`, installed per request by `http::serve`);
+/// `/debug/stages` the DB stage's figures now and over the last minutes.
 #[milieu::requires]
-pub fn debug_context(request: Request, #[ctx] db: &Database) -> Result<Response, AppError> {
-    let dump = milieu::dump();
-    Ok(debug::context(
-        debug::THIS_REQUEST,
-        &dump,
-        Some(&db.stats()),
-        Format::of(&request),
-    ))
-}
-
-/// `GET /debug/stages` (admin listener): the DB stage's figures.
-#[milieu::requires]
-pub fn debug_stages(request: Request, #[ctx] db: &Database) -> Result<Response, AppError> {
-    Ok(debug::stages(&db.stats(), Format::of(&request)))
+pub fn debug_views(request: Request, #[ctx] views: &DebugViews) -> Result<Response, AppError> {
+    // Routing let only the views' own paths through: never `None`.
+    Ok(views
+        .handle(&request)
+        .unwrap_or_else(|| json_error(404, "no such route")))
 }
 
 /// `POST /debug/panic` (public listener): panics on purpose when the

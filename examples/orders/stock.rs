@@ -9,12 +9,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use milieu::http::debug::{DebugViews, Format};
 use milieu::http::{Request, Response};
 use milieu::remote::{TraceContext, TraceId};
 use milieu::{Context, Missing};
 
 use crate::baggage::OrderRequest;
-use crate::debug::{self, Format};
 use crate::line_item::LineItem;
 use crate::recent_calls::{RecentCalls, RecordedCall};
 use crate::routing::{json_error, PathPattern, Resource, Route};
@@ -151,20 +151,28 @@ pub fn reserve(request: Request, #[ctx] stock: &StockService) -> Result<Response
 
 /// `GET /debug/context` (admin listener): the context of this request; with
 /// `?trace=ID`, the context of the latest `/reserve` call of that trace,
-/// as its handler saw it. 404 if no call of that trace is kept.
+/// as its handler saw it. 404 if no call of that trace is kept. Both are
+/// the library's context view (`milieu::http::debug`), in the format
+/// `Accept` or `?format=` asks for.
 #[milieu::requires]
 pub fn debug_context(
     request: Request,
     #[ctx] stock: &StockService,
+    #[ctx] views: &DebugViews,
 ) -> Result<Response, Misconfigured> {
-    let format = Format::of(&request);
     let trace_id = match trace_in_query(request.query()) {
         Ok(Some(trace_id)) => trace_id,
+        // This request's context: the library's `/debug/context`.
         Ok(None) => {
-            let dump = milieu::dump();
-            return Ok(debug::context(debug::THIS_REQUEST, &dump, None, format));
+            return Ok(views
+                .handle(&request)
+                .unwrap_or_else(|| json_error(404, "no such route")))
         }
         Err(why) => return Ok(json_error(400, &why)),
+    };
+    let format = match Format::negotiate(request.query(), request.header("accept")) {
+        Ok(format) => format,
+        Err(refusal) => return Ok(refusal.into()),
     };
     let Some(call) = stock.recent.find(trace_id) else {
         return Ok(json_error(
@@ -180,10 +188,11 @@ pub fn debug_context(
         "Context of POST /reserve in trace {trace_id}: {}",
         call.outcome
     );
-    Ok(debug::context(&about, &call.context, None, format))
+    Ok(views.context(&about, &call.context, format).into())
 }
 
-/// The trace id of a `trace=ID` query; `None` without a query.
+/// The trace id of a `trace=ID` query; `None` without one. `format=` is
+/// the debug views' own (`Format::negotiate` reads it).
 fn trace_in_query(query: Option<&str>) -> Result<Option<TraceId>, String> {
     let mut trace = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -195,9 +204,10 @@ fn trace_in_query(query: Option<&str>) -> Result<Option<TraceId>, String> {
                 trace = Some(id);
             }
             Some(("trace", _)) => return Err("`trace` is given twice".into()),
+            Some(("format", _)) => {}
             _ => {
                 return Err(format!(
-                    "unknown query parameter `{pair}` (expected trace=ID)"
+                    "unknown query parameter `{pair}` (expected trace=ID, format=text|json|html)"
                 ))
             }
         }

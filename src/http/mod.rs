@@ -102,6 +102,8 @@
 
 mod chunked;
 pub mod client;
+#[cfg(feature = "debug-views")]
+pub mod debug;
 mod error;
 mod framing;
 mod headers;

@@ -79,7 +79,7 @@ use crate::Context;
 use queue::{spawn_worker, Offer, StageQueue, Waiting};
 
 pub use error::{CloseError, RefuseReason, Refused, StageBuildError, StageError};
-pub use stats::StageStats;
+pub use stats::{HumanDuration, LatencyHistogram, StageStats};
 
 /// A bounded queue and a pool of worker threads running one handler.
 ///

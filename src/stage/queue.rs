@@ -485,6 +485,7 @@ impl<In, Out> StageQueue<In, Out> {
         let c = &self.counters;
         let completed = c.completed.load(Ordering::Relaxed);
         let elapsed = self.started.elapsed().as_secs_f64();
+        let latency_histogram = self.latency.snapshot();
         StageStats {
             name: self.name.to_string(),
             capacity: self.capacity,
@@ -502,8 +503,9 @@ impl<In, Out> StageQueue<In, Out> {
             } else {
                 0.0
             },
-            latency_p50: self.latency.quantile(0.50),
-            latency_p99: self.latency.quantile(0.99),
+            latency_p50: latency_histogram.quantile(0.50),
+            latency_p99: latency_histogram.quantile(0.99),
+            latency_histogram,
         }
     }
 

@@ -1,5 +1,5 @@
 //! A stage's figures: counters, and a lock-free log-linear histogram of
-//! latencies.
+//! latencies; durations shown in human units ([`HumanDuration`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +27,17 @@ use std::time::Duration;
 /// println!("{stats}"); // one line: "stage `checksum`: 0/1024 queued, ..."
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Formats
+///
+/// `Display` is one line, durations in human units
+/// ([`HumanDuration`]: `491.5 µs`, `12.3 ms`, `1.20 s`). With the `serde`
+/// feature it serialises as an object of the fields above, each latency
+/// twice: as text for people (`"latency_p50": "491.5 µs"`) and as whole
+/// nanoseconds for programs (`"latency_p50_ns": 491519`), both `null`
+/// before the first item. [`latency_histogram`](StageStats::latency_histogram)
+/// is left out of JSON.
 #[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct StageStats {
     /// The stage's name.
@@ -61,6 +70,85 @@ pub struct StageStats {
     pub latency_p50: Option<Duration>,
     /// 99th percentile of the same.
     pub latency_p99: Option<Duration>,
+    /// The latencies the percentiles come from: counts since the stage was
+    /// built. Subtract an earlier reading ([`LatencyHistogram::since`]) for
+    /// the distribution of an interval.
+    pub latency_histogram: LatencyHistogram,
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for StageStats {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let human = |d: Option<Duration>| d.map(|d| HumanDuration(d).to_string());
+        let nanos =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let mut s = serializer.serialize_struct("StageStats", 16)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("capacity", &self.capacity)?;
+        s.serialize_field("workers", &self.workers)?;
+        s.serialize_field("queue_depth", &self.queue_depth)?;
+        s.serialize_field("in_flight", &self.in_flight)?;
+        s.serialize_field("accepted", &self.accepted)?;
+        s.serialize_field("refused", &self.refused)?;
+        s.serialize_field("completed", &self.completed)?;
+        s.serialize_field("panicked", &self.panicked)?;
+        s.serialize_field("cancelled", &self.cancelled)?;
+        s.serialize_field("replaced", &self.replaced)?;
+        s.serialize_field("throughput", &self.throughput)?;
+        s.serialize_field("latency_p50", &human(self.latency_p50))?;
+        s.serialize_field("latency_p50_ns", &nanos(self.latency_p50))?;
+        s.serialize_field("latency_p99", &human(self.latency_p99))?;
+        s.serialize_field("latency_p99_ns", &nanos(self.latency_p99))?;
+        s.end()
+    }
+}
+
+/// A duration in the unit a person reads best, with three or four
+/// significant digits: `850 ns`, `491.5 µs`, `12.3 ms`, `1.20 s`,
+/// `2 min 05 s`, `3 h 07 min`.
+///
+/// Every figure milieu shows a person uses it: [`StageStats`]'s `Display`
+/// and JSON, and the debug views (`milieu::http::debug`). `Debug` of a
+/// [`Duration`] (`491.519µs`, or serde's `{"secs":0,"nanos":491519}`) is
+/// for programmers; this is for a dashboard.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use milieu::stage::HumanDuration;
+///
+/// assert_eq!(HumanDuration(Duration::from_nanos(491_519)).to_string(), "491.5 µs");
+/// assert_eq!(HumanDuration(Duration::from_micros(12_345)).to_string(), "12.3 ms");
+/// assert_eq!(HumanDuration(Duration::from_millis(1_204)).to_string(), "1.20 s");
+/// assert_eq!(HumanDuration(Duration::from_secs(125)).to_string(), "2 min 05 s");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        // Each unit up to where its rounded figure would read 1000.0.
+        if nanos < 1_000 {
+            write!(f, "{nanos} ns")
+        } else if nanos < 999_950 {
+            write!(f, "{:.1} µs", nanos as f64 / 1e3)
+        } else if nanos < 999_950_000 {
+            write!(f, "{:.1} ms", nanos as f64 / 1e6)
+        } else if nanos < 59_995_000_000 {
+            write!(f, "{:.2} s", nanos as f64 / 1e9)
+        } else {
+            let secs = (nanos as f64 / 1e9).round() as u64;
+            if secs < 3_600 {
+                write!(f, "{} min {:02} s", secs / 60, secs % 60)
+            } else {
+                let mins = secs / 60;
+                write!(f, "{} h {:02} min", mins / 60, mins % 60)
+            }
+        }
+    }
 }
 
 impl fmt::Display for StageStats {
@@ -83,7 +171,12 @@ impl fmt::Display for StageStats {
             self.throughput,
         )?;
         match (self.latency_p50, self.latency_p99) {
-            (Some(p50), Some(p99)) => write!(f, ", latency p50 {p50:?} p99 {p99:?}"),
+            (Some(p50), Some(p99)) => write!(
+                f,
+                ", latency p50 {} p99 {}",
+                HumanDuration(p50),
+                HumanDuration(p99)
+            ),
             _ => f.write_str(", no latency yet"),
         }
     }
@@ -119,15 +212,77 @@ impl Histogram {
         self.buckets[index(nanos)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The `q`-quantile (0.0..=1.0): the top of the bucket holding the
-    /// value of rank `ceil(q * count)`; `None` when nothing was recorded.
-    pub(super) fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
+    /// The counts now, as a plain value (the buckets are read one by one:
+    /// under load the reading may miss the few items recorded meanwhile).
+    pub(super) fn snapshot(&self) -> LatencyHistogram {
+        let counts = self
             .buckets
             .iter()
-            .map(|b| b.load(Ordering::Relaxed))
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let count = b.load(Ordering::Relaxed);
+                // `BUCKETS` (496) fits in a u16.
+                (count > 0).then_some((i as u16, count))
+            })
             .collect();
-        let total: u64 = counts.iter().sum();
+        LatencyHistogram { counts }
+    }
+
+    /// The `q`-quantile of the counts now; see [`LatencyHistogram::quantile`].
+    #[cfg(test)]
+    pub(super) fn quantile(&self, q: f64) -> Option<Duration> {
+        self.snapshot().quantile(q)
+    }
+}
+
+/// A reading of a stage's latency histogram: how many items completed in
+/// each bucket since the stage was built (the histogram
+/// [`StageStats::latency_histogram`] carries).
+///
+/// Buckets are log-linear: values below 8 ns have one each, above that
+/// every power of two is split into 8 equal buckets, so a quantile (the top
+/// of its bucket) is never below the true value and at most 12.5% above
+/// it. Two readings subtract ([`since`](LatencyHistogram::since)) into the
+/// distribution of the items completed in between, which is how the debug
+/// views chart per-interval percentiles.
+///
+/// # Examples
+///
+/// ```
+/// use milieu::stage::{CloseMode, Stage};
+///
+/// let stage = Stage::builder("sleepy").build(|ms: u64| {
+///     std::thread::sleep(std::time::Duration::from_millis(ms))
+/// })?;
+/// futures::executor::block_on(stage.submit(1)?)?;
+/// let before = stage.stats().latency_histogram;
+/// futures::executor::block_on(stage.submit(2)?)?;
+/// let after = stage.stats().latency_histogram;
+///
+/// let between = after.since(&before);
+/// assert_eq!((before.count(), after.count(), between.count()), (1, 2, 1));
+/// assert!(between.quantile(0.5).unwrap() >= std::time::Duration::from_millis(2));
+/// stage.close(CloseMode::Drain)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// `(bucket, count)` for the buckets that are not empty, in bucket
+    /// order.
+    counts: Vec<(u16, u64)>,
+}
+
+impl LatencyHistogram {
+    /// How many latencies the reading holds.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// The `q`-quantile (`q` in 0.0..=1.0, clamped): the top of the bucket
+    /// holding the value of rank `ceil(q * count)`; `None` when the reading
+    /// is empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
         if total == 0 {
             return None;
         }
@@ -135,13 +290,30 @@ impl Histogram {
         // the right bucket, and `clamp` keeps them in 1..=total.
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
+        for &(i, count) in &self.counts {
             seen += count;
             if seen >= rank {
-                return Some(Duration::from_nanos(upper_bound(i)));
+                return Some(Duration::from_nanos(upper_bound(usize::from(i))));
             }
         }
         None // unreachable: the counts sum to `total`
+    }
+
+    /// The latencies recorded after `earlier` (a reading of the same
+    /// stage): this reading's counts minus `earlier`'s, bucket by bucket.
+    /// A bucket that reads lower than in `earlier` (another stage's
+    /// reading, or the few items a reading under load missed) counts 0.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut old = earlier.counts.iter().peekable();
+        let mut counts = Vec::new();
+        for &(i, count) in &self.counts {
+            while old.next_if(|&&(j, _)| j < i).is_some() {}
+            let before = old.next_if(|&&(j, _)| j == i).map_or(0, |&(_, n)| n);
+            if count > before {
+                counts.push((i, count - before));
+            }
+        }
+        LatencyHistogram { counts }
     }
 }
 
@@ -266,10 +438,92 @@ mod tests {
             throughput: 2.5,
             latency_p50: Some(Duration::from_micros(40)),
             latency_p99: Some(Duration::from_micros(90)),
+            latency_histogram: LatencyHistogram::default(),
         };
         let line = stats.to_string();
         assert!(!line.contains('\n'));
         assert!(line.starts_with("stage `orders`: 3/8 queued, 1 in flight on 2 workers"));
-        assert!(line.ends_with("2.5/s, latency p50 40µs p99 90µs"), "{line}");
+        assert!(
+            line.ends_with("2.5/s, latency p50 40.0 µs p99 90.0 µs"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn human_durations_pick_the_unit_a_person_reads() {
+        let h = |nanos: u64| HumanDuration(Duration::from_nanos(nanos)).to_string();
+        assert_eq!(h(0), "0 ns");
+        assert_eq!(h(999), "999 ns");
+        assert_eq!(h(1_000), "1.0 µs");
+        assert_eq!(h(491_519), "491.5 µs");
+        // Never "1000.0 µs": the next unit takes over where rounding would.
+        assert_eq!(h(999_949), "999.9 µs");
+        assert_eq!(h(999_950), "1.0 ms");
+        assert_eq!(h(12_345_678), "12.3 ms");
+        assert_eq!(h(999_950_000), "1.00 s");
+        assert_eq!(h(1_204_000_000), "1.20 s");
+        assert_eq!(h(59_994_000_000), "59.99 s");
+        assert_eq!(h(59_995_000_000), "1 min 00 s");
+        assert_eq!(h(3_599_000_000_000), "59 min 59 s");
+        assert_eq!(h(7_620_000_000_000), "2 h 07 min");
+        assert_eq!(
+            HumanDuration(Duration::MAX).to_string().split(' ').nth(1),
+            Some("h")
+        );
+    }
+
+    #[test]
+    fn a_reading_minus_an_earlier_one_is_what_came_between() {
+        let h = Histogram::new();
+        for _ in 0..10 {
+            h.record(Duration::from_micros(10));
+        }
+        let before = h.snapshot();
+        for _ in 0..5 {
+            h.record(Duration::from_millis(3));
+        }
+        h.record(Duration::from_micros(10));
+        let after = h.snapshot();
+        let between = after.since(&before);
+        assert_eq!(
+            (before.count(), after.count(), between.count()),
+            (10, 16, 6)
+        );
+        assert!(between.quantile(0.5).unwrap() >= Duration::from_millis(3));
+        assert!(between.quantile(0.0).unwrap() < Duration::from_micros(12));
+        // Nothing between a reading and itself; never negative.
+        assert_eq!(after.since(&after).count(), 0);
+        assert_eq!(before.since(&after).count(), 0);
+        assert_eq!(after.since(&LatencyHistogram::default()), after);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn json_gives_latencies_as_text_and_as_nanoseconds() {
+        let h = Histogram::new();
+        h.record(Duration::from_nanos(491_519));
+        let stats = StageStats {
+            name: "db".into(),
+            capacity: 8,
+            workers: 1,
+            queue_depth: 0,
+            in_flight: 0,
+            accepted: 1,
+            refused: 0,
+            completed: 1,
+            panicked: 0,
+            cancelled: 0,
+            replaced: 0,
+            throughput: 0.5,
+            latency_p50: Some(Duration::from_nanos(491_519)),
+            latency_p99: None,
+            latency_histogram: h.snapshot(),
+        };
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["latency_p50"], "491.5 µs");
+        assert_eq!(json["latency_p50_ns"], 491_519);
+        assert!(json["latency_p99"].is_null() && json["latency_p99_ns"].is_null());
+        assert_eq!(json["name"], "db");
+        assert!(json.get("latency_histogram").is_none(), "{json}");
     }
 }

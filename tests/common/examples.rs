@@ -30,6 +30,7 @@ pub fn build_examples(names: &[&str]) -> BTreeMap<String, PathBuf> {
         ("tokio", cfg!(feature = "tokio")),
         ("tower", cfg!(feature = "tower")),
         ("axum", cfg!(feature = "axum")),
+        ("debug-views", cfg!(feature = "debug-views")),
     ];
     let mut features = Vec::new();
     for (feature, on) in all {
