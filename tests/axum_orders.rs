@@ -98,15 +98,21 @@ fn the_axum_service_places_lists_and_finds_orders_over_loopback() {
     // The debug view is not on the public listener.
     assert_eq!(server.get("/debug/context").status, 404);
 
-    // The admin listener's view of one request: its entry, the root
-    // context below, the DB stage's figures.
+    // The admin listener's views (milieu's, through `DebugService`): one
+    // request's context (its entry, the root context below, the DB stage's
+    // figures), and the stage page with its charts.
     let debug = server.admin_get("/debug/context");
     assert_eq!(debug.status, 200);
     let text = debug.text();
     assert_contains(&text, "milieu::remote::request::RequestInfo  [local #");
     assert_contains(&text, "milieu::txn::Database");
     assert_contains(&text, "because \"the orders database (SQLite, WAL)\"");
-    assert_contains(&text, "DB stage: stage `db`");
+    assert_contains(&text, "\nstage `db`: 0/1024 queued");
+    let stages = server.admin_request(
+        "GET /debug/stages HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(stages.status, 200);
+    assert_contains(&stages.text(), "<svg");
 
     assert!(server.terminate().success(), "a graceful stop exits 0");
 }

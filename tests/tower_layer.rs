@@ -392,3 +392,45 @@ fn routes_are_verified_against_the_root_and_what_the_layer_installs() {
     let report = milieu::verify_routes(&root, &[], &routes).unwrap_err();
     assert_eq!(report.routes(), ["GET /orders/{id}", "GET /flags"]);
 }
+
+#[cfg(feature = "debug-views")]
+#[test]
+fn the_debug_service_mounts_the_views_in_one_line_behind_the_layer() {
+    use milieu::http::debug::DebugViews;
+    use milieu::stage::Stage;
+    use milieu::tower::DebugService;
+
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    let halve = Stage::builder("halve").build(|n: u32| n / 2).unwrap();
+    let views = DebugViews::new().stage(halve.clone());
+    runtime.block_on(async {
+        for n in 0..10 {
+            halve.submit(n).unwrap().await.unwrap();
+        }
+        let admin = Router::new()
+            .route_service("/debug/{*view}", DebugService::new(views))
+            .layer(layer());
+        let addr = serve(admin).await;
+
+        let context = send(addr, "/debug/context?format=text", &[]).await;
+        assert_eq!(context.status, 200, "{}", context.body);
+        // The context of this very request: the layer's entry, the root.
+        assert_contains(&context.body, "RequestInfo  [local #");
+        assert_contains(&context.body, "tower_layer::Db  [inherited #1]");
+
+        let stages = send(addr, "/debug/stages", &[("accept", "application/json")]).await;
+        assert_eq!(stages.status, 200, "{}", stages.body);
+        assert_contains(
+            &stages.head.to_ascii_lowercase(),
+            "content-type: application/json",
+        );
+        assert_contains(&stages.body, "\"halve\"");
+
+        let page = send(addr, "/debug/stages", &[("accept", "text/html")]).await;
+        assert_eq!(page.status, 200);
+        assert_contains(&page.body, "<svg");
+
+        assert_eq!(send(addr, "/debug/nothing", &[]).await.status, 404);
+    });
+}

@@ -12,8 +12,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use milieu::http::debug::DebugViews;
 use milieu::remote::TraceContext;
-use milieu::tower::{ContextLayer, MissingContext, RequestInfo};
+use milieu::tower::{ContextLayer, DebugService, MissingContext, RequestInfo};
 use milieu::txn::{Database, TxError};
 use milieu::{Missing, Route};
 
@@ -148,13 +149,6 @@ pub async fn get_order(
     }
 }
 
-/// `GET /debug/context` (admin listener only): the context of this very
-/// request, as text.
-#[milieu::requires]
-pub async fn debug_context(#[ctx] db: &Database) -> Result<String, AppError> {
-    Ok(format!("{}\nDB stage: {}\n", milieu::dump(), db.stats()))
-}
-
 /// Adds the request's trace id to every answer (`trace-id`), so a client
 /// can find its request in the logs.
 async fn with_trace_id(mut response: Response) -> Response {
@@ -176,11 +170,12 @@ pub fn public(layer: ContextLayer) -> Router {
         .layer(layer)
 }
 
-/// The admin routes (the debug views show install sites and peer
-/// addresses: never on the public listener), behind `layer`.
-pub fn admin(layer: ContextLayer) -> Router {
+/// The admin routes, behind `layer`: milieu's debug views
+/// (`/debug/context`, `/debug/stages`), which show install sites, peer
+/// addresses and the DB stage's load, so never on the public listener.
+pub fn admin(layer: ContextLayer, views: DebugViews) -> Router {
     Router::new()
-        .route("/debug/context", get(debug_context))
+        .route_service("/debug/{*view}", DebugService::new(views))
         .layer(layer)
 }
 
@@ -192,6 +187,5 @@ pub fn routes() -> Vec<Route> {
         Route::new("POST /orders").runs(PLACE_ORDER_REQUIREMENTS),
         Route::new("GET /orders").runs(LIST_ORDERS_REQUIREMENTS),
         Route::new("GET /orders/{id}").runs(GET_ORDER_REQUIREMENTS),
-        Route::new("GET /debug/context").runs(DEBUG_CONTEXT_REQUIREMENTS),
     ]
 }

@@ -23,7 +23,8 @@
 //!   something, naming the route, the handler and the type.
 //!
 //! Flags: `--addr ADDR` (default `127.0.0.1:8080`), `--admin-addr ADDR`
-//! (the debug views; off by default), `--data DIR` (default
+//! (milieu's debug views, `/debug/context` and `/debug/stages`, through
+//! `milieu::tower::DebugService`; off by default), `--data DIR` (default
 //! `./axum-orders-data`). The first line on standard output is
 //! `listening on ADDR`; with `--admin-addr`, the second is
 //! `admin listening on ADDR`. Ctrl-C or SIGTERM stops it gracefully.
@@ -41,8 +42,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use milieu::http::debug::DebugViews;
 use milieu::reactor::{Handle, Reactor};
 use milieu::tower::ContextLayer;
 use milieu::txn::{Database, Delivery, Sqlite};
@@ -152,6 +155,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // the layer installs per request must hold what each handler declares.
     milieu::verify_routes(&root, &layer.installs(), &app::routes())?;
 
+    // milieu's debug views for the admin listener; while it is on, the DB
+    // stage is sampled every 5 s for the charts of `/debug/stages`.
+    let views = DebugViews::new().stage(db.clone());
+    let _sampler = match args.admin_addr {
+        Some(_) => Some(views.sample_every(Duration::from_secs(5))?),
+        None => None,
+    };
+
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("axum-orders");
     let runtime = milieu::tokio::Runtime::from_builder(&mut builder, root)?;
@@ -168,7 +179,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         };
         std::io::stdout().flush()?;
         if let Some(admin) = admin {
-            let app = app::admin(layer.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let app = app::admin(layer.clone(), views)
+                .into_make_service_with_connect_info::<SocketAddr>();
             milieu::tokio::spawn(async move { axum::serve(admin, app).await });
         }
         let app = app::public(layer).into_make_service_with_connect_info::<SocketAddr>();

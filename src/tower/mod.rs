@@ -22,6 +22,9 @@
 //! [`MissingContext`]: a 500 that names only the request's id, and the
 //! whole report in the log.
 //!
+//! With the `debug-views` feature, [`DebugService`] serves milieu's debug
+//! views (`/debug/context`, `/debug/stages`) in one line of a router.
+//!
 //! Requirements can be checked per route before the first request:
 //! [`ContextLayer::installs`] lists what every request's context gains,
 //! and [`verify_routes`](crate::verify_routes) checks each route's
@@ -55,6 +58,8 @@
 //! ```
 
 mod body;
+#[cfg(feature = "debug-views")]
+mod debug;
 mod future;
 mod layer;
 mod missing;
@@ -62,6 +67,8 @@ mod request;
 
 pub use crate::remote::RequestInfo;
 pub use body::ContextBody;
+#[cfg(feature = "debug-views")]
+pub use debug::DebugService;
 pub use future::ResponseFuture;
 pub use layer::{ContextLayer, ContextService};
 pub use missing::MissingContext;
