@@ -341,3 +341,34 @@ fn a_paused_clock_drives_wrapped_sleeps() {
     assert_eq!(seen, 6);
     assert!(started.elapsed() < Duration::from_secs(10), "virtual time");
 }
+
+#[test]
+fn the_hop_records_the_thread_it_arrived_on_whether_the_spawners_or_another() {
+    // Polled on the spawning thread (a current_thread runtime): the
+    // arrival is the thread the hop was made on.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (from, to) = rt.block_on(async {
+        let _request = milieu::provide(RequestId(5));
+        let task = milieu::tokio::spawn(async {
+            let hop = current_hops().remove(0);
+            (hop.from.id, hop.to.map(|t| t.id))
+        });
+        task.await.unwrap()
+    });
+    assert_eq!(to, Some(from));
+    // Run on tokio's blocking pool: another thread.
+    let (from, to, here) = rt.block_on(async {
+        let _request = milieu::provide(RequestId(6));
+        let here = format!("{:?}", std::thread::current().id());
+        let task = milieu::tokio::spawn_blocking(|| {
+            let hop = current_hops().remove(0);
+            (hop.from.id, hop.to.map(|t| t.id))
+        });
+        let (from, to) = task.await.unwrap();
+        (from, to, here)
+    });
+    assert_eq!(from, here, "made on the spawning thread");
+    assert_ne!(to.expect("arrived"), from, "the blocking pool's thread");
+}

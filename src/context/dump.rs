@@ -330,7 +330,7 @@ fn hop_dump(hop: &HopRecord, from: &ThreadInfo) -> HopDump {
         label: hop.label.as_deref().map(str::to_owned),
         site: Site::from(hop.site),
         from: from.clone(),
-        to: hop.arrived.get().map(|t| (**t).clone()),
+        to: hop.arrived.get(from).cloned(),
     }
 }
 

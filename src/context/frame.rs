@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::Location;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::entry::Entry;
@@ -123,7 +124,82 @@ pub(crate) struct HopRecord {
     /// Where the snapshot was captured for the hop.
     pub(crate) site: &'static Location<'static>,
     /// The first thread that entered the carried context.
-    pub(crate) arrived: OnceLock<Arc<ThreadInfo>>,
+    pub(crate) arrived: Arrival,
+}
+
+/// The first thread that entered a hop's frame: set once, by whichever
+/// thread gets there first, and read by dumps.
+///
+/// Every spawned task records it on its first poll, so it is kept cheap:
+/// one atomic load once set, one compare-and-swap to set it, and no
+/// reference count when the thread that enters is the one that made the
+/// hop (a task polled on the worker that spawned it), marked by
+/// [`Arrival::CREATOR`]. It replaces a `OnceLock<Arc<ThreadInfo>>`, whose
+/// `Once` and reference counts showed in profiles of
+/// `milieu::tokio::spawn` (docs/benchmarks.md, "tokio spawn with
+/// context").
+pub(crate) struct Arrival(AtomicPtr<ThreadInfo>);
+
+impl Arrival {
+    /// Marks the arrival on the hop frame's own thread. Never a real
+    /// address: `ThreadInfo` is aligned to more than one byte.
+    const CREATOR: *mut ThreadInfo = std::ptr::dangling_mut::<u8>() as *mut ThreadInfo;
+
+    /// Not arrived yet.
+    pub(crate) fn new() -> Arrival {
+        Arrival(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    /// Records `thread` as the arrival, unless one is recorded already;
+    /// `creator` is the thread of the hop's frame.
+    #[inline]
+    pub(crate) fn record(&self, thread: &Arc<ThreadInfo>, creator: &Arc<ThreadInfo>) {
+        if !self.0.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let value = if Arc::ptr_eq(thread, creator) {
+            Arrival::CREATOR
+        } else {
+            Arc::into_raw(Arc::clone(thread)).cast_mut()
+        };
+        let set = self.0.compare_exchange(
+            std::ptr::null_mut(),
+            value,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if set.is_err() && value != Arrival::CREATOR {
+            // Another thread arrived first: give back our reference.
+            // SAFETY: `value` came from `Arc::into_raw` above and was not
+            // stored.
+            drop(unsafe { Arc::from_raw(value) });
+        }
+    }
+
+    /// The thread that arrived first, if any; `creator` is the thread of
+    /// the hop's frame.
+    pub(crate) fn get<'a>(&'a self, creator: &'a ThreadInfo) -> Option<&'a ThreadInfo> {
+        let value = self.0.load(Ordering::Acquire);
+        if value.is_null() {
+            None
+        } else if value == Arrival::CREATOR {
+            Some(creator)
+        } else {
+            // SAFETY: a non-null value other than `CREATOR` is an
+            // `Arc::into_raw` this `Arrival` holds until it drops.
+            Some(unsafe { &*value })
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        let value = *self.0.get_mut();
+        if !value.is_null() && value != Arrival::CREATOR {
+            // SAFETY: as in `get`; dropped once, here.
+            drop(unsafe { Arc::from_raw(value) });
+        }
+    }
 }
 
 pub(crate) enum FrameKind {

@@ -5,10 +5,10 @@ use std::any::TypeId;
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::Location;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::dump::Dump;
-use super::frame::{Frame, FrameKind, HopKind, HopLabel, HopRecord, ThreadInfo};
+use super::frame::{Arrival, Frame, FrameKind, HopKind, HopLabel, HopRecord, ThreadInfo};
 use super::install::Guard;
 use super::missing::Missing;
 use super::state::State;
@@ -257,7 +257,7 @@ impl PendingHop {
             kind: self.kind,
             label: self.label,
             site: self.site,
-            arrived: OnceLock::new(),
+            arrived: Arrival::new(),
         };
         let frame = Frame::cut(parent, FrameKind::Hop(record), thread);
         Context {

@@ -157,7 +157,7 @@ impl State {
         Arc::clone(self.thread_ref())
     }
 
-    fn thread_ref(&self) -> &Arc<ThreadInfo> {
+    pub(super) fn thread_ref(&self) -> &Arc<ThreadInfo> {
         self.thread
             .get_or_init(|| Arc::new(ThreadInfo::of_current()))
     }

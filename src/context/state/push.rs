@@ -226,8 +226,9 @@ impl State {
     /// first to enter the hop's frame.
     #[inline]
     pub(crate) fn record_arrival(&self, frame: &Frame) {
-        if let FrameKind::Hop(hop) = &frame.data().kind {
-            hop.arrived.get_or_init(|| self.thread_info());
+        let data = frame.data();
+        if let FrameKind::Hop(hop) = &data.kind {
+            hop.arrived.record(self.thread_ref(), &data.thread);
         }
     }
 
