@@ -89,6 +89,25 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
     scope().with_local(value).enter()
 }
 
+/// Installs `value` as a [local](crate::dump::Policy::Local) entry of its
+/// own frame, with `reason`, until the guard drops: what
+/// `scope().with_local(..).because(reason).enter()` does, without the
+/// `Scope`'s vector. The servers install a request's `RequestInfo` this
+/// way around every poll of its handler.
+#[cfg(any(feature = "http", feature = "tower"))]
+#[track_caller]
+#[inline]
+pub(crate) fn provide_local_arc<T: 'static>(value: Arc<T>, reason: &'static str) -> Guard {
+    let site = Location::caller();
+    let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
+    let value = PendingValue::Local(value);
+    let reason = Some(Cow::Borrowed(reason));
+    match State::try_with(|state| state.install_one(type_id, type_name, value, reason, site)) {
+        Some(id) => Guard::from_push(id, site),
+        None => destroyed(site),
+    }
+}
+
 /// Starts a [`Scope`]: several entries installed as one frame, with options.
 ///
 /// # Examples

@@ -67,32 +67,51 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let site = *this.site;
         let mut inner = this.inner;
-        let slot = this.frame;
-        let mut polled = None;
-        // Runs unless the thread is exiting (then the future is polled
-        // without its context, below).
-        let arrived = this.arrived;
-        State::try_with(|state| {
-            let id = if *arrived {
-                state.enter_again(slot.take(), site)
-            } else {
-                *arrived = true;
-                state.enter(slot.take(), site)
-            };
-            let _restore = TakeBack {
-                state,
-                id,
-                slot,
-                site,
-            };
-            polled = Some(inner.as_mut().poll(cx));
-        });
-        match polled {
-            Some(poll) => poll,
-            None => inner.poll(cx),
+        run_in_frame(this.frame, this.arrived, this.site, || {
+            inner.as_mut().poll(cx)
+        })
+    }
+}
+
+/// Runs `f` with the frame in `slot` (one [`Context::frame_for_entering`]
+/// gave) as the current context, the way every poll of a [`WithContext`]
+/// does: the frame moves into the thread's state and back, no reference
+/// count is touched, and an install left behind by `f` is reported as
+/// misuse. `arrived` says whether a hop's arrival was recorded already
+/// (once per captured frame). On a thread whose state is gone (thread
+/// exit), `f` runs without the context.
+#[inline]
+pub(crate) fn run_in_frame<R>(
+    slot: &mut Option<Arc<Frame>>,
+    arrived: &mut bool,
+    site: &'static Location<'static>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    State::try_with(|state| {
+        let id = if *arrived {
+            state.enter_again(slot.take(), site)
+        } else {
+            *arrived = true;
+            state.enter(slot.take(), site)
+        };
+        let _restore = TakeBack {
+            state,
+            id,
+            slot,
+            site,
+        };
+        if let Some(f) = f.take() {
+            out = Some(f());
         }
+    });
+    match (out, f) {
+        (Some(out), _) => out,
+        (None, Some(f)) => f(),
+        // `f` ran and panicked: the panic unwound past here already.
+        (None, None) => unreachable!("milieu: a context's closure returned nothing"),
     }
 }
 

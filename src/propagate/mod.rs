@@ -4,4 +4,6 @@
 mod future;
 pub mod thread;
 
+#[cfg(feature = "tower")]
+pub(crate) use future::run_in_frame;
 pub use future::{FutureExt, ScopeExt, WithContext};

@@ -41,7 +41,7 @@ impl<B: Body> Body for ContextBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let body = this.body;
-        match this.request {
+        match this.request.as_mut() {
             Some(request) => request.run(|| body.poll_frame(cx)),
             None => body.poll_frame(cx),
         }

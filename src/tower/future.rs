@@ -41,7 +41,7 @@ where
         let this = self.project();
         let request = this
             .request
-            .as_ref()
+            .as_mut()
             .expect("milieu::tower::ResponseFuture polled after it completed");
         let future = this.future;
         let result = ready!(request.run(|| future.poll(cx)));

@@ -210,25 +210,16 @@ where
         });
         let _entered = span.enter();
         let inner = &mut self.inner;
-        caller
-            .unwrap_or_else(crate::scope)
-            .with_local(info.clone())
-            .because("the HTTP request being handled")
-            .run(|| {
-                // Taken before the call: the inner service's own installs
-                // are its own. The snapshot leaves the local `RequestInfo`
-                // out; every poll puts it back.
-                let context = FromCaller::current();
-                let future = inner.call(request);
-                ResponseFuture::new(
-                    future,
-                    InRequest {
-                        info,
-                        context,
-                        span: span.clone(),
-                    },
-                )
-            })
+        // The caller's entries first, in a frame of their own: the snapshot
+        // later polls enter is then that frame itself, with no frame to
+        // build that leaves a local entry out.
+        caller.unwrap_or_else(crate::scope).run(|| {
+            let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
+            // The inner service's `call` in the same context its future's
+            // polls will have (its own installs are its own).
+            let future = request_context.run(|| inner.call(request));
+            ResponseFuture::new(future, request_context)
+        })
     }
 }
 

@@ -65,6 +65,22 @@ impl State {
         value: Arc<dyn Any + Send + Sync>,
         site: &'static Location<'static>,
     ) -> u64 {
+        self.install_one(type_id, type_name, PendingValue::Shared(value), None, site)
+    }
+
+    /// Installs one entry as a frame of its own, with an optional reason:
+    /// the path of [`install_shared`](State::install_shared) and of the
+    /// servers' per-poll install of a request's local entry, with no
+    /// `Scope` vector to allocate.
+    #[inline]
+    pub(crate) fn install_one(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        value: PendingValue,
+        reason: Option<std::borrow::Cow<'static, str>>,
+        site: &'static Location<'static>,
+    ) -> u64 {
         let frame = self.take_spare();
         // SAFETY: as in `install`.
         let data = unsafe { frame.data_mut() };
@@ -74,17 +90,11 @@ impl State {
             type_id,
             type_name,
             site,
-            reason: None,
+            reason,
             debug: None,
             origin: None,
         };
-        self.add_entry(
-            data,
-            entry,
-            PendingValue::Shared(value),
-            &mut has_locals,
-            &mut dispatch,
-        );
+        self.add_entry(data, entry, value, &mut has_locals, &mut dispatch);
         self.push_install(frame, site, has_locals, dispatch)
     }
 
