@@ -408,7 +408,7 @@ fn in_request_future(
         Reply::Later(future) => Reply::Later(Box::pin(InRequest {
             future,
             retry_as_get,
-            info,
+            info: Arc::new(info),
             context,
             span,
         })),
@@ -453,7 +453,8 @@ struct InRequest {
     future: Pin<Box<dyn Future<Output = Response> + Send>>,
     /// For a `HEAD` request: the call to make if `future` declines it.
     retry_as_get: Option<RetryAsGet>,
-    info: RequestInfo,
+    /// Shared with each poll's install (no copy, no `Scope` vector).
+    info: Arc<RequestInfo>,
     /// What the request brought from its caller (see [`Server`]); `None`
     /// when the server reads nothing from callers.
     context: Option<FromCaller>,
@@ -467,19 +468,20 @@ impl Future for InRequest {
         let this = &mut *self;
         let _entered = this.span.enter();
         let _context = this.context.as_ref().map(|context| context.enter());
-        crate::scope()
-            .with_local(this.info.clone())
-            .because("the HTTP request being handled")
-            .run(|| loop {
-                let response = ready!(this.future.as_mut().poll(cx));
-                match this.retry_as_get.take() {
-                    Some(retry) if declines_head(&response) => match retry() {
-                        Reply::Now(response) => return Poll::Ready(response),
-                        // Polled at once, in this install.
-                        Reply::Later(future) => this.future = future,
-                    },
-                    _ => return Poll::Ready(response),
-                }
-            })
+        let _info = crate::context::provide_local_arc(
+            Arc::clone(&this.info),
+            "the HTTP request being handled",
+        );
+        loop {
+            let response = ready!(this.future.as_mut().poll(cx));
+            match this.retry_as_get.take() {
+                Some(retry) if declines_head(&response) => match retry() {
+                    Reply::Now(response) => return Poll::Ready(response),
+                    // Polled at once, in this install.
+                    Reply::Later(future) => this.future = future,
+                },
+                _ => return Poll::Ready(response),
+            }
+        }
     }
 }
