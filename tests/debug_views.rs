@@ -222,6 +222,18 @@ fn the_stages_json_has_the_figures_and_the_history_for_people_and_programs() {
             );
         }
     }
+    // Oldest first, each interval saying when it ended and how long it was.
+    let ages: Vec<f64> = history
+        .iter()
+        .map(|p| p["seconds_ago"].as_f64().unwrap())
+        .collect();
+    assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
+    assert!(history
+        .iter()
+        .all(|p| p["interval_ns"].as_u64().unwrap() > 0));
+    assert!(history
+        .iter()
+        .all(|p| p["interval"].as_str().unwrap().ends_with('s')));
     assert_eq!(stages[1]["name"], HOSTILE);
 }
 

@@ -128,24 +128,31 @@ impl serde::Serialize for StageStats {
 pub struct HumanDuration(pub Duration);
 
 impl fmt::Display for HumanDuration {
+    /// Honours width and alignment (`{:>9}`), for columns.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.text())
+    }
+}
+
+impl HumanDuration {
+    fn text(&self) -> String {
         let nanos = self.0.as_nanos();
         // Each unit up to where its rounded figure would read 1000.0.
         if nanos < 1_000 {
-            write!(f, "{nanos} ns")
+            format!("{nanos} ns")
         } else if nanos < 999_950 {
-            write!(f, "{:.1} µs", nanos as f64 / 1e3)
+            format!("{:.1} µs", nanos as f64 / 1e3)
         } else if nanos < 999_950_000 {
-            write!(f, "{:.1} ms", nanos as f64 / 1e6)
+            format!("{:.1} ms", nanos as f64 / 1e6)
         } else if nanos < 59_995_000_000 {
-            write!(f, "{:.2} s", nanos as f64 / 1e9)
+            format!("{:.2} s", nanos as f64 / 1e9)
         } else {
             let secs = (nanos as f64 / 1e9).round() as u64;
             if secs < 3_600 {
-                write!(f, "{} min {:02} s", secs / 60, secs % 60)
+                format!("{} min {:02} s", secs / 60, secs % 60)
             } else {
                 let mins = secs / 60;
-                write!(f, "{} h {:02} min", mins / 60, mins % 60)
+                format!("{} h {:02} min", mins / 60, mins % 60)
             }
         }
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::dump::{Dump, EntryStatus, FrameDump};
 use crate::stage::StageStats;
 
-use super::html::{esc, figures_table, page};
+use super::html::{breakable, esc, figures_table, page};
 use super::{DebugResponse, Format};
 
 /// The view in `format`.
@@ -77,15 +77,25 @@ fn html(about: &str, dump: &Dump, stages: &[StageStats]) -> String {
                     };
                     // Where it came from before this process (another
                     // process's account of it), then the hops in this one.
-                    let remote = entry.provenance.remote.iter().map(|r| esc(&r.to_string()));
+                    let remote = entry
+                        .provenance
+                        .remote
+                        .iter()
+                        .map(|r| breakable(&r.to_string()));
                     let hops: Vec<String> = remote
-                        .chain(entry.provenance.hops.iter().map(|h| esc(&h.to_string())))
+                        .chain(
+                            entry
+                                .provenance
+                                .hops
+                                .iter()
+                                .map(|h| breakable(&h.to_string())),
+                        )
                         .collect();
                     let _ = write!(
                         body,
                         "<tr class=\"{class}\"><td><code>{}</code> <span class=\"muted\">({:?})</span></td>\
                          <td>{}</td><td>{}</td><td><code>{}</code> on <code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                        esc(entry.type_name),
+                        breakable(entry.type_name),
                         entry.policy,
                         esc(&status),
                         entry
@@ -93,7 +103,7 @@ fn html(about: &str, dump: &Dump, stages: &[StageStats]) -> String {
                             .as_deref()
                             .map(|v| format!("<code>{}</code>", esc(v)))
                             .unwrap_or_else(|| "<i class=\"muted\">hidden</i>".into()),
-                        esc(&entry.provenance.site.to_string()),
+                        breakable(&entry.provenance.site.to_string()),
                         thread_html(&entry.provenance.thread),
                         entry.provenance.reason.as_deref().map(esc).unwrap_or_default(),
                         hops.join("<br>"),

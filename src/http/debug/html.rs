@@ -22,6 +22,12 @@ pub(super) fn esc(text: &str) -> String {
     out
 }
 
+/// [`esc`], with a line-break opportunity (`<wbr>`) after each `::` and
+/// `/`: long type names and source paths wrap between their parts.
+pub(super) fn breakable(text: &str) -> String {
+    esc(text).replace("::", "::<wbr>").replace('/', "/<wbr>")
+}
+
 /// The style of every view: readable tables, charts in a grid, no web
 /// fonts.
 const STYLE: &str = "\
@@ -38,9 +44,11 @@ section{background:#fff;border:1px solid var(--line);border-radius:6px;padding:.
 section h2{margin-top:.8em}\
 table{border-collapse:collapse;margin:.4em 0 1em;width:100%;font-size:.92em}\
 th,td{border:1px solid var(--line);padding:.35em .6em;text-align:left;vertical-align:top}\
-td{overflow-wrap:anywhere}\
+td{overflow-wrap:break-word}\
 th{background:var(--head);font-weight:600}\
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
+.scroll{overflow-x:auto}\
+table.figures th,table.figures td{padding:.3em .45em}\
 code{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;font-size:.9em}\
 .muted{color:var(--muted)} .hop{color:var(--muted);margin:.6em 0 1em;font-size:.92em}\
 tr.shadowed td{color:#9aa1ad} tr.notcarried td{color:#a35a00}\
@@ -75,7 +83,7 @@ pub(super) fn latency_cell(percentile: Option<std::time::Duration>) -> String {
 /// The stages' current figures, one row per stage.
 pub(super) fn figures_table(body: &mut String, stages: &[StageStats]) {
     body.push_str(
-        "<table class=\"figures\"><tr><th>stage</th><th>queued</th><th>in flight</th><th>workers</th>\
+        "<div class=\"scroll\"><table class=\"figures\"><tr><th>stage</th><th>queued</th><th>in flight</th><th>workers</th>\
          <th>accepted</th><th>refused</th><th>completed</th><th>panicked</th><th>cancelled</th>\
          <th>replaced</th><th>throughput (since start)</th><th>p50</th><th>p99</th></tr>",
     );
@@ -103,5 +111,5 @@ pub(super) fn figures_table(body: &mut String, stages: &[StageStats]) {
             latency_cell(s.latency_p99),
         );
     }
-    body.push_str("</table>");
+    body.push_str("</table></div>");
 }

@@ -54,6 +54,16 @@
 //! µs`); JSON also gives each in nanoseconds (`latency_p50_ns`), see
 //! [`StageStats`]'s formats.
 //!
+//! In JSON, `/debug/context` is `{"about": heading, "context": dump,
+//! "stages": [figures]}` (the dump as [`Dump::to_json`] gives it, the
+//! figures as [`StageStats`] serialises), and `/debug/stages` an array
+//! with one object per stage: its figures plus `"history"`, the intervals
+//! oldest first, each `{"seconds_ago", "interval", "interval_ns",
+//! "queue_depth", "throughput", "latency_p50", "latency_p50_ns",
+//! "latency_p99", "latency_p99_ns"}` (`seconds_ago`: when it ended;
+//! `throughput`: items completed per second; a latency is `null` when no
+//! item completed in it).
+//!
 //! Refusals are plain text: another path under `/debug/` is 404; a method
 //! other than `GET` or `HEAD` is 405 (with `Allow`); an unknown `format`
 //! is 406; any other query parameter is 400. Every response carries

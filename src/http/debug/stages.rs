@@ -80,7 +80,8 @@ pub(super) fn render(
     }
 }
 
-/// Each stage's line, then its last intervals, newest first.
+/// Each stage's line, then its last 12 intervals, newest first: when each
+/// ended, how long it was, and its figures.
 fn text(views: &[StageView], now: Instant) -> String {
     let mut text = String::new();
     if views.is_empty() {
@@ -91,10 +92,8 @@ fn text(views: &[StageView], now: Instant) -> String {
         for p in view.points.iter().rev().take(12) {
             let _ = writeln!(
                 text,
-                "  {:>10} ago, {:>9}: {:>4} queued, {:>8.1}/s, p50 {:>9}, p99 {:>9}",
-                HumanDuration(Duration::from_secs(
-                    now.saturating_duration_since(p.at).as_secs()
-                )),
+                "  {:>9} ago, {:>9} long: {:>4} queued, {:>8.1}/s, p50 {:>9}, p99 {:>9}",
+                HumanDuration(now.saturating_duration_since(p.at)),
                 HumanDuration(p.span),
                 p.queue_depth,
                 p.throughput,
