@@ -128,6 +128,7 @@ use milieu::http;
 use milieu::http::debug::DebugViews;
 use milieu::reactor::Reactor;
 use milieu::txn::{Database, Delivery, Sqlite};
+use milieu::Route;
 
 use args::{Args, Role};
 use routes::Service;
@@ -226,21 +227,23 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
         .because("requests in flight, for the graceful stop")
         .run(milieu::Context::current);
 
-    // Refuse to start if a route could not run.
+    // Refuse to start if a route could not run: the root context plus what
+    // the server installs per request must hold what each route declares.
+    let limits = args.http_limits();
+    let server = http::Server::new().limits(limits);
     let routes = [
-        routes::PLACE_ORDER_REQUIREMENTS,
-        routes::GET_ORDER_REQUIREMENTS,
-        routes::LIST_ORDERS_REQUIREMENTS,
-        routes::DEBUG_VIEWS_REQUIREMENTS,
-        routes::DEBUG_PANIC_REQUIREMENTS,
+        Route::new("POST /orders").runs(routes::PLACE_ORDER_REQUIREMENTS),
+        Route::new("GET /orders/{id}").runs(routes::GET_ORDER_REQUIREMENTS),
+        Route::new("GET /orders").runs(routes::LIST_ORDERS_REQUIREMENTS),
+        Route::new("GET /debug/... (admin)").runs(routes::DEBUG_VIEWS_REQUIREMENTS),
+        Route::new("POST /debug/panic").runs(routes::DEBUG_PANIC_REQUIREMENTS),
     ];
-    if let Err(report) = milieu::verify(&root, &routes) {
+    if let Err(report) = milieu::verify_routes(&root, &server.installs(), &routes) {
         return Err(format!("refusing to start:\n{report}").into());
     }
 
-    let limits = args.http_limits();
-    let public = http::serve_with(limits, routes::public);
-    let admin = http::serve_with(limits, routes::admin);
+    let public = server.clone().serve(routes::public);
+    let admin = server.serve(routes::admin);
     let listening = Listening::start(&args, &root, public, admin)?;
     tracing::info!(
         target: "orders",
@@ -294,22 +297,22 @@ fn run_stock(args: Args) -> Result<(), Box<dyn Error>> {
         .with_arc(Arc::clone(&in_flight))
         .because("requests in flight, for the graceful stop")
         .run(milieu::Context::current);
-    let routes = [
-        stock::RESERVE_REQUIREMENTS,
-        stock::DEBUG_CONTEXT_REQUIREMENTS,
-    ];
-    if let Err(report) = milieu::verify(&root, &routes) {
-        return Err(format!("refusing to start:\n{report}").into());
-    }
-
     let limits = args.http_limits();
     // What callers may send: the same list orders sends from.
     let propagation = baggage::propagation("stock", args.accept_install_sites);
-    let public = http::Server::new()
-        .limits(limits)
-        .propagation(propagation)
-        .serve(stock::public);
-    let admin = http::serve_with(limits, stock::admin);
+    let public = http::Server::new().limits(limits).propagation(propagation);
+    let admin = http::Server::new().limits(limits);
+    let routes = [Route::new("POST /reserve").runs(stock::RESERVE_REQUIREMENTS)];
+    let admin_routes =
+        [Route::new("GET /debug/... (admin)").runs(stock::DEBUG_CONTEXT_REQUIREMENTS)];
+    let checked = milieu::verify_routes(&root, &public.installs(), &routes)
+        .and_then(|()| milieu::verify_routes(&root, &admin.installs(), &admin_routes));
+    if let Err(report) = checked {
+        return Err(format!("refusing to start:\n{report}").into());
+    }
+
+    let public = public.serve(stock::public);
+    let admin = admin.serve(stock::admin);
     let listening = Listening::start(&args, &root, public, admin)?;
     tracing::info!(
         target: "stock",
