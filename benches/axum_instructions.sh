@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Instructions per request of examples/axum_hello serving `GET /`, with
+# and without milieu's ContextLayer, counted by valgrind's callgrind
+# (deterministic, unlike requests per second on a shared machine): each
+# side runs under callgrind twice, serving 0 and then N sequential
+# keep-alive requests (benches/http_client.py); the difference of the two
+# totals divided by N is one request's cost, server side (hyper, axum,
+# the layer, tokio). See docs/benchmarks.md, "axum hello with the layer".
+#
+# Usage: bash benches/axum_instructions.sh [-n N]
+# Needs valgrind (apt-get install valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=2000
+if [[ "${1:-}" == "-n" ]]; then n=$2; shift 2; fi
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+cargo build --release --quiet --example axum_hello --features axum,tokio
+bin=target/release/examples/axum_hello
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# count REQUESTS [FLAGS]: callgrind's total for the server serving REQUESTS.
+count() {
+    local requests=$1 dir
+    shift
+    dir=$(mktemp -d -p "$scratch")
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$bin" --addr 127.0.0.1:0 "$@" > "$dir/out" 2> "$dir/err" &
+    local pid=$! addr=""
+    for _ in $(seq 600); do
+        addr=$(grep -m1 -o "127\.0\.0\.1:[0-9]*" "$dir/out" 2>/dev/null) && break
+        sleep 0.1
+    done
+    [[ -n "$addr" ]] || { cat "$dir/err" >&2; exit 1; }
+    python3 benches/http_client.py "$addr" "$requests"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    sed -n 's/^summary: //p' "$dir/cg.out"
+}
+
+per_request() {
+    local idle busy
+    idle=$(count 0 "$@")
+    busy=$(count "$n" "$@")
+    echo $(((busy - idle) / n))
+}
+without=$(per_request)
+with=$(per_request --layer)
+echo "instructions per GET / ($n requests): without the layer $without, with it $with (+$((with - without)), $(python3 -c "print(f'{$with/$without:.2f}')")x)"
