@@ -434,3 +434,66 @@ fn the_debug_service_mounts_the_views_in_one_line_behind_the_layer() {
         assert_eq!(send(addr, "/debug/nothing", &[]).await.status, 404);
     });
 }
+
+/// With hyper 1.x alone (no axum): the layer in a `tower::ServiceBuilder`,
+/// served by hyper's HTTP/1 connection through hyper-util's adapter.
+#[test]
+fn the_layer_serves_hyper_directly() {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    async fn handle(
+        request: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<Full<Bytes>>, Infallible> {
+        tokio::task::yield_now().await;
+        let info = RequestInfo::current().unwrap();
+        let trace = milieu::get::<TraceContext>().unwrap();
+        let db = milieu::get::<Db>().unwrap();
+        let body = format!(
+            "#{} {} {} {} db={} trace={}",
+            info.id(),
+            info.method(),
+            info.path(),
+            request.uri(),
+            db.0,
+            trace.trace_id()
+        );
+        Ok(http::Response::new(Full::new(Bytes::from(body))))
+    }
+
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = tower::ServiceBuilder::new()
+            .layer(ContextLayer::new())
+            .service_fn(handle);
+        milieu::tokio::spawn(async move {
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                let service = TowerToHyperService::new(
+                    tower::ServiceBuilder::new()
+                        // The peer address where the layer looks by default.
+                        .map_request(move |mut request: http::Request<_>| {
+                            request.extensions_mut().insert(peer);
+                            request
+                        })
+                        .service(service.clone()),
+                );
+                milieu::tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let answer = send(addr, "/hyper/x?y=1", &[("traceparent", TRACEPARENT)]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            answer.body,
+            "#1 GET /hyper/x /hyper/x?y=1 db=orders.sqlite trace=4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    });
+}
