@@ -86,6 +86,7 @@ pub(crate) struct FromCaller {
 /// [`FromCaller`] entered: both contexts are current until it drops.
 /// Fields drop in order, so OpenTelemetry's is left first, in the reverse
 /// order of entering.
+#[cfg(feature = "http")]
 pub(crate) struct EnteredFromCaller {
     #[cfg(feature = "opentelemetry")]
     _opentelemetry: opentelemetry::ContextGuard,
@@ -106,6 +107,7 @@ impl FromCaller {
 
     /// Makes the caller's context current (milieu's, then OpenTelemetry's)
     /// until the result drops.
+    #[cfg(feature = "http")]
     #[track_caller]
     #[inline]
     pub(crate) fn enter(&self) -> EnteredFromCaller {
