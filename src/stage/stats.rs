@@ -61,6 +61,23 @@ pub struct StageStats {
     pub latency_p50: Option<Duration>,
     /// 99th percentile of the same.
     pub latency_p99: Option<Duration>,
+    /// Handler calls of a batched stage
+    /// ([`StageBuilder::build_batched_with`](super::StageBuilder::build_batched_with)),
+    /// each with one or more items; 0 for a stage of single items.
+    pub batches: u64,
+    /// Items handed to those calls: `batched_items / batches` is the mean
+    /// batch size.
+    pub batched_items: u64,
+    /// The most items one call was handed.
+    pub largest_batch: usize,
+}
+
+impl StageStats {
+    /// The mean number of items per batch (`None` for a stage that has
+    /// run no batch).
+    pub fn mean_batch(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.batched_items as f64 / self.batches as f64)
+    }
 }
 
 impl fmt::Display for StageStats {
@@ -83,9 +100,17 @@ impl fmt::Display for StageStats {
             self.throughput,
         )?;
         match (self.latency_p50, self.latency_p99) {
-            (Some(p50), Some(p99)) => write!(f, ", latency p50 {p50:?} p99 {p99:?}"),
-            _ => f.write_str(", no latency yet"),
+            (Some(p50), Some(p99)) => write!(f, ", latency p50 {p50:?} p99 {p99:?}")?,
+            _ => f.write_str(", no latency yet")?,
         }
+        if let Some(mean) = self.mean_batch() {
+            write!(
+                f,
+                "; {} batches, mean {mean:.1} items, largest {}",
+                self.batches, self.largest_batch
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -266,10 +291,44 @@ mod tests {
             throughput: 2.5,
             latency_p50: Some(Duration::from_micros(40)),
             latency_p99: Some(Duration::from_micros(90)),
+            batches: 0,
+            batched_items: 0,
+            largest_batch: 0,
         };
         let line = stats.to_string();
         assert!(!line.contains('\n'));
         assert!(line.starts_with("stage `orders`: 3/8 queued, 1 in flight on 2 workers"));
         assert!(line.ends_with("2.5/s, latency p50 40µs p99 90µs"), "{line}");
+    }
+
+    #[test]
+    fn batches_show_only_on_a_batched_stage() {
+        let mut stats = StageStats {
+            name: "db".into(),
+            capacity: 8,
+            workers: 1,
+            queue_depth: 0,
+            in_flight: 0,
+            accepted: 6,
+            refused: 0,
+            completed: 6,
+            panicked: 0,
+            cancelled: 0,
+            replaced: 0,
+            throughput: 1.0,
+            latency_p50: None,
+            latency_p99: None,
+            batches: 0,
+            batched_items: 0,
+            largest_batch: 0,
+        };
+        assert!(!stats.to_string().contains("batches"));
+        (stats.batches, stats.batched_items, stats.largest_batch) = (4, 6, 3);
+        assert_eq!(stats.mean_batch(), Some(1.5));
+        let line = stats.to_string();
+        assert!(
+            line.ends_with("; 4 batches, mean 1.5 items, largest 3"),
+            "{line}"
+        );
     }
 }
