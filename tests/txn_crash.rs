@@ -68,8 +68,10 @@ fn crash_child() {
         push("first")?;
         push("second")
     });
-    // ...while this one is open on the DB thread when the kill comes.
-    let open = db.run_interaction(|_| {
+    // ...while this one is open on the DB thread when the kill comes (in
+    // a transaction of its own: a batch would hold the first one's commit
+    // back until this one is done).
+    let open = db.run_interaction_alone(|_| {
         push("never committed")?;
         say("in transaction");
         std::thread::sleep(Duration::from_secs(60));
