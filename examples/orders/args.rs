@@ -43,6 +43,9 @@ pub struct Args {
     pub data: PathBuf,
     /// Orders: whether `POST /debug/panic` exists.
     pub panic_route: bool,
+    /// Orders: the most interactions one commit of the DB stage carries
+    /// (group commit; 1 switches it off).
+    pub max_batch: usize,
     /// Orders: the stock service's base URL (`http://HOST:PORT`), without
     /// a trailing `/`; `None`: orders are stored without reserving.
     pub stock_url: Option<String>,
@@ -70,10 +73,11 @@ pub const USAGE: &str = "\
 usage: orders [--role orders|stock] [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N]
               [--read-timeout-ms N] [--idle-timeout-ms N] [--write-timeout-ms N]
               [--max-connections N]
-  role orders (default): [--data DIR] [--panic-route]
+  role orders (default): [--data DIR] [--panic-route] [--max-batch N]
               [--stock-url http://HOST:PORT [--send-install-sites]]
   role stock: [--accept-install-sites] [--recent-calls N]
 --admin-addr serves the debug views there (off without it; give a loopback address).
+--max-batch N: at most N orders per database commit (group commit; 1: one commit each).
 --stock-url makes every POST /orders reserve with the stock service first.
 --send-install-sites / --accept-install-sites let stock's debug views show where in
 orders each carried entry was installed (off by default: it reveals source paths).";
@@ -96,6 +100,7 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
         max_connections: 16 * 1024,
         data: std::env::temp_dir().join("milieu-orders"),
         panic_route: false,
+        max_batch: 64,
         stock_url: None,
         send_install_sites: false,
         accept_install_sites: false,
@@ -152,6 +157,14 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
             "--panic-route" => {
                 args.panic_route = true;
                 orders_only.push("--panic-route");
+            }
+            "--max-batch" => {
+                let text = value("--max-batch")?;
+                args.max_batch = match text.parse::<usize>() {
+                    Ok(n) if (1..=4096).contains(&n) => n,
+                    _ => return Err(format!("--max-batch {text}: expected 1 to 4096")),
+                };
+                orders_only.push("--max-batch");
             }
             "--stock-url" => {
                 args.stock_url = Some(stock_base_url(&value("--stock-url")?)?);

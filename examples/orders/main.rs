@@ -175,6 +175,7 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
     let counted = Arc::clone(&service);
     let db: Database = main_reactor.context().run(|| {
         Database::builder(Sqlite::file(&db_path))
+            .max_batch(args.max_batch)
             .on_delivery(move |d: Delivery<OrderPlaced>| {
                 counted.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
