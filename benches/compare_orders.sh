@@ -7,8 +7,12 @@
 # one transaction per request, the same schema and durability). Each is
 # loaded by the same `wrk -t1 -c64` with the same Lua script, on loopback,
 # server pinned to CPU 0 and wrk to CPU 1, with a fresh database; N rounds
-# (default 3), the order of the three rotating each round. Then the same
-# with one connection (-c1): milieu with group commit on and off, and, with
+# (default 3), the order of the sides rotating each round. The peer logs
+# nothing; milieu runs with --log-level warn (no line per order), and
+# once more with its default (info: a line per order placed and one per
+# notification delivered) as "milieu-info". Then the same with one
+# connection (-c1) and the default log level: milieu with group commit on
+# and off, and, with
 # --baseline REV, the orders example as built from commit REV (what
 # "today" was before group commit). Prints each run, the table, and the
 # medians of the ratios, with each server's CPU time per request read from
@@ -85,8 +89,10 @@ load() {
 server() {
     local data=$2
     case "$1" in
-        milieu) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data" ;;
-        milieu-off) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data --max-batch 1" ;;
+        milieu) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data --log-level warn" ;;
+        milieu-off) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data --log-level warn --max-batch 1" ;;
+        milieu-info) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data" ;;
+        milieu-info-off) echo "$bin/orders --addr 127.0.0.1:0 --threads 1 --data $data --max-batch 1" ;;
         peer) echo "$bin/orders_peer --addr 127.0.0.1:0 --data $data" ;;
         baseline) echo "$work/orders-baseline --addr 127.0.0.1:0 --threads 1 --data $data" ;;
     esac
@@ -105,17 +111,17 @@ measure() {
 
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 declare -A rps cpu
-sides=(milieu peer milieu-off)
+sides=(milieu peer milieu-off milieu-info)
 for i in $(seq "$rounds"); do
-    for k in 0 1 2; do
-        name=${sides[$(((i + k) % 3))]}
+    for k in 0 1 2 3; do
+        name=${sides[$(((i + k) % 4))]}
         measure "$name" 64
         rps[$name,$i]=$got_rps
         cpu[$name,$i]=$got_cpu
         echo "-- round $i, 64 connections: $name ${rps[$name,$i]} req/s (${cpu[$name,$i]} µs CPU/req)"
     done
 done
-singles=(milieu milieu-off)
+singles=(milieu-info milieu-info-off)
 [[ -n "$baseline" ]] && singles+=(baseline)
 for i in $(seq "$rounds"); do
     for k in $(seq 0 $((${#singles[@]} - 1))); do
@@ -130,16 +136,19 @@ done
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "| round | milieu (req/s) | peer (req/s) | milieu, group commit off (req/s) | milieu / peer | milieu / off | CPU/req milieu | peer | off |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| round | milieu (req/s) | peer (req/s) | milieu, group commit off (req/s) | milieu / peer | milieu / off | milieu-info (req/s) | milieu-info / peer | CPU/req milieu | peer | off | milieu-info |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 vs_peer=()
 vs_off=()
+info_vs_peer=()
 for i in $(seq "$rounds"); do
     p=$(ratio "${rps[milieu,$i]}" "${rps[peer,$i]}")
     o=$(ratio "${rps[milieu,$i]}" "${rps[milieu-off,$i]}")
+    n=$(ratio "${rps[milieu-info,$i]}" "${rps[peer,$i]}")
     vs_peer+=("$p")
     vs_off+=("$o")
-    echo "| $i | ${rps[milieu,$i]} | ${rps[peer,$i]} | ${rps[milieu-off,$i]} | ${p}x | ${o}x | ${cpu[milieu,$i]} µs | ${cpu[peer,$i]} µs | ${cpu[milieu-off,$i]} µs |"
+    info_vs_peer+=("$n")
+    echo "| $i | ${rps[milieu,$i]} | ${rps[peer,$i]} | ${rps[milieu-off,$i]} | ${p}x | ${o}x | ${rps[milieu-info,$i]} | ${n}x | ${cpu[milieu,$i]} µs | ${cpu[peer,$i]} µs | ${cpu[milieu-off,$i]} µs | ${cpu[milieu-info,$i]} µs |"
 done
 echo
 echo "| round, 1 connection | milieu (req/s) | group commit off (req/s) | milieu / off |$([[ -n "$baseline" ]] && echo " baseline $baseline (req/s) | milieu / baseline |")"
@@ -147,11 +156,11 @@ echo "| --- | --- | --- | --- |$([[ -n "$baseline" ]] && echo " --- | --- |")"
 one_off=()
 one_base=()
 for i in $(seq "$rounds"); do
-    o=$(ratio "${rps[milieu-1,$i]}" "${rps[milieu-off-1,$i]}")
+    o=$(ratio "${rps[milieu-info-1,$i]}" "${rps[milieu-info-off-1,$i]}")
     one_off+=("$o")
-    line="| $i | ${rps[milieu-1,$i]} | ${rps[milieu-off-1,$i]} | ${o}x |"
+    line="| $i | ${rps[milieu-info-1,$i]} | ${rps[milieu-info-off-1,$i]} | ${o}x |"
     if [[ -n "$baseline" ]]; then
-        b=$(ratio "${rps[milieu-1,$i]}" "${rps[baseline-1,$i]}")
+        b=$(ratio "${rps[milieu-info-1,$i]}" "${rps[baseline-1,$i]}")
         one_base+=("$b")
         line+=" ${rps[baseline-1,$i]} | ${b}x |"
     fi
@@ -160,6 +169,7 @@ done
 echo
 echo "median milieu / peer, 64 connections: $(median "${vs_peer[@]}")x requests/s (goal >= 10x)"
 echo "median milieu / milieu with group commit off, 64 connections: $(median "${vs_off[@]}")x (goal >= 10x)"
+echo "median milieu-info (logging each order) / peer, 64 connections: $(median "${info_vs_peer[@]}")x"
 echo "median milieu / group commit off, 1 connection: $(median "${one_off[@]}")x"
 if [[ -n "$baseline" ]]; then
     echo "median milieu / $baseline, 1 connection: $(median "${one_base[@]}")x (goal >= 1.0x, no slower than before)"
@@ -169,7 +179,7 @@ if ((count_syncs)); then
     command -v strace >/dev/null || { echo "strace is missing: apt-get install strace" >&2; exit 1; }
     echo
     echo "== fsync + fdatasync calls per order (strace -f, wrk -c64 for 5 s, not timed)"
-    for name in "${sides[@]}"; do
+    for name in milieu peer milieu-off; do
         data="$work/sync-$name"
         # shellcheck disable=SC2046
         start "strace-$name" strace -f -qq -e trace=fsync,fdatasync -o "$work/strace-$name.txt" $(server "$name" "$data")

@@ -31,6 +31,9 @@ impl Role {
 #[derive(Debug)]
 pub struct Args {
     pub role: Role,
+    /// The most detailed log level written to stderr (default info:
+    /// a line per order placed and per notification delivered).
+    pub log_level: tracing::Level,
     pub addr: String,
     /// Where the debug views are served; `None`: nowhere.
     pub admin_addr: Option<String>,
@@ -71,6 +74,7 @@ impl Args {
 
 pub const USAGE: &str = "\
 usage: orders [--role orders|stock] [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N]
+              [--log-level error|warn|info|debug|trace]
               [--read-timeout-ms N] [--idle-timeout-ms N] [--write-timeout-ms N]
               [--max-connections N]
   role orders (default): [--data DIR] [--panic-route] [--max-batch N]
@@ -91,6 +95,7 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
     let mut addr = None;
     let mut args = Args {
         role,
+        log_level: tracing::Level::INFO,
         addr: String::new(),
         admin_addr: None,
         threads: 1,
@@ -126,6 +131,12 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
                 }
             }
             "--addr" => addr = Some(value("--addr")?),
+            "--log-level" => {
+                let text = value("--log-level")?;
+                args.log_level = text.parse().map_err(|_| {
+                    format!("--log-level {text}: expected error, warn, info, debug or trace")
+                })?;
+            }
             "--admin-addr" => args.admin_addr = Some(value("--admin-addr")?),
             "--threads" => {
                 let text = value("--threads")?;

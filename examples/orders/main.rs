@@ -132,10 +132,6 @@ use stock_client::{Stock, StockClient};
 use store::OrderPlaced;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .init();
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {
@@ -143,6 +139,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .with_max_level(args.log_level)
+        .init();
     let role = args.role;
     let ran = match role {
         Role::Orders => run_orders(args),
