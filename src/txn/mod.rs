@@ -383,7 +383,12 @@ sqlite_by_default! {
     /// A local context entry of the transaction's code (`milieu::get::<Tx>()`
     /// finds it at any depth); it does not cross hops, so it cannot leave the
     /// DB thread. Do not commit or roll back by hand: returning `Ok` commits,
-    /// an error or a panic rolls back.
+    /// an error or a panic rolls back. The transaction may be shared with
+    /// the other interactions of a batch (see
+    /// [`Database::run_interaction`]), so `BEGIN`, `COMMIT`, `END`,
+    /// `ROLLBACK` and statements on milieu's savepoint are refused with
+    /// [`TxError::Refused`] on SQLite (not interceptable on PostgreSQL: do
+    /// not send them).
     pub struct Tx<B: Backend> {
         conn: Rc<B::Connection>,
         stage: Arc<str>,
