@@ -363,3 +363,39 @@ fn the_delivered_marks_of_a_batch_are_one_job_not_one_per_item() {
     let jobs = stats.accepted - accepted_before;
     assert_eq!(jobs, reads + 1, "{stats}");
 }
+
+#[test]
+fn a_panicking_commit_callback_does_not_take_the_batch_answers_with_it() {
+    let mut service = open(64);
+    let (open_gate, gate) = service.gate();
+    let applied = Arc::new(AtomicUsize::new(0));
+    let interactions: Vec<_> = (1..=3)
+        .map(|n| {
+            let applied = Arc::clone(&applied);
+            service.db.run_interaction(move |_| {
+                note(n)?;
+                let outbox = milieu::txn::Outbox::current()?;
+                outbox.on_commit(move || {
+                    if n == 2 {
+                        panic!("callback {n} fell over");
+                    }
+                    applied.fetch_add(1, Ordering::SeqCst);
+                });
+                Ok::<_, TxError>(n)
+            })
+        })
+        .collect();
+    drop(open_gate);
+    let results = service
+        .reactor
+        .run_until(async move {
+            gate.await;
+            join_all(interactions).await
+        })
+        .unwrap();
+    // Committed, so answered as committed, and delivered.
+    let answers: Vec<i64> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers, [1, 2, 3]);
+    assert_eq!(applied.load(Ordering::SeqCst), 2);
+    assert_eq!(service.wait_for_deliveries(3), [1, 2, 3]);
+}
