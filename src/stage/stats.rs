@@ -75,6 +75,23 @@ pub struct StageStats {
 impl StageStats {
     /// The mean number of items per batch (`None` for a stage that has
     /// run no batch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::stage::{Batched, Batching, CloseMode, Stage};
+    ///
+    /// let sum = Stage::builder("sum").build_batched_with(Batching::new(8), || {
+    ///     |batch: Vec<Batched<u32>>| batch.into_iter().map(|b| b.item + 1).collect()
+    /// })?;
+    /// assert_eq!(futures::executor::block_on(sum.submit(1)?)?, 2);
+    /// sum.close(CloseMode::Drain)?;
+    /// assert_eq!(sum.stats().mean_batch(), Some(1.0));
+    ///
+    /// let plain = Stage::builder("plain").build(|n: u32| n)?;
+    /// assert_eq!(plain.stats().mean_batch(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn mean_batch(&self) -> Option<f64> {
         (self.batches > 0).then(|| self.batched_items as f64 / self.batches as f64)
     }
