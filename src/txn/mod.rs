@@ -23,6 +23,12 @@
 //!   [`OutboxId`]s).
 //! - [`Cache`] invalidations registered in a transaction apply only on
 //!   commit.
+//! - **Group commit**: interactions queued together run in one database
+//!   transaction, each in its own savepoint, and share one commit (one
+//!   fsync); one that fails is undone alone. See
+//!   [`Database::run_interaction`] for the rules,
+//!   [`DatabaseBuilder::max_batch`] for the bounds and
+//!   [`Database::run_interaction_alone`] for work that must not share.
 //!
 //! Two backends, each behind its feature: SQLite (`Sqlite`, feature
 //! `sqlite`, bundled) is the embedded default; PostgreSQL (`Postgres`,
