@@ -399,3 +399,73 @@ fn a_panicking_commit_callback_does_not_take_the_batch_answers_with_it() {
     assert_eq!(applied.load(Ordering::SeqCst), 2);
     assert_eq!(service.wait_for_deliveries(3), [1, 2, 3]);
 }
+
+#[test]
+fn marks_ride_in_the_next_batch_and_a_failed_interaction_beside_them_is_still_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    // Deliveries run only when the test ticks this one.
+    let mut deliveries = Reactor::new().unwrap();
+    let delivered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let sink = Arc::clone(&delivered);
+    let db: Database = Database::builder(Sqlite::file(dir.path().join("marks.db")))
+        .reactor(deliveries.handle())
+        .on_delivery(move |d: Delivery<Placed>| sink.lock().unwrap().push(d.item.n))
+        .open()
+        .unwrap();
+    let setup = db.run_interaction_alone(|tx| {
+        tx.execute_batch("CREATE TABLE notes (n INTEGER PRIMARY KEY)")?;
+        Ok::<_, TxError>(())
+    });
+    reactor.run_until(setup).unwrap().unwrap();
+    reactor
+        .run_until(db.run_interaction(|_| note(1)))
+        .unwrap()
+        .unwrap();
+
+    // Hold the worker, deliver note 1 (its mark is queued behind the
+    // gate), then queue an interaction that fails: one batch of two.
+    let (open_gate, wait) = mpsc::channel::<()>();
+    let (started, is_started) = mpsc::channel::<()>();
+    let gate = db.run_interaction_alone(move |_| {
+        started.send(()).unwrap();
+        let _ = wait.recv_timeout(Duration::from_secs(30));
+        Ok::<_, TxError>(())
+    });
+    is_started.recv_timeout(Duration::from_secs(10)).unwrap();
+    for _ in 0..500 {
+        if !delivered.lock().unwrap().is_empty() {
+            break;
+        }
+        deliveries.tick(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(*delivered.lock().unwrap(), [1]);
+    let failed = db.run_interaction(|_| {
+        note(2)?;
+        Err::<(), _>(TxError::Aborted("changed my mind".into()))
+    });
+    drop(open_gate);
+    let failed = reactor
+        .run_until(async move {
+            gate.await.unwrap();
+            failed.await
+        })
+        .unwrap();
+    assert!(matches!(failed, Err(TxError::Aborted(_))), "{failed:?}");
+    assert_eq!(db.stats().largest_batch, 2, "the mark and the interaction");
+
+    let state = db.run_interaction(|tx| {
+        let notes: Vec<i64> = tx
+            .prepare("SELECT n FROM notes ORDER BY n")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok::<_, TxError>(notes)
+    });
+    assert_eq!(
+        reactor.run_until(state).unwrap().unwrap(),
+        [1],
+        "note 2 undone"
+    );
+    let left = reactor.run_until(db.undelivered()).unwrap().unwrap();
+    assert!(left.is_empty(), "the mark committed: {left:?}");
+}

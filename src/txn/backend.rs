@@ -82,6 +82,13 @@ pub trait Backend: Sealed + Send + Sync + 'static {
     /// Every row not yet marked delivered, oldest first.
     fn undelivered(conn: &Self::Connection) -> Result<Vec<StoredItem>, TxError>;
 
+    /// Marks rows delivered with one statement, inside the open
+    /// transaction (it commits or rolls back with it).
+    fn mark_delivered_in_transaction(
+        conn: &Self::Connection,
+        ids: &[OutboxId],
+    ) -> Result<(), TxError>;
+
     /// Marks rows delivered: one statement in its own short transaction,
     /// committed with a cheaper durability than the interactions' (a
     /// mark lost to a power cut only makes the item delivered again,

@@ -1055,23 +1055,38 @@ impl<B: Backend> DbWorker<B> {
                 }
             }
         }
-        self.commit_group(group);
-        if !marks.is_empty() {
-            self.mark_delivered(&marks);
+        if group.is_empty() {
+            if !marks.is_empty() {
+                self.mark_delivered(&marks);
+            }
+        } else {
+            // The marks ride in the interactions' transaction: no commit
+            // of their own.
+            self.commit_group_with_marks(group, &marks);
         }
         answered
     }
 
+    fn commit_group(&mut self, interactions: Vec<(Interaction, Context)>) {
+        self.commit_group_with_marks(interactions, &[]);
+    }
+
     /// Runs `interactions` in one transaction ended by one commit: each in
     /// a savepoint of its own when there are several, so that one that
-    /// fails is undone alone. After the commit (or its failure) runs the
-    /// commit callbacks, hands the committed outbox rows to the reactor in
-    /// one delivery, and answers every caller.
-    fn commit_group(&mut self, interactions: Vec<(Interaction, Context)>) {
+    /// fails is undone alone. `marks` (delivered outbox rows) are written
+    /// first, in a savepoint too: a failure there loses only the marks
+    /// (the rows are delivered again after the next open). After the
+    /// commit (or its failure) runs the commit callbacks, hands the
+    /// committed outbox rows to the reactor in one delivery, and answers
+    /// every caller.
+    fn commit_group_with_marks(
+        &mut self,
+        interactions: Vec<(Interaction, Context)>,
+        marks: &[OutboxId],
+    ) {
         if interactions.is_empty() {
             return;
         }
-        let in_savepoints = interactions.len() > 1;
         let retry = self.settings.retry;
         let begun = self.connection().and_then(|conn| {
             retry.run(|| B::begin(&conn))?;
@@ -1091,6 +1106,17 @@ impl<B: Backend> DbWorker<B> {
         // savepoint that would not open, release or roll back): the whole
         // batch fails then, and what is left of it does not run.
         let mut in_doubt: Option<TxError> = None;
+        let mut marked = false;
+        if !marks.is_empty() {
+            match Self::mark_in_savepoint(&conn, marks) {
+                Ok(wrote) => marked = wrote,
+                Err(e) => in_doubt = Some(e),
+            }
+        }
+        // Savepoints keep a failed interaction from taking the others'
+        // work (or the marks) with it; one interaction alone needs none:
+        // the whole transaction rolls back then.
+        let in_savepoints = interactions.len() > 1 || marked;
         for (run, ctx) in interactions {
             if let Some(e) = &in_doubt {
                 ctx.run(|| run(Err(e.for_each_of_batch())));
@@ -1144,7 +1170,8 @@ impl<B: Backend> DbWorker<B> {
             ran.push((one, effects, ctx));
         }
 
-        let wants_commit = ran.iter().any(|(one, ..)| one.succeeded);
+        // The marks alone are worth a commit too.
+        let wants_commit = marked || ran.iter().any(|(one, ..)| one.succeeded);
         let failure = match in_doubt {
             Some(e) => Some(e),
             None if !wants_commit => None,
@@ -1171,6 +1198,22 @@ impl<B: Backend> DbWorker<B> {
         for (one, _, ctx) in ran {
             let failure = failure.as_ref().map(TxError::for_each_of_batch);
             ctx.run(|| (one.answer)(failure));
+        }
+    }
+
+    /// Writes `marks` in a savepoint of the open transaction. A failed
+    /// `UPDATE` is rolled back to the savepoint and logged (the rows are
+    /// delivered again after the next open). `Ok(true)` when the marks
+    /// were written; `Err` only when the savepoint itself failed, which
+    /// puts the transaction in doubt.
+    fn mark_in_savepoint(conn: &B::Connection, marks: &[OutboxId]) -> Result<bool, TxError> {
+        B::savepoint(conn)?;
+        match B::mark_delivered_in_transaction(conn, marks) {
+            Ok(()) => B::release_savepoint(conn).map(|()| true),
+            Err(e) => {
+                tracing::warn!(target: "milieu::txn", "cannot mark outbox items delivered (they will be delivered again): {e}");
+                B::rollback_to_savepoint(conn).map(|()| false)
+            }
         }
     }
 

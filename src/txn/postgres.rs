@@ -160,6 +160,12 @@ impl Backend for Postgres {
             .collect())
     }
 
+    fn mark_delivered_in_transaction(conn: &PgConnection, ids: &[OutboxId]) -> Result<(), TxError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        conn.client().execute(MARK_DELIVERED, &[&ids])?;
+        Ok(())
+    }
+
     /// One `UPDATE` for all `ids`, in a transaction committed with
     /// `synchronous_commit = off`: the server answers before its WAL
     /// record is flushed (within a few hundred milliseconds). A server
@@ -170,14 +176,15 @@ impl Backend for Postgres {
         let mut client = conn.client();
         let mut tx = client.transaction()?;
         tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        tx.execute(
-            "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL",
-            &[&ids],
-        )?;
+        tx.execute(MARK_DELIVERED, &[&ids])?;
         tx.commit()?;
         Ok(())
     }
 }
+
+/// Marks the rows whose ids are `$1` delivered (those not marked yet).
+const MARK_DELIVERED: &str =
+    "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL";
 
 impl From<postgres::Error> for TxError {
     fn from(e: postgres::Error) -> Self {

@@ -219,21 +219,29 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// One `UPDATE` for all `ids` (a JSON array bound once), committed
-    /// with `synchronous = NORMAL`: in WAL mode that commit is not synced
-    /// to disk by itself (the next `FULL` commit or checkpoint syncs it).
-    /// A process crash keeps it (the operating system has the write); a
-    /// power cut may lose it, and the item is then delivered again.
-    fn mark_delivered(conn: &rusqlite::Connection, ids: &[OutboxId]) -> Result<(), TxError> {
+    /// One `UPDATE` for all `ids` (a JSON array bound once).
+    fn mark_delivered_in_transaction(
+        conn: &rusqlite::Connection,
+        ids: &[OutboxId],
+    ) -> Result<(), TxError> {
         let ids = serde_json::to_string(&ids.iter().map(|id| id.0).collect::<Vec<i64>>())
             .map_err(|e| TxError::Database(Box::new(e)))?;
+        conn.prepare_cached(
+            "UPDATE milieu_outbox SET delivered_at = unixepoch() \
+             WHERE delivered_at IS NULL AND id IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([&ids])?;
+        Ok(())
+    }
+
+    /// The `UPDATE` in autocommit, committed with `synchronous = NORMAL`:
+    /// in WAL mode that commit is not synced to disk by itself (the next
+    /// `FULL` commit or checkpoint syncs it). A process crash keeps it
+    /// (the operating system has the write); a power cut may lose it, and
+    /// the item is then delivered again.
+    fn mark_delivered(conn: &rusqlite::Connection, ids: &[OutboxId]) -> Result<(), TxError> {
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        let marked = conn
-            .prepare_cached(
-                "UPDATE milieu_outbox SET delivered_at = unixepoch() \
-                 WHERE delivered_at IS NULL AND id IN (SELECT value FROM json_each(?1))",
-            )
-            .and_then(|mut stmt| stmt.execute([&ids]));
+        let marked = Self::mark_delivered_in_transaction(conn, ids);
         let restored = conn.execute_batch("PRAGMA synchronous = FULL");
         marked?;
         restored?;
