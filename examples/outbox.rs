@@ -94,25 +94,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         Ok::<_, TxError>(())
     });
-    let (committed, rolled_back) = milieu::scope()
+    reactor.run_until(schema)??;
+    // One after the other: queued together, the two would share one
+    // commit (group commit), and the rolled-back one would still release
+    // nothing.
+    let request = milieu::scope()
         .with_debug(Customer("ada"))
-        .because("the request being served")
-        .run(|| {
-            let committed = db.run_interaction(|_| {
-                let order = place_order("tea")?;
-                Ok::<_, TxError>((order, milieu::dump()))
-            });
-            let rolled_back = db.run_interaction(|_| {
-                place_order("coffee")?;
-                Err::<i64, _>(TxError::Aborted("payment declined".into()))
-            });
-            (committed, rolled_back)
-        });
-    let ((order, dump), failed) = reactor.run_until(async move {
-        schema.await?;
-        let committed = committed.await?;
-        Ok::<_, TxError>((committed, rolled_back.await))
-    })??;
+        .because("the request being served");
+    let committed = request.run(|| {
+        db.run_interaction(|_| {
+            let order = place_order("tea")?;
+            Ok::<_, TxError>((order, milieu::dump()))
+        })
+    });
+    let (order, dump) = reactor.run_until(committed)??;
+    let request = milieu::scope()
+        .with_debug(Customer("ada"))
+        .because("the request being served");
+    let rolled_back = request.run(|| {
+        db.run_interaction(|_| {
+            place_order("coffee")?;
+            Err::<i64, _>(TxError::Aborted("payment declined".into()))
+        })
+    });
+    let failed = reactor.run_until(rolled_back)?;
     println!("committed: order {order}");
     println!(
         "rolled back: {}",

@@ -409,6 +409,13 @@ fn the_debug_views_show_the_requests_context_in_three_formats() {
         .json();
     assert!(json["context"]["frames"].is_array(), "{json}");
     assert_eq!(json["stages"][0]["name"], "db");
+    // The DB stage takes interactions in batches (group commit): at least
+    // the recovery read and the schema's transaction have run.
+    assert!(json["stages"][0]["batches"].as_u64() >= Some(2), "{json}");
+    assert!(
+        json["stages"][0]["largest_batch"].as_u64() >= Some(1),
+        "{json}"
+    );
     let html = server.admin_request(
         "GET /debug/context HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
     );

@@ -167,3 +167,189 @@ fn an_unreachable_server_is_a_typed_error_at_open() {
         "{err}"
     );
 }
+
+/// Queues an interaction run alone that holds the worker until the
+/// returned sender is dropped; what is queued meanwhile forms the next
+/// batch. Returns once it holds the worker.
+fn gate(
+    db: &Database<Postgres>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    impl std::future::Future<Output = ()>,
+) {
+    let (open_gate, wait) = std::sync::mpsc::channel::<()>();
+    let (started, is_started) = std::sync::mpsc::channel::<()>();
+    let gate = db.run_interaction_alone(move |_: &Tx<Postgres>| {
+        started.send(()).unwrap();
+        let _ = wait.recv_timeout(Duration::from_secs(30));
+        Ok::<_, TxError>(())
+    });
+    is_started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the gate never ran");
+    (open_gate, async move { gate.await.unwrap() })
+}
+
+fn stored(reactor: &mut Reactor, db: &Database<Postgres>, table: &'static str) -> Vec<i64> {
+    reactor
+        .run_until(db.run_interaction(move |tx: &Tx<Postgres>| {
+            let rows = tx
+                .client()
+                .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])?;
+            Ok::<_, TxError>(rows.iter().map(|row| row.get(0)).collect())
+        }))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set MILIEU_TEST_POSTGRES and pass --ignored"]
+fn postgres_one_interaction_of_ten_panics_one_fails_a_statement_and_eight_commit_in_one_batch() {
+    let mut reactor = Reactor::new().unwrap();
+    let seen: Seen = Arc::default();
+    let db = open(&reactor, &seen);
+    let table = "milieu_test_batch";
+    fresh_start(&mut reactor, &db, table);
+    let (open_gate, gate) = gate(&db);
+    let interactions: Vec<_> = (1..=10)
+        .map(|n: i64| {
+            db.run_interaction(move |_: &Tx<Postgres>| {
+                match n {
+                    // A duplicate key: PostgreSQL aborts the transaction
+                    // until the savepoint is rolled back to.
+                    6 => ship(table, 5)?,
+                    _ => ship(table, n)?,
+                }
+                if n == 3 {
+                    panic!("interaction {n} fell over");
+                }
+                Ok::<_, TxError>(n)
+            })
+        })
+        .collect();
+    drop(open_gate);
+    let results = reactor
+        .run_until(async move {
+            gate.await;
+            futures::future::join_all(interactions).await
+        })
+        .unwrap();
+    for (n, result) in (1..=10).zip(&results) {
+        match (n, result) {
+            (3, Err(TxError::Panicked { .. })) | (6, Err(TxError::Database(_))) => {}
+            (3 | 6, other) => panic!("interaction {n} answered {other:?}"),
+            (n, other) => assert_eq!(other.as_ref().ok(), Some(&n), "{other:?}"),
+        }
+    }
+    let eight = vec![1, 2, 4, 5, 7, 8, 9, 10];
+    assert_eq!(stored(&mut reactor, &db, table), eight);
+    wait_until(&mut reactor, |r| {
+        r.run_until(db.undelivered()).unwrap().unwrap().is_empty()
+            && seen.lock().unwrap().len() >= 8
+    });
+    let mut orders: Vec<i64> = seen.lock().unwrap().iter().map(|d| d.item.order).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, eight);
+    assert_eq!(db.stats().largest_batch, 10);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set MILIEU_TEST_POSTGRES and pass --ignored"]
+fn postgres_a_batch_whose_commit_fails_fails_every_interaction_and_releases_nothing() {
+    let mut reactor = Reactor::new().unwrap();
+    let seen: Seen = Arc::default();
+    let db = open(&reactor, &seen);
+    let table = "milieu_test_batch_commit";
+    fresh_start(&mut reactor, &db, table);
+    reactor
+        .run_until(db.run_interaction(|tx: &Tx<Postgres>| {
+            tx.client().batch_execute(
+                "DROP TABLE IF EXISTS milieu_test_child; DROP TABLE IF EXISTS milieu_test_parent;
+                 CREATE TABLE milieu_test_parent (id BIGINT PRIMARY KEY);
+                 CREATE TABLE milieu_test_child (
+                     id BIGINT PRIMARY KEY,
+                     parent BIGINT REFERENCES milieu_test_parent (id) DEFERRABLE INITIALLY DEFERRED
+                 );",
+            )?;
+            Ok::<_, TxError>(())
+        }))
+        .unwrap()
+        .unwrap();
+    let (open_gate, gate) = gate(&db);
+    let first = db.run_interaction(move |_: &Tx<Postgres>| ship(table, 1));
+    let bad = db.run_interaction(move |tx: &Tx<Postgres>| {
+        // Fine now, refused by the commit.
+        tx.client().execute(
+            "INSERT INTO milieu_test_child (id, parent) VALUES (1, 99)",
+            &[],
+        )?;
+        ship(table, 2)
+    });
+    let last = db.run_interaction(move |_: &Tx<Postgres>| ship(table, 3));
+    drop(open_gate);
+    let results = reactor
+        .run_until(async move {
+            gate.await;
+            (first.await, bad.await, last.await)
+        })
+        .unwrap();
+    for result in [results.0, results.1, results.2] {
+        assert!(matches!(result, Err(TxError::Database(_))), "{result:?}");
+    }
+    assert!(stored(&mut reactor, &db, table).is_empty());
+    for _ in 0..20 {
+        reactor.tick(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(reactor
+        .run_until(db.undelivered())
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set MILIEU_TEST_POSTGRES and pass --ignored"]
+fn postgres_an_interaction_that_sleeps_does_not_hold_back_callers_on_other_workers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut reactor = Reactor::new().unwrap();
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    let db: Database<Postgres> = Database::builder(Postgres::new(server()))
+        .workers(2)
+        .on_delivery(move |d: Delivery<Shipped>| sink.lock().unwrap().push(d))
+        .reactor(reactor.handle())
+        .open()
+        .unwrap();
+    let table = "milieu_test_sleeper";
+    fresh_start(&mut reactor, &db, table);
+    let slept = Arc::new(AtomicBool::new(false));
+    let (started, is_started) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let done = Arc::clone(&slept);
+    // A plain (batchable) interaction that sleeps until released.
+    let sleeper = db.run_interaction(move |_: &Tx<Postgres>| {
+        ship(table, 1000)?;
+        started.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(30));
+        done.store(true, Ordering::SeqCst);
+        Ok::<_, TxError>(())
+    });
+    is_started.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Queued while it sleeps: the other worker takes and commits them.
+    for round in 0..10 {
+        let batch: Vec<_> = (1..=5)
+            .map(|i| db.run_interaction(move |_: &Tx<Postgres>| ship(table, round * 10 + i)))
+            .collect();
+        let results = reactor.run_until(futures::future::join_all(batch)).unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+    assert!(
+        !slept.load(Ordering::SeqCst),
+        "the callers waited for the sleeper"
+    );
+    release.send(()).unwrap();
+    reactor.run_until(sleeper).unwrap().unwrap();
+    assert_eq!(stored(&mut reactor, &db, table).len(), 51);
+}

@@ -31,6 +31,9 @@ impl Role {
 #[derive(Debug)]
 pub struct Args {
     pub role: Role,
+    /// The most detailed log level written to stderr (default info:
+    /// a line per order placed and per notification delivered).
+    pub log_level: tracing::Level,
     pub addr: String,
     /// Where the debug views are served; `None`: nowhere.
     pub admin_addr: Option<String>,
@@ -43,6 +46,9 @@ pub struct Args {
     pub data: PathBuf,
     /// Orders: whether `POST /debug/panic` exists.
     pub panic_route: bool,
+    /// Orders: the most interactions one commit of the DB stage carries
+    /// (group commit; 1 switches it off).
+    pub max_batch: usize,
     /// Orders: the stock service's base URL (`http://HOST:PORT`), without
     /// a trailing `/`; `None`: orders are stored without reserving.
     pub stock_url: Option<String>,
@@ -68,12 +74,14 @@ impl Args {
 
 pub const USAGE: &str = "\
 usage: orders [--role orders|stock] [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N]
+              [--log-level error|warn|info|debug|trace]
               [--read-timeout-ms N] [--idle-timeout-ms N] [--write-timeout-ms N]
               [--max-connections N]
-  role orders (default): [--data DIR] [--panic-route]
+  role orders (default): [--data DIR] [--panic-route] [--max-batch N]
               [--stock-url http://HOST:PORT [--send-install-sites]]
   role stock: [--accept-install-sites] [--recent-calls N]
 --admin-addr serves the debug views there (off without it; give a loopback address).
+--max-batch N: at most N orders per database commit (group commit; 1: one commit each).
 --stock-url makes every POST /orders reserve with the stock service first.
 --send-install-sites / --accept-install-sites let stock's debug views show where in
 orders each carried entry was installed (off by default: it reveals source paths).";
@@ -87,6 +95,7 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
     let mut addr = None;
     let mut args = Args {
         role,
+        log_level: tracing::Level::INFO,
         addr: String::new(),
         admin_addr: None,
         threads: 1,
@@ -96,6 +105,7 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
         max_connections: 16 * 1024,
         data: std::env::temp_dir().join("milieu-orders"),
         panic_route: false,
+        max_batch: 64,
         stock_url: None,
         send_install_sites: false,
         accept_install_sites: false,
@@ -121,6 +131,12 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
                 }
             }
             "--addr" => addr = Some(value("--addr")?),
+            "--log-level" => {
+                let text = value("--log-level")?;
+                args.log_level = text.parse().map_err(|_| {
+                    format!("--log-level {text}: expected error, warn, info, debug or trace")
+                })?;
+            }
             "--admin-addr" => args.admin_addr = Some(value("--admin-addr")?),
             "--threads" => {
                 let text = value("--threads")?;
@@ -152,6 +168,14 @@ pub fn parse(arguments: impl IntoIterator<Item = String>) -> Result<Args, String
             "--panic-route" => {
                 args.panic_route = true;
                 orders_only.push("--panic-route");
+            }
+            "--max-batch" => {
+                let text = value("--max-batch")?;
+                args.max_batch = match text.parse::<usize>() {
+                    Ok(n) if (1..=4096).contains(&n) => n,
+                    _ => return Err(format!("--max-batch {text}: expected 1 to 4096")),
+                };
+                orders_only.push("--max-batch");
             }
             "--stock-url" => {
                 args.stock_url = Some(stock_base_url(&value("--stock-url")?)?);

@@ -138,10 +138,6 @@ use stock_client::{Stock, StockClient};
 use store::OrderPlaced;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .init();
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {
@@ -149,6 +145,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .with_max_level(args.log_level)
+        .init();
     let role = args.role;
     let ran = match role {
         Role::Orders => run_orders(args),
@@ -181,6 +182,7 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
     let counted = Arc::clone(&service);
     let db: Database = main_reactor.context().run(|| {
         Database::builder(Sqlite::file(&db_path))
+            .max_batch(args.max_batch)
             .on_delivery(move |d: Delivery<OrderPlaced>| {
                 counted.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(

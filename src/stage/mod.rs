@@ -76,7 +76,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use crate::Context;
-use queue::{spawn_worker, Offer, StageQueue, Waiting};
+use queue::{spawn_worker, InBatches, Offer, OneByOne, StageQueue, Waiting};
 
 pub use error::{CloseError, RefuseReason, Refused, StageBuildError, StageError};
 pub use stats::{HumanDuration, LatencyHistogram, StageStats};
@@ -184,6 +184,9 @@ impl<In, Out> fmt::Debug for Stage<In, Out> {
             .field("throughput", &format_args!("{:.1}/s", s.throughput))
             .field("latency_p50", &s.latency_p50)
             .field("latency_p99", &s.latency_p99)
+            .field("batches", &s.batches)
+            .field("batched_items", &s.batched_items)
+            .field("largest_batch", &s.largest_batch)
             .finish()
     }
 }
@@ -446,6 +449,70 @@ impl<In: Send + 'static, Out: Send + 'static> StageBuilder<In, Out> {
         M: Fn() -> H + Send + Sync + 'static,
         H: FnMut(In) -> Out + 'static,
     {
+        self.start(Batching::new(1), move || OneByOne(make_handler()))
+    }
+
+    /// Builds a stage whose workers take items in batches: a worker takes
+    /// the next item and those queued behind it, up to `batching`'s
+    /// limits, and hands them to its handler in one call. The handler's
+    /// outputs answer the items in order (an item left without an output
+    /// is answered [`StageError::Cancelled`]); a handler that panics fails
+    /// the whole batch ([`StageError::Panicked`] for each item) and is
+    /// replaced, as with [`build_with`](StageBuilder::build_with).
+    ///
+    /// The handler runs in the context current here; each
+    /// [`Batched::context`] is the submitter's, to enter for the item's
+    /// own work. Batches never reorder: items come in queue order, and a
+    /// worker never skips one to fill a batch.
+    ///
+    /// [`StageStats::batches`] and its neighbours count the calls and
+    /// their sizes.
+    ///
+    /// # Errors
+    ///
+    /// As [`build_with`](StageBuilder::build_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::stage::{Batched, Batching, CloseMode, Stage};
+    ///
+    /// // Each call sees every line queued so far (here one or more) and
+    /// // could write them with one system call.
+    /// let stage = Stage::builder("log-writer").build_batched_with(Batching::new(32), || {
+    ///     |lines: Vec<Batched<String>>| -> Vec<usize> {
+    ///         lines.into_iter().map(|line| line.item.len()).collect()
+    ///     }
+    /// })?;
+    /// let written = futures::executor::block_on(stage.submit("hello".to_owned())?)?;
+    /// assert_eq!(written, 5);
+    /// stage.close(CloseMode::Drain)?;
+    /// assert_eq!(stage.stats().batches, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn build_batched_with<M, H>(
+        self,
+        batching: Batching<In>,
+        make_handler: M,
+    ) -> Result<Stage<In, Out>, StageBuildError>
+    where
+        M: Fn() -> H + Send + Sync + 'static,
+        H: FnMut(Vec<Batched<In>>) -> Vec<Out> + 'static,
+    {
+        self.start(batching, move || InBatches(make_handler()))
+    }
+
+    #[track_caller]
+    fn start<M, H>(
+        self,
+        batching: Batching<In>,
+        make_handler: M,
+    ) -> Result<Stage<In, Out>, StageBuildError>
+    where
+        M: Fn() -> H + Send + Sync + 'static,
+        H: queue::Handler<In, Out> + 'static,
+    {
         let StageBuilder {
             name,
             capacity,
@@ -468,7 +535,9 @@ impl<In: Send + 'static, Out: Send + 'static> StageBuilder<In, Out> {
             Some(label.into()),
             Location::caller(),
         );
-        let queue = Arc::new(StageQueue::new(&name, capacity, idle_spin, build_ctx));
+        let queue = Arc::new(StageQueue::new(
+            &name, capacity, idle_spin, build_ctx, batching,
+        ));
         let make = Arc::new(make_handler);
         let (ready_tx, ready_rx) = mpsc::channel();
         for slot in 0..workers {
@@ -501,6 +570,96 @@ impl<In: Send + 'static, Out: Send + 'static> StageBuilder<In, Out> {
             owner: Arc::new(Owner { queue }),
         })
     }
+}
+
+/// How many items a worker of a batched stage takes at once
+/// ([`StageBuilder::build_batched_with`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use milieu::stage::Batching;
+///
+/// // Up to 64 items; a batch not yet full waits up to 200 µs for more;
+/// // items over 1 MiB are handled by themselves.
+/// let batching = Batching::new(64)
+///     .max_wait(Duration::from_micros(200))
+///     .alone_when(|data: &Vec<u8>| data.len() > 1 << 20);
+/// assert_eq!(batching.max_items(), 64);
+/// ```
+pub struct Batching<In> {
+    max_items: usize,
+    max_wait: Duration,
+    #[allow(clippy::type_complexity)]
+    alone: Option<Box<dyn Fn(&In) -> bool + Send + Sync>>,
+}
+
+impl<In> Batching<In> {
+    /// At most `max_items` per batch (0 counts as 1: one item per call).
+    /// By default a worker takes only what is queued when it looks, and
+    /// no item runs alone.
+    pub fn new(max_items: usize) -> Self {
+        Batching {
+            max_items: max_items.max(1),
+            max_wait: Duration::ZERO,
+            alone: None,
+        }
+    }
+
+    /// How long a batch that is not full may wait for more items after
+    /// its first (default zero: take what is queued and go). A wait makes
+    /// batches larger under light load and adds up to this much latency
+    /// to the first item of each.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Items for which `alone` answers `true` are handled in a batch of
+    /// their own: a batch never takes one behind others, and stops before
+    /// it. `alone` runs in `submit`, on the submitting thread; keep it
+    /// cheap.
+    pub fn alone_when(mut self, alone: impl Fn(&In) -> bool + Send + Sync + 'static) -> Self {
+        self.alone = Some(Box::new(alone));
+        self
+    }
+
+    /// The most items in one batch.
+    pub fn max_items(&self) -> usize {
+        self.max_items
+    }
+
+    /// The longest a batch waits for more items.
+    pub fn wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    pub(crate) fn is_alone(&self, item: &In) -> bool {
+        self.alone.as_ref().is_some_and(|alone| alone(item))
+    }
+}
+
+impl<In> fmt::Debug for Batching<In> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batching")
+            .field("max_items", &self.max_items)
+            .field("max_wait", &self.max_wait)
+            .field("alone_when", &self.alone.is_some())
+            .finish()
+    }
+}
+
+/// One item of a batch, as a batched stage's handler receives it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Batched<In> {
+    /// The item.
+    pub item: In,
+    /// The submitter's context with the stage hop on top: run the item's
+    /// work in it (`batched.context.run(|| ...)`) so lookups, logs and
+    /// dumps see the request it belongs to.
+    pub context: Context,
 }
 
 /// The result of an item handed to a [`Stage`], as a future.

@@ -29,7 +29,7 @@ use futures_channel::oneshot;
 
 use super::error::{CloseError, RefuseReason, Refused, StageError};
 use super::stats::{Histogram, StageStats};
-use super::{CloseMode, Submission};
+use super::{Batched, Batching, CloseMode, Submission};
 use crate::context::HopLabel;
 use crate::context::{Context, HopKind};
 
@@ -40,6 +40,9 @@ struct Job<In, Out> {
     /// The submitter's context, with the stage hop on top.
     ctx: Context,
     submitted: Instant,
+    /// The stage's batching rule asked for this item to be handled by
+    /// itself (decided at `offer`, outside the lock).
+    alone: bool,
 }
 
 /// A job's reply channel, context and submit time, made before the lock.
@@ -85,6 +88,9 @@ struct Counters {
     cancelled: AtomicU64,
     replaced: AtomicU64,
     in_flight: AtomicUsize,
+    batches: AtomicU64,
+    batched_items: AtomicU64,
+    largest_batch: AtomicUsize,
 }
 
 /// A `submit_wait` future offering its item: where its registration id
@@ -126,6 +132,9 @@ pub(super) struct StageQueue<In, Out> {
     joining: Mutex<()>,
     /// The context current at `build`: handler factories run in it.
     build_ctx: Context,
+    /// How many items a worker takes at once (one, unless the stage was
+    /// built with `build_batched_with`).
+    batching: Batching<In>,
     counters: Counters,
     latency: Histogram,
     started: Instant,
@@ -137,6 +146,7 @@ impl<In, Out> StageQueue<In, Out> {
         capacity: usize,
         idle_spin: Duration,
         build_ctx: Context,
+        batching: Batching<In>,
     ) -> Self {
         StageQueue {
             name: name.into(),
@@ -158,6 +168,7 @@ impl<In, Out> StageQueue<In, Out> {
             threads: Mutex::new(Vec::new()),
             joining: Mutex::new(()),
             build_ctx,
+            batching,
             counters: Counters::default(),
             latency: Histogram::new(),
             started: Instant::now(),
@@ -207,8 +218,10 @@ impl<In, Out> StageQueue<In, Out> {
         if !room && waker.is_none() {
             return Offer::Refused(self.refuse(item, self.full()));
         }
-        // The hop frame and the channel are built outside the lock.
+        // The hop frame and the channel are built outside the lock, and so
+        // is the batching rule's verdict (it is the stage owner's code).
         let parts = room.then(|| self.prepare(ctx, site));
+        let alone = self.batching.is_alone(&item);
 
         let mut state = self.state();
         if state.closed {
@@ -240,6 +253,7 @@ impl<In, Out> StageQueue<In, Out> {
             reply,
             ctx,
             submitted,
+            alone,
         });
         self.depth.store(state.jobs.len(), Ordering::Relaxed);
         if let Some(id) = id.and_then(Option::take) {
@@ -339,6 +353,62 @@ impl<In, Out> StageQueue<In, Out> {
                 .unwrap_or_else(PoisonError::into_inner);
             state.idle -= 1;
         }
+    }
+
+    /// The next batch for a worker of a batched stage: the next job as
+    /// [`next_job`](StageQueue::next_job) takes it, then those queued
+    /// behind it, up to the batching rule's limit, stopping before one that
+    /// must run alone. With a `max_wait`, a batch that is not full waits up
+    /// to that long for more; without one it takes only what is queued.
+    /// `None` once the stage is closed and the queue empty.
+    fn next_batch(&self) -> Option<Vec<Job<In, Out>>> {
+        let first = self.next_job()?;
+        let max = self.batching.max_items;
+        if first.alone || max <= 1 {
+            return Some(vec![first]);
+        }
+        let mut batch = Vec::with_capacity(max.min(64));
+        batch.push(first);
+        let deadline = if self.batching.max_wait.is_zero() {
+            None
+        } else {
+            Instant::now().checked_add(self.batching.max_wait)
+        };
+        let mut state = self.state();
+        let mut freed = Vec::new();
+        loop {
+            while batch.len() < max && state.jobs.front().is_some_and(|job| !job.alone) {
+                batch.extend(state.jobs.pop_front());
+                freed.extend(take_oldest_waker(&mut state));
+            }
+            let must_stop = batch.len() >= max
+                || state.closed
+                || state.jobs.front().is_some_and(|job| job.alone);
+            let left = match deadline {
+                Some(at) if !must_stop => at.saturating_duration_since(Instant::now()),
+                _ => Duration::ZERO,
+            };
+            if left.is_zero() {
+                break;
+            }
+            // Counted idle, so a submit wakes this worker (or another).
+            state.idle += 1;
+            state = self
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            state.idle -= 1;
+        }
+        self.depth.store(state.jobs.len(), Ordering::Relaxed);
+        drop(state);
+        self.counters
+            .in_flight
+            .fetch_add(batch.len() - 1, Ordering::Relaxed);
+        for waker in freed {
+            waker.wake();
+        }
+        Some(batch)
     }
 
     /// Returns when the queue looks non-empty, the stage looks closed, or
@@ -506,6 +576,9 @@ impl<In, Out> StageQueue<In, Out> {
             latency_p50: latency_histogram.quantile(0.50),
             latency_p99: latency_histogram.quantile(0.99),
             latency_histogram,
+            batches: c.batches.load(Ordering::Relaxed),
+            batched_items: c.batched_items.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
         }
     }
 
@@ -553,15 +626,42 @@ fn take_oldest_waker<In, Out>(state: &mut QueueState<In, Out>) -> Option<Waker> 
 }
 
 /// How a worker's handler stopped serving.
-enum Served<Out> {
+pub(super) enum Served<Out> {
     /// The stage closed and the queue is empty.
     Closed,
-    /// The handler panicked; the reply is sent once a successor is started.
+    /// The handler panicked; the replies are sent once a successor is
+    /// started.
     Panicked {
-        /// The reply of the item whose handler panicked.
-        reply: oneshot::Sender<Result<Out, StageError>>,
+        /// The replies of the items the panicking call was handling (one,
+        /// or a whole batch).
+        replies: Vec<oneshot::Sender<Result<Out, StageError>>>,
         error: StageError,
     },
+}
+
+/// A worker's handler: one item per call (`build_with`) or a batch
+/// (`build_batched_with`).
+pub(super) trait Handler<In, Out> {
+    /// Runs jobs until the stage closes or the handler panics.
+    fn serve(self, queue: &StageQueue<In, Out>) -> Served<Out>;
+}
+
+/// A handler of one item per call.
+pub(super) struct OneByOne<H>(pub(super) H);
+
+/// A handler of batches.
+pub(super) struct InBatches<H>(pub(super) H);
+
+impl<In, Out, H: FnMut(In) -> Out> Handler<In, Out> for OneByOne<H> {
+    fn serve(self, queue: &StageQueue<In, Out>) -> Served<Out> {
+        serve(queue, self.0)
+    }
+}
+
+impl<In, Out, H: FnMut(Vec<Batched<In>>) -> Vec<Out>> Handler<In, Out> for InBatches<H> {
+    fn serve(self, queue: &StageQueue<In, Out>) -> Served<Out> {
+        serve_batches(queue, self.0)
+    }
 }
 
 /// Starts a worker thread for `slot`. `ready` is for `build`: the worker
@@ -576,7 +676,7 @@ where
     In: Send + 'static,
     Out: Send + 'static,
     M: Fn() -> H + Send + Sync + 'static,
-    H: FnMut(In) -> Out + 'static,
+    H: Handler<In, Out> + 'static,
 {
     let (worker_queue, worker_make) = (Arc::clone(queue), Arc::clone(make));
     let thread = std::thread::Builder::new()
@@ -600,7 +700,7 @@ fn work<In, Out, M, H>(
     In: Send + 'static,
     Out: Send + 'static,
     M: Fn() -> H + Send + Sync + 'static,
-    H: FnMut(In) -> Out + 'static,
+    H: Handler<In, Out> + 'static,
 {
     let me = std::thread::current().id();
     queue.state().members.push(me);
@@ -640,25 +740,30 @@ fn work<In, Out, M, H>(
         }
 
         // 2. Jobs until the stage closes or the handler panics.
-        let (reply, error) = match serve(&queue, handler) {
+        let (replies, error) = match handler.serve(&queue) {
             Served::Closed => {
                 queue.retire();
                 break;
             }
-            Served::Panicked { reply, error } => (reply, error),
+            Served::Panicked { replies, error } => (replies, error),
+        };
+        let answer = |replies: Vec<oneshot::Sender<Result<Out, StageError>>>| {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
         };
 
         // 3. A successor first, then the answer: whoever sees `Panicked`
         //    also sees the stage at full strength and `replaced` counted.
         if !queue.wants_replacement() {
             queue.retire();
-            let _ = reply.send(Err(error));
+            answer(replies);
             break;
         }
         queue.counters.replaced.fetch_add(1, Ordering::Relaxed);
         match spawn_worker(&queue, &make, slot, None) {
             Ok(()) => {
-                let _ = reply.send(Err(error));
+                answer(replies);
                 break;
             }
             Err(e) => {
@@ -669,7 +774,7 @@ fn work<In, Out, M, H>(
                      rebuilds its handler instead",
                     queue.name
                 );
-                let _ = reply.send(Err(error));
+                answer(replies);
             }
         }
     }
@@ -687,6 +792,7 @@ where
             reply,
             ctx,
             submitted,
+            alone: _,
         } = job;
         // The handler runs in the submitter's context; a panic is logged
         // there too, so the dump shows whose item it was.
@@ -724,10 +830,92 @@ where
                     stage: queue.name.to_string(),
                     message,
                 };
-                return Served::Panicked { reply, error };
+                return Served::Panicked {
+                    replies: vec![reply],
+                    error,
+                };
             }
         }
         // `ctx` drops here, outside the lock; it may hold the last handle.
+    }
+    Served::Closed
+}
+
+/// Runs batches through `handler` until the stage closes or it panics.
+///
+/// The handler runs in the context of `build` and enters each item's own
+/// context itself ([`Batched::context`]). Its outputs answer the items in
+/// order; an item it gave no output for is answered `Cancelled`.
+fn serve_batches<In, Out, H>(queue: &StageQueue<In, Out>, mut handler: H) -> Served<Out>
+where
+    H: FnMut(Vec<Batched<In>>) -> Vec<Out>,
+{
+    while let Some(jobs) = queue.next_batch() {
+        let size = jobs.len();
+        let mut replies = Vec::with_capacity(size);
+        let mut submitted = Vec::with_capacity(size);
+        let batch: Vec<Batched<In>> = jobs
+            .into_iter()
+            .map(|job| {
+                replies.push(job.reply);
+                submitted.push(job.submitted);
+                Batched {
+                    item: job.item,
+                    context: job.ctx,
+                }
+            })
+            .collect();
+        let c = &queue.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.batched_items.fetch_add(size as u64, Ordering::Relaxed);
+        c.largest_batch.fetch_max(size, Ordering::Relaxed);
+        let outcome = queue.build_ctx.run(|| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| handler(batch)));
+            if let Err(panic) = &outcome {
+                crate::panic::log(
+                    crate::panic::Catcher::Stage(&queue.name),
+                    "batch handler",
+                    &**panic,
+                );
+            }
+            outcome
+        });
+        let done = Instant::now();
+        c.in_flight.fetch_sub(size, Ordering::Relaxed);
+        match outcome {
+            Ok(outputs) => {
+                let mut outputs = outputs.into_iter();
+                for (reply, submitted) in replies.into_iter().zip(submitted) {
+                    match outputs.next() {
+                        Some(out) => {
+                            queue
+                                .latency
+                                .record(done.saturating_duration_since(submitted));
+                            c.completed.fetch_add(1, Ordering::Relaxed);
+                            let _ = reply.send(Ok(out));
+                        }
+                        None => {
+                            c.cancelled.fetch_add(1, Ordering::Relaxed);
+                            let stage = queue.name.to_string();
+                            let _ = reply.send(Err(StageError::Cancelled { stage }));
+                        }
+                    }
+                }
+                // Outputs beyond the batch have no one to go to.
+                outputs.for_each(drop_quietly);
+            }
+            Err(panic) => {
+                c.panicked.fetch_add(size as u64, Ordering::Relaxed);
+                let message = crate::panic::message(&*panic);
+                drop_quietly(panic);
+                drop_quietly(handler);
+                let error = StageError::Panicked {
+                    stage: queue.name.to_string(),
+                    message,
+                };
+                return Served::Panicked { replies, error };
+            }
+        }
     }
     Served::Closed
 }

@@ -74,6 +74,40 @@ pub struct StageStats {
     /// built. Subtract an earlier reading ([`LatencyHistogram::since`]) for
     /// the distribution of an interval.
     pub latency_histogram: LatencyHistogram,
+    /// Handler calls of a batched stage
+    /// ([`StageBuilder::build_batched_with`](super::StageBuilder::build_batched_with)),
+    /// each with one or more items; 0 for a stage of single items.
+    pub batches: u64,
+    /// Items handed to those calls: `batched_items / batches` is the mean
+    /// batch size.
+    pub batched_items: u64,
+    /// The most items one call was handed.
+    pub largest_batch: usize,
+}
+
+impl StageStats {
+    /// The mean number of items per batch (`None` for a stage that has
+    /// run no batch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::stage::{Batched, Batching, CloseMode, Stage};
+    ///
+    /// let sum = Stage::builder("sum").build_batched_with(Batching::new(8), || {
+    ///     |batch: Vec<Batched<u32>>| batch.into_iter().map(|b| b.item + 1).collect()
+    /// })?;
+    /// assert_eq!(futures::executor::block_on(sum.submit(1)?)?, 2);
+    /// sum.close(CloseMode::Drain)?;
+    /// assert_eq!(sum.stats().mean_batch(), Some(1.0));
+    ///
+    /// let plain = Stage::builder("plain").build(|n: u32| n)?;
+    /// assert_eq!(plain.stats().mean_batch(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mean_batch(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.batched_items as f64 / self.batches as f64)
+    }
 }
 
 #[cfg(feature = "serde")]
@@ -83,7 +117,7 @@ impl serde::Serialize for StageStats {
         let human = |d: Option<Duration>| d.map(|d| HumanDuration(d).to_string());
         let nanos =
             |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut s = serializer.serialize_struct("StageStats", 16)?;
+        let mut s = serializer.serialize_struct("StageStats", 20)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("capacity", &self.capacity)?;
         s.serialize_field("workers", &self.workers)?;
@@ -100,6 +134,10 @@ impl serde::Serialize for StageStats {
         s.serialize_field("latency_p50_ns", &nanos(self.latency_p50))?;
         s.serialize_field("latency_p99", &human(self.latency_p99))?;
         s.serialize_field("latency_p99_ns", &nanos(self.latency_p99))?;
+        s.serialize_field("batches", &self.batches)?;
+        s.serialize_field("batched_items", &self.batched_items)?;
+        s.serialize_field("largest_batch", &self.largest_batch)?;
+        s.serialize_field("mean_batch", &self.mean_batch())?;
         s.end()
     }
 }
@@ -183,9 +221,17 @@ impl fmt::Display for StageStats {
                 ", latency p50 {} p99 {}",
                 HumanDuration(p50),
                 HumanDuration(p99)
-            ),
-            _ => f.write_str(", no latency yet"),
+            )?,
+            _ => f.write_str(", no latency yet")?,
         }
+        if let Some(mean) = self.mean_batch() {
+            write!(
+                f,
+                "; {} batches, mean {mean:.1} items, largest {}",
+                self.batches, self.largest_batch
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -446,6 +492,9 @@ mod tests {
             latency_p50: Some(Duration::from_micros(40)),
             latency_p99: Some(Duration::from_micros(90)),
             latency_histogram: LatencyHistogram::default(),
+            batches: 0,
+            batched_items: 0,
+            largest_batch: 0,
         };
         let line = stats.to_string();
         assert!(!line.contains('\n'));
@@ -525,6 +574,9 @@ mod tests {
             latency_p50: Some(Duration::from_nanos(491_519)),
             latency_p99: None,
             latency_histogram: h.snapshot(),
+            batches: 0,
+            batched_items: 0,
+            largest_batch: 0,
         };
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["latency_p50"], "491.5 µs");
@@ -532,5 +584,37 @@ mod tests {
         assert!(json["latency_p99"].is_null() && json["latency_p99_ns"].is_null());
         assert_eq!(json["name"], "db");
         assert!(json.get("latency_histogram").is_none(), "{json}");
+    }
+
+    #[test]
+    fn batches_show_only_on_a_batched_stage() {
+        let mut stats = StageStats {
+            name: "db".into(),
+            capacity: 8,
+            workers: 1,
+            queue_depth: 0,
+            in_flight: 0,
+            accepted: 6,
+            refused: 0,
+            completed: 6,
+            panicked: 0,
+            cancelled: 0,
+            replaced: 0,
+            throughput: 1.0,
+            latency_p50: None,
+            latency_p99: None,
+            latency_histogram: LatencyHistogram::default(),
+            batches: 0,
+            batched_items: 0,
+            largest_batch: 0,
+        };
+        assert!(!stats.to_string().contains("batches"));
+        (stats.batches, stats.batched_items, stats.largest_batch) = (4, 6, 3);
+        assert_eq!(stats.mean_batch(), Some(1.5));
+        let line = stats.to_string();
+        assert!(
+            line.ends_with("; 4 batches, mean 1.5 items, largest 3"),
+            "{line}"
+        );
     }
 }

@@ -55,6 +55,23 @@ pub trait Backend: Sealed + Send + Sync + 'static {
     /// Rolls back the open transaction.
     fn rollback(conn: &Self::Connection) -> Result<(), TxError>;
 
+    /// Opens the savepoint an interaction of a batch runs in (one at a
+    /// time, so one name serves them all).
+    fn savepoint(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// Keeps the interaction's work: releases its savepoint into the
+    /// batch's transaction.
+    fn release_savepoint(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// Undoes the interaction's work and releases its savepoint; the
+    /// batch's transaction goes on.
+    fn rollback_to_savepoint(conn: &Self::Connection) -> Result<(), TxError>;
+
+    /// While `refuse` is on, statements that would end or escape the open
+    /// transaction fail with [`TxError::Refused`] (where the backend can
+    /// intercept them: SQLite can, PostgreSQL cannot).
+    fn refuse_transaction_control(conn: &Self::Connection, refuse: bool);
+
     /// Writes one outbox row in the open transaction.
     fn insert_outbox(
         conn: &Self::Connection,
@@ -65,6 +82,16 @@ pub trait Backend: Sealed + Send + Sync + 'static {
     /// Every row not yet marked delivered, oldest first.
     fn undelivered(conn: &Self::Connection) -> Result<Vec<StoredItem>, TxError>;
 
-    /// Marks rows delivered (in its own short transaction).
+    /// Marks rows delivered with one statement, inside the open
+    /// transaction (it commits or rolls back with it).
+    fn mark_delivered_in_transaction(
+        conn: &Self::Connection,
+        ids: &[OutboxId],
+    ) -> Result<(), TxError>;
+
+    /// Marks rows delivered: one statement in its own short transaction,
+    /// committed with a cheaper durability than the interactions' (a
+    /// mark lost to a power cut only makes the item delivered again,
+    /// which at-least-once allows).
     fn mark_delivered(conn: &Self::Connection, ids: &[OutboxId]) -> Result<(), TxError>;
 }

@@ -23,6 +23,12 @@
 //!   [`OutboxId`]s).
 //! - [`Cache`] invalidations registered in a transaction apply only on
 //!   commit.
+//! - **Group commit**: interactions queued together run in one database
+//!   transaction, each in its own savepoint, and share one commit (one
+//!   fsync); one that fails is undone alone. See
+//!   [`Database::run_interaction`] for the rules,
+//!   [`DatabaseBuilder::max_batch`] for the bounds and
+//!   [`Database::run_interaction_alone`] for work that must not share.
 //!
 //! Two backends, each behind its feature: SQLite (`Sqlite`, feature
 //! `sqlite`, bundled) is the embedded default; PostgreSQL (`Postgres`,
@@ -109,7 +115,8 @@ pub use postgres::{PgConnection, Postgres};
 pub use sqlite::Sqlite;
 
 use crate::reactor::Handle;
-use crate::stage::{CloseMode, RefuseReason, Stage, StageError, StageStats};
+use crate::stage::{Batched, Batching, CloseMode, RefuseReason, Stage, StageError, StageStats};
+use crate::Context;
 use crate::Missing;
 use outbox::{Effects, Handlers};
 
@@ -194,6 +201,16 @@ pub enum TxError {
     /// The transaction's own code gave up (rolls back): for closures that
     /// use `TxError` as their error type.
     Aborted(String),
+    /// The interaction's code tried a statement that would end or escape
+    /// the transaction milieu runs it in (`BEGIN`, `COMMIT`, `ROLLBACK`,
+    /// or releasing or rolling back to milieu's own savepoint): refused
+    /// before it ran. Inside a batch it would commit or discard the other
+    /// interactions' work; returning `Ok` or `Err` is how an interaction
+    /// commits or rolls back. See [`Database::run_interaction`].
+    Refused {
+        /// What was refused.
+        statement: &'static str,
+    },
 }
 
 impl fmt::Display for TxError {
@@ -231,6 +248,10 @@ impl fmt::Display for TxError {
                 write!(f, "not inside a transaction: {missing}")
             }
             TxError::Aborted(reason) => write!(f, "transaction aborted: {reason}"),
+            TxError::Refused { statement } => write!(
+                f,
+                "`{statement}` refused inside an interaction: return Ok to commit, Err to roll back"
+            ),
         }
     }
 }
@@ -269,6 +290,26 @@ impl TxError {
             }
         } else {
             TxError::Database(error)
+        }
+    }
+
+    /// The same error again, for each interaction of a batch that fails
+    /// as a whole (sources become their messages: they are not `Clone`).
+    fn for_each_of_batch(&self) -> Self {
+        let again = |source: &(dyn StdError + Send + Sync)| -> Box<dyn StdError + Send + Sync> {
+            source.to_string().into()
+        };
+        match self {
+            TxError::Busy { attempts, source } => TxError::Busy {
+                attempts: *attempts,
+                source: again(source.as_ref()),
+            },
+            TxError::Database(source) => TxError::Database(again(source.as_ref())),
+            TxError::Panicked { message } => TxError::Panicked {
+                message: message.clone(),
+            },
+            TxError::Refused { statement } => TxError::Refused { statement },
+            other => TxError::Aborted(other.to_string()),
         }
     }
 
@@ -348,7 +389,12 @@ sqlite_by_default! {
     /// A local context entry of the transaction's code (`milieu::get::<Tx>()`
     /// finds it at any depth); it does not cross hops, so it cannot leave the
     /// DB thread. Do not commit or roll back by hand: returning `Ok` commits,
-    /// an error or a panic rolls back.
+    /// an error or a panic rolls back. The transaction may be shared with
+    /// the other interactions of a batch (see
+    /// [`Database::run_interaction`]), so `BEGIN`, `COMMIT`, `END`,
+    /// `ROLLBACK` and statements on milieu's savepoint are refused with
+    /// [`TxError::Refused`] on SQLite (not interceptable on PostgreSQL: do
+    /// not send them).
     pub struct Tx<B: Backend> {
         conn: Rc<B::Connection>,
         stage: Arc<str>,
@@ -410,9 +456,50 @@ struct DbSettings<B: Backend> {
     db: OnceLock<Weak<DbInner<B>>>,
 }
 
-/// One unit of work queued on the DB stage: a transaction, the recovery
-/// read at open, or marking delivered rows.
-type DbJob<B> = Box<dyn FnOnce(&mut DbWorker<B>) + Send>;
+/// One unit of work queued on the DB stage.
+enum DbJob<B: Backend> {
+    /// A `run_interaction`: committed with the interactions queued next
+    /// to it, unless it asked to run alone.
+    Interaction { run: Interaction, alone: bool },
+    /// Outbox rows delivered and to be marked so: the marks that meet in
+    /// one batch are written with one statement.
+    Mark(Vec<OutboxId>),
+    /// Work of its own on the worker's connection, alone (the recovery
+    /// read at open).
+    Task(Task<B>),
+}
+
+/// Work of its own on a worker's connection.
+type Task<B> = Box<dyn FnOnce(&mut DbWorker<B>) + Send>;
+
+impl<B: Backend> DbJob<B> {
+    /// Whether the stage must hand this job to a worker by itself.
+    fn runs_alone(&self) -> bool {
+        match self {
+            DbJob::Interaction { alone, .. } => *alone,
+            DbJob::Mark(_) => false,
+            DbJob::Task(_) => true,
+        }
+    }
+}
+
+/// An interaction with its types erased. Given `Ok`, runs the caller's
+/// closure (with `Tx` and `Outbox` in the context), catching its panic,
+/// and says whether it wants to commit; the caller is answered later,
+/// through [`Ran::answer`], once the batch's fate is known. Given `Err`
+/// (the batch failed before its turn), answers the caller with that error
+/// at once without running the closure.
+type Interaction = Box<dyn FnOnce(Result<(), TxError>) -> Option<Ran> + Send>;
+
+/// What an interaction did.
+struct Ran {
+    /// `Ok` from the closure: it commits with its batch.
+    succeeded: bool,
+    /// Answers the caller: with its value, or with `failure` (the batch's
+    /// error) if the batch did not commit. An interaction that failed by
+    /// itself answers with its own error either way.
+    answer: Box<dyn FnOnce(Option<TxError>)>,
+}
 
 /// One DB stage worker: its connection, opened on first use and reopened
 /// after a failure left it in doubt.
@@ -428,6 +515,8 @@ pub struct DatabaseBuilder<B: Backend> {
     workers: usize,
     capacity: usize,
     retry: Retry,
+    max_batch: usize,
+    max_batch_wait: Duration,
     reactor: Option<Handle>,
     handlers: Handlers,
 }
@@ -439,6 +528,8 @@ impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
             .field("workers", &self.workers)
             .field("capacity", &self.capacity)
             .field("retry", &self.retry)
+            .field("max_batch", &self.max_batch)
+            .field("max_batch_wait", &self.max_batch_wait)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -513,6 +604,48 @@ impl<B: Backend> DatabaseBuilder<B> {
         self
     }
 
+    /// Group commit: at most this many interactions share one database
+    /// transaction and one commit (default 64). A worker takes the
+    /// interaction at the head of the queue and those queued behind it,
+    /// runs each in its own savepoint, and commits once; see
+    /// [`Database::run_interaction`] for what that means. `1` switches
+    /// group commit off: one transaction per interaction. 0 counts as 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::time::Duration;
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, Sqlite};
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let db = reactor.context().run(|| {
+    ///     Database::builder(Sqlite::memory())
+    ///         .max_batch(128)
+    ///         // Wait up to 100 µs for a batch to fill (default: no wait).
+    ///         .max_batch_wait(Duration::from_micros(100))
+    ///         .open()
+    /// })?;
+    /// # drop(db);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_batch(mut self, interactions: usize) -> Self {
+        self.max_batch = interactions.max(1);
+        self
+    }
+
+    /// How long a batch that is not full may wait for more interactions
+    /// after its first (default zero: a worker takes what is queued when
+    /// it looks and goes). A wait adds up to this much latency to every
+    /// batch's first interaction in exchange for fuller batches under a
+    /// light load.
+    pub fn max_batch_wait(mut self, wait: Duration) -> Self {
+        self.max_batch_wait = wait;
+        self
+    }
+
     /// The reactor outbox items are delivered on (default: the one in the
     /// context at [`open`](DatabaseBuilder::open)).
     pub fn reactor(mut self, reactor: Handle) -> Self {
@@ -567,15 +700,18 @@ impl<B: Backend> DatabaseBuilder<B> {
             db: OnceLock::new(),
         });
         let for_workers = Arc::clone(&settings);
+        let batching = Batching::new(self.max_batch)
+            .max_wait(self.max_batch_wait)
+            .alone_when(DbJob::runs_alone);
         let stage = Stage::builder(stage_name.to_string())
             .capacity(self.capacity)
             .workers(self.workers)
-            .build_with(move || {
+            .build_batched_with(batching, move || {
                 let mut worker = DbWorker {
                     settings: Arc::clone(&for_workers),
                     conn: None,
                 };
-                move |job: DbJob<B>| job(&mut worker)
+                move |jobs: Vec<Batched<DbJob<B>>>| worker.run_batch(jobs)
             })
             .map_err(OpenError::Stage)?;
         let inner = Arc::new(DbInner { stage, settings });
@@ -588,10 +724,10 @@ impl<B: Backend> DatabaseBuilder<B> {
         // The answer comes through `done`; the submission's own result
         // (a panic, a cancel) shows as `done` hanging up.
         drop(
-            db.submit_job(Box::new(move |worker: &mut DbWorker<B>| {
+            db.submit_job(DbJob::Task(Box::new(move |worker: &mut DbWorker<B>| {
                 let found = worker.connection().and_then(|conn| B::undelivered(&conn));
                 let _ = done.send(found);
-            }))
+            })))
             .map_err(OpenError::Database)?,
         );
         let undelivered = wait
@@ -647,6 +783,8 @@ impl<B: Backend> Database<B> {
             workers: 1,
             capacity: 1024,
             retry: Retry::default(),
+            max_batch: 64,
+            max_batch_wait: Duration::ZERO,
             reactor: None,
             handlers: Handlers::new(),
         }
@@ -673,10 +811,42 @@ impl<B: Backend> Database<B> {
     /// the result. The future resolves where it is awaited (on the reactor
     /// thread in a reactor task).
     ///
+    /// # Group commit
+    ///
+    /// When several interactions are queued, a worker runs up to
+    /// [`max_batch`](DatabaseBuilder::max_batch) of them, in queue order,
+    /// in **one** database transaction on its connection, each inside a
+    /// savepoint of its own, and ends the batch with one `COMMIT` (one
+    /// fsync). So:
+    ///
+    /// - The result is serializable in batch order: each interaction sees
+    ///   the writes of those before it in the batch, and nothing of the
+    ///   batch is visible to other connections before the commit.
+    /// - An interaction that returns `Err` or panics is rolled back to its
+    ///   savepoint and fails alone; the others go on and commit.
+    /// - Only after the commit is each caller answered, each outbox
+    ///   released and each [`Outbox::on_commit`] callback run. If the
+    ///   commit fails (after [`Retry`]), every interaction of the batch
+    ///   gets the error and nothing of the batch is released.
+    /// - Statements that would end or escape the batch's transaction
+    ///   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`, and releasing or rolling
+    ///   back to milieu's own savepoint) are refused with
+    ///   [`TxError::Refused`] on SQLite; with PostgreSQL they cannot be
+    ///   intercepted, and a batch whose savepoint they destroyed fails as a
+    ///   whole. Such statements are refused in interactions that run alone
+    ///   too: returning is how an interaction commits.
+    /// - A batch waits for nothing that is not already queued (unless
+    ///   [`max_batch_wait`](DatabaseBuilder::max_batch_wait) says so); a
+    ///   slow interaction delays the interactions of its own batch only,
+    ///   never those taken by other workers. Long work, or work that must
+    ///   not share a transaction, goes through
+    ///   [`run_interaction_alone`](Database::run_interaction_alone).
+    ///
     /// # Errors
     ///
     /// `f`'s error, or one converted from [`TxError`]: the stage full or
-    /// closed, the lock busy beyond [`Retry`], a database error, a panic.
+    /// closed, the lock busy beyond [`Retry`], a database error, a panic,
+    /// a refused statement, or the batch's commit failing.
     #[track_caller]
     pub fn run_interaction<R, E, F>(
         &self,
@@ -687,10 +857,100 @@ impl<B: Backend> Database<B> {
         R: Send + 'static,
         E: From<TxError> + Send + 'static,
     {
+        self.interaction(f, false)
+    }
+
+    /// Like [`run_interaction`](Database::run_interaction), but in a
+    /// transaction of its own: never batched with other interactions.
+    /// For long work (it would hold back the interactions of its batch)
+    /// and schema changes one prefers to commit by themselves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, Sqlite, TxError};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let db = reactor.context().run(|| Database::builder(Sqlite::memory()).open())?;
+    /// let migrated = db.run_interaction_alone(|tx| {
+    ///     tx.execute_batch("CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT)")?;
+    ///     Ok::<_, TxError>(())
+    /// });
+    /// reactor.run_until(migrated)??;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`run_interaction`](Database::run_interaction).
+    #[track_caller]
+    pub fn run_interaction_alone<R, E, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+    where
+        F: FnOnce(&Tx<B>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<TxError> + Send + 'static,
+    {
+        self.interaction(f, true)
+    }
+
+    #[track_caller]
+    fn interaction<R, E, F>(
+        &self,
+        f: F,
+        alone: bool,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+    where
+        F: FnOnce(&Tx<B>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<TxError> + Send + 'static,
+    {
         let (send, receive) = futures_channel::oneshot::channel();
-        let submitted = self.submit_job(Box::new(move |worker: &mut DbWorker<B>| {
-            let _ = send.send(worker.transaction(f));
-        }));
+        let run: Interaction = Box::new(move |go: Result<(), TxError>| {
+            if let Err(e) = go {
+                // The batch failed before this interaction's turn.
+                let _ = send.send(Err(E::from(e)));
+                return None;
+            }
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let tx = crate::get::<Tx<B>>().map_err(TxError::from)?;
+                f(&tx)
+            }));
+            Some(match outcome {
+                Ok(Ok(value)) => Ran {
+                    succeeded: true,
+                    answer: Box::new(move |failure: Option<TxError>| {
+                        let _ = send.send(match failure {
+                            None => Ok(value),
+                            Some(e) => Err(E::from(e)),
+                        });
+                    }),
+                },
+                Ok(Err(e)) => Ran {
+                    succeeded: false,
+                    answer: Box::new(move |_| {
+                        let _ = send.send(Err(e));
+                    }),
+                },
+                Err(panic) => {
+                    let message = crate::panic::message(&*panic);
+                    crate::panic::log(crate::panic::Catcher::Reactor, "transaction", &*panic);
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
+                    Ran {
+                        succeeded: false,
+                        answer: Box::new(move |_| {
+                            let _ = send.send(Err(E::from(TxError::Panicked { message })));
+                        }),
+                    }
+                }
+            })
+        });
+        let submitted = self.submit_job(DbJob::Interaction { run, alone });
         async move {
             let submission = submitted.map_err(E::from)?;
             submission
@@ -778,63 +1038,194 @@ impl<B: Backend> DbWorker<B> {
         Ok(conn)
     }
 
-    /// One whole transaction: begin, `f` with `Tx` and `Outbox` in the
-    /// context, commit or roll back, release the outbox on commit.
-    fn transaction<R, E, F>(&mut self, f: F) -> Result<R, E>
-    where
-        F: FnOnce(&Tx<B>) -> Result<R, E>,
-        E: From<TxError>,
-    {
-        let conn = self.connection()?;
+    /// One batch taken off the stage: the interactions in one group
+    /// commit, the marks in one statement after it; a task (the stage
+    /// hands those over by themselves) on its own.
+    fn run_batch(&mut self, jobs: Vec<Batched<DbJob<B>>>) -> Vec<()> {
+        let answered = vec![(); jobs.len()];
+        let mut group = Vec::with_capacity(jobs.len());
+        let mut marks = Vec::new();
+        for Batched { item, context, .. } in jobs {
+            match item {
+                DbJob::Interaction { run, .. } => group.push((run, context)),
+                DbJob::Mark(ids) => marks.extend(ids),
+                DbJob::Task(task) => {
+                    self.commit_group(std::mem::take(&mut group));
+                    context.run(|| task(self));
+                }
+            }
+        }
+        if group.is_empty() {
+            if !marks.is_empty() {
+                self.mark_delivered(&marks);
+            }
+        } else {
+            // The marks ride in the interactions' transaction: no commit
+            // of their own.
+            self.commit_group_with_marks(group, &marks);
+        }
+        answered
+    }
+
+    fn commit_group(&mut self, interactions: Vec<(Interaction, Context)>) {
+        self.commit_group_with_marks(interactions, &[]);
+    }
+
+    /// Runs `interactions` in one transaction ended by one commit: each in
+    /// a savepoint of its own when there are several, so that one that
+    /// fails is undone alone. `marks` (delivered outbox rows) are written
+    /// first, in a savepoint too: a failure there loses only the marks
+    /// (the rows are delivered again after the next open). After the
+    /// commit (or its failure) runs the commit callbacks, hands the
+    /// committed outbox rows to the reactor in one delivery, and answers
+    /// every caller.
+    fn commit_group_with_marks(
+        &mut self,
+        interactions: Vec<(Interaction, Context)>,
+        marks: &[OutboxId],
+    ) {
+        if interactions.is_empty() {
+            return;
+        }
         let retry = self.settings.retry;
-        retry.run(|| B::begin(&conn))?;
-        let insert_conn = Rc::clone(&conn);
-        let effects = Effects::new(
-            Box::new(move |kind, payload| B::insert_outbox(&insert_conn, kind, payload)),
-            Arc::clone(&self.settings.handlers),
-        );
-        let tx = Tx::<B> {
-            conn: Rc::clone(&conn),
-            stage: Arc::clone(&self.settings.stage_name),
+        let begun = self.connection().and_then(|conn| {
+            retry.run(|| B::begin(&conn))?;
+            Ok(conn)
+        });
+        let conn = match begun {
+            Ok(conn) => conn,
+            Err(e) => {
+                for (run, ctx) in interactions {
+                    ctx.run(|| run(Err(e.for_each_of_batch())));
+                }
+                return;
+            }
         };
-        let outcome = crate::scope()
-            .with_local(tx)
-            .because("the open transaction")
-            .with_local(Outbox::new(Rc::clone(&effects)))
-            .because("output released only on commit")
-            .run(|| {
-                catch_unwind(AssertUnwindSafe(|| {
-                    let tx = crate::get::<Tx<B>>().map_err(TxError::from)?;
-                    f(&tx)
-                }))
+        let mut ran: Vec<(Ran, Rc<Effects>, Context)> = Vec::with_capacity(interactions.len());
+        // Set when the transaction itself can no longer be trusted (a
+        // savepoint that would not open, release or roll back): the whole
+        // batch fails then, and what is left of it does not run.
+        let mut in_doubt: Option<TxError> = None;
+        let mut marked = false;
+        if !marks.is_empty() {
+            match Self::mark_in_savepoint(&conn, marks) {
+                Ok(wrote) => marked = wrote,
+                Err(e) => in_doubt = Some(e),
+            }
+        }
+        // Savepoints keep a failed interaction from taking the others'
+        // work (or the marks) with it; one interaction alone needs none:
+        // the whole transaction rolls back then.
+        let in_savepoints = interactions.len() > 1 || marked;
+        for (run, ctx) in interactions {
+            if let Some(e) = &in_doubt {
+                ctx.run(|| run(Err(e.for_each_of_batch())));
+                continue;
+            }
+            if in_savepoints {
+                if let Err(e) = B::savepoint(&conn) {
+                    ctx.run(|| run(Err(e.for_each_of_batch())));
+                    in_doubt = Some(e);
+                    continue;
+                }
+            }
+            let insert_conn = Rc::clone(&conn);
+            let effects = Effects::new(
+                Box::new(move |kind, payload| B::insert_outbox(&insert_conn, kind, payload)),
+                Arc::clone(&self.settings.handlers),
+            );
+            let tx = Tx::<B> {
+                conn: Rc::clone(&conn),
+                stage: Arc::clone(&self.settings.stage_name),
+            };
+            let one = ctx.run(|| {
+                crate::scope()
+                    .with_local(tx)
+                    .because("the open transaction")
+                    .with_local(Outbox::new(Rc::clone(&effects)))
+                    .because("output released only on commit")
+                    .run(|| {
+                        B::refuse_transaction_control(&conn, true);
+                        let one = run(Ok(()));
+                        B::refuse_transaction_control(&conn, false);
+                        one
+                    })
             });
-        match outcome {
-            Ok(Ok(value)) => match retry.run(|| B::commit(&conn)) {
-                Ok(()) => {
-                    let items = effects.committed();
-                    if !items.is_empty() {
-                        let settings = Arc::clone(&self.settings);
-                        self.settings
-                            .reactor
-                            .call_from_thread(move || deliver(&settings, items, false));
-                    }
-                    Ok(value)
+            let Some(one) = one else { continue };
+            if in_savepoints {
+                let closed = if one.succeeded {
+                    B::release_savepoint(&conn)
+                } else {
+                    B::rollback_to_savepoint(&conn)
+                };
+                if let Err(e) = closed {
+                    tracing::warn!(
+                        target: "milieu::txn",
+                        stage = %self.settings.stage_name,
+                        "a savepoint of the batch failed ({e}): the whole batch rolls back"
+                    );
+                    in_doubt = Some(e);
                 }
-                Err(e) => {
-                    self.roll_back(&conn);
-                    Err(E::from(e))
+            }
+            ran.push((one, effects, ctx));
+        }
+
+        // The marks alone are worth a commit too.
+        let wants_commit = marked || ran.iter().any(|(one, ..)| one.succeeded);
+        let failure = match in_doubt {
+            Some(e) => Some(e),
+            None if !wants_commit => None,
+            None => retry.run(|| B::commit(&conn)).err(),
+        };
+        if failure.is_some() || !wants_commit {
+            self.roll_back(&conn);
+        }
+        let committed = failure.is_none() && wants_commit;
+        let mut released = Vec::new();
+        if committed {
+            for (one, effects, ctx) in &ran {
+                if one.succeeded {
+                    released.extend(ctx.run(|| effects.committed()));
                 }
-            },
-            Ok(Err(e)) => {
-                self.roll_back(&conn);
-                Err(e)
             }
-            Err(panic) => {
-                let message = crate::panic::message(&*panic);
-                crate::panic::log(crate::panic::Catcher::Reactor, "transaction", &*panic);
-                self.roll_back(&conn);
-                Err(E::from(TxError::Panicked { message }))
+        }
+        if !released.is_empty() {
+            let settings = Arc::clone(&self.settings);
+            self.settings
+                .reactor
+                .call_from_thread(move || deliver(&settings, released, false));
+        }
+        for (one, _, ctx) in ran {
+            let failure = failure.as_ref().map(TxError::for_each_of_batch);
+            ctx.run(|| (one.answer)(failure));
+        }
+    }
+
+    /// Writes `marks` in a savepoint of the open transaction. A failed
+    /// `UPDATE` is rolled back to the savepoint and logged (the rows are
+    /// delivered again after the next open). `Ok(true)` when the marks
+    /// were written; `Err` only when the savepoint itself failed, which
+    /// puts the transaction in doubt.
+    fn mark_in_savepoint(conn: &B::Connection, marks: &[OutboxId]) -> Result<bool, TxError> {
+        B::savepoint(conn)?;
+        match B::mark_delivered_in_transaction(conn, marks) {
+            Ok(()) => B::release_savepoint(conn).map(|()| true),
+            Err(e) => {
+                tracing::warn!(target: "milieu::txn", "cannot mark outbox items delivered (they will be delivered again): {e}");
+                B::rollback_to_savepoint(conn).map(|()| false)
             }
+        }
+    }
+
+    /// Marks delivered rows, all in one statement and with the backend's
+    /// cheaper durability (see [`Backend::mark_delivered`]).
+    fn mark_delivered(&mut self, ids: &[OutboxId]) {
+        let retry = self.settings.retry;
+        let result = self
+            .connection()
+            .and_then(|conn| retry.run(|| B::mark_delivered(&conn, ids)));
+        if let Err(e) = result {
+            tracing::warn!(target: "milieu::txn", "cannot mark outbox items delivered (they will be delivered again): {e}");
         }
     }
 
@@ -860,15 +1251,7 @@ fn deliver<B: Backend>(settings: &Arc<DbSettings<B>>, items: Vec<StoredItem>, re
         // The database is gone: the rows are delivered again next time.
         return;
     };
-    let retry = settings.retry;
-    let marked = db.stage.submit(Box::new(move |worker: &mut DbWorker<B>| {
-        let result = worker
-            .connection()
-            .and_then(|conn| retry.run(|| B::mark_delivered(&conn, &done)));
-        if let Err(e) = result {
-            tracing::warn!(target: "milieu::txn", "cannot mark outbox items delivered (they will be delivered again): {e}");
-        }
-    }));
+    let marked = db.stage.submit(DbJob::Mark(done));
     if marked.is_err() {
         tracing::warn!(
             target: "milieu::txn",

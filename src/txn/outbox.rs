@@ -171,10 +171,18 @@ impl Effects {
     }
 
     /// Called after the commit: runs the commit callbacks, returns the
-    /// rows to deliver.
+    /// rows to deliver. A callback that panics is logged and the others
+    /// still run: the transaction is committed (in a batch, with others'
+    /// work), so its answers and deliveries must go out all the same.
     pub(crate) fn committed(&self) -> Vec<StoredItem> {
         for callback in self.on_commit.take() {
-            callback();
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(callback)) {
+                crate::panic::log(
+                    crate::panic::Catcher::Reactor,
+                    "on_commit callback",
+                    &*panic,
+                );
+            }
         }
         self.pushed.take()
     }
@@ -222,7 +230,8 @@ impl Outbox {
     }
 
     /// Runs `f` on the DB thread right after the commit (never on
-    /// rollback): cache invalidation and other in-process effects.
+    /// rollback): cache invalidation and other in-process effects. A
+    /// panic in `f` is logged; it changes nothing of what committed.
     pub fn on_commit(&self, f: impl FnOnce() + 'static) {
         self.effects.on_commit.borrow_mut().push(Box::new(f));
     }

@@ -119,6 +119,24 @@ impl Backend for Postgres {
         conn.batch("ROLLBACK")
     }
 
+    fn savepoint(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("SAVEPOINT milieu_interaction")
+    }
+
+    fn release_savepoint(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("RELEASE SAVEPOINT milieu_interaction")
+    }
+
+    fn rollback_to_savepoint(conn: &PgConnection) -> Result<(), TxError> {
+        conn.batch("ROLLBACK TO SAVEPOINT milieu_interaction; RELEASE SAVEPOINT milieu_interaction")
+    }
+
+    /// PostgreSQL has no hook to refuse a statement before it runs: a
+    /// `COMMIT` or `ROLLBACK` sent through [`PgConnection::client`] ends
+    /// the transaction, and the batch then finds its savepoint gone and
+    /// fails as a whole.
+    fn refuse_transaction_control(_conn: &PgConnection, _refuse: bool) {}
+
     fn insert_outbox(conn: &PgConnection, kind: &str, payload: &str) -> Result<OutboxId, TxError> {
         let row = conn.client().query_one(
             "INSERT INTO milieu_outbox (kind, payload) VALUES ($1, $2) RETURNING id",
@@ -142,15 +160,31 @@ impl Backend for Postgres {
             .collect())
     }
 
+    fn mark_delivered_in_transaction(conn: &PgConnection, ids: &[OutboxId]) -> Result<(), TxError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        conn.client().execute(MARK_DELIVERED, &[&ids])?;
+        Ok(())
+    }
+
+    /// One `UPDATE` for all `ids`, in a transaction committed with
+    /// `synchronous_commit = off`: the server answers before its WAL
+    /// record is flushed (within a few hundred milliseconds). A server
+    /// crash in between may lose the mark, and the item is then delivered
+    /// again.
     fn mark_delivered(conn: &PgConnection, ids: &[OutboxId]) -> Result<(), TxError> {
         let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
-        conn.client().execute(
-            "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL",
-            &[&ids],
-        )?;
+        let mut client = conn.client();
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        tx.execute(MARK_DELIVERED, &[&ids])?;
+        tx.commit()?;
         Ok(())
     }
 }
+
+/// Marks the rows whose ids are `$1` delivered (those not marked yet).
+const MARK_DELIVERED: &str =
+    "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL";
 
 impl From<postgres::Error> for TxError {
     fn from(e: postgres::Error) -> Self {

@@ -8,8 +8,10 @@
 //! The connection's own busy timeout is zero; [`Retry`](super::Retry) does
 //! the waiting, with backoff, and gives up with [`TxError::Busy`].
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization, TransactionOperation};
 use rusqlite::ErrorCode;
 
 use super::backend::{Backend, Sealed, StoredItem};
@@ -59,6 +61,48 @@ impl Sqlite {
     }
 }
 
+/// The savepoint each interaction of a batch runs in.
+const SAVEPOINT: &str = "milieu_interaction";
+
+thread_local! {
+    /// Whether the interaction's code is running on this DB thread: the
+    /// authorizer then refuses transaction control. (The authorizer runs
+    /// while a statement is prepared, on the thread preparing it.)
+    static REFUSING: Cell<bool> = const { Cell::new(false) };
+    /// What the authorizer last refused on this thread, for the error.
+    static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// The authorizer of every worker connection: while an interaction's code
+/// runs, refuses the statements that would end or escape its transaction.
+fn authorize(action: AuthContext<'_>) -> Authorization {
+    if !REFUSING.with(Cell::get) {
+        return Authorization::Allow;
+    }
+    let refused = match action.action {
+        AuthAction::Transaction { operation } => Some(match operation {
+            TransactionOperation::Begin => "BEGIN",
+            TransactionOperation::Rollback => "ROLLBACK",
+            // SQLite names `COMMIT` and `END` "COMMIT", which rusqlite
+            // does not know.
+            _ => "COMMIT",
+        }),
+        AuthAction::Savepoint { savepoint_name, .. }
+            if savepoint_name.eq_ignore_ascii_case(SAVEPOINT) =>
+        {
+            Some("a statement on milieu's savepoint")
+        }
+        _ => None,
+    };
+    match refused {
+        Some(statement) => {
+            REFUSED.with(|last| last.set(Some(statement)));
+            Authorization::Deny
+        }
+        None => Authorization::Allow,
+    }
+}
+
 impl Sealed for Sqlite {}
 
 impl Backend for Sqlite {
@@ -82,6 +126,7 @@ impl Backend for Sqlite {
         };
         // Waiting is `Retry`'s job: fail fast on a held lock.
         conn.busy_timeout(std::time::Duration::ZERO)?;
+        conn.authorizer(Some(authorize))?;
         if matches!(self.target, Target::File(_)) {
             // Switching to WAL needs a moment of exclusive access: another
             // connection opening at the same time may see "busy".
@@ -125,6 +170,28 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn savepoint(conn: &rusqlite::Connection) -> Result<(), TxError> {
+        conn.execute_batch("SAVEPOINT milieu_interaction")?;
+        Ok(())
+    }
+
+    fn release_savepoint(conn: &rusqlite::Connection) -> Result<(), TxError> {
+        conn.execute_batch("RELEASE milieu_interaction")?;
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(conn: &rusqlite::Connection) -> Result<(), TxError> {
+        conn.execute_batch("ROLLBACK TO milieu_interaction; RELEASE milieu_interaction")?;
+        Ok(())
+    }
+
+    fn refuse_transaction_control(_conn: &rusqlite::Connection, refuse: bool) {
+        REFUSING.with(|on| on.set(refuse));
+        if !refuse {
+            REFUSED.with(|last| last.set(None));
+        }
+    }
+
     fn insert_outbox(
         conn: &rusqlite::Connection,
         kind: &str,
@@ -152,29 +219,43 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One `UPDATE` for all `ids` (a JSON array bound once).
+    fn mark_delivered_in_transaction(
+        conn: &rusqlite::Connection,
+        ids: &[OutboxId],
+    ) -> Result<(), TxError> {
+        let ids = serde_json::to_string(&ids.iter().map(|id| id.0).collect::<Vec<i64>>())
+            .map_err(|e| TxError::Database(Box::new(e)))?;
+        conn.prepare_cached(
+            "UPDATE milieu_outbox SET delivered_at = unixepoch() \
+             WHERE delivered_at IS NULL AND id IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([&ids])?;
+        Ok(())
+    }
+
+    /// The `UPDATE` in autocommit, committed with `synchronous = NORMAL`:
+    /// in WAL mode that commit is not synced to disk by itself (the next
+    /// `FULL` commit or checkpoint syncs it). A process crash keeps it
+    /// (the operating system has the write); a power cut may lose it, and
+    /// the item is then delivered again.
     fn mark_delivered(conn: &rusqlite::Connection, ids: &[OutboxId]) -> Result<(), TxError> {
-        Self::begin(conn)?;
-        let marked = (|| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE milieu_outbox SET delivered_at = unixepoch() WHERE id = ?1 AND delivered_at IS NULL",
-            )?;
-            for id in ids {
-                stmt.execute([id.0])?;
-            }
-            Ok::<_, TxError>(())
-        })();
-        match marked {
-            Ok(()) => Self::commit(conn),
-            Err(e) => {
-                let _ = Self::rollback(conn);
-                Err(e)
-            }
-        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let marked = Self::mark_delivered_in_transaction(conn, ids);
+        let restored = conn.execute_batch("PRAGMA synchronous = FULL");
+        marked?;
+        restored?;
+        Ok(())
     }
 }
 
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(ErrorCode::AuthorizationForStatementDenied) {
+            if let Some(statement) = REFUSED.with(Cell::get) {
+                return TxError::Refused { statement };
+            }
+        }
         let busy = matches!(
             e.sqlite_error_code(),
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
