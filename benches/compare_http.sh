@@ -37,27 +37,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "twisted==26.10.0"
 fi
-# work, start, stop, cpu_ticks:
+# work, start, stop, cpu_ticks, load:
 source benches/server.sh
-# load URL [ARGS]: wrk on CPU 1; prints requests/s and the server's CPU
-# time per request in microseconds.
-load() {
-    local url=$1; shift
-    local before after
-    before=$(cpu_ticks "$pid")
-    taskset -c 1 wrk -t1 -c64 -d"${duration}s" "$@" "$url" > "$work/wrk.txt"
-    after=$(cpu_ticks "$pid")
-    grep -E "Non-2xx|Socket errors" "$work/wrk.txt" >&2 || true
-    local rps requests
-    if ! grep -q "Requests/sec" "$work/wrk.txt"; then
-        echo "wrk measured nothing against $url:" >&2
-        cat "$work/wrk.txt" >&2
-        exit 1
-    fi
-    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
-    requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-    echo "$rps $(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $requests * 1e6:.2f}')")"
-}
 # pair_milieu / pair_hyper I: one side of pair I into m[I], mc[I] / h[I], hc[I].
 pair_milieu() {
     start milieu taskset -c 0 "$bin/orders" --addr 127.0.0.1:0 --threads 1 --data "$work/data"

@@ -63,9 +63,9 @@ wrk.body = '{"item": "tea", "quantity": 2}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-# load URL CONNECTIONS: wrk on CPU 1; sets `got_rps` (requests/s) and
+# load_post URL CONNECTIONS: wrk on CPU 1; sets `got_rps` (requests/s) and
 # `got_cpu` (the server's CPU time per request in microseconds).
-load() {
+load_post() {
     local url=$1 connections=$2
     local before after requests
     before=$(cpu_ticks "$pid")
@@ -105,7 +105,7 @@ measure() {
     runs=$((runs + 1))
     # shellcheck disable=SC2046
     start "$1" taskset -c 0 $(server "$1" "$work/data-$runs")
-    load "http://$addr/orders" "$2"
+    load_post "http://$addr/orders" "$2"
     stop
 }
 

@@ -519,3 +519,41 @@ fn a_sampler_thread_samples_until_its_guard_is_dropped() {
         .contains("no sampler running"));
     stage.close(CloseMode::Drain).unwrap();
 }
+
+#[test]
+fn a_batched_stage_shows_its_batches_in_every_format() {
+    use milieu::stage::{Batched, Batching};
+    let sum = Stage::builder("summed")
+        .build_batched_with(Batching::new(8), || {
+            |batch: Vec<Batched<u64>>| batch.into_iter().map(|b| b.item).collect()
+        })
+        .unwrap();
+    let plain = Stage::builder("single").build(|n: u64| n).unwrap();
+    for n in 0..3 {
+        futures::executor::block_on(sum.submit(n).unwrap()).unwrap();
+        futures::executor::block_on(plain.submit(n).unwrap()).unwrap();
+    }
+    let views = DebugViews::new().stage(sum.clone()).stage(plain.clone());
+    let view = |format: &str| {
+        let answer = views
+            .respond("GET", "/debug/stages", Some(format), None, milieu::dump)
+            .unwrap();
+        String::from_utf8(answer.body).unwrap()
+    };
+    // One at a time: three batches of one item.
+    let html = view("format=html");
+    assert!(html.contains("<th>batches (mean, largest)</th>"), "{html}");
+    assert!(html.contains(">3 (1.0, 1)</td>"), "{html}");
+    let text = view("format=text");
+    assert!(
+        text.contains("; 3 batches, mean 1.0 items, largest 1"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&view("format=json")).unwrap();
+    assert_eq!(json[0]["batches"], 3);
+    assert_eq!(json[0]["mean_batch"], 1.0);
+    assert_eq!(json[1]["batches"], 0);
+    assert!(json[1]["mean_batch"].is_null());
+    sum.close(CloseMode::Drain).unwrap();
+    plain.close(CloseMode::Drain).unwrap();
+}

@@ -80,12 +80,22 @@ pub(super) fn latency_cell(percentile: Option<std::time::Duration>) -> String {
     percentile.map_or_else(|| "-".to_owned(), |d| HumanDuration(d).to_string())
 }
 
+/// A batched stage's batches (group commit on a DB stage): their number,
+/// mean size and largest; `-` for a stage of single items.
+pub(super) fn batches_cell(stats: &StageStats) -> String {
+    match stats.mean_batch() {
+        Some(mean) => format!("{} ({mean:.1}, {})", stats.batches, stats.largest_batch),
+        None => "-".to_owned(),
+    }
+}
+
 /// The stages' current figures, one row per stage.
 pub(super) fn figures_table(body: &mut String, stages: &[StageStats]) {
     body.push_str(
         "<div class=\"scroll\"><table class=\"figures\"><tr><th>stage</th><th>queued</th><th>in flight</th><th>workers</th>\
          <th>accepted</th><th>refused</th><th>completed</th><th>panicked</th><th>cancelled</th>\
-         <th>replaced</th><th>throughput (since start)</th><th>p50</th><th>p99</th></tr>",
+         <th>replaced</th><th>throughput (since start)</th><th>p50</th><th>p99</th>\
+         <th>batches (mean, largest)</th></tr>",
     );
     for s in stages {
         let _ = write!(
@@ -94,7 +104,7 @@ pub(super) fn figures_table(body: &mut String, stages: &[StageStats]) {
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{:.1}/s</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&s.name),
             s.queue_depth,
             s.capacity,
@@ -109,6 +119,7 @@ pub(super) fn figures_table(body: &mut String, stages: &[StageStats]) {
             s.throughput,
             latency_cell(s.latency_p50),
             latency_cell(s.latency_p99),
+            batches_cell(s),
         );
     }
     body.push_str("</table></div>");
