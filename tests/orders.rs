@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::browser::{artefacts, headless, png_size};
 use common::orders_example::{
     closed_by_server, read_response, read_response_head, Response, Server, DEADLINE,
 };
@@ -538,58 +538,6 @@ print("ok")
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
-/// A browser for [`a_browser_renders_the_html_debug_view`]: `MILIEU_CHROMIUM`
-/// or `chromium` on the `PATH`.
-fn chromium() -> String {
-    std::env::var("MILIEU_CHROMIUM").unwrap_or_else(|_| "chromium".into())
-}
-
-/// Runs headless Chromium with `args` (bounded by [`DEADLINE`]); its stdout.
-fn headless(profile: &Path, args: &[&str]) -> Vec<u8> {
-    let mut child = Command::new(chromium())
-        // As root (CI) the sandbox cannot start; no GPU on a server.
-        .args(["--headless", "--no-sandbox", "--disable-gpu"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{}` ({e}): install Debian's `chromium` or set MILIEU_CHROMIUM",
-                chromium()
-            )
-        });
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    let deadline = Instant::now() + DEADLINE * 3;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium {args:?} exited with {status}");
-            return reader.join().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium {args:?} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Width and height from a PNG's header (`IHDR` is always first).
-fn png_size(png: &[u8]) -> (u32, u32) {
-    assert!(
-        png.len() > 24 && png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR",
-        "not a PNG"
-    );
-    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
-    (be(16), be(20))
-}
-
 #[test]
 #[ignore = "needs Chromium (Debian `chromium`, or MILIEU_CHROMIUM=path): run by \
             .ci/browser_views.sh, which installs it"]
@@ -623,12 +571,7 @@ fn a_browser_renders_the_html_debug_view() {
         std::fs::read(file).unwrap()
     };
     // Kept with the library's screenshots (tests/debug_views.rs).
-    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is target/tmp")
-        .join("test-artefacts");
-    std::fs::create_dir_all(&artefacts).unwrap();
-    let kept = artefacts.join("orders-debug-context.png");
+    let kept = artefacts().join("orders-debug-context.png");
     let page = shoot(&url, &kept);
     let blank = shoot("about:blank", &scratch.path().join("blank.png"));
     assert_eq!(png_size(&page), (1024, 768));

@@ -12,6 +12,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use milieu::dump::Site;
 
+pub mod browser;
 pub mod examples;
 #[cfg(feature = "sqlite")]
 pub mod orders_example;
