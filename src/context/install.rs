@@ -136,6 +136,7 @@ pub fn scope() -> Scope {
 /// [`scope`] with room for `entries` entries: for a layer that knows how
 /// many it will add.
 #[cfg(any(feature = "http", feature = "tower"))]
+#[inline]
 pub(crate) fn scope_with_capacity(entries: usize) -> Scope {
     Scope {
         pending: Vec::with_capacity(entries),

@@ -9,6 +9,7 @@ use super::Propagation;
 use crate::{Context, Scope};
 
 /// The values of one field name, as the extractor takes them.
+#[inline]
 fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
     values.iter().map(|value| &**value).collect()
 }
@@ -18,6 +19,7 @@ fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
 /// handler's first call; `peer` names the caller's address, and is asked
 /// only when the request brings context (a process hop records it).
 /// Warnings about what was refused go to `span`, at `target`.
+#[inline]
 pub(crate) fn from_caller<'h>(
     propagation: &Propagation,
     headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
