@@ -247,7 +247,7 @@ fn the_dump_records_the_request_as_local_and_the_callers_process_hop() {
 }
 
 #[test]
-fn the_request_info_is_local_and_the_root_entries_inherited() {
+fn the_layer_lists_what_it_installs_and_its_request_info_is_local() {
     // The policy as the dump types report it, checked in-process on a
     // current-thread runtime.
     let layer = ContextLayer::new();
