@@ -178,7 +178,7 @@ async fn respond(
         Err(refusal) => refusal,
     };
     match milieu::with(|trace: &TraceContext| trace.trace_id()) {
-        Ok(trace_id) => response.with_header("trace-id", trace_id.to_string()),
+        Ok(trace_id) => response.with_header("trace-id", trace_id.to_hex()),
         Err(_) => response,
     }
 }

@@ -118,6 +118,21 @@ impl Headers {
         Ok(())
     }
 
+    /// [`append`](Headers::append) for a value the caller has already
+    /// cleared of control characters (`Response::with_header`): only the
+    /// name is checked, the value is not scanned a second time.
+    pub(crate) fn append_clean_value(
+        &mut self,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), InvalidHeader> {
+        debug_assert!(!value.iter().any(|&b| is_forbidden_in_value(b)));
+        validate_name(name)?;
+        self.fields
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
+        Ok(())
+    }
+
     /// Replaces every field named `name` with one holding `value`.
     ///
     /// # Errors
@@ -223,6 +238,17 @@ impl fmt::Display for InvalidHeader {
 impl Error for InvalidHeader {}
 
 fn validate(name: &str, value: &[u8]) -> Result<(), InvalidHeader> {
+    validate_name(name)?;
+    if value.iter().any(|&b| is_forbidden_in_value(b)) {
+        return Err(InvalidHeader {
+            name: name.to_owned(),
+            reason: "the value holds a control character (CR, LF, NUL, ...)",
+        });
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), InvalidHeader> {
     let refuse = |reason| {
         Err(InvalidHeader {
             name: name.to_owned(),
@@ -235,16 +261,44 @@ fn validate(name: &str, value: &[u8]) -> Result<(), InvalidHeader> {
     if !name.bytes().all(is_token) {
         return refuse("the name is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
     }
-    if value.iter().any(|&b| is_forbidden_in_value(b)) {
-        return refuse("the value holds a control character (CR, LF, NUL, ...)");
-    }
     Ok(())
 }
 
 /// Whether `b` may appear in a token (RFC 9110 `tchar`).
+#[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// RFC 9110 `tchar` as a table: a header name is checked on every
+/// `append`, one load per byte rather than a search of the punctuation.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Whether `b` may not appear in a field value: controls but HTAB.
 pub(crate) fn is_forbidden_in_value(b: u8) -> bool {
@@ -291,7 +345,17 @@ pub(crate) fn find_blank_line(input: &[u8], from: usize) -> Result<usize, usize>
 
 #[cfg(test)]
 mod tests {
-    use super::{find_blank_line, trim_ows, Headers};
+    use super::{find_blank_line, is_token, trim_ows, Headers};
+
+    #[test]
+    fn the_token_table_is_rfc_9110_tchar() {
+        // RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*"
+        // / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        for b in 0..=255u8 {
+            assert_eq!(is_token(b), tchar(b), "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn the_blank_line_is_found_however_the_input_is_cut() {

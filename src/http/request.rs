@@ -87,7 +87,7 @@ impl Request {
     /// removed from `value`; a `name` that is not a token is ignored.
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request {
         let value = strip_controls(value.as_ref());
-        let _ = self.headers.append(name, value);
+        let _ = self.headers.append_clean_value(name, &value);
         self
     }
 
@@ -241,13 +241,20 @@ fn split_target(target: &str) -> (Range<usize>, Option<Range<usize>>) {
     (start..path_end, query)
 }
 
-/// `value` without control characters (those [`Headers`] refuse).
-pub(crate) fn strip_controls(value: &[u8]) -> Vec<u8> {
-    value
-        .iter()
-        .copied()
-        .filter(|&b| !is_forbidden_in_value(b))
-        .collect()
+/// `value` without control characters (those [`Headers`] refuse):
+/// borrowed when it has none, as nearly every value does (a response's
+/// `trace-id` on every request must not pay for a filtered copy).
+pub(crate) fn strip_controls(value: &[u8]) -> Cow<'_, [u8]> {
+    if !value.iter().any(|&b| is_forbidden_in_value(b)) {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .iter()
+            .copied()
+            .filter(|&b| !is_forbidden_in_value(b))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

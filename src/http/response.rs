@@ -127,7 +127,7 @@ impl Response {
     /// checked [`Headers::append`], which refuses both instead.
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Response {
         let value = strip_controls(value.as_ref());
-        if let Err(error) = self.headers.append(name, value) {
+        if let Err(error) = self.headers.append_clean_value(name, &value) {
             tracing::error!(target: "milieu::http", %error, "response header field dropped");
         }
         self

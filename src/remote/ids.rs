@@ -79,6 +79,28 @@ impl TraceId {
     pub const fn to_bytes(self) -> [u8; 16] {
         self.0
     }
+
+    /// The text form (32 lowercase hex digits) as ASCII bytes, with no
+    /// allocation: for a header value or a log field on every request,
+    /// where `to_string` would allocate a `String` to copy from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::remote::TraceId;
+    ///
+    /// let id: TraceId = "4bf92f3577b34da6a3ce929d0e0e4736".parse()?;
+    /// assert_eq!(&id.to_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+    /// let response = milieu::http::Response::status(204).with_header("trace-id", id.to_hex());
+    /// assert_eq!(
+    ///     response.headers().get_str("trace-id"),
+    ///     Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    /// );
+    /// # Ok::<(), milieu::remote::ParseIdError>(())
+    /// ```
+    pub fn to_hex(self) -> [u8; 32] {
+        hex(&self.0)
+    }
 }
 
 impl SpanId {
@@ -105,6 +127,22 @@ impl SpanId {
     /// The 8 bytes.
     pub const fn to_bytes(self) -> [u8; 8] {
         self.0
+    }
+
+    /// The text form (16 lowercase hex digits) as ASCII bytes, with no
+    /// allocation (see [`TraceId::to_hex`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use milieu::remote::SpanId;
+    ///
+    /// let id: SpanId = "00f067aa0ba902b7".parse()?;
+    /// assert_eq!(&id.to_hex(), b"00f067aa0ba902b7");
+    /// # Ok::<(), milieu::remote::ParseIdError>(())
+    /// ```
+    pub fn to_hex(self) -> [u8; 16] {
+        hex(&self.0)
     }
 }
 
@@ -342,15 +380,23 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+/// `bytes` as lowercase hex digits, at the start of `N` bytes (`N` at
+/// least twice the length of `bytes`; the rest stays zero).
+fn hex<const N: usize>(bytes: &[u8]) -> [u8; N] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // One `write_str` per id rather than one per byte: ids are formatted on
-    // every outbound request.
-    let mut text = [0u8; 32];
+    debug_assert!(N >= 2 * bytes.len());
+    let mut text = [0u8; N];
     for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
+    text
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    // One `write_str` per id rather than one per byte: ids are formatted on
+    // every outbound request.
+    let text: [u8; 32] = hex(bytes);
     let used = &text[..2 * bytes.len()];
     // Only ASCII hex digits were written.
     f.write_str(std::str::from_utf8(used).map_err(|_| fmt::Error)?)

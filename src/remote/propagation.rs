@@ -256,8 +256,13 @@ impl Propagation {
         let mut declined: Vec<Declined> = malformed.into_iter().map(Declined::Malformed).collect();
         let mut arrived = Vec::new();
         let mut forwarded = Vec::new();
-        // Which carried keys a member was seen for (the first one counts).
-        let mut seen = vec![false; self.carried.len()];
+        // Which carried keys a member was seen for (the first one counts);
+        // not allocated for the usual request, which carries no baggage.
+        let mut seen = if members.is_empty() {
+            Vec::new()
+        } else {
+            vec![false; self.carried.len()]
+        };
         for member in members {
             let Some(index) = self.carried.iter().position(|c| c.key == member.key()) else {
                 if self.forwarding {
