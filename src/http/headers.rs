@@ -126,7 +126,7 @@ impl Headers {
         name: &str,
         value: &[u8],
     ) -> Result<(), InvalidHeader> {
-        debug_assert!(!value.iter().any(|&b| is_forbidden_in_value(b)));
+        debug_assert!(!has_forbidden_in_value(value));
         validate_name(name)?;
         self.fields
             .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
@@ -239,7 +239,7 @@ impl Error for InvalidHeader {}
 
 fn validate(name: &str, value: &[u8]) -> Result<(), InvalidHeader> {
     validate_name(name)?;
-    if value.iter().any(|&b| is_forbidden_in_value(b)) {
+    if has_forbidden_in_value(value) {
         return Err(InvalidHeader {
             name: name.to_owned(),
             reason: "the value holds a control character (CR, LF, NUL, ...)",
@@ -300,7 +300,19 @@ const TCHAR: [bool; 256] = {
     table
 };
 
+/// Whether `value` holds a byte [`is_forbidden_in_value`]. Every byte is
+/// looked at, with no early exit, so the loop vectorizes: values are
+/// short and nearly always clean, and one is checked for every header
+/// field a response adds.
+#[inline]
+pub(crate) fn has_forbidden_in_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .fold(false, |found, &b| found | is_forbidden_in_value(b))
+}
+
 /// Whether `b` may not appear in a field value: controls but HTAB.
+#[inline]
 pub(crate) fn is_forbidden_in_value(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }

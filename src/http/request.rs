@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::headers::{is_forbidden_in_value, Headers};
+use super::headers::{has_forbidden_in_value, is_forbidden_in_value, Headers};
 use crate::remote::path_in;
 
 /// An HTTP/1.x request, as [`HttpProtocol`](super::HttpProtocol) decodes
@@ -245,7 +245,7 @@ fn split_target(target: &str) -> (Range<usize>, Option<Range<usize>>) {
 /// borrowed when it has none, as nearly every value does (a response's
 /// `trace-id` on every request must not pay for a filtered copy).
 pub(crate) fn strip_controls(value: &[u8]) -> Cow<'_, [u8]> {
-    if !value.iter().any(|&b| is_forbidden_in_value(b)) {
+    if !has_forbidden_in_value(value) {
         return Cow::Borrowed(value);
     }
     Cow::Owned(
