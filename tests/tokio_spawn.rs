@@ -372,3 +372,61 @@ fn the_hop_records_the_thread_it_arrived_on_whether_the_spawners_or_another() {
     assert_eq!(from, here, "made on the spawning thread");
     assert_ne!(to.expect("arrived"), from, "the blocking pool's thread");
 }
+
+#[test]
+fn a_spawn_after_an_ended_task_records_only_its_own_hop() {
+    // An ended task's hop frame may be reused by the next spawn on the same
+    // thread: nothing of the first task's hop (its site, its arrival) may
+    // show in the second's, and a snapshot taken inside the first task
+    // keeps the first hop as it was.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let workers = multi_thread(1);
+    let spawner = format!("{:?}", std::thread::current().id());
+    let (kept, first_line) = rt.block_on(async {
+        let _request = milieu::provide(RequestId(1));
+        let line = line!() + 1;
+        let first = milieu::tokio::spawn(async { (Context::current(), current_hops()) });
+        let (kept, hops) = first.await.unwrap();
+        assert_hop(&hops[0], HopKind::Task, None, line);
+        assert_eq!(
+            hops[0].to.as_ref().map(|t| t.id.clone()),
+            Some(spawner.clone())
+        );
+        (kept, line)
+    });
+    // Several ended tasks, so that a frame is surely kept for reuse.
+    rt.block_on(async {
+        let _request = milieu::provide(RequestId(2));
+        for _ in 0..4 {
+            milieu::tokio::spawn(async {}).await.unwrap();
+        }
+    });
+    let (hops, request) = rt.block_on(async {
+        let _request = milieu::provide(RequestId(3));
+        let line = line!() + 1;
+        let task = milieu::tokio::spawn_on(workers.handle(), async {
+            (current_hops(), milieu::get::<RequestId>().map(|r| r.0))
+        });
+        let (hops, request) = task.await.unwrap();
+        assert_hop(&hops[0], HopKind::Task, None, line);
+        (hops, request)
+    });
+    assert_eq!(request.ok(), Some(3));
+    assert_eq!(hops.len(), 1, "{hops:?}");
+    assert_eq!(hops[0].from.id, spawner, "made on the spawning thread");
+    let arrived = hops[0].to.as_ref().expect("arrived").id.clone();
+    assert_ne!(
+        arrived, spawner,
+        "arrived on the worker, not where an earlier hop did"
+    );
+    // The snapshot taken in the first task still shows its own hop.
+    let kept_hops = kept.run(current_hops);
+    assert_eq!(kept_hops.len(), 1);
+    assert_hop(&kept_hops[0], HopKind::Task, None, first_line);
+    assert_eq!(
+        kept.run(|| milieu::get::<RequestId>().map(|r| r.0)).ok(),
+        Some(1)
+    );
+}

@@ -7,14 +7,15 @@
 //! clone and can be shared across threads.
 
 use std::borrow::Cow;
-use std::cell::UnsafeCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{fence, AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::entry::Entry;
 use super::map::{EntryMap, Found};
+use super::state::State;
 
 /// A thread as dumps name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,6 +352,95 @@ impl Frame {
     /// Iterates this frame and its ancestors, top first.
     pub(crate) fn chain(&self) -> impl Iterator<Item = &Frame> {
         std::iter::successors(Some(self), |f| f.data().parent.as_deref())
+    }
+}
+
+thread_local! {
+    /// Task hop frames of this thread whose task has ended, for the next
+    /// spawn ([`Frame::hop`], [`Frame::recycle_hop`]): a spawn then
+    /// allocates no frame and touches no thread record's reference count.
+    /// A cache of allocations, as the state's spare install frames are;
+    /// nothing in it is visible to anyone.
+    static SPARE_HOPS: RefCell<Vec<Arc<Frame>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many ended hop frames a thread keeps (more tasks than this ending
+/// in a row free theirs).
+const SPARE_HOPS_MAX: usize = 32;
+
+impl Frame {
+    /// A published hop frame recording `hop` on top of `parent`, made by
+    /// this thread: one this thread kept from an ended task if it has one,
+    /// else a new one.
+    pub(crate) fn hop(parent: Arc<Frame>, hop: HopRecord) -> Arc<Frame> {
+        let kept = SPARE_HOPS
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match kept {
+            Some(frame) => {
+                // SAFETY: a kept frame is unique (its count was one, after
+                // an acquire fence, when `recycle_hop` took it) and no one
+                // else can reach it: the spare list is this thread's.
+                let data = unsafe { frame.data_mut() };
+                data.dispatch = parent.data().dispatch;
+                data.parent = Some(parent);
+                data.kind = FrameKind::Hop(hop);
+                frame
+            }
+            None => {
+                let thread = State::try_with(State::thread_info)
+                    .unwrap_or_else(|| Arc::new(ThreadInfo::exiting()));
+                Arc::new(Frame::cut(parent, FrameKind::Hop(hop), thread))
+            }
+        }
+    }
+
+    /// Takes back the hop frame of an ended task (a wrapped future being
+    /// dropped) for [`hop`](Frame::hop) to reuse, if nothing else holds it
+    /// (no snapshot taken inside the task, no frame installed on top of
+    /// it) and it was made on this thread; otherwise it is simply dropped.
+    pub(crate) fn recycle_hop(frame: Arc<Frame>) {
+        // No weak references to frames exist, so a count of one means this
+        // is the only holder; the fence pairs with the release decrement of
+        // the last other holder (as in `Arc`'s own drop), so its reads
+        // happen before the writes below.
+        if Arc::strong_count(&frame) != 1 || !matches!(frame.data().kind, FrameKind::Hop(_)) {
+            return;
+        }
+        fence(Ordering::Acquire);
+        let mine = State::try_with(|state| Arc::ptr_eq(state.thread_ref(), &frame.data().thread));
+        if mine != Some(true) {
+            return;
+        }
+        // SAFETY: unique, as said above, and no reference from `data` is
+        // alive.
+        let data = unsafe { frame.data_mut() };
+        let parent = data.parent.take();
+        // The record goes (its label and arrival are released below); the
+        // placeholder is overwritten by `hop` before anyone sees it.
+        let record = std::mem::replace(
+            &mut data.kind,
+            FrameKind::Entered {
+                site: Location::caller(),
+            },
+        );
+        let map = std::mem::take(&mut data.map);
+        let refused = SPARE_HOPS
+            .try_with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare.len() < SPARE_HOPS_MAX {
+                    spare.push(frame);
+                    None
+                } else {
+                    Some(frame)
+                }
+            })
+            .unwrap_or(None);
+        // What the frame held is released outside the borrow of the spare
+        // list: the parent chain may hold values whose destructors use the
+        // context (and spawn).
+        drop((refused, map, record, parent));
     }
 }
 

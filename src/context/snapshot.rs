@@ -105,7 +105,32 @@ impl Context {
         label: Option<HopLabel>,
         site: &'static Location<'static>,
     ) -> Context {
-        PendingHop::new(self.clone(), kind, label, site).into_context()
+        self.clone().into_hop_at(kind, label, site)
+    }
+
+    /// [`hop_at`](Context::hop_at) for a snapshot the caller no longer
+    /// needs (`Context::current().into_hop_at(..)`, as every spawn does):
+    /// its frame moves into the hop, sparing a reference count increment
+    /// and decrement per spawn.
+    pub(crate) fn into_hop_at(
+        self,
+        kind: HopKind,
+        label: Option<HopLabel>,
+        site: &'static Location<'static>,
+    ) -> Context {
+        // An empty context carries nothing worth recording.
+        let Some(parent) = self.frame else {
+            return Context::empty();
+        };
+        let record = HopRecord {
+            kind,
+            label,
+            site,
+            arrived: Arrival::new(),
+        };
+        Context {
+            frame: Some(Frame::hop(parent, record)),
+        }
     }
 
     /// Makes this snapshot the current context while `f` runs, then restores
@@ -140,14 +165,24 @@ impl Context {
         &self,
         site: &'static Location<'static>,
     ) -> Option<Arc<Frame>> {
-        let top = self.frame.as_ref()?;
+        self.clone().into_frame_for_entering(site)
+    }
+
+    /// [`frame_for_entering`](Context::frame_for_entering) for a snapshot
+    /// the caller no longer needs (a wrapped future's, made for it): the
+    /// top frame itself moves out when it can be entered as it is.
+    pub(crate) fn into_frame_for_entering(
+        self,
+        site: &'static Location<'static>,
+    ) -> Option<Arc<Frame>> {
+        let top = self.frame?;
         if !top.data().locals_since_cut {
-            return Some(Arc::clone(top));
+            return Some(top);
         }
         let thread = State::try_with(State::thread_info)
             .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
         Some(Arc::new(Frame::cut(
-            Arc::clone(top),
+            top,
             FrameKind::Entered { site },
             thread,
         )))

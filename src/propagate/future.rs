@@ -33,12 +33,22 @@ pin_project_lite::pin_project! {
         // Whether a poll has recorded the hop's arrival (done once).
         arrived: bool,
     }
+
+    impl<F> PinnedDrop for WithContext<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A spawned task's hop frame, when nothing else holds it, is
+            // kept for the thread's next spawn.
+            if let Some(frame) = this.project().frame.take() {
+                Frame::recycle_hop(frame);
+            }
+        }
+    }
 }
 
 impl<F> WithContext<F> {
     pub(crate) fn new(inner: F, ctx: Context, site: &'static Location<'static>) -> Self {
         // The frame to enter is fixed now, so polls only move a pointer.
-        let frame = ctx.frame_for_entering(site);
+        let frame = ctx.into_frame_for_entering(site);
         WithContext {
             inner,
             frame,
@@ -176,7 +186,7 @@ pub trait FutureExt: Future + Sized {
         let site = Location::caller();
         WithContext::new(
             self,
-            Context::current().hop_at(HopKind::Task, None, site),
+            Context::current().into_hop_at(HopKind::Task, None, site),
             site,
         )
     }
@@ -186,7 +196,7 @@ pub trait FutureExt: Future + Sized {
     #[track_caller]
     fn in_context(self, ctx: Context) -> WithContext<Self> {
         let site = Location::caller();
-        WithContext::new(self, ctx.hop_at(HopKind::Task, None, site), site)
+        WithContext::new(self, ctx.into_hop_at(HopKind::Task, None, site), site)
     }
 }
 
@@ -225,7 +235,7 @@ impl ScopeExt for Scope {
     fn wrap<F: Future>(self, fut: F) -> WithContext<F> {
         let site = Location::caller();
         let ctx = self.run(Context::current);
-        WithContext::new(fut, ctx.hop_at(HopKind::Task, None, site), site)
+        WithContext::new(fut, ctx.into_hop_at(HopKind::Task, None, site), site)
     }
 }
 

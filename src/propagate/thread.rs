@@ -121,7 +121,7 @@ impl Builder {
         T: Send + 'static,
     {
         let site = Location::caller();
-        let ctx = Context::current().hop_at(HopKind::Thread, self.name.map(Into::into), site);
+        let ctx = Context::current().into_hop_at(HopKind::Thread, self.name.map(Into::into), site);
         self.inner.spawn(move || ctx.run(f))
     }
 }

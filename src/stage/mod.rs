@@ -530,7 +530,7 @@ impl<In: Send + 'static, Out: Send + 'static> StageBuilder<In, Out> {
             return Err(StageBuildError::ZeroWorkers { stage: name });
         }
         let label = name.clone();
-        let build_ctx = Context::current().hop_at(
+        let build_ctx = Context::current().into_hop_at(
             crate::context::HopKind::Stage,
             Some(label.into()),
             Location::caller(),

@@ -17,7 +17,7 @@ const BLOCKING: &str = "spawn_blocking";
 pub(super) fn in_task<F: Future>(future: F, site: &'static Location<'static>) -> WithContext<F> {
     WithContext::new(
         future,
-        Context::current().hop_at(HopKind::Task, None, site),
+        Context::current().into_hop_at(HopKind::Task, None, site),
         site,
     )
 }
@@ -27,7 +27,8 @@ pub(super) fn in_blocking<F, R>(f: F, site: &'static Location<'static>) -> impl 
 where
     F: FnOnce() -> R,
 {
-    let ctx = Context::current().hop_at(HopKind::Thread, Some(HopLabel::Static(BLOCKING)), site);
+    let ctx =
+        Context::current().into_hop_at(HopKind::Thread, Some(HopLabel::Static(BLOCKING)), site);
     move || ctx.run(f)
 }
 

@@ -31,7 +31,7 @@ impl InRequest {
         let site = Location::caller();
         InRequest {
             info: Arc::new(info),
-            frame: from.context.frame_for_entering(site),
+            frame: from.context.into_frame_for_entering(site),
             arrived: false,
             site,
             #[cfg(feature = "opentelemetry")]
