@@ -157,3 +157,34 @@ fn a_guard_leaked_inside_a_wrapped_poll_is_detected() {
     assert_eq!(milieu::dump(), before);
     assert!(!milieu::contains::<A>());
 }
+
+#[test]
+fn a_guard_held_across_await_is_detected_when_the_future_returns_a_large_value() {
+    // A large output (here 1 KiB; a whole HTTP response behind the tower
+    // layer) leaves the poll by another path than a small one: the
+    // detection and the repair are the same.
+    let _base = milieu::provide(Base(2));
+    let before = milieu::dump();
+    let fut = async {
+        let _guard = milieu::provide(A(1));
+        yield_now().await;
+        [7u8; 1024]
+    };
+    let (fut, wrap_line) = (fut.in_current_context(), line!());
+    let mut fut = Box::pin(fut);
+    let message = catch(|| poll_once(fut.as_mut())).expect_err("the poll must panic");
+    assert_contains(&message, "`.await`");
+    assert_contains(&message, &site_prefix(file!(), wrap_line));
+    assert_eq!(milieu::dump(), before);
+
+    // And a large value comes out whole, in the context.
+    let fut = async {
+        let base = milieu::get::<Base>().map(|b| b.0).unwrap_or(0);
+        yield_now().await;
+        [base as u8; 1024]
+    }
+    .in_current_context();
+    let out = futures::executor::block_on(fut);
+    assert!(out.iter().all(|&b| b == 2));
+    assert_eq!(milieu::dump(), before);
+}

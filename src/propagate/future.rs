@@ -98,30 +98,61 @@ pub(crate) fn run_in_frame<R>(
     site: &'static Location<'static>,
     f: impl FnOnce() -> R,
 ) -> R {
-    let mut f = Some(f);
-    let mut out = None;
-    State::try_with(|state| {
-        let id = if *arrived {
-            state.enter_again(slot.take(), site)
-        } else {
-            *arrived = true;
-            state.enter(slot.take(), site)
-        };
-        let _restore = TakeBack {
-            state,
-            id,
-            slot,
-            site,
-        };
-        if let Some(f) = f.take() {
-            out = Some(f());
+    if std::mem::size_of::<R>() <= SMALL_RESULT {
+        // One access to the thread's state for the whole poll.
+        let mut f = Some(f);
+        let mut out = None;
+        State::try_with(|state| {
+            let id = enter(state, slot, arrived, site);
+            let _restore = TakeBack {
+                state,
+                id,
+                slot,
+                site,
+            };
+            if let Some(f) = f.take() {
+                out = Some(f());
+            }
+        });
+        match (out, f) {
+            (Some(out), _) => out,
+            // The state is gone (thread exit): `f` runs without the context.
+            (None, Some(f)) => f(),
+            // `f` ran and panicked: the panic unwound past here already.
+            (None, None) => unreachable!("milieu: a context's closure returned nothing"),
         }
-    });
-    match (out, f) {
-        (Some(out), _) => out,
-        (None, Some(f)) => f(),
-        // `f` ran and panicked: the panic unwound past here already.
-        (None, None) => unreachable!("milieu: a context's closure returned nothing"),
+    } else {
+        // A large result (a whole `http::Response` behind the tower
+        // layer) is returned as `f` made it: carried out of the closure
+        // above, it would be copied once per move. The frame goes in with
+        // one access to the state and comes out with another, in
+        // `TakeBackLater`'s drop.
+        let Some(id) = State::try_with(|state| enter(state, slot, arrived, site)) else {
+            return f();
+        };
+        let _restore = TakeBackLater { id, slot, site };
+        f()
+    }
+}
+
+/// Results up to this size leave [`run_in_frame`] through the closure of
+/// its one access to the thread's state (in registers); larger ones are
+/// returned directly, at the price of a second access.
+const SMALL_RESULT: usize = 4 * std::mem::size_of::<usize>();
+
+/// Makes the frame in `slot` current (see [`run_in_frame`]).
+#[inline(always)]
+fn enter(
+    state: &State,
+    slot: &mut Option<Arc<Frame>>,
+    arrived: &mut bool,
+    site: &'static Location<'static>,
+) -> u64 {
+    if *arrived {
+        state.enter_again(slot.take(), site)
+    } else {
+        *arrived = true;
+        state.enter(slot.take(), site)
     }
 }
 
@@ -140,6 +171,29 @@ impl Drop for TakeBack<'_> {
         if !self.state.leave(self.id, self.slot) {
             self.out_of_order();
         }
+    }
+}
+
+/// [`TakeBack`] for a poll that ran outside the access to the thread's
+/// state that entered its frame (a large result, see [`run_in_frame`]):
+/// accesses the state again to pop it.
+struct TakeBackLater<'a> {
+    id: u64,
+    slot: &'a mut Option<Arc<Frame>>,
+    site: &'static Location<'static>,
+}
+
+impl Drop for TakeBackLater<'_> {
+    fn drop(&mut self) {
+        // The state is gone only at thread exit, and the frame with it.
+        State::try_with(|state| {
+            drop(TakeBack {
+                state,
+                id: self.id,
+                slot: &mut *self.slot,
+                site: self.site,
+            })
+        });
     }
 }
 
