@@ -421,6 +421,21 @@ fn a_spawn_after_an_ended_task_records_only_its_own_hop() {
         arrived, spawner,
         "arrived on the worker, not where an earlier hop did"
     );
+    // A frame kept by the worker (the task above ended there) serves a
+    // spawn made on the worker: the hop is made there, not where the
+    // frame was first made.
+    let (worker, inner_from) = rt.block_on(async {
+        let _request = milieu::provide(RequestId(4));
+        let outer = milieu::tokio::spawn_on(workers.handle(), async {
+            let worker = format!("{:?}", std::thread::current().id());
+            let inner = milieu::tokio::spawn(async { current_hops() });
+            let hops = inner.await.unwrap();
+            (worker, hops[0].from.id.clone())
+        });
+        outer.await.unwrap()
+    });
+    assert_ne!(worker, spawner);
+    assert_eq!(inner_from, worker, "the inner hop was made on the worker");
     // The snapshot taken in the first task still shows its own hop.
     let kept_hops = kept.run(current_hops);
     assert_eq!(kept_hops.len(), 1);

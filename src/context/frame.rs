@@ -383,6 +383,16 @@ impl Frame {
                 // an acquire fence, when `recycle_hop` took it) and no one
                 // else can reach it: the spare list is this thread's.
                 let data = unsafe { frame.data_mut() };
+                // Made by another thread (a task that moved to this one
+                // ended here): the hop is this thread's now.
+                let here = State::try_with(|state| {
+                    if !Arc::ptr_eq(&data.thread, state.thread_ref()) {
+                        data.thread = state.thread_info();
+                    }
+                });
+                if here.is_none() {
+                    data.thread = Arc::new(ThreadInfo::exiting());
+                }
                 data.dispatch = parent.data().dispatch;
                 data.parent = Some(parent);
                 data.kind = FrameKind::Hop(hop);
@@ -397,9 +407,9 @@ impl Frame {
     }
 
     /// Takes back the hop frame of an ended task (a wrapped future being
-    /// dropped) for [`hop`](Frame::hop) to reuse, if nothing else holds it
-    /// (no snapshot taken inside the task, no frame installed on top of
-    /// it) and it was made on this thread; otherwise it is simply dropped.
+    /// dropped) for this thread's next [`hop`](Frame::hop), if nothing
+    /// else holds it (no snapshot taken inside the task, no frame
+    /// installed on top of it); otherwise it is simply dropped.
     pub(crate) fn recycle_hop(frame: Arc<Frame>) {
         // No weak references to frames exist, so a count of one means this
         // is the only holder; the fence pairs with the release decrement of
@@ -409,10 +419,6 @@ impl Frame {
             return;
         }
         fence(Ordering::Acquire);
-        let mine = State::try_with(|state| Arc::ptr_eq(state.thread_ref(), &frame.data().thread));
-        if mine != Some(true) {
-            return;
-        }
         // SAFETY: unique, as said above, and no reference from `data` is
         // alive.
         let data = unsafe { frame.data_mut() };
