@@ -29,8 +29,9 @@
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::panic::Location;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use super::entry::Entry;
@@ -80,21 +81,32 @@ pub(crate) struct State {
 }
 
 /// One active install or entered snapshot.
+///
+/// Pushing an enter slot changes the base, the floor and the dispatch;
+/// pushing an install changes the dispatch only if it has a `Dispatch`
+/// entry. Those slots save what they change (`restores`), the others
+/// leave `saved` unwritten: the fewer stores, the cheaper an install.
 pub(crate) struct Slot {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
-    kind: SlotKind,
     /// An install's frame (always present), or the entered snapshot's top
     /// frame (`None` for an empty snapshot).
     pub(crate) frame: Option<Arc<Frame>>,
+    kind: SlotKind,
     /// Whether the install has local entries (in the state's `locals`,
     /// numbered between the slot below's id and this one's).
     has_locals: bool,
-    /// The dispatch address before this slot, restored when it goes.
-    saved_dispatch: usize,
-    /// Enter slots: the base and floor before this slot.
-    saved_base: *const Frame,
-    saved_floor: u32,
+    /// Whether `saved` is written, to be restored when the slot goes.
+    restores: bool,
+    saved: MaybeUninit<Saved>,
+}
+
+/// The dispatch address, base and floor before a slot that changed them.
+#[derive(Clone, Copy)]
+struct Saved {
+    dispatch: usize,
+    base: *const Frame,
+    floor: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,29 +175,31 @@ impl State {
     }
 
     /// Address of the value of type `id` visible now (inside its `Arc`),
-    /// or null. Valid until the stack changes (or, while pinned, until the
+    /// if any. Valid until the stack changes (or, while pinned, until the
     /// pins are released).
     #[inline]
-    pub(crate) fn find(&self, id: TypeId) -> *const () {
+    pub(crate) fn find(&self, id: TypeId) -> Option<NonNull<()>> {
         // SAFETY: no mutable borrow of the index is alive (they live only
         // inside the methods below, which call no user code meanwhile).
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
-            if !live.value.is_null() && live.depth >= self.floor.get() {
-                return live.value;
+            // Above the floor: live, and not hidden by an entered snapshot.
+            if live.height > self.floor.get() {
+                // SAFETY: a live install's value is the address inside its
+                // `Arc` (never null): only `LiveRef::NONE`, height 0, holds
+                // null. Saying so spares the callers a test.
+                return Some(unsafe { NonNull::new_unchecked(live.value.cast_mut()) });
             }
         }
         self.find_in_base(id)
     }
 
     #[inline]
-    fn find_in_base(&self, id: TypeId) -> *const () {
+    fn find_in_base(&self, id: TypeId) -> Option<NonNull<()>> {
         // SAFETY: the base is the frame of the topmost enter slot, which
         // keeps it alive while it is the base.
-        match unsafe { self.base.get().as_ref() } {
-            Some(base) => base.map().get(id).map_or(ptr::null(), |found| found.value),
-            None => ptr::null(),
-        }
+        let base = unsafe { self.base.get().as_ref() }?;
+        NonNull::new(base.map().get(id)?.value.cast_mut())
     }
 
     /// The entry a lookup of `id` finds now (for dumps).
@@ -193,7 +207,7 @@ impl State {
         // SAFETY: as in `find`.
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
-            if !live.value.is_null() && live.depth >= self.floor.get() {
+            if live.height > self.floor.get() {
                 return live.entry;
             }
         }

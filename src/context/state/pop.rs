@@ -9,14 +9,6 @@ use std::sync::Arc;
 use super::{Parked, Slot, SlotKind, State};
 use crate::context::frame::Frame;
 
-/// What [`State::pop_top`] hands back.
-struct Popping {
-    frame: Option<Arc<Frame>>,
-    kind: SlotKind,
-    has_locals: bool,
-    below: u64,
-}
-
 /// What a removed install leaves to release, outside every borrow of the
 /// state (values' destructors may use the context).
 struct Release {
@@ -40,40 +32,6 @@ enum Popped {
 }
 
 impl State {
-    /// Pops the top slot if its id is `id`, undoing what pushing it
-    /// changed; returns what the caller must release: the slot's frame,
-    /// whether it is an install's, whether it had local values, and the id
-    /// of the slot below (0 if none).
-    ///
-    /// The slot is read in place, field by field, never moved as a whole
-    /// (see [`push_slot`](State::push_slot)).
-    #[inline(always)]
-    fn pop_top(&self, id: u64) -> Option<Popping> {
-        // SAFETY: the borrow ends with this method (`undo_in_place` touches
-        // other cells only); the top slot's frame is read out once, then
-        // the length no longer covers the slot.
-        unsafe {
-            let stack = &mut *self.stack.get();
-            let at = stack.len().checked_sub(1)?;
-            let top = &*stack.as_ptr().add(at);
-            if top.id != id {
-                return None;
-            }
-            self.undo(top);
-            let popping = Popping {
-                frame: ptr::read(&top.frame),
-                kind: top.kind,
-                has_locals: top.has_locals,
-                below: match at.checked_sub(1) {
-                    Some(below) => (*stack.as_ptr().add(below)).id,
-                    None => 0,
-                },
-            };
-            stack.set_len(at);
-            Some(popping)
-        }
-    }
-
     /// Drops the guard of slot `id`: removes the slot and releases what it
     /// held. If slots above it were still active, they are removed too and
     /// returned (oldest first) for the caller to report and dispose of.
@@ -81,14 +39,34 @@ impl State {
     /// Everything happens within this one access to the thread's state:
     /// the borrows of its cells end before anything that may run user code
     /// (a value's destructor, a subscriber callback), which may itself use
-    /// the context.
+    /// the context. The slot is read in place, field by field, never moved
+    /// as a whole (see [`push_slot`](State::push_slot)).
     #[inline]
     pub(crate) fn drop_guard(&self, id: u64) -> Option<Vec<Slot>> {
-        let Some(popped) = self.pop_top(id) else {
-            return self.pop_out_of_order(id);
+        // SAFETY: the borrow ends with this block (`undo` touches other
+        // cells only); the top slot's frame is read out once, then the
+        // length no longer covers the slot.
+        let (frame, kind, locals) = unsafe {
+            let stack = &mut *self.stack.get();
+            let Some(at) = stack.len().checked_sub(1) else {
+                return self.pop_out_of_order(id);
+            };
+            let top = &*stack.as_ptr().add(at);
+            if top.id != id {
+                return self.pop_out_of_order(id);
+            }
+            self.undo(top);
+            let locals = if top.has_locals {
+                locals_of(stack, at)
+            } else {
+                0..0
+            };
+            let popped = (ptr::read(&top.frame), top.kind, locals);
+            stack.set_len(at);
+            popped
         };
         self.sync_dispatch();
-        self.release_popped(id, popped);
+        self.release_popped(frame, kind, locals);
         None
     }
 
@@ -116,8 +94,10 @@ impl State {
     /// [`pop_out_of_order`](State::pop_out_of_order)).
     #[inline(always)]
     pub(crate) fn leave(&self, id: u64, frame: &mut Option<Arc<Frame>>) -> bool {
-        // SAFETY: the borrow ends before `sync_dispatch`; the top slot's
-        // frame is read out once, then the length no longer covers it.
+        // SAFETY: the borrow ends before `sync_dispatch`; the top slot is
+        // an enter slot (ids are unique, and `id` is one), whose `saved` is
+        // written; its frame is read out once, then the length no longer
+        // covers it.
         unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
@@ -127,9 +107,11 @@ impl State {
             if top.id != id {
                 return false;
             }
-            self.want_dispatch.set(top.saved_dispatch);
-            self.base.set(top.saved_base);
-            self.floor.set(top.saved_floor);
+            // An enter slot always saved what it changed.
+            let saved = top.saved.assume_init_ref();
+            self.want_dispatch.set(saved.dispatch);
+            self.base.set(saved.base);
+            self.floor.set(saved.floor);
             *frame = ptr::read(&top.frame);
             stack.set_len(at);
         }
@@ -137,18 +119,16 @@ impl State {
         true
     }
 
-    /// Releases what [`pop_top`](State::pop_top) returned for slot `id`
-    /// (see [`drop_guard`](State::drop_guard)).
-    #[inline]
-    fn release_popped(&self, id: u64, popped: Popping) {
-        let Popping {
-            frame,
-            kind,
-            has_locals,
-            below,
-        } = popped;
+    /// Releases what [`drop_guard`](State::drop_guard) popped: the slot's
+    /// frame, its kind and the numbers of its local values.
+    #[inline(always)]
+    fn release_popped(
+        &self,
+        frame: Option<Arc<Frame>>,
+        kind: SlotKind,
+        locals: std::ops::Range<u64>,
+    ) {
         if self.pins.get() > 0 {
-            let locals = if has_locals { below + 1..id } else { 0..0 };
             self.park(frame, &locals);
             return;
         }
@@ -159,8 +139,7 @@ impl State {
                 SlotKind::Enter => drop(frame),
             }
         }
-        if has_locals {
-            let locals = below + 1..id;
+        if !locals.is_empty() {
             while let Some(local) = self.take_local(&locals) {
                 drop(local);
             }
@@ -192,14 +171,37 @@ impl State {
     /// [`recycle`](State::recycle) for a frame that was never published:
     /// only its slot ever held it (snapshots, parent links and maps are
     /// made at publication), so it is unique, has no parent and no map.
-    #[inline]
+    #[inline(always)]
     fn recycle_private(&self, frame: Arc<Frame>) {
         // SAFETY: unique and unreachable, as said above.
         let data = unsafe { frame.data_mut() };
-        // Values' destructors may use the context: no cell is borrowed
-        // here, and this frame is unreachable.
-        data.entries.clear();
+        if data.entries.len() != 1 {
+            // Values' destructors may use the context: no cell is borrowed
+            // here, and this frame is unreachable.
+            data.entries.clear();
+            self.keep_spare(frame);
+            return;
+        }
+        // One entry (`provide`): its fields that own something are moved
+        // out, the frame goes back to the spare list, and they are dropped
+        // after, in the order the entry's own drop would (the value first;
+        // the reason and the origin run no user code). No call to the
+        // entry's drop glue, no loop.
+        // SAFETY: the entry is initialised; each field is read once, and
+        // the length no longer covers the entry before anything is dropped.
+        let (value, reason, origin) = unsafe {
+            let entry = data.entries.as_ptr();
+            data.entries.set_len(0);
+            (
+                ptr::read(&(*entry).value),
+                ptr::read(&(*entry).reason),
+                ptr::read(&(*entry).origin),
+            )
+        };
         self.keep_spare(frame);
+        drop(value);
+        drop(reason);
+        drop(origin);
     }
 
     /// Removes the slot `id` (and, if it is not on top, every slot above
@@ -296,20 +298,21 @@ impl State {
     /// Reverts what pushing `slot` changed (slots are undone newest first).
     #[inline(always)]
     fn undo(&self, slot: &Slot) {
-        self.want_dispatch.set(slot.saved_dispatch);
-        match slot.kind {
-            SlotKind::Enter => {
-                self.base.set(slot.saved_base);
-                self.floor.set(slot.saved_floor);
-            }
-            SlotKind::Private | SlotKind::Published => {
-                if let Some(frame) = &slot.frame {
-                    // SAFETY: no mutable borrow of the index is alive
-                    // elsewhere; the entries are read only.
-                    let index = unsafe { &mut *self.index.get() };
-                    for entry in frame.data().entries.iter().rev() {
-                        index.restore(entry.type_id, &entry.shadowed);
-                    }
+        if slot.restores {
+            // SAFETY: `restores` says `saved` was written.
+            let saved = unsafe { slot.saved.assume_init_ref() };
+            self.want_dispatch.set(saved.dispatch);
+            self.base.set(saved.base);
+            self.floor.set(saved.floor);
+        }
+        if slot.kind != SlotKind::Enter {
+            if let Some(frame) = &slot.frame {
+                // SAFETY: no mutable borrow of the index is alive
+                // elsewhere; the entries are read only.
+                let index = unsafe { &mut *self.index.get() };
+                for entry in frame.data().entries.iter().rev() {
+                    let shadowed = &entry.shadowed;
+                    index.restore(entry.type_id, shadowed.index_at, &shadowed.live());
                 }
             }
         }
@@ -334,6 +337,14 @@ impl State {
             }
         }
     }
+}
+
+/// The numbers of the local values of the install in slot `at`: those
+/// between the id of the slot below (0 if none) and its own.
+#[inline]
+fn locals_of(stack: &[Slot], at: usize) -> std::ops::Range<u64> {
+    let below = at.checked_sub(1).map_or(0, |below| stack[below].id);
+    below + 1..stack[at].id
 }
 
 /// Releases what a pop returned: an install's frame goes back to the

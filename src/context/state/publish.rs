@@ -41,6 +41,9 @@ impl State {
             // SAFETY: the frame is private (the slot was `Private`): only
             // this slot holds it, and no reference into it is alive.
             let data = unsafe { frame.data_mut() };
+            // Not written by the install (`push_install`): set now, before
+            // anything else can read it.
+            data.kind = FrameKind::Installed { site: slot.site };
             let (parent_dispatch, parent_locals) = match parent.as_deref().map(Frame::data) {
                 Some(p) => (
                     p.dispatch,

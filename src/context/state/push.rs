@@ -6,8 +6,8 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
-use super::{Slot, SlotKind, State, SPARE_FRAMES};
-use crate::context::entry::{LiveRef, Pending, PendingValue, Value};
+use super::{Saved, SlotKind, State, SPARE_FRAMES};
+use crate::context::entry::{Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
 use crate::context::remote::RemoteOrigin;
 
@@ -41,6 +41,7 @@ impl State {
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
         for p in pending {
+            let seq = self.next_seq();
             let entry = NewEntry {
                 type_id: p.type_id,
                 type_name: p.type_name,
@@ -49,9 +50,11 @@ impl State {
                 debug: p.debug,
                 origin: p.origin.or_else(|| origin.cloned()),
             };
-            self.add_entry(data, entry, p.value, &mut has_locals, &mut dispatch);
+            self.add_entry(data, entry, p.value, seq, &mut has_locals, &mut dispatch);
         }
-        self.push_install(frame, site, has_locals, dispatch)
+        // Numbered after its entries, as dumps have always shown them.
+        let id = self.next_seq();
+        self.push_install(frame, id, site, has_locals, dispatch)
     }
 
     /// [`install`](State::install) for one shared entry installed at
@@ -72,7 +75,7 @@ impl State {
     /// the path of [`install_shared`](State::install_shared) and of the
     /// servers' per-poll install of a request's local entry, with no
     /// `Scope` vector to allocate.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn install_one(
         &self,
         type_id: TypeId,
@@ -86,6 +89,10 @@ impl State {
         let data = unsafe { frame.data_mut() };
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
+        // The entry's number and the slot's, as `install` gives them (the
+        // entry first), with one update of the counter.
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 2);
         let entry = NewEntry {
             type_id,
             type_name,
@@ -94,13 +101,13 @@ impl State {
             debug: None,
             origin: None,
         };
-        self.add_entry(data, entry, value, &mut has_locals, &mut dispatch);
-        self.push_install(frame, site, has_locals, dispatch)
+        self.add_entry(data, entry, value, seq, &mut has_locals, &mut dispatch);
+        self.push_install(frame, seq + 1, site, has_locals, dispatch)
     }
 
     /// A private frame to install into: a spare one, or a new one while
     /// the thread is warming up.
-    #[inline]
+    #[inline(always)]
     fn take_spare(&self) -> Arc<Frame> {
         // SAFETY: the borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
@@ -117,17 +124,18 @@ impl State {
         Arc::new(Frame::blank(self.thread_info()))
     }
 
-    /// Appends one entry to a private frame and points the index at it.
+    /// Appends entry number `seq` to a private frame and points the index
+    /// at it.
     #[inline(always)]
     fn add_entry(
         &self,
         data: &mut FrameData,
         new: NewEntry,
         value: PendingValue,
+        seq: u64,
         has_locals: &mut bool,
         dispatch: &mut usize,
     ) {
-        let seq = self.next_seq();
         let NewEntry {
             type_id,
             type_name,
@@ -152,25 +160,22 @@ impl State {
         if type_id == TypeId::of::<tracing::Dispatch>() {
             *dispatch = address as usize;
         }
-        // SAFETY: the borrows end with this method.
-        let (stack, index) = unsafe { (&*self.stack.get(), &mut *self.index.get()) };
-        let live = LiveRef {
-            value: address,
-            entry: data.entries.as_ptr().wrapping_add(data.entries.len()),
-            depth: stack.len() as u32,
-        };
-        let shadowed = index.replace(type_id, live.value, live.entry, live.depth);
-        // Written where `live.entry` points, field by field (see
-        // `push_slot`). The caller reserved room for every entry of the
-        // frame, or this is the frame's only entry: either way nothing
-        // points into the vector if reserving here moves it.
+        // Room first, so the address the index keeps is final: the caller
+        // reserved room for every entry of the frame (this does nothing
+        // then), or this is the frame's only entry.
         let entries = &mut data.entries;
         entries.reserve(1);
         let at = entries.len();
+        // SAFETY: the borrows end with this method.
+        let (stack, index) = unsafe { (&*self.stack.get(), &mut *self.index.get()) };
+        // SAFETY: within the reserved capacity.
+        let to = unsafe { entries.as_mut_ptr().add(at) };
+        let height = stack.len() as u32 + 1;
+        let (shadowed, index_at) = index.replace(type_id, address, to, height);
+        // Written field by field (see `push_slot`).
         // SAFETY: within the reserved capacity, initialised before the
         // length covers it.
         unsafe {
-            let to = entries.as_mut_ptr().add(at);
             ptr::addr_of_mut!((*to).type_id).write(type_id);
             ptr::addr_of_mut!((*to).type_name).write(type_name);
             ptr::addr_of_mut!((*to).value).write(value);
@@ -181,44 +186,40 @@ impl State {
             ptr::addr_of_mut!((*to).origin).write(origin);
             ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
             ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
-            ptr::addr_of_mut!((*to).shadowed.depth).write(shadowed.depth);
+            ptr::addr_of_mut!((*to).shadowed.height).write(shadowed.height);
+            ptr::addr_of_mut!((*to).shadowed.index_at).write(index_at);
             entries.set_len(at + 1);
-            if !ptr::eq(to, live.entry) {
-                // Reserving moved the vector: point the index at the entry.
-                index.replace(type_id, live.value, to, live.depth);
-            }
         }
     }
 
     /// Pushes the slot of a filled private frame.
-    #[inline]
+    ///
+    /// The frame's kind is not written here: a private frame is read by
+    /// nothing but this thread's lookups and removal, and publication
+    /// (`publish.rs`) sets it from the slot's site.
+    #[inline(always)]
     fn push_install(
         &self,
         frame: Arc<Frame>,
+        id: u64,
         site: &'static Location<'static>,
         has_locals: bool,
         dispatch: usize,
     ) -> u64 {
-        // SAFETY: still private; the borrow ends with this block.
-        match unsafe { &mut frame.data_mut().kind } {
-            // A recycled install frame: only the site changes.
-            FrameKind::Installed { site: old } => *old = site,
-            kind => *kind = FrameKind::Installed { site },
-        }
-        // Numbered after its entries, as dumps have always shown them.
-        let id = self.next_seq();
-        self.push_slot(Slot {
-            id,
-            site,
-            kind: SlotKind::Private,
-            frame: Some(frame),
-            has_locals,
-            saved_dispatch: self.want_dispatch.get(),
-            saved_base: ptr::null(),
-            saved_floor: 0,
+        let before = self.want_dispatch.get();
+        // Only an install with a `Dispatch` entry saves what it changes:
+        // the others leave the dispatch, base and floor as they were, and
+        // their removal does too (slots go in reverse order).
+        let saved = (dispatch != before).then(|| Saved {
+            dispatch: before,
+            base: self.base.get(),
+            floor: self.floor.get(),
         });
-        self.want_dispatch.set(dispatch);
-        self.sync_dispatch();
+        self.push_slot(id, site, SlotKind::Private, Some(frame), has_locals, saved);
+        if saved.is_some() {
+            self.want_dispatch.set(dispatch);
+            self.sync_dispatch();
+        }
         id
     }
 
@@ -253,16 +254,12 @@ impl State {
         let id = self.next_seq();
         let base = frame.as_deref().map_or(ptr::null(), |f| f as *const Frame);
         let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
-        let depth = self.push_slot(Slot {
-            id,
-            site,
-            kind: SlotKind::Enter,
-            frame,
-            has_locals: false,
-            saved_dispatch: self.want_dispatch.get(),
-            saved_base: self.base.get(),
-            saved_floor: self.floor.get(),
-        });
+        let saved = Saved {
+            dispatch: self.want_dispatch.get(),
+            base: self.base.get(),
+            floor: self.floor.get(),
+        };
+        let depth = self.push_slot(id, site, SlotKind::Enter, frame, false, Some(saved));
         self.base.set(base);
         self.floor.set(depth + 1);
         self.want_dispatch.set(dispatch);
@@ -270,41 +267,46 @@ impl State {
         id
     }
 
-    /// Pushes `slot`; returns its stack position.
+    /// Pushes a slot; returns its stack position. `saved`, if any, is
+    /// what its removal restores (see [`Slot`]).
     ///
     /// The slot is written field by field into reserved room, and
-    /// [`pop_top`](State::pop_top) reads it back the same way: moving the
-    /// whole struct made the compiler build it on the stack and copy it
-    /// with wide loads right after narrow stores, which stalled on store
-    /// forwarding: `perf` put most of an install's time there
-    /// (docs/design.md, "How it was chosen").
+    /// [`drop_guard`](State::drop_guard) reads it back the same way:
+    /// moving the whole struct made the compiler build it on the stack
+    /// and copy it with wide loads right after narrow stores, which
+    /// stalled on store forwarding: `perf` put most of an install's time
+    /// there (docs/design.md, "How it was chosen").
     #[inline(always)]
-    fn push_slot(&self, slot: Slot) -> u32 {
+    fn push_slot(
+        &self,
+        id: u64,
+        site: &'static Location<'static>,
+        kind: SlotKind,
+        frame: Option<Arc<Frame>>,
+        has_locals: bool,
+        saved: Option<Saved>,
+    ) -> u32 {
         // SAFETY: the borrow ends with this method; `at` is within the
-        // reserved capacity and initialised before the length covers it.
+        // reserved capacity and every field but `saved` is initialised
+        // before the length covers it (`saved` is a `MaybeUninit`, read
+        // only when `restores` says it was written).
         unsafe {
             let stack = &mut *self.stack.get();
             stack.reserve(1);
             let at = stack.len();
             let to = stack.as_mut_ptr().add(at);
-            let Slot {
-                id,
-                site,
-                kind,
-                frame,
-                has_locals,
-                saved_dispatch,
-                saved_base,
-                saved_floor,
-            } = slot;
             ptr::addr_of_mut!((*to).id).write(id);
             ptr::addr_of_mut!((*to).site).write(site);
-            ptr::addr_of_mut!((*to).kind).write(kind);
             ptr::addr_of_mut!((*to).frame).write(frame);
+            ptr::addr_of_mut!((*to).kind).write(kind);
             ptr::addr_of_mut!((*to).has_locals).write(has_locals);
-            ptr::addr_of_mut!((*to).saved_dispatch).write(saved_dispatch);
-            ptr::addr_of_mut!((*to).saved_base).write(saved_base);
-            ptr::addr_of_mut!((*to).saved_floor).write(saved_floor);
+            ptr::addr_of_mut!((*to).restores).write(saved.is_some());
+            if let Some(saved) = saved {
+                let into = ptr::addr_of_mut!((*to).saved).cast::<Saved>();
+                ptr::addr_of_mut!((*into).dispatch).write(saved.dispatch);
+                ptr::addr_of_mut!((*into).base).write(saved.base);
+                ptr::addr_of_mut!((*into).floor).write(saved.floor);
+            }
             stack.set_len(at + 1);
             at as u32
         }
