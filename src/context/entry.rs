@@ -79,18 +79,6 @@ pub(crate) struct Shadowed {
     pub(crate) index_at: u32,
 }
 
-impl Shadowed {
-    /// The index's former content, to put back.
-    #[inline(always)]
-    pub(crate) fn live(&self) -> LiveRef {
-        LiveRef {
-            value: self.value,
-            entry: self.entry,
-            height: self.height,
-        }
-    }
-}
-
 /// Where the value a lookup of one type finds lives on the installing
 /// thread: the thread's type index maps each `TypeId` to one of these.
 ///

@@ -11,7 +11,7 @@
 use std::any::TypeId;
 use std::hash::{Hash, Hasher};
 
-use super::entry::LiveRef;
+use super::entry::{LiveRef, Shadowed};
 
 /// Open addressing with linear probing, load factor at most 1/4: the table
 /// is per thread and small, and a sparse one keeps probe runs short for
@@ -113,25 +113,25 @@ impl TypeIndex {
     /// Puts back what [`replace`](TypeIndex::replace) returned for `id`,
     /// at the position it returned: the slot is still there unless the
     /// table grew since (then it is found by probing).
-    #[inline]
-    pub(crate) fn restore(&mut self, id: TypeId, at: u32, live: &LiveRef) {
-        if let Some(slot) = self.slots.get_mut(at as usize) {
+    #[inline(always)]
+    pub(crate) fn restore(&mut self, id: TypeId, saved: &Shadowed) {
+        if let Some(slot) = self.slots.get_mut(saved.index_at as usize) {
             if slot.key == id {
-                slot.live.value = live.value;
-                slot.live.entry = live.entry;
-                slot.live.height = live.height;
+                slot.live.value = saved.value;
+                slot.live.entry = saved.entry;
+                slot.live.height = saved.height;
                 return;
             }
         }
-        self.restore_moved(id, live);
+        self.restore_moved(id, saved);
     }
 
     /// [`restore`](TypeIndex::restore) after the table grew.
     #[cold]
-    fn restore_moved(&mut self, id: TypeId, live: &LiveRef) {
+    fn restore_moved(&mut self, id: TypeId, saved: &Shadowed) {
         // The key is there (`replace` put it in; keys are never removed),
         // so this finds it and no room is needed.
-        self.replace(id, live.value, live.entry, live.height);
+        self.replace(id, saved.value, saved.entry, saved.height);
     }
 
     #[cold]
@@ -194,13 +194,22 @@ mod tests {
     use std::any::TypeId;
 
     use super::TypeIndex;
-    use crate::context::entry::LiveRef;
+    use crate::context::entry::{LiveRef, Shadowed};
 
     fn live(height: u32) -> LiveRef {
         LiveRef {
             value: std::ptr::dangling(),
             entry: std::ptr::null(),
             height,
+        }
+    }
+
+    fn saved(live: LiveRef, index_at: u32) -> Shadowed {
+        Shadowed {
+            value: live.value,
+            entry: live.entry,
+            height: live.height,
+            index_at,
         }
     }
 
@@ -228,9 +237,9 @@ mod tests {
         let (old, again) = index.replace_live(ids[0], live(2));
         assert_eq!((old.height, again), (1, at));
         assert_eq!(index.get(ids[0]).map(|l| l.height), Some(2));
-        index.restore(ids[0], at, &old);
+        index.restore(ids[0], &saved(old, at));
         assert_eq!(index.get(ids[0]).map(|l| l.height), Some(1));
-        index.restore(ids[0], at, &LiveRef::NONE);
+        index.restore(ids[0], &saved(LiveRef::NONE, at));
         assert!(index.get(ids[0]).is_some_and(|l| l.value.is_null()));
     }
 
@@ -252,7 +261,7 @@ mod tests {
         assert!(index.get(TypeId::of::<u8>()).is_none());
         // Positions from before the table grew still restore the right key.
         for (id, at) in ids.iter().zip(first) {
-            index.restore(*id, at, &LiveRef::NONE);
+            index.restore(*id, &saved(LiveRef::NONE, at));
             assert!(index.get(*id).is_some_and(|l| l.value.is_null()));
         }
     }

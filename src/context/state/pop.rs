@@ -41,45 +41,50 @@ impl State {
     /// (a value's destructor, a subscriber callback), which may itself use
     /// the context. The slot is read in place, field by field, never moved
     /// as a whole (see [`push_slot`](State::push_slot)).
+    ///
+    /// This is the common case, inline: the slot on top, no local values,
+    /// no `with` borrow running. The rest takes
+    /// [`pop_out_of_order`](State::pop_out_of_order).
     #[inline]
     pub(crate) fn drop_guard(&self, id: u64) -> Option<Vec<Slot>> {
         // SAFETY: the borrow ends with this block (`undo` touches other
         // cells only); the top slot's frame is read out once, then the
         // length no longer covers the slot.
-        let (frame, kind, locals) = unsafe {
+        let (frame, kind) = unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
                 return self.pop_out_of_order(id);
             };
             let top = &*stack.as_ptr().add(at);
-            if top.id != id {
+            if top.id != id || top.has_locals || self.pins.get() > 0 {
                 return self.pop_out_of_order(id);
             }
             self.undo(top);
-            let locals = if top.has_locals {
-                locals_of(stack, at)
-            } else {
-                0..0
-            };
-            let popped = (ptr::read(&top.frame), top.kind, locals);
+            let popped = (ptr::read(&top.frame), top.kind);
             stack.set_len(at);
             popped
         };
         self.sync_dispatch();
-        self.release_popped(frame, kind, locals);
+        if let Some(frame) = frame {
+            match kind {
+                SlotKind::Private => self.recycle_private(frame),
+                SlotKind::Published => self.recycle(frame),
+                SlotKind::Enter => drop(frame),
+            }
+        }
         None
     }
 
     /// The slow path of [`drop_guard`](State::drop_guard) and
-    /// [`leave`](State::leave), taken when slot `id` is not on top: the
-    /// removed slots (oldest first, `id`'s own first) when slots above it
-    /// were still active; `None` when the slot was already removed by an
-    /// earlier repair (which reported it).
+    /// [`leave`](State::leave), taken when slot `id` is not on top (and
+    /// by `drop_guard` for an install with local values, or while a `with`
+    /// borrow runs): the removed slots (oldest first, `id`'s own first)
+    /// when slots above it were still active; `None` when the slot was on
+    /// top, or already removed by an earlier repair (which reported it).
     #[cold]
     pub(crate) fn pop_out_of_order(&self, id: u64) -> Option<Vec<Slot>> {
         match self.pop(id) {
             Popped::OutOfOrder(slots) => Some(slots),
-            // Not on top was the reason to come here; kept total.
             Popped::InOrder(released) => {
                 release(released);
                 None
@@ -117,33 +122,6 @@ impl State {
         }
         self.sync_dispatch();
         true
-    }
-
-    /// Releases what [`drop_guard`](State::drop_guard) popped: the slot's
-    /// frame, its kind and the numbers of its local values.
-    #[inline(always)]
-    fn release_popped(
-        &self,
-        frame: Option<Arc<Frame>>,
-        kind: SlotKind,
-        locals: std::ops::Range<u64>,
-    ) {
-        if self.pins.get() > 0 {
-            self.park(frame, &locals);
-            return;
-        }
-        if let Some(frame) = frame {
-            match kind {
-                SlotKind::Private => self.recycle_private(frame),
-                SlotKind::Published => self.recycle(frame),
-                SlotKind::Enter => drop(frame),
-            }
-        }
-        if !locals.is_empty() {
-            while let Some(local) = self.take_local(&locals) {
-                drop(local);
-            }
-        }
     }
 
     /// Empties an install's frame and keeps it for reuse, if the caller
@@ -311,8 +289,7 @@ impl State {
                 // elsewhere; the entries are read only.
                 let index = unsafe { &mut *self.index.get() };
                 for entry in frame.data().entries.iter().rev() {
-                    let shadowed = &entry.shadowed;
-                    index.restore(entry.type_id, shadowed.index_at, &shadowed.live());
+                    index.restore(entry.type_id, &entry.shadowed);
                 }
             }
         }
@@ -337,14 +314,6 @@ impl State {
             }
         }
     }
-}
-
-/// The numbers of the local values of the install in slot `at`: those
-/// between the id of the slot below (0 if none) and its own.
-#[inline]
-fn locals_of(stack: &[Slot], at: usize) -> std::ops::Range<u64> {
-    let below = at.checked_sub(1).map_or(0, |below| stack[below].id);
-    below + 1..stack[at].id
 }
 
 /// Releases what a pop returned: an install's frame goes back to the

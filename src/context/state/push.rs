@@ -313,7 +313,7 @@ impl State {
     }
 
     /// Takes a private frame back for reuse (see [`recycle`](State::recycle)).
-    #[inline]
+    #[inline(always)]
     pub(super) fn keep_spare(&self, frame: Arc<Frame>) {
         // SAFETY: borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
