@@ -94,7 +94,8 @@ impl State {
     }
 
     /// Pops the enter slot `id` of a wrapped future's poll, putting the
-    /// future's frame back into `frame`. Returns `false`, leaving the stack
+    /// future's frame back into `frame`, which must be empty (the frame was
+    /// taken out of it for the poll). Returns `false`, leaving the stack
     /// as it is, unless that slot is on top (see
     /// [`pop_out_of_order`](State::pop_out_of_order)).
     #[inline(always)]
@@ -102,7 +103,8 @@ impl State {
         // SAFETY: the borrow ends before `sync_dispatch`; the top slot is
         // an enter slot (ids are unique, and `id` is one), whose `saved` is
         // written; its frame is read out once, then the length no longer
-        // covers it.
+        // covers it. `frame` is empty, as the caller promises: overwriting
+        // it leaks nothing.
         unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
@@ -117,7 +119,10 @@ impl State {
             self.want_dispatch.set(saved.dispatch);
             self.base.set(saved.base);
             self.floor.set(saved.floor);
-            *frame = ptr::read(&top.frame);
+            debug_assert!(frame.is_none(), "leave: the future's frame is out");
+            // Written, not assigned: `frame` is empty (see above), so
+            // there is no old value to drop and no test for one.
+            ptr::write(frame, ptr::read(&top.frame));
             stack.set_len(at);
         }
         self.sync_dispatch();

@@ -206,17 +206,12 @@ impl State {
         has_locals: bool,
         dispatch: usize,
     ) -> u64 {
-        let before = self.want_dispatch.get();
         // Only an install with a `Dispatch` entry saves what it changes:
         // the others leave the dispatch, base and floor as they were, and
         // their removal does too (slots go in reverse order).
-        let saved = (dispatch != before).then(|| Saved {
-            dispatch: before,
-            base: self.base.get(),
-            floor: self.floor.get(),
-        });
-        self.push_slot(id, site, SlotKind::Private, Some(frame), has_locals, saved);
-        if saved.is_some() {
+        let saves = dispatch != self.want_dispatch.get();
+        self.push_slot(id, site, SlotKind::Private, Some(frame), has_locals, saves);
+        if saves {
             self.want_dispatch.set(dispatch);
             self.sync_dispatch();
         }
@@ -254,12 +249,7 @@ impl State {
         let id = self.next_seq();
         let base = frame.as_deref().map_or(ptr::null(), |f| f as *const Frame);
         let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
-        let saved = Saved {
-            dispatch: self.want_dispatch.get(),
-            base: self.base.get(),
-            floor: self.floor.get(),
-        };
-        let depth = self.push_slot(id, site, SlotKind::Enter, frame, false, Some(saved));
+        let depth = self.push_slot(id, site, SlotKind::Enter, frame, false, true);
         self.base.set(base);
         self.floor.set(depth + 1);
         self.want_dispatch.set(dispatch);
@@ -267,8 +257,9 @@ impl State {
         id
     }
 
-    /// Pushes a slot; returns its stack position. `saved`, if any, is
-    /// what its removal restores (see [`Slot`]).
+    /// Pushes a slot; returns its stack position. If `saves`, the slot
+    /// saves the dispatch, base and floor as they are now, for its removal
+    /// to restore (see [`Slot`]).
     ///
     /// The slot is written field by field into reserved room, and
     /// [`drop_guard`](State::drop_guard) reads it back the same way:
@@ -284,7 +275,7 @@ impl State {
         kind: SlotKind,
         frame: Option<Arc<Frame>>,
         has_locals: bool,
-        saved: Option<Saved>,
+        saves: bool,
     ) -> u32 {
         // SAFETY: the borrow ends with this method; `at` is within the
         // reserved capacity and every field but `saved` is initialised
@@ -300,12 +291,14 @@ impl State {
             ptr::addr_of_mut!((*to).frame).write(frame);
             ptr::addr_of_mut!((*to).kind).write(kind);
             ptr::addr_of_mut!((*to).has_locals).write(has_locals);
-            ptr::addr_of_mut!((*to).restores).write(saved.is_some());
-            if let Some(saved) = saved {
+            ptr::addr_of_mut!((*to).restores).write(saves);
+            if saves {
+                // Read here, after `reserve`, so they are not kept across
+                // its call.
                 let into = ptr::addr_of_mut!((*to).saved).cast::<Saved>();
-                ptr::addr_of_mut!((*into).dispatch).write(saved.dispatch);
-                ptr::addr_of_mut!((*into).base).write(saved.base);
-                ptr::addr_of_mut!((*into).floor).write(saved.floor);
+                ptr::addr_of_mut!((*into).dispatch).write(self.want_dispatch.get());
+                ptr::addr_of_mut!((*into).base).write(self.base.get());
+                ptr::addr_of_mut!((*into).floor).write(self.floor.get());
             }
             stack.set_len(at + 1);
             at as u32
