@@ -65,13 +65,14 @@ pub(crate) struct State {
     locals: UnsafeCell<Vec<(u64, Arc<dyn Any>)>>,
     /// Source of slot ids and sequence numbers, unique on this thread.
     next_seq: Cell<u64>,
-    /// How many `with` borrows are running on this thread. While non-zero,
-    /// what leaves the stack is parked in `graveyard` instead of being
-    /// dropped, so the value a borrow points into stays alive.
+    /// Twice the number of `with` borrows running on this thread, plus one
+    /// if `graveyard` holds anything. While borrows run, what leaves the
+    /// stack is parked in `graveyard` instead of being dropped, so the
+    /// value a borrow points into stays alive. One word for both, so the
+    /// last unpin finds out whether to empty the graveyard with the
+    /// comparison it makes anyway.
     pins: Cell<usize>,
     graveyard: RefCell<Vec<Parked>>,
-    /// Whether `graveyard` holds anything (saves a borrow on every unpin).
-    parked: Cell<bool>,
     thread: OnceCell<Arc<ThreadInfo>>,
     /// Address of the `tracing::Dispatch` value visible now (0 if none).
     want_dispatch: Cell<usize>,
@@ -144,7 +145,6 @@ impl State {
             next_seq: Cell::new(1),
             pins: Cell::new(0),
             graveyard: RefCell::new(Vec::new()),
-            parked: Cell::new(false),
             thread: OnceCell::new(),
             want_dispatch: Cell::new(0),
             applied_dispatch: RefCell::new(None),
@@ -234,23 +234,41 @@ impl State {
             .map(|(_, value)| Arc::clone(value))
     }
 
+    /// One pin (see `pins`).
+    const PIN: usize = 2;
+    /// The bit of `pins` that says the graveyard holds something.
+    const PARKED: usize = 1;
+
     #[inline]
     pub(crate) fn pin(&self) {
-        self.pins.set(self.pins.get() + 1);
+        self.pins.set(self.pins.get() + State::PIN);
     }
 
     #[inline]
     pub(crate) fn unpin(&self) {
-        let pins = self.pins.get() - 1;
+        let pins = self.pins.get() - State::PIN;
         self.pins.set(pins);
-        if pins == 0 && self.parked.get() {
+        // No borrow left, something parked.
+        if pins == State::PARKED {
             self.drop_parked();
         }
     }
 
+    /// Whether a `with` borrow is running (what leaves the stack must be
+    /// parked).
+    #[inline]
+    pub(super) fn pinned(&self) -> bool {
+        self.pins.get() >= State::PIN
+    }
+
+    /// Records that the graveyard holds something.
+    pub(super) fn mark_parked(&self) {
+        self.pins.set(self.pins.get() | State::PARKED);
+    }
+
     #[cold]
     fn drop_parked(&self) {
-        self.parked.set(false);
+        self.pins.set(0);
         {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             // Newest first, as they were installed in the other order.

@@ -56,7 +56,7 @@ impl State {
                 return self.pop_out_of_order(id);
             };
             let top = &*stack.as_ptr().add(at);
-            if top.id != id || top.has_locals || self.pins.get() > 0 {
+            if top.id != id || top.has_locals || self.pinned() {
                 return self.pop_out_of_order(id);
             }
             self.undo(top);
@@ -231,7 +231,7 @@ impl State {
             0..0
         };
         let install = slot.kind != SlotKind::Enter;
-        if self.pins.get() == 0 {
+        if !self.pinned() {
             return Release {
                 frame: slot.frame,
                 install,
@@ -263,7 +263,7 @@ impl State {
         while let Some(local) = self.take_local(locals) {
             graveyard.push(Parked::Local(local));
         }
-        self.parked.set(true);
+        self.mark_parked();
     }
 
     /// Removes one local value numbered in `seqs` (the newest); the caller
@@ -339,7 +339,7 @@ fn release(released: Release) {
         } else {
             // An entered snapshot: a `with` borrow may point into it.
             State::try_with(|state| {
-                if state.pins.get() > 0 {
+                if state.pinned() {
                     state.park(Some(Arc::clone(&frame)), &(0..0));
                 }
             });

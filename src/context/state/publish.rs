@@ -5,7 +5,6 @@ use std::any::TypeId;
 use std::sync::Arc;
 
 use super::{Slot, SlotKind, State};
-use crate::context::entry::Value;
 use crate::context::frame::{Frame, FrameKind};
 
 impl State {
@@ -62,8 +61,8 @@ impl State {
                     *id == TypeId::of::<tracing::Dispatch>() && !address.is_null()
                 });
             data.dispatch = own_dispatch.map_or(parent_dispatch, |(_, address)| address as usize);
-            data.locals_since_cut =
-                parent_locals || data.entries.iter().any(|e| matches!(e.value, Value::Local));
+            // The slot knows whether the install has local entries.
+            data.locals_since_cut = parent_locals || slot.has_locals;
             data.parent = parent;
         }
     }
