@@ -80,9 +80,29 @@ impl TypeIndex {
         entry: *const super::entry::Entry,
         height: u32,
     ) -> (LiveRef, u32) {
-        if (self.len + 1) * 4 > self.slots.len() {
+        if !self.has_room() {
             self.grow();
         }
+        self.replace_in_room(id, value, entry, height)
+    }
+
+    /// Whether a key seen for the first time fits without growing the
+    /// table (false while it is empty).
+    #[inline(always)]
+    pub(crate) fn has_room(&self) -> bool {
+        (self.len + 1) * 4 <= self.slots.len()
+    }
+
+    /// [`replace`](TypeIndex::replace) when [`has_room`](TypeIndex::has_room)
+    /// is true: no call, so nothing that may unwind.
+    #[inline(always)]
+    pub(crate) fn replace_in_room(
+        &mut self,
+        id: TypeId,
+        value: *const (),
+        entry: *const super::entry::Entry,
+        height: u32,
+    ) -> (LiveRef, u32) {
         let mask = self.slots.len() - 1;
         let mut at = hash(id) as usize & mask;
         loop {

@@ -6,8 +6,8 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
-use super::{Saved, SlotKind, State, SPARE_FRAMES};
-use crate::context::entry::{Pending, PendingValue, Value};
+use super::{Saved, Slot, SlotKind, State, SPARE_FRAMES};
+use crate::context::entry::{Entry, LiveRef, Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
 use crate::context::remote::RemoteOrigin;
 
@@ -60,8 +60,73 @@ impl State {
     /// [`install`](State::install) for one shared entry installed at
     /// `site` (`provide`, `provide_arc`): the same frame, without the
     /// vector, the arguments passed one by one rather than as a struct.
+    ///
+    /// When the thread is warm (a spare frame with room for an entry,
+    /// room on the stack and in the index) and the entry is not a
+    /// `Dispatch`, it runs straight through, calling nothing: with no
+    /// call that may unwind, `value` needs no stack slot for a landing
+    /// pad, and the arguments stay in registers. Otherwise it takes
+    /// [`install_one`](State::install_one), which makes room.
     #[inline]
     pub(crate) fn install_shared(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        value: Arc<dyn Any + Send + Sync>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        // SAFETY: shared borrows, ending with this block.
+        let warm = unsafe {
+            let (stack, index, spare) =
+                (&*self.stack.get(), &*self.index.get(), &*self.spare.get());
+            stack.len() < stack.capacity()
+                && index.has_room()
+                && spare
+                    .last()
+                    .is_some_and(|f| f.data().entries.capacity() > 0)
+        };
+        if !warm || type_id == TypeId::of::<tracing::Dispatch>() {
+            return self.install_shared_cold(type_id, type_name, value, site);
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 2);
+        let address = Arc::as_ptr(&value).cast::<()>();
+        // SAFETY: the borrows end with this block. The spare list is not
+        // empty, and a spare frame is private (see `install`) and empty
+        // (`recycle_private` emptied it) with room for one entry, all
+        // checked above; so is room on the stack. Each write is within
+        // that room and initialises what the length then covers.
+        unsafe {
+            let spare = &mut *self.spare.get();
+            let last = spare.len() - 1;
+            let frame = ptr::read(spare.as_ptr().add(last));
+            spare.set_len(last);
+            let entries = &mut frame.data_mut().entries;
+            debug_assert!(entries.is_empty() && entries.capacity() > 0);
+            let to = entries.as_mut_ptr();
+            let stack = &mut *self.stack.get();
+            let at = stack.len();
+            let (shadowed, index_at) =
+                (*self.index.get()).replace_in_room(type_id, address, to, at as u32 + 1);
+            write_entry(to, type_id, type_name, Value::Shared(value), site, seq);
+            ptr::addr_of_mut!((*to).reason).write(None);
+            ptr::addr_of_mut!((*to).debug).write(None);
+            ptr::addr_of_mut!((*to).origin).write(None);
+            write_shadowed(to, shadowed, index_at);
+            entries.set_len(1);
+            let slot = stack.as_mut_ptr().add(at);
+            write_slot(slot, seq + 1, site, SlotKind::Private, Some(frame), false);
+            ptr::addr_of_mut!((*slot).restores).write(false);
+            stack.set_len(at + 1);
+        }
+        seq + 1
+    }
+
+    /// [`install_shared`](State::install_shared) while the thread warms up
+    /// (or for a `Dispatch`): out of its way.
+    #[cold]
+    #[inline(never)]
+    fn install_shared_cold(
         &self,
         type_id: TypeId,
         type_name: &'static str,
@@ -172,22 +237,14 @@ impl State {
         let to = unsafe { entries.as_mut_ptr().add(at) };
         let height = stack.len() as u32 + 1;
         let (shadowed, index_at) = index.replace(type_id, address, to, height);
-        // Written field by field (see `push_slot`).
         // SAFETY: within the reserved capacity, initialised before the
         // length covers it.
         unsafe {
-            ptr::addr_of_mut!((*to).type_id).write(type_id);
-            ptr::addr_of_mut!((*to).type_name).write(type_name);
-            ptr::addr_of_mut!((*to).value).write(value);
-            ptr::addr_of_mut!((*to).site).write(site);
-            ptr::addr_of_mut!((*to).seq).write(seq);
+            write_entry(to, type_id, type_name, value, site, seq);
             ptr::addr_of_mut!((*to).reason).write(reason);
             ptr::addr_of_mut!((*to).debug).write(debug);
             ptr::addr_of_mut!((*to).origin).write(origin);
-            ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
-            ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
-            ptr::addr_of_mut!((*to).shadowed.height).write(shadowed.height);
-            ptr::addr_of_mut!((*to).shadowed.index_at).write(index_at);
+            write_shadowed(to, shadowed, index_at);
             entries.set_len(at + 1);
         }
     }
@@ -286,11 +343,7 @@ impl State {
             stack.reserve(1);
             let at = stack.len();
             let to = stack.as_mut_ptr().add(at);
-            ptr::addr_of_mut!((*to).id).write(id);
-            ptr::addr_of_mut!((*to).site).write(site);
-            ptr::addr_of_mut!((*to).frame).write(frame);
-            ptr::addr_of_mut!((*to).kind).write(kind);
-            ptr::addr_of_mut!((*to).has_locals).write(has_locals);
+            write_slot(to, id, site, kind, frame, has_locals);
             ptr::addr_of_mut!((*to).restores).write(saves);
             if saves {
                 // Read here, after `reserve`, so they are not kept across
@@ -317,5 +370,72 @@ impl State {
             spare.reserve_exact(SPARE_FRAMES);
             spare.push(frame);
         }
+    }
+}
+
+/// Writes the fields of the entry at `to` that every install sets (the
+/// caller writes `reason`, `debug`, `origin` and `shadowed`), one by one:
+/// see [`State::push_slot`].
+///
+/// # Safety
+///
+/// `to` is valid for writes (room reserved in a frame's entries).
+#[inline(always)]
+unsafe fn write_entry(
+    to: *mut Entry,
+    type_id: TypeId,
+    type_name: &'static str,
+    value: Value,
+    site: &'static Location<'static>,
+    seq: u64,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).type_id).write(type_id);
+        ptr::addr_of_mut!((*to).type_name).write(type_name);
+        ptr::addr_of_mut!((*to).value).write(value);
+        ptr::addr_of_mut!((*to).site).write(site);
+        ptr::addr_of_mut!((*to).seq).write(seq);
+    }
+}
+
+/// Writes what the entry at `to` shadows in the type index, and where.
+///
+/// # Safety
+///
+/// As for [`write_entry`].
+#[inline(always)]
+unsafe fn write_shadowed(to: *mut Entry, shadowed: LiveRef, index_at: u32) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
+        ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
+        ptr::addr_of_mut!((*to).shadowed.height).write(shadowed.height);
+        ptr::addr_of_mut!((*to).shadowed.index_at).write(index_at);
+    }
+}
+
+/// Writes the fields of the slot at `to` but `restores` and `saved`,
+/// one by one (see [`State::push_slot`]).
+///
+/// # Safety
+///
+/// `to` is valid for writes (room reserved on the stack).
+#[inline(always)]
+unsafe fn write_slot(
+    to: *mut Slot,
+    id: u64,
+    site: &'static Location<'static>,
+    kind: SlotKind,
+    frame: Option<Arc<Frame>>,
+    has_locals: bool,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).id).write(id);
+        ptr::addr_of_mut!((*to).site).write(site);
+        ptr::addr_of_mut!((*to).frame).write(frame);
+        ptr::addr_of_mut!((*to).kind).write(kind);
+        ptr::addr_of_mut!((*to).has_locals).write(has_locals);
     }
 }
