@@ -293,8 +293,14 @@ impl State {
                 // SAFETY: no mutable borrow of the index is alive
                 // elsewhere; the entries are read only.
                 let index = unsafe { &mut *self.index.get() };
-                for entry in frame.data().entries.iter().rev() {
-                    index.restore(entry.type_id, &entry.shadowed);
+                match frame.data().entries.as_slice() {
+                    // `provide`'s frame, without a loop.
+                    [entry] => index.restore(entry.type_id, &entry.shadowed),
+                    entries => {
+                        for entry in entries.iter().rev() {
+                            index.restore(entry.type_id, &entry.shadowed);
+                        }
+                    }
                 }
             }
         }
