@@ -140,7 +140,7 @@ impl State {
     /// the path of [`install_shared`](State::install_shared) and of the
     /// servers' per-poll install of a request's local entry, with no
     /// `Scope` vector to allocate.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn install_one(
         &self,
         type_id: TypeId,
