@@ -91,11 +91,12 @@ impl State {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 2);
         let address = Arc::as_ptr(&value).cast::<()>();
-        // SAFETY: the borrows end with this block. The spare list is not
-        // empty, and a spare frame is private (see `install`) and empty
-        // (`recycle_private` emptied it) with room for one entry, all
-        // checked above; so is room on the stack. Each write is within
-        // that room and initialises what the length then covers.
+        // SAFETY: the borrows end with this block. Checked above: the
+        // spare list is not empty, its last frame has room for an entry,
+        // the stack has room for a slot and the index for a new key. A
+        // spare frame is private (see `install`) and empty
+        // (`recycle_private` emptied it). Each write is within that room
+        // and initialises what the length then covers.
         unsafe {
             let spare = &mut *self.spare.get();
             let last = spare.len() - 1;
@@ -137,9 +138,9 @@ impl State {
     }
 
     /// Installs one entry as a frame of its own, with an optional reason:
-    /// the path of [`install_shared`](State::install_shared) and of the
-    /// servers' per-poll install of a request's local entry, with no
-    /// `Scope` vector to allocate.
+    /// the path of [`install_shared`](State::install_shared) while the
+    /// thread warms up, and of the servers' per-poll install of a
+    /// request's local entry, with no `Scope` vector to allocate.
     #[inline]
     pub(crate) fn install_one(
         &self,
