@@ -66,11 +66,11 @@ pub(crate) struct State {
     /// Source of slot ids and sequence numbers, unique on this thread.
     next_seq: Cell<u64>,
     /// Twice the number of `with` borrows running on this thread, plus one
-    /// if `graveyard` holds anything. While borrows run, what leaves the
-    /// stack is parked in `graveyard` instead of being dropped, so the
-    /// value a borrow points into stays alive. One word for both, so the
-    /// last unpin finds out whether to empty the graveyard with the
-    /// comparison it makes anyway.
+    /// unless `graveyard` holds something. While borrows run, what leaves
+    /// the stack is parked in `graveyard` instead of being dropped, so the
+    /// value a borrow points into stays alive. One word for both, so an
+    /// unpin is one subtraction, which reaches zero exactly when the last
+    /// borrow ends with something parked.
     pins: Cell<usize>,
     graveyard: RefCell<Vec<Parked>>,
     thread: OnceCell<Arc<ThreadInfo>>,
@@ -143,7 +143,7 @@ impl State {
             spare: UnsafeCell::new(Vec::new()),
             locals: UnsafeCell::new(Vec::new()),
             next_seq: Cell::new(1),
-            pins: Cell::new(0),
+            pins: Cell::new(State::UNPARKED),
             graveyard: RefCell::new(Vec::new()),
             thread: OnceCell::new(),
             want_dispatch: Cell::new(0),
@@ -236,8 +236,8 @@ impl State {
 
     /// One pin (see `pins`).
     const PIN: usize = 2;
-    /// The bit of `pins` that says the graveyard holds something.
-    const PARKED: usize = 1;
+    /// The bit of `pins` that says the graveyard is empty.
+    const UNPARKED: usize = 1;
 
     #[inline]
     pub(crate) fn pin(&self) {
@@ -248,8 +248,8 @@ impl State {
     pub(crate) fn unpin(&self) {
         let pins = self.pins.get() - State::PIN;
         self.pins.set(pins);
-        // No borrow left, something parked.
-        if pins == State::PARKED {
+        // No borrow left, and something parked.
+        if pins == 0 {
             self.drop_parked();
         }
     }
@@ -263,12 +263,12 @@ impl State {
 
     /// Records that the graveyard holds something.
     pub(super) fn mark_parked(&self) {
-        self.pins.set(self.pins.get() | State::PARKED);
+        self.pins.set(self.pins.get() & !State::UNPARKED);
     }
 
     #[cold]
     fn drop_parked(&self) {
-        self.pins.set(0);
+        self.pins.set(State::UNPARKED);
         {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             // Newest first, as they were installed in the other order.
