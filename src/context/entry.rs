@@ -63,7 +63,20 @@ pub(crate) struct Entry {
     /// Bookkeeping of the installing thread only: what the thread's type
     /// index held for this type before this entry was installed, put back
     /// when it is removed. Never read on any other thread.
-    pub(crate) shadowed: LiveRef,
+    pub(crate) shadowed: Shadowed,
+}
+
+/// What an entry's install replaced in the thread's type index, and where:
+/// a [`LiveRef`] with the index slot's position in its padding, so the
+/// entry stays 128 bytes and removal writes the slot back without probing.
+#[derive(Clone, Copy)]
+pub(crate) struct Shadowed {
+    pub(crate) value: *const (),
+    pub(crate) entry: *const Entry,
+    pub(crate) height: u32,
+    /// The position of the type's slot in the index when the entry was
+    /// installed (see `TypeIndex::restore`).
+    pub(crate) index_at: u32,
 }
 
 /// Where the value a lookup of one type finds lives on the installing
@@ -78,9 +91,11 @@ pub(crate) struct LiveRef {
     pub(crate) value: *const (),
     /// The entry, for dumps and for putting the shadowed one back.
     pub(crate) entry: *const Entry,
-    /// Stack position of the install; lookups ignore positions below the
-    /// last entered snapshot.
-    pub(crate) depth: u32,
+    /// Stack position of the install plus one, 0 when none is live:
+    /// lookups use the install if this is above the floor (the position
+    /// above the last entered snapshot), which also rules out "none"
+    /// without testing `value` (one comparison on every lookup).
+    pub(crate) height: u32,
 }
 
 impl LiveRef {
@@ -88,7 +103,7 @@ impl LiveRef {
     pub(crate) const NONE: LiveRef = LiveRef {
         value: std::ptr::null(),
         entry: std::ptr::null(),
-        depth: 0,
+        height: 0,
     };
 }
 

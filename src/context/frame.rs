@@ -256,6 +256,8 @@ pub(crate) struct FrameData {
 
 impl Frame {
     /// A private install frame for the thread `thread`, to be filled in.
+    /// Its kind is a placeholder until it is published (`publish.rs`
+    /// writes the install site then; nothing reads it before).
     pub(crate) fn blank(thread: Arc<ThreadInfo>) -> Self {
         Frame(UnsafeCell::new(FrameData {
             parent: None,

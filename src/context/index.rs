@@ -1,16 +1,17 @@
 //! The per-thread type index: for each `TypeId` ever installed on this
 //! thread, where the newest live install of it is.
 //!
-//! An install writes one slot (saving the old one in its entry) and a
-//! removal writes it back, so both are O(1) whatever is visible; a lookup
-//! is one probe. Keys are never removed (a thread sees as many keys as
-//! the program has context types), so there are no tombstones: a slot
-//! with no live install holds [`LiveRef::NONE`].
+//! An install writes one slot (saving the old one, and the slot's
+//! position, in its entry) and a removal writes it back at that position,
+//! so both are O(1) whatever is visible; a lookup is one probe. Keys are
+//! never removed (a thread sees as many keys as the program has context
+//! types), so there are no tombstones: a slot with no live install holds
+//! [`LiveRef::NONE`].
 
 use std::any::TypeId;
 use std::hash::{Hash, Hasher};
 
-use super::entry::LiveRef;
+use super::entry::{LiveRef, Shadowed};
 
 /// Open addressing with linear probing, load factor at most 1/4: the table
 /// is per thread and small, and a sparse one keeps probe runs short for
@@ -22,9 +23,20 @@ pub(crate) struct TypeIndex {
     len: usize,
 }
 
+/// A key and its live install. A free slot holds the key of [`Vacant`]
+/// rather than an `Option<TypeId>`: the slot stays 40 bytes, and a probe
+/// compares keys without testing a discriminant first.
 struct Slot {
-    key: Option<TypeId>,
+    key: TypeId,
     live: LiveRef,
+}
+
+/// The key of free slots: private to this module, so never installed.
+struct Vacant;
+
+#[inline(always)]
+fn vacant() -> TypeId {
+    TypeId::of::<Vacant>()
 }
 
 impl TypeIndex {
@@ -46,98 +58,118 @@ impl TypeIndex {
         // Terminates: at most a quarter of the slots hold a key.
         loop {
             let slot = &self.slots[at];
-            match slot.key {
-                None => return None,
-                Some(key) if key == id => return Some(&slot.live),
-                Some(_) => at = (at + 1) & mask,
+            if slot.key == id {
+                return Some(&slot.live);
             }
+            if slot.key == vacant() {
+                return None;
+            }
+            at = (at + 1) & mask;
         }
     }
 
-    /// Sets the live install of `id` (its value, entry and depth, passed
-    /// one by one and written field by field: see `State::push_slot`),
-    /// returning the one it replaces ([`LiveRef::NONE`] if there was none).
+    /// Sets the live install of `id` (its value, entry and height, passed
+    /// one by one and written field by field: see `State::push_slot`).
+    /// Returns the one it replaces ([`LiveRef::NONE`] if there was none)
+    /// and the position of `id`'s slot, for [`restore`](TypeIndex::restore).
     #[inline]
     pub(crate) fn replace(
         &mut self,
         id: TypeId,
         value: *const (),
         entry: *const super::entry::Entry,
-        depth: u32,
-    ) -> LiveRef {
-        if (self.len + 1) * 4 > self.slots.len() {
+        height: u32,
+    ) -> (LiveRef, u32) {
+        if !self.has_room() {
             self.grow();
         }
+        self.replace_in_room(id, value, entry, height)
+    }
+
+    /// Whether a key seen for the first time fits without growing the
+    /// table (false while it is empty).
+    #[inline(always)]
+    pub(crate) fn has_room(&self) -> bool {
+        (self.len + 1) * 4 <= self.slots.len()
+    }
+
+    /// [`replace`](TypeIndex::replace) when [`has_room`](TypeIndex::has_room)
+    /// is true: no call, so nothing that may unwind.
+    #[inline(always)]
+    pub(crate) fn replace_in_room(
+        &mut self,
+        id: TypeId,
+        value: *const (),
+        entry: *const super::entry::Entry,
+        height: u32,
+    ) -> (LiveRef, u32) {
         let mask = self.slots.len() - 1;
         let mut at = hash(id) as usize & mask;
         loop {
             let slot = &mut self.slots[at];
-            match slot.key {
-                None => {
-                    slot.key = Some(id);
-                    slot.live.value = value;
-                    slot.live.entry = entry;
-                    slot.live.depth = depth;
-                    self.len += 1;
-                    return LiveRef::NONE;
-                }
-                Some(key) if key == id => {
-                    let old = LiveRef {
-                        value: slot.live.value,
-                        entry: slot.live.entry,
-                        depth: slot.live.depth,
-                    };
-                    slot.live.value = value;
-                    slot.live.entry = entry;
-                    slot.live.depth = depth;
-                    return old;
-                }
-                Some(_) => at = (at + 1) & mask,
+            if slot.key == id {
+                let old = LiveRef {
+                    value: slot.live.value,
+                    entry: slot.live.entry,
+                    height: slot.live.height,
+                };
+                slot.live.value = value;
+                slot.live.entry = entry;
+                slot.live.height = height;
+                return (old, at as u32);
             }
+            if slot.key == vacant() {
+                slot.key = id;
+                slot.live.value = value;
+                slot.live.entry = entry;
+                slot.live.height = height;
+                self.len += 1;
+                return (LiveRef::NONE, at as u32);
+            }
+            at = (at + 1) & mask;
         }
     }
 
-    /// Puts back what [`replace`](TypeIndex::replace) returned.
-    #[inline]
-    pub(crate) fn restore(&mut self, id: TypeId, live: &LiveRef) {
+    /// Puts back what [`replace`](TypeIndex::replace) returned for `id`,
+    /// at the position it returned: the slot is still there unless the
+    /// table grew since (then it is found by probing).
+    #[inline(always)]
+    pub(crate) fn restore(&mut self, id: TypeId, saved: &Shadowed) {
+        if let Some(slot) = self.slots.get_mut(saved.index_at as usize) {
+            if slot.key == id {
+                slot.live.value = saved.value;
+                slot.live.entry = saved.entry;
+                slot.live.height = saved.height;
+                return;
+            }
+        }
+        self.restore_moved(id, saved);
+    }
+
+    /// [`restore`](TypeIndex::restore) after the table grew.
+    #[cold]
+    fn restore_moved(&mut self, id: TypeId, saved: &Shadowed) {
         // The key is there (`replace` put it in; keys are never removed),
-        // so no room is needed: probe and write.
-        if !self.slots.is_empty() {
-            let mask = self.slots.len() - 1;
-            let mut at = hash(id) as usize & mask;
-            loop {
-                let slot = &mut self.slots[at];
-                match slot.key {
-                    None => break,
-                    Some(key) if key == id => {
-                        slot.live.value = live.value;
-                        slot.live.entry = live.entry;
-                        slot.live.depth = live.depth;
-                        return;
-                    }
-                    Some(_) => at = (at + 1) & mask,
-                }
-            }
-        }
-        // Not reached while the invariant holds; stays correct if not.
-        self.replace(id, live.value, live.entry, live.depth);
+        // so this finds it and no room is needed.
+        self.replace(id, saved.value, saved.entry, saved.height);
     }
 
+    #[cold]
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(
             &mut self.slots,
             (0..capacity)
                 .map(|_| Slot {
-                    key: None,
+                    key: vacant(),
                     live: LiveRef::NONE,
                 })
                 .collect(),
         );
         self.len = 0;
         for slot in old {
-            if let Some(key) = slot.key {
-                self.replace(key, slot.live.value, slot.live.entry, slot.live.depth);
+            if slot.key != vacant() {
+                self.replace(slot.key, slot.live.value, slot.live.entry, slot.live.height);
             }
         }
     }
@@ -182,19 +214,28 @@ mod tests {
     use std::any::TypeId;
 
     use super::TypeIndex;
-    use crate::context::entry::LiveRef;
+    use crate::context::entry::{LiveRef, Shadowed};
 
-    fn live(depth: u32) -> LiveRef {
+    fn live(height: u32) -> LiveRef {
         LiveRef {
             value: std::ptr::dangling(),
             entry: std::ptr::null(),
-            depth,
+            height,
+        }
+    }
+
+    fn saved(live: LiveRef, index_at: u32) -> Shadowed {
+        Shadowed {
+            value: live.value,
+            entry: live.entry,
+            height: live.height,
+            index_at,
         }
     }
 
     impl TypeIndex {
-        fn restore_returning(&mut self, id: TypeId, live: LiveRef) -> LiveRef {
-            self.replace(id, live.value, live.entry, live.depth)
+        fn replace_live(&mut self, id: TypeId, live: LiveRef) -> (LiveRef, u32) {
+            self.replace(id, live.value, live.entry, live.height)
         }
     }
 
@@ -211,13 +252,14 @@ mod tests {
         let ids = ids();
         let mut index = TypeIndex::new();
         assert!(index.get(ids[0]).is_none());
-        assert!(index.restore_returning(ids[0], live(1)).value.is_null());
-        let old = index.restore_returning(ids[0], live(2));
-        assert_eq!(old.depth, 1);
-        assert_eq!(index.get(ids[0]).map(|l| l.depth), Some(2));
-        index.restore(ids[0], &old);
-        assert_eq!(index.get(ids[0]).map(|l| l.depth), Some(1));
-        index.restore(ids[0], &LiveRef::NONE);
+        let (none, at) = index.replace_live(ids[0], live(1));
+        assert!(none.value.is_null());
+        let (old, again) = index.replace_live(ids[0], live(2));
+        assert_eq!((old.height, again), (1, at));
+        assert_eq!(index.get(ids[0]).map(|l| l.height), Some(2));
+        index.restore(ids[0], &saved(old, at));
+        assert_eq!(index.get(ids[0]).map(|l| l.height), Some(1));
+        index.restore(ids[0], &saved(LiveRef::NONE, at));
         assert!(index.get(ids[0]).is_some_and(|l| l.value.is_null()));
     }
 
@@ -225,16 +267,22 @@ mod tests {
     fn growing_keeps_every_key() {
         let ids = ids();
         let mut index = TypeIndex::new();
-        for (depth, id) in ids.iter().enumerate() {
-            index.restore(*id, &live(depth as u32));
+        let mut first = Vec::new();
+        for (height, id) in ids.iter().enumerate() {
+            first.push(index.replace_live(*id, live(height as u32)).1);
             assert!(
                 index.slots.len() >= 4 * index.len,
                 "load factor stays at most 1/4"
             );
         }
-        for (depth, id) in ids.iter().enumerate() {
-            assert_eq!(index.get(*id).map(|l| l.depth), Some(depth as u32));
+        for (height, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(*id).map(|l| l.height), Some(height as u32));
         }
         assert!(index.get(TypeId::of::<u8>()).is_none());
+        // Positions from before the table grew still restore the right key.
+        for (id, at) in ids.iter().zip(first) {
+            index.restore(*id, &saved(LiveRef::NONE, at));
+            assert!(index.get(*id).is_some_and(|l| l.value.is_null()));
+        }
     }
 }

@@ -37,13 +37,8 @@ use super::state::{Slot, State};
 #[track_caller]
 pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
     // The one-entry path: no `Scope` vector to allocate.
-    let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
-    let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
-    match State::try_with(|state| state.install_shared(type_id, type_name, value, site)) {
-        Some(id) => Guard::from_push(id, site),
-        None => destroyed(site),
-    }
+    install_shared(type_id, type_name, Arc::new(value), Location::caller())
 }
 
 /// Installs a shared value under the type `T` (not `Arc<T>`), so
@@ -61,10 +56,21 @@ pub fn provide<T: Send + Sync + 'static>(value: T) -> Guard {
 /// ```
 #[track_caller]
 pub fn provide_arc<T: Send + Sync + 'static>(value: Arc<T>) -> Guard {
-    let value: Arc<dyn Any + Send + Sync> = value;
-    let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
-    match State::try_with(|state| state.install_shared(type_id, type_name, value, site)) {
+    install_shared(type_id, type_name, value, Location::caller())
+}
+
+/// The install of [`provide`] and [`provide_arc`]: one shared entry in a
+/// frame of its own. Not generic, and not inlined into them, so every `T`
+/// shares one copy, which takes its arguments in registers.
+#[inline(never)]
+fn install_shared(
+    type_id: TypeId,
+    type_name: &'static str,
+    value: Arc<dyn Any + Send + Sync>,
+    site: &'static Location<'static>,
+) -> Guard {
+    match State::try_with(move |state| state.install_shared(type_id, type_name, value, site)) {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }
@@ -102,7 +108,7 @@ pub(crate) fn provide_local_arc<T: 'static>(value: Arc<T>, reason: &'static str)
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
     let value = PendingValue::Local(value);
     let reason = Some(Cow::Borrowed(reason));
-    match State::try_with(|state| state.install_one(type_id, type_name, value, reason, site)) {
+    match State::try_with(move |state| state.install_one(type_id, type_name, value, reason, site)) {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }

@@ -35,10 +35,7 @@ use super::state::State;
 #[inline]
 pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
     let found = State::try_with(|state| {
-        let value = state.find(TypeId::of::<T>()).cast::<T>();
-        if value.is_null() {
-            return None;
-        }
+        let value = state.find(TypeId::of::<T>())?.cast::<T>().as_ptr();
         // SAFETY: `value` points to the `T` inside a live `Arc` allocation
         // made for a `T` (see `State::find`; the key is `TypeId::of::<T>()`,
         // computed from the very `T` that was boxed). Taking one more
@@ -79,15 +76,12 @@ pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
 pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
     let site = Location::caller();
     let found = State::try_with(|state| {
-        let value = state.find(TypeId::of::<T>()).cast::<T>();
-        if value.is_null() {
-            return None;
-        }
+        let value = state.find(TypeId::of::<T>())?.cast::<T>();
         // `f` may remove the install that holds the value; the pin parks
         // whatever leaves the stack until `f` has returned.
         let _pin = Pin::new(state);
         // SAFETY: as in `get`, and the pin keeps the allocation alive.
-        Some(f(unsafe { &*value }))
+        Some(f(unsafe { value.as_ref() }))
     });
     match found {
         Some(Some(value)) => Ok(value),
@@ -120,7 +114,7 @@ pub fn contains<T: 'static>() -> bool {
 /// Whether an entry keyed by `id` is visible in the current context.
 #[inline]
 pub(crate) fn contains_id(id: TypeId) -> bool {
-    State::try_with(|state| !state.find(id).is_null()).unwrap_or(false)
+    State::try_with(|state| state.find(id).is_some()).unwrap_or(false)
 }
 
 /// Pins the thread state while alive, also when `f` panics.

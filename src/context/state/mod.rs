@@ -29,8 +29,9 @@
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::panic::Location;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use super::entry::Entry;
@@ -64,13 +65,14 @@ pub(crate) struct State {
     locals: UnsafeCell<Vec<(u64, Arc<dyn Any>)>>,
     /// Source of slot ids and sequence numbers, unique on this thread.
     next_seq: Cell<u64>,
-    /// How many `with` borrows are running on this thread. While non-zero,
-    /// what leaves the stack is parked in `graveyard` instead of being
-    /// dropped, so the value a borrow points into stays alive.
+    /// Twice the number of `with` borrows running on this thread, plus one
+    /// unless `graveyard` holds something. While borrows run, what leaves
+    /// the stack is parked in `graveyard` instead of being dropped, so the
+    /// value a borrow points into stays alive. One word for both, so an
+    /// unpin is one subtraction, which reaches zero exactly when the last
+    /// borrow ends with something parked.
     pins: Cell<usize>,
     graveyard: RefCell<Vec<Parked>>,
-    /// Whether `graveyard` holds anything (saves a borrow on every unpin).
-    parked: Cell<bool>,
     thread: OnceCell<Arc<ThreadInfo>>,
     /// Address of the `tracing::Dispatch` value visible now (0 if none).
     want_dispatch: Cell<usize>,
@@ -80,21 +82,32 @@ pub(crate) struct State {
 }
 
 /// One active install or entered snapshot.
+///
+/// Pushing an enter slot changes the base, the floor and the dispatch;
+/// pushing an install changes the dispatch only if it has a `Dispatch`
+/// entry. Those slots save what they change (`restores`), the others
+/// leave `saved` unwritten: the fewer stores, the cheaper an install.
 pub(crate) struct Slot {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
-    kind: SlotKind,
     /// An install's frame (always present), or the entered snapshot's top
     /// frame (`None` for an empty snapshot).
     pub(crate) frame: Option<Arc<Frame>>,
+    kind: SlotKind,
     /// Whether the install has local entries (in the state's `locals`,
     /// numbered between the slot below's id and this one's).
     has_locals: bool,
-    /// The dispatch address before this slot, restored when it goes.
-    saved_dispatch: usize,
-    /// Enter slots: the base and floor before this slot.
-    saved_base: *const Frame,
-    saved_floor: u32,
+    /// Whether `saved` is written, to be restored when the slot goes.
+    restores: bool,
+    saved: MaybeUninit<Saved>,
+}
+
+/// The dispatch address, base and floor before a slot that changed them.
+#[derive(Clone, Copy)]
+struct Saved {
+    dispatch: usize,
+    base: *const Frame,
+    floor: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,9 +143,8 @@ impl State {
             spare: UnsafeCell::new(Vec::new()),
             locals: UnsafeCell::new(Vec::new()),
             next_seq: Cell::new(1),
-            pins: Cell::new(0),
+            pins: Cell::new(State::UNPARKED),
             graveyard: RefCell::new(Vec::new()),
-            parked: Cell::new(false),
             thread: OnceCell::new(),
             want_dispatch: Cell::new(0),
             applied_dispatch: RefCell::new(None),
@@ -163,29 +175,31 @@ impl State {
     }
 
     /// Address of the value of type `id` visible now (inside its `Arc`),
-    /// or null. Valid until the stack changes (or, while pinned, until the
+    /// if any. Valid until the stack changes (or, while pinned, until the
     /// pins are released).
     #[inline]
-    pub(crate) fn find(&self, id: TypeId) -> *const () {
+    pub(crate) fn find(&self, id: TypeId) -> Option<NonNull<()>> {
         // SAFETY: no mutable borrow of the index is alive (they live only
         // inside the methods below, which call no user code meanwhile).
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
-            if !live.value.is_null() && live.depth >= self.floor.get() {
-                return live.value;
+            // Above the floor: live, and not hidden by an entered snapshot.
+            if live.height > self.floor.get() {
+                // SAFETY: a live install's value is the address inside its
+                // `Arc` (never null): only `LiveRef::NONE`, height 0, holds
+                // null. Saying so spares the callers a test.
+                return Some(unsafe { NonNull::new_unchecked(live.value.cast_mut()) });
             }
         }
         self.find_in_base(id)
     }
 
     #[inline]
-    fn find_in_base(&self, id: TypeId) -> *const () {
+    fn find_in_base(&self, id: TypeId) -> Option<NonNull<()>> {
         // SAFETY: the base is the frame of the topmost enter slot, which
         // keeps it alive while it is the base.
-        match unsafe { self.base.get().as_ref() } {
-            Some(base) => base.map().get(id).map_or(ptr::null(), |found| found.value),
-            None => ptr::null(),
-        }
+        let base = unsafe { self.base.get().as_ref() }?;
+        NonNull::new(base.map().get(id)?.value.cast_mut())
     }
 
     /// The entry a lookup of `id` finds now (for dumps).
@@ -193,7 +207,7 @@ impl State {
         // SAFETY: as in `find`.
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
-            if !live.value.is_null() && live.depth >= self.floor.get() {
+            if live.height > self.floor.get() {
                 return live.entry;
             }
         }
@@ -220,23 +234,41 @@ impl State {
             .map(|(_, value)| Arc::clone(value))
     }
 
+    /// One pin (see `pins`).
+    const PIN: usize = 2;
+    /// The bit of `pins` that says the graveyard is empty.
+    const UNPARKED: usize = 1;
+
     #[inline]
     pub(crate) fn pin(&self) {
-        self.pins.set(self.pins.get() + 1);
+        self.pins.set(self.pins.get() + State::PIN);
     }
 
     #[inline]
     pub(crate) fn unpin(&self) {
-        let pins = self.pins.get() - 1;
+        let pins = self.pins.get() - State::PIN;
         self.pins.set(pins);
-        if pins == 0 && self.parked.get() {
+        // No borrow left, and something parked.
+        if pins == 0 {
             self.drop_parked();
         }
     }
 
+    /// Whether a `with` borrow is running (what leaves the stack must be
+    /// parked).
+    #[inline]
+    pub(super) fn pinned(&self) -> bool {
+        self.pins.get() >= State::PIN
+    }
+
+    /// Records that the graveyard holds something.
+    pub(super) fn mark_parked(&self) {
+        self.pins.set(self.pins.get() & !State::UNPARKED);
+    }
+
     #[cold]
     fn drop_parked(&self) {
-        self.parked.set(false);
+        self.pins.set(State::UNPARKED);
         {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             // Newest first, as they were installed in the other order.

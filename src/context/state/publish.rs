@@ -5,7 +5,6 @@ use std::any::TypeId;
 use std::sync::Arc;
 
 use super::{Slot, SlotKind, State};
-use crate::context::entry::Value;
 use crate::context::frame::{Frame, FrameKind};
 
 impl State {
@@ -41,6 +40,9 @@ impl State {
             // SAFETY: the frame is private (the slot was `Private`): only
             // this slot holds it, and no reference into it is alive.
             let data = unsafe { frame.data_mut() };
+            // Not written by the install (`push_install`): set now, before
+            // anything else can read it.
+            data.kind = FrameKind::Installed { site: slot.site };
             let (parent_dispatch, parent_locals) = match parent.as_deref().map(Frame::data) {
                 Some(p) => (
                     p.dispatch,
@@ -59,8 +61,8 @@ impl State {
                     *id == TypeId::of::<tracing::Dispatch>() && !address.is_null()
                 });
             data.dispatch = own_dispatch.map_or(parent_dispatch, |(_, address)| address as usize);
-            data.locals_since_cut =
-                parent_locals || data.entries.iter().any(|e| matches!(e.value, Value::Local));
+            // The slot knows whether the install has local entries.
+            data.locals_since_cut = parent_locals || slot.has_locals;
             data.parent = parent;
         }
     }

@@ -6,8 +6,8 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
-use super::{Slot, SlotKind, State, SPARE_FRAMES};
-use crate::context::entry::{LiveRef, Pending, PendingValue, Value};
+use super::{Saved, Slot, SlotKind, State, SPARE_FRAMES};
+use crate::context::entry::{Entry, LiveRef, Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
 use crate::context::remote::RemoteOrigin;
 
@@ -41,6 +41,7 @@ impl State {
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
         for p in pending {
+            let seq = self.next_seq();
             let entry = NewEntry {
                 type_id: p.type_id,
                 type_name: p.type_name,
@@ -49,16 +50,84 @@ impl State {
                 debug: p.debug,
                 origin: p.origin.or_else(|| origin.cloned()),
             };
-            self.add_entry(data, entry, p.value, &mut has_locals, &mut dispatch);
+            self.add_entry(data, entry, p.value, seq, &mut has_locals, &mut dispatch);
         }
-        self.push_install(frame, site, has_locals, dispatch)
+        // Numbered after its entries, as dumps have always shown them.
+        let id = self.next_seq();
+        self.push_install(frame, id, site, has_locals, dispatch)
     }
 
     /// [`install`](State::install) for one shared entry installed at
     /// `site` (`provide`, `provide_arc`): the same frame, without the
     /// vector, the arguments passed one by one rather than as a struct.
+    ///
+    /// When the thread is warm (a spare frame with room for an entry,
+    /// room on the stack and in the index) and the entry is not a
+    /// `Dispatch`, it runs straight through, calling nothing: with no
+    /// call that may unwind, `value` needs no stack slot for a landing
+    /// pad, and the arguments stay in registers. Otherwise it takes
+    /// [`install_one`](State::install_one), which makes room.
     #[inline]
     pub(crate) fn install_shared(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        value: Arc<dyn Any + Send + Sync>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        // SAFETY: shared borrows, ending with this block.
+        let warm = unsafe {
+            let (stack, index, spare) =
+                (&*self.stack.get(), &*self.index.get(), &*self.spare.get());
+            stack.len() < stack.capacity()
+                && index.has_room()
+                && spare
+                    .last()
+                    .is_some_and(|f| f.data().entries.capacity() > 0)
+        };
+        if !warm || type_id == TypeId::of::<tracing::Dispatch>() {
+            return self.install_shared_cold(type_id, type_name, value, site);
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 2);
+        let address = Arc::as_ptr(&value).cast::<()>();
+        // SAFETY: the borrows end with this block. Checked above: the
+        // spare list is not empty, its last frame has room for an entry,
+        // the stack has room for a slot and the index for a new key. A
+        // spare frame is private (see `install`) and empty
+        // (`recycle_private` emptied it). Each write is within that room
+        // and initialises what the length then covers.
+        unsafe {
+            let spare = &mut *self.spare.get();
+            let last = spare.len() - 1;
+            let frame = ptr::read(spare.as_ptr().add(last));
+            spare.set_len(last);
+            let entries = &mut frame.data_mut().entries;
+            debug_assert!(entries.is_empty() && entries.capacity() > 0);
+            let to = entries.as_mut_ptr();
+            let stack = &mut *self.stack.get();
+            let at = stack.len();
+            let (shadowed, index_at) =
+                (*self.index.get()).replace_in_room(type_id, address, to, at as u32 + 1);
+            write_entry(to, type_id, type_name, Value::Shared(value), site, seq);
+            ptr::addr_of_mut!((*to).reason).write(None);
+            ptr::addr_of_mut!((*to).debug).write(None);
+            ptr::addr_of_mut!((*to).origin).write(None);
+            write_shadowed(to, shadowed, index_at);
+            entries.set_len(1);
+            let slot = stack.as_mut_ptr().add(at);
+            write_slot(slot, seq + 1, site, SlotKind::Private, Some(frame), false);
+            ptr::addr_of_mut!((*slot).restores).write(false);
+            stack.set_len(at + 1);
+        }
+        seq + 1
+    }
+
+    /// [`install_shared`](State::install_shared) while the thread warms up
+    /// (or for a `Dispatch`): out of its way.
+    #[cold]
+    #[inline(never)]
+    fn install_shared_cold(
         &self,
         type_id: TypeId,
         type_name: &'static str,
@@ -69,9 +138,9 @@ impl State {
     }
 
     /// Installs one entry as a frame of its own, with an optional reason:
-    /// the path of [`install_shared`](State::install_shared) and of the
-    /// servers' per-poll install of a request's local entry, with no
-    /// `Scope` vector to allocate.
+    /// the path of [`install_shared`](State::install_shared) while the
+    /// thread warms up, and of the servers' per-poll install of a
+    /// request's local entry, with no `Scope` vector to allocate.
     #[inline]
     pub(crate) fn install_one(
         &self,
@@ -86,6 +155,10 @@ impl State {
         let data = unsafe { frame.data_mut() };
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
+        // The entry's number and the slot's, as `install` gives them (the
+        // entry first), with one update of the counter.
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 2);
         let entry = NewEntry {
             type_id,
             type_name,
@@ -94,13 +167,13 @@ impl State {
             debug: None,
             origin: None,
         };
-        self.add_entry(data, entry, value, &mut has_locals, &mut dispatch);
-        self.push_install(frame, site, has_locals, dispatch)
+        self.add_entry(data, entry, value, seq, &mut has_locals, &mut dispatch);
+        self.push_install(frame, seq + 1, site, has_locals, dispatch)
     }
 
     /// A private frame to install into: a spare one, or a new one while
     /// the thread is warming up.
-    #[inline]
+    #[inline(always)]
     fn take_spare(&self) -> Arc<Frame> {
         // SAFETY: the borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
@@ -117,17 +190,18 @@ impl State {
         Arc::new(Frame::blank(self.thread_info()))
     }
 
-    /// Appends one entry to a private frame and points the index at it.
+    /// Appends entry number `seq` to a private frame and points the index
+    /// at it.
     #[inline(always)]
     fn add_entry(
         &self,
         data: &mut FrameData,
         new: NewEntry,
         value: PendingValue,
+        seq: u64,
         has_locals: &mut bool,
         dispatch: &mut usize,
     ) {
-        let seq = self.next_seq();
         let NewEntry {
             type_id,
             type_name,
@@ -152,73 +226,53 @@ impl State {
         if type_id == TypeId::of::<tracing::Dispatch>() {
             *dispatch = address as usize;
         }
-        // SAFETY: the borrows end with this method.
-        let (stack, index) = unsafe { (&*self.stack.get(), &mut *self.index.get()) };
-        let live = LiveRef {
-            value: address,
-            entry: data.entries.as_ptr().wrapping_add(data.entries.len()),
-            depth: stack.len() as u32,
-        };
-        let shadowed = index.replace(type_id, live.value, live.entry, live.depth);
-        // Written where `live.entry` points, field by field (see
-        // `push_slot`). The caller reserved room for every entry of the
-        // frame, or this is the frame's only entry: either way nothing
-        // points into the vector if reserving here moves it.
+        // Room first, so the address the index keeps is final: the caller
+        // reserved room for every entry of the frame (this does nothing
+        // then), or this is the frame's only entry.
         let entries = &mut data.entries;
         entries.reserve(1);
         let at = entries.len();
+        // SAFETY: the borrows end with this method.
+        let (stack, index) = unsafe { (&*self.stack.get(), &mut *self.index.get()) };
+        // SAFETY: within the reserved capacity.
+        let to = unsafe { entries.as_mut_ptr().add(at) };
+        let height = stack.len() as u32 + 1;
+        let (shadowed, index_at) = index.replace(type_id, address, to, height);
         // SAFETY: within the reserved capacity, initialised before the
         // length covers it.
         unsafe {
-            let to = entries.as_mut_ptr().add(at);
-            ptr::addr_of_mut!((*to).type_id).write(type_id);
-            ptr::addr_of_mut!((*to).type_name).write(type_name);
-            ptr::addr_of_mut!((*to).value).write(value);
-            ptr::addr_of_mut!((*to).site).write(site);
-            ptr::addr_of_mut!((*to).seq).write(seq);
+            write_entry(to, type_id, type_name, value, site, seq);
             ptr::addr_of_mut!((*to).reason).write(reason);
             ptr::addr_of_mut!((*to).debug).write(debug);
             ptr::addr_of_mut!((*to).origin).write(origin);
-            ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
-            ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
-            ptr::addr_of_mut!((*to).shadowed.depth).write(shadowed.depth);
+            write_shadowed(to, shadowed, index_at);
             entries.set_len(at + 1);
-            if !ptr::eq(to, live.entry) {
-                // Reserving moved the vector: point the index at the entry.
-                index.replace(type_id, live.value, to, live.depth);
-            }
         }
     }
 
     /// Pushes the slot of a filled private frame.
-    #[inline]
+    ///
+    /// The frame's kind is not written here: a private frame is read by
+    /// nothing but this thread's lookups and removal, and publication
+    /// (`publish.rs`) sets it from the slot's site.
+    #[inline(always)]
     fn push_install(
         &self,
         frame: Arc<Frame>,
+        id: u64,
         site: &'static Location<'static>,
         has_locals: bool,
         dispatch: usize,
     ) -> u64 {
-        // SAFETY: still private; the borrow ends with this block.
-        match unsafe { &mut frame.data_mut().kind } {
-            // A recycled install frame: only the site changes.
-            FrameKind::Installed { site: old } => *old = site,
-            kind => *kind = FrameKind::Installed { site },
+        // Only an install with a `Dispatch` entry saves what it changes:
+        // the others leave the dispatch, base and floor as they were, and
+        // their removal does too (slots go in reverse order).
+        let saves = dispatch != self.want_dispatch.get();
+        self.push_slot(id, site, SlotKind::Private, Some(frame), has_locals, saves);
+        if saves {
+            self.want_dispatch.set(dispatch);
+            self.sync_dispatch();
         }
-        // Numbered after its entries, as dumps have always shown them.
-        let id = self.next_seq();
-        self.push_slot(Slot {
-            id,
-            site,
-            kind: SlotKind::Private,
-            frame: Some(frame),
-            has_locals,
-            saved_dispatch: self.want_dispatch.get(),
-            saved_base: ptr::null(),
-            saved_floor: 0,
-        });
-        self.want_dispatch.set(dispatch);
-        self.sync_dispatch();
         id
     }
 
@@ -253,16 +307,7 @@ impl State {
         let id = self.next_seq();
         let base = frame.as_deref().map_or(ptr::null(), |f| f as *const Frame);
         let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
-        let depth = self.push_slot(Slot {
-            id,
-            site,
-            kind: SlotKind::Enter,
-            frame,
-            has_locals: false,
-            saved_dispatch: self.want_dispatch.get(),
-            saved_base: self.base.get(),
-            saved_floor: self.floor.get(),
-        });
+        let depth = self.push_slot(id, site, SlotKind::Enter, frame, false, true);
         self.base.set(base);
         self.floor.set(depth + 1);
         self.want_dispatch.set(dispatch);
@@ -270,48 +315,52 @@ impl State {
         id
     }
 
-    /// Pushes `slot`; returns its stack position.
+    /// Pushes a slot; returns its stack position. If `saves`, the slot
+    /// saves the dispatch, base and floor as they are now, for its removal
+    /// to restore (see [`Slot`]).
     ///
     /// The slot is written field by field into reserved room, and
-    /// [`pop_top`](State::pop_top) reads it back the same way: moving the
-    /// whole struct made the compiler build it on the stack and copy it
-    /// with wide loads right after narrow stores, which stalled on store
-    /// forwarding: `perf` put most of an install's time there
-    /// (docs/design.md, "How it was chosen").
+    /// [`drop_guard`](State::drop_guard) reads it back the same way:
+    /// moving the whole struct made the compiler build it on the stack
+    /// and copy it with wide loads right after narrow stores, which
+    /// stalled on store forwarding: `perf` put most of an install's time
+    /// there (docs/design.md, "How it was chosen").
     #[inline(always)]
-    fn push_slot(&self, slot: Slot) -> u32 {
+    fn push_slot(
+        &self,
+        id: u64,
+        site: &'static Location<'static>,
+        kind: SlotKind,
+        frame: Option<Arc<Frame>>,
+        has_locals: bool,
+        saves: bool,
+    ) -> u32 {
         // SAFETY: the borrow ends with this method; `at` is within the
-        // reserved capacity and initialised before the length covers it.
+        // reserved capacity and every field but `saved` is initialised
+        // before the length covers it (`saved` is a `MaybeUninit`, read
+        // only when `restores` says it was written).
         unsafe {
             let stack = &mut *self.stack.get();
             stack.reserve(1);
             let at = stack.len();
             let to = stack.as_mut_ptr().add(at);
-            let Slot {
-                id,
-                site,
-                kind,
-                frame,
-                has_locals,
-                saved_dispatch,
-                saved_base,
-                saved_floor,
-            } = slot;
-            ptr::addr_of_mut!((*to).id).write(id);
-            ptr::addr_of_mut!((*to).site).write(site);
-            ptr::addr_of_mut!((*to).kind).write(kind);
-            ptr::addr_of_mut!((*to).frame).write(frame);
-            ptr::addr_of_mut!((*to).has_locals).write(has_locals);
-            ptr::addr_of_mut!((*to).saved_dispatch).write(saved_dispatch);
-            ptr::addr_of_mut!((*to).saved_base).write(saved_base);
-            ptr::addr_of_mut!((*to).saved_floor).write(saved_floor);
+            write_slot(to, id, site, kind, frame, has_locals);
+            ptr::addr_of_mut!((*to).restores).write(saves);
+            if saves {
+                // Read here, after `reserve`, so they are not kept across
+                // its call.
+                let into = ptr::addr_of_mut!((*to).saved).cast::<Saved>();
+                ptr::addr_of_mut!((*into).dispatch).write(self.want_dispatch.get());
+                ptr::addr_of_mut!((*into).base).write(self.base.get());
+                ptr::addr_of_mut!((*into).floor).write(self.floor.get());
+            }
             stack.set_len(at + 1);
             at as u32
         }
     }
 
     /// Takes a private frame back for reuse (see [`recycle`](State::recycle)).
-    #[inline]
+    #[inline(always)]
     pub(super) fn keep_spare(&self, frame: Arc<Frame>) {
         // SAFETY: borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
@@ -322,5 +371,72 @@ impl State {
             spare.reserve_exact(SPARE_FRAMES);
             spare.push(frame);
         }
+    }
+}
+
+/// Writes the fields of the entry at `to` that every install sets (the
+/// caller writes `reason`, `debug`, `origin` and `shadowed`), one by one:
+/// see [`State::push_slot`].
+///
+/// # Safety
+///
+/// `to` is valid for writes (room reserved in a frame's entries).
+#[inline(always)]
+unsafe fn write_entry(
+    to: *mut Entry,
+    type_id: TypeId,
+    type_name: &'static str,
+    value: Value,
+    site: &'static Location<'static>,
+    seq: u64,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).type_id).write(type_id);
+        ptr::addr_of_mut!((*to).type_name).write(type_name);
+        ptr::addr_of_mut!((*to).value).write(value);
+        ptr::addr_of_mut!((*to).site).write(site);
+        ptr::addr_of_mut!((*to).seq).write(seq);
+    }
+}
+
+/// Writes what the entry at `to` shadows in the type index, and where.
+///
+/// # Safety
+///
+/// As for [`write_entry`].
+#[inline(always)]
+unsafe fn write_shadowed(to: *mut Entry, shadowed: LiveRef, index_at: u32) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).shadowed.value).write(shadowed.value);
+        ptr::addr_of_mut!((*to).shadowed.entry).write(shadowed.entry);
+        ptr::addr_of_mut!((*to).shadowed.height).write(shadowed.height);
+        ptr::addr_of_mut!((*to).shadowed.index_at).write(index_at);
+    }
+}
+
+/// Writes the fields of the slot at `to` but `restores` and `saved`,
+/// one by one (see [`State::push_slot`]).
+///
+/// # Safety
+///
+/// `to` is valid for writes (room reserved on the stack).
+#[inline(always)]
+unsafe fn write_slot(
+    to: *mut Slot,
+    id: u64,
+    site: &'static Location<'static>,
+    kind: SlotKind,
+    frame: Option<Arc<Frame>>,
+    has_locals: bool,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        ptr::addr_of_mut!((*to).id).write(id);
+        ptr::addr_of_mut!((*to).site).write(site);
+        ptr::addr_of_mut!((*to).frame).write(frame);
+        ptr::addr_of_mut!((*to).kind).write(kind);
+        ptr::addr_of_mut!((*to).has_locals).write(has_locals);
     }
 }
