@@ -54,16 +54,16 @@ impl State {
         // reachable only through its slot: `provide`'s path below empties
         // its entry, each owning field read once, after the length no
         // longer covers it.
-        let (frame, kind) = unsafe {
+        let (frame, kind, locals) = unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
                 return self.pop_out_of_order(id);
             };
             let top = &*stack.as_ptr().add(at);
-            if top.id != id || top.has_locals || self.pinned() {
+            if top.id != id || self.pinned() {
                 return self.pop_out_of_order(id);
             }
-            if top.kind == SlotKind::Private && !top.restores {
+            if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
                 if let Some(frame) = &top.frame {
                     let entries = &mut frame.data_mut().entries;
                     if entries.len() == 1 {
@@ -93,7 +93,19 @@ impl State {
                 }
             }
             self.undo(top);
-            let popped = (ptr::read(&top.frame), top.kind);
+            // An install's local values are numbered between the id of the
+            // slot below and its own (the servers install a request's
+            // `RequestInfo` this way around every poll).
+            let locals = if top.has_locals {
+                let below = match at.checked_sub(1) {
+                    Some(below) => (*stack.as_ptr().add(below)).id,
+                    None => 0,
+                };
+                below + 1..id
+            } else {
+                0..0
+            };
+            let popped = (ptr::read(&top.frame), top.kind, locals);
             stack.set_len(at);
             popped
         };
@@ -105,13 +117,17 @@ impl State {
                 SlotKind::Enter => drop(frame),
             }
         }
+        // Youngest first, after the frame (as `release` does); no cell is
+        // borrowed while a value drops.
+        while let Some(local) = self.take_local(&locals) {
+            drop(local);
+        }
         None
     }
 
     /// The slow path of [`drop_guard`](State::drop_guard) and
     /// [`leave`](State::leave), taken when slot `id` is not on top (and
-    /// by `drop_guard` for an install with local values, or while a `with`
-    /// borrow runs): the removed slots (oldest first, `id`'s own first)
+    /// by `drop_guard` while a `with` borrow runs): the removed slots (oldest first, `id`'s own first)
     /// when slots above it were still active; `None` when the slot was on
     /// top, or already removed by an earlier repair (which reported it).
     #[cold]
