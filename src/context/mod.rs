@@ -37,7 +37,7 @@ pub use snapshot::Context;
     allow(unused_imports)
 )]
 pub(crate) use frame::HopLabel;
-#[cfg_attr(not(feature = "reactor"), allow(unused_imports))]
+#[cfg(feature = "reactor")]
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;

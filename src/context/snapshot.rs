@@ -179,8 +179,8 @@ impl Context {
         if !top.data().locals_since_cut {
             return Some(top);
         }
-        let thread = State::try_with(State::thread_info)
-            .unwrap_or_else(|| Arc::new(super::frame::ThreadInfo::exiting()));
+        let thread =
+            State::try_with(State::thread_info).unwrap_or_else(|| Arc::new(ThreadInfo::exiting()));
         Some(Arc::new(Frame::cut(
             top,
             FrameKind::Entered { site },
@@ -253,7 +253,9 @@ impl fmt::Debug for Context {
 /// for a record nobody reads. This keeps what the record needs — the
 /// snapshot, the thread it was taken on, the site — and builds the frame
 /// only in [`into_context`](PendingHop::into_context). The dump is the same
-/// as with an eager [`Context::hop_at`].
+/// as with an eager [`Context::hop_at`]. Used by the reactor's timers and
+/// delayed calls.
+#[cfg(feature = "reactor")]
 pub(crate) struct PendingHop {
     from: Context,
     thread: Option<Arc<ThreadInfo>>,
@@ -262,6 +264,7 @@ pub(crate) struct PendingHop {
     site: &'static Location<'static>,
 }
 
+#[cfg(feature = "reactor")]
 impl PendingHop {
     pub(crate) fn new(
         from: Context,

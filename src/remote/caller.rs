@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::Propagation;
+use super::{Incoming, Propagation};
 use crate::{Context, Scope};
 
 /// The values of one field name, as the extractor takes them.
@@ -49,24 +49,20 @@ pub(crate) fn from_caller<'h>(
         as_strs(&baggage),
         as_strs(&origin),
     );
-    let incoming = if traceparent.is_empty()
-        && tracestate.is_empty()
-        && baggage.is_empty()
-        && origin.is_empty()
-    {
-        // Nothing from a caller: a new trace, and no process hop to record
-        // (nor a peer address to format).
-        propagation.extract(&[], &[], &[])
-    } else {
-        let peer = peer();
-        propagation.extract_process(
-            &traceparent,
-            &tracestate,
-            &baggage,
-            &origin,
-            peer.as_deref(),
-        )
-    };
+    if traceparent.is_empty() && tracestate.is_empty() && baggage.is_empty() && origin.is_empty() {
+        // Nothing from a caller: a new trace, no warning, and no process
+        // hop to record (nor a peer address to format). Room for the trace
+        // context, an empty forwarded list and the server's `RequestInfo`.
+        return Incoming::new_trace_into(crate::context::scope_with_capacity(3));
+    }
+    let peer = peer();
+    let incoming = propagation.extract_process(
+        &traceparent,
+        &tracestate,
+        &baggage,
+        &origin,
+        peer.as_deref(),
+    );
     if let Some(warning) = incoming.warning() {
         tracing::warn!(target: "milieu::remote", parent: span, "{warning}");
     }

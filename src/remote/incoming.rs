@@ -278,6 +278,29 @@ impl Incoming {
         }
         scope
     }
+
+    /// What [`into_scope`](Incoming::into_scope) adds for a request that
+    /// brought nothing from a caller (no trace context, no baggage, no
+    /// origin): a new trace, and an empty list of members to pass on if
+    /// an outer context holds some. The same entries as
+    /// `propagation.extract(&[], &[], &[]).into_scope(scope)`, without
+    /// building the `Incoming` first: the servers take this path for
+    /// nearly every request of a service that is not called by another.
+    #[cfg(any(feature = "http", feature = "tower"))]
+    #[track_caller]
+    pub(crate) fn new_trace_into(scope: Scope) -> Scope {
+        let site = Location::caller();
+        let scope = scope
+            .with_debug_at::<TraceContext>(TraceContext::new_root(), site)
+            .because(TRACE_REASON);
+        if crate::contains::<ForwardedBaggage>() {
+            scope
+                .with_at(ForwardedBaggage::new(Vec::new()), site)
+                .because(FORWARDED_REASON)
+        } else {
+            scope
+        }
+    }
 }
 
 /// A baggage member decoded into a context entry (installed by
@@ -426,5 +449,43 @@ impl fmt::Display for Declined {
             }
             Declined::Truncated(truncated) => write!(f, "{truncated}"),
         }
+    }
+}
+
+#[cfg(all(test, any(feature = "http", feature = "tower")))]
+mod tests {
+    use super::{ForwardedBaggage, Incoming};
+    use crate::remote::Propagation;
+
+    /// Type, policy and reason of each entry a scope installs, newest first.
+    fn installed(scope: crate::Scope) -> Vec<(&'static str, String)> {
+        let _guard = scope.enter();
+        crate::dump()
+            .entries()
+            .filter(|entry| !entry.type_name.ends_with("Outer"))
+            .map(|entry| {
+                let reason = entry.provenance.reason.clone().unwrap_or_default();
+                (entry.type_name, format!("{:?} {reason}", entry.policy))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_trace_installs_what_an_empty_extract_does() {
+        let slow = || Propagation::new().extract(&[], &[], &[]).into_scope(crate::scope());
+        assert_eq!(installed(Incoming::new_trace_into(crate::scope())), installed(slow()));
+        // Under an outer context that passes members on, both install an
+        // empty list in its place.
+        struct Outer;
+        let _outer = crate::scope()
+            .with(Outer)
+            .with(ForwardedBaggage::new(Vec::new()))
+            .enter();
+        let fast = installed(Incoming::new_trace_into(crate::scope()));
+        assert_eq!(fast, installed(slow()));
+        assert!(
+            fast.iter().any(|(name, _)| name.ends_with("ForwardedBaggage")),
+            "{fast:?}"
+        );
     }
 }
