@@ -119,8 +119,10 @@ impl State {
         }
         // Youngest first, after the frame (as `release` does); no cell is
         // borrowed while a value drops.
-        while let Some(local) = self.take_local(&locals) {
-            drop(local);
+        if !locals.is_empty() {
+            while let Some(local) = self.take_local(&locals) {
+                drop(local);
+            }
         }
         None
     }

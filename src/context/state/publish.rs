@@ -26,10 +26,11 @@ impl State {
     #[cold]
     fn publish(&self, stack: &mut [Slot]) {
         let floor = self.floor.get() as usize;
-        let mut first = stack.len();
-        while first > floor && stack[first - 1].kind == SlotKind::Private {
-            first -= 1;
-        }
+        // The private installs on top, down to the floor: usually one.
+        let first = stack[floor..]
+            .iter()
+            .rposition(|slot| slot.kind != SlotKind::Private)
+            .map_or(floor, |at| floor + at + 1);
         for at in first..stack.len() {
             let parent = at
                 .checked_sub(1)
