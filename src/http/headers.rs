@@ -267,38 +267,8 @@ fn validate_name(name: &str) -> Result<(), InvalidHeader> {
 /// Whether `b` may appear in a token (RFC 9110 `tchar`).
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    TCHAR[usize::from(b)]
+    crate::remote::is_tchar(b)
 }
-
-/// RFC 9110 `tchar` as a table: a header name is checked on every
-/// `append`, one load per byte rather than a search of the punctuation.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
 
 /// Whether `value` holds a byte [`is_forbidden_in_value`]. Every byte is
 /// looked at, with no early exit, so the loop vectorizes: values are

@@ -472,8 +472,15 @@ mod tests {
 
     #[test]
     fn a_new_trace_installs_what_an_empty_extract_does() {
-        let slow = || Propagation::new().extract(&[], &[], &[]).into_scope(crate::scope());
-        assert_eq!(installed(Incoming::new_trace_into(crate::scope())), installed(slow()));
+        let slow = || {
+            Propagation::new()
+                .extract(&[], &[], &[])
+                .into_scope(crate::scope())
+        };
+        assert_eq!(
+            installed(Incoming::new_trace_into(crate::scope())),
+            installed(slow())
+        );
         // Under an outer context that passes members on, both install an
         // empty list in its place.
         struct Outer;
@@ -484,7 +491,8 @@ mod tests {
         let fast = installed(Incoming::new_trace_into(crate::scope()));
         assert_eq!(fast, installed(slow()));
         assert!(
-            fast.iter().any(|(name, _)| name.ends_with("ForwardedBaggage")),
+            fast.iter()
+                .any(|(name, _)| name.ends_with("ForwardedBaggage")),
             "{fast:?}"
         );
     }

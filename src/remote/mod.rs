@@ -95,6 +95,8 @@ mod request;
 mod trace;
 mod tracestate;
 
+#[cfg(feature = "http")]
+pub(crate) use baggage::is_tchar;
 pub use baggage::{
     BaggageHeader, BaggageLimit, BaggageLimits, BaggageMember, InvalidBaggageKey, MalformedMember,
     MalformedReason, ParsedBaggage, Truncated,
