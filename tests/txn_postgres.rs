@@ -353,3 +353,48 @@ fn postgres_an_interaction_that_sleeps_does_not_hold_back_callers_on_other_worke
     reactor.run_until(sleeper).unwrap().unwrap();
     assert_eq!(stored(&mut reactor, &db, table).len(), 51);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: set MILIEU_TEST_POSTGRES and pass --ignored"]
+fn postgres_a_worker_connecting_during_a_long_interaction_is_not_held_back() {
+    // A worker's connection used to run `CREATE INDEX IF NOT EXISTS` on
+    // the outbox, which takes a table lock and so waited for any open
+    // transaction that had written to the outbox: a worker starting while
+    // another interaction ran long was held back until it ended.
+    let mut reactor = Reactor::new().unwrap();
+    let seen: Seen = Arc::default();
+    let db = open(&reactor, &seen);
+    let table = "milieu_test_connecting";
+    fresh_start(&mut reactor, &db, table);
+    let (started, is_started) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // Holds its transaction, with an outbox row written, until released.
+    let long = db.run_interaction(move |_: &Tx<Postgres>| {
+        ship(table, 1)?;
+        started.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(30));
+        Ok::<_, TxError>(())
+    });
+    is_started.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    // A second database (new connections, as a new worker or process
+    // makes) opens and commits meanwhile.
+    let (done, is_done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reactor = Reactor::new().unwrap();
+        let seen: Seen = Arc::default();
+        let other = open(&reactor, &seen);
+        let committed = reactor
+            .run_until(other.run_interaction(move |_: &Tx<Postgres>| ship(table, 2)))
+            .unwrap();
+        let _ = done.send(committed.is_ok());
+    });
+    let committed = is_done.recv_timeout(Duration::from_secs(10));
+    release.send(()).unwrap();
+    reactor.run_until(long).unwrap().unwrap();
+    assert_eq!(
+        committed,
+        Ok(true),
+        "the new connection waited for the long interaction"
+    );
+}

@@ -84,6 +84,23 @@ impl Backend for Postgres {
 
     fn connect(&self) -> Result<PgConnection, TxError> {
         let mut client = Client::connect(&self.config, NoTls)?;
+        // The schema is created only when it is missing: `CREATE INDEX IF
+        // NOT EXISTS` takes a lock on the table before it looks, and would
+        // wait for every transaction writing to the outbox (a worker
+        // connecting while another runs a long interaction, or another
+        // process's). Looking up the names takes no lock.
+        let present: bool = client
+            .query_one(
+                "SELECT to_regclass('milieu_outbox') IS NOT NULL \
+                 AND to_regclass('milieu_outbox_undelivered') IS NOT NULL",
+                &[],
+            )?
+            .get(0);
+        if present {
+            return Ok(PgConnection {
+                client: RefCell::new(client),
+            });
+        }
         // `CREATE ... IF NOT EXISTS` races with itself in PostgreSQL (two
         // sessions both see no table, one fails on the catalog's unique
         // index): processes and workers starting together take turns
