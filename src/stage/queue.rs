@@ -796,17 +796,7 @@ where
         } = job;
         // The handler runs in the submitter's context; a panic is logged
         // there too, so the dump shows whose item it was.
-        let outcome = ctx.run(|| {
-            let outcome = catch_unwind(AssertUnwindSafe(|| handler(item)));
-            if let Err(panic) = &outcome {
-                crate::panic::log(
-                    crate::panic::Catcher::Stage(&queue.name),
-                    "handler",
-                    &**panic,
-                );
-            }
-            outcome
-        });
+        let outcome = run_caught(&ctx, &queue.name, "handler", || handler(item));
         let done = Instant::now();
         queue.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match outcome {
@@ -869,16 +859,8 @@ where
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.batched_items.fetch_add(size as u64, Ordering::Relaxed);
         c.largest_batch.fetch_max(size, Ordering::Relaxed);
-        let outcome = queue.build_ctx.run(|| {
-            let outcome = catch_unwind(AssertUnwindSafe(|| handler(batch)));
-            if let Err(panic) = &outcome {
-                crate::panic::log(
-                    crate::panic::Catcher::Stage(&queue.name),
-                    "batch handler",
-                    &**panic,
-                );
-            }
-            outcome
+        let outcome = run_caught(&queue.build_ctx, &queue.name, "batch handler", || {
+            handler(batch)
         });
         let done = Instant::now();
         c.in_flight.fetch_sub(size, Ordering::Relaxed);
@@ -923,4 +905,21 @@ where
 /// Drops a value whose destructor is user code, swallowing its panic.
 fn drop_quietly<T>(value: T) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
+/// Runs `f` in `ctx`, catching a panic and logging it inside `ctx` (as
+/// stage `stage`'s `what`), so the event carries that context.
+fn run_caught<R>(
+    ctx: &Context,
+    stage: &str,
+    what: &'static str,
+    f: impl FnOnce() -> R,
+) -> std::thread::Result<R> {
+    ctx.run(|| {
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        if let Err(panic) = &outcome {
+            crate::panic::log(crate::panic::Catcher::Stage(stage), what, &**panic);
+        }
+        outcome
+    })
 }
