@@ -19,23 +19,14 @@ bin=target/release/examples/axum_hello
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
+# callgrind_requests:
+source benches/callgrind.sh
 # count REQUESTS [FLAGS]: callgrind's total for the server serving REQUESTS.
 count() {
     local requests=$1 dir
     shift
     dir=$(mktemp -d -p "$scratch")
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-        "$bin" --addr 127.0.0.1:0 "$@" > "$dir/out" 2> "$dir/err" &
-    local pid=$! addr=""
-    for _ in $(seq 600); do
-        addr=$(grep -m1 -o "127\.0\.0\.1:[0-9]*" "$dir/out" 2>/dev/null) && break
-        sleep 0.1
-    done
-    [[ -n "$addr" ]] || { cat "$dir/err" >&2; exit 1; }
-    python3 benches/http_client.py "$addr" "$requests"
-    kill -TERM "$pid"
-    wait "$pid" || true
-    sed -n 's/^summary: //p' "$dir/cg.out"
+    callgrind_requests "$dir" TERM "$requests" "$bin" --addr 127.0.0.1:0 "$@"
 }
 
 per_request() {

@@ -21,22 +21,13 @@ root=$(pwd)
 scratch=$(mktemp -d)
 trap 'git -C "$root" worktree prune; rm -rf "$scratch"' EXIT
 
+# callgrind_requests:
+source benches/callgrind.sh
 # count BIN REQUESTS: callgrind's total for the server serving REQUESTS.
 count() {
-    local bin=$1 requests=$2 dir
+    local dir
     dir=$(mktemp -d -p "$scratch")
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-        "$bin" --addr 127.0.0.1:0 --data "$dir/data" > "$dir/out" 2> "$dir/err" &
-    local pid=$! addr=""
-    for _ in $(seq 600); do
-        addr=$(grep -m1 -o "127\.0\.0\.1:[0-9]*" "$dir/out" 2>/dev/null) && break
-        sleep 0.1
-    done
-    [[ -n "$addr" ]] || { cat "$dir/err" >&2; exit 1; }
-    python3 benches/http_client.py "$addr" "$requests"
-    kill -INT "$pid"
-    wait "$pid" || true
-    sed -n 's/^summary: //p' "$dir/cg.out"
+    callgrind_requests "$dir" INT "$2" "$1" --addr 127.0.0.1:0 --data "$dir/data"
 }
 
 [[ $# -gt 0 ]] || set -- WORKTREE
