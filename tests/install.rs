@@ -256,6 +256,50 @@ fn a_guard_dropped_during_thread_exit_is_harmless() {
     );
 }
 
+/// Looks `A` up (both ways) when dropped, and sends what it saw, tagged.
+struct LooksUpOnDrop(
+    &'static str,
+    std::sync::mpsc::Sender<(&'static str, Option<u32>)>,
+);
+
+impl Drop for LooksUpOnDrop {
+    fn drop(&mut self) {
+        let borrowed = milieu::with(|a: &A| a.0).ok();
+        let cloned = milieu::get::<A>().ok().map(|a| a.0);
+        assert_eq!(borrowed, cloned, "`with` and `get` agree");
+        let _ = self.1.send((self.0, borrowed));
+    }
+}
+
+#[test]
+fn lookups_while_the_thread_exits_see_live_entries_or_nothing() {
+    use std::cell::RefCell;
+    thread_local! {
+        static LOOKER: RefCell<Option<LooksUpOnDrop>> = const { RefCell::new(None) };
+    }
+    // Two installs still on the stack when the thread exits (their guards
+    // forgotten): milieu's state drops them, `A` first, while the thread's
+    // locals are torn down. The second one's destructor looks `A` up after
+    // `A`'s memory is freed: it must find nothing, not read freed memory.
+    // A value in another thread-local looks up too, before or after the
+    // state is gone (the order is not specified): it sees `A` or nothing.
+    let (sender, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        std::mem::forget(milieu::provide(A(1)));
+        std::mem::forget(milieu::provide(LooksUpOnDrop("installed", sender.clone())));
+        LOOKER.with(|looker| *looker.borrow_mut() = Some(LooksUpOnDrop("thread-local", sender)));
+        assert_eq!(milieu::with(|a: &A| a.0).ok(), Some(1));
+    })
+    .join()
+    .expect("thread exit with lookups in destructors must not panic");
+    let mut seen: Vec<_> = seen.iter().collect();
+    seen.sort();
+    assert_eq!(seen.len(), 2, "both destructors ran: {seen:?}");
+    assert_eq!(seen[0], ("installed", None));
+    assert_eq!(seen[1].0, "thread-local");
+    assert!(matches!(seen[1].1, None | Some(1)), "{seen:?}");
+}
+
 /// A value whose destructor uses the context (installs, looks up, dumps).
 struct UsesContextOnDrop(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 

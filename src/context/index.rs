@@ -21,12 +21,15 @@ pub(crate) struct TypeIndex {
     /// Power-of-two length, or empty before the first install.
     slots: Vec<Slot>,
     len: usize,
+    /// Told where the table is each time it is allocated: the thread's
+    /// index publishes it for the lookup fast path (`state/hot.rs`).
+    on_new_table: Option<fn(*const Slot, usize)>,
 }
 
 /// A key and its live install. A free slot holds the key of [`Vacant`]
 /// rather than an `Option<TypeId>`: the slot stays 40 bytes, and a probe
 /// compares keys without testing a discriminant first.
-struct Slot {
+pub(crate) struct Slot {
     key: TypeId,
     live: LiveRef,
 }
@@ -40,10 +43,22 @@ fn vacant() -> TypeId {
 }
 
 impl TypeIndex {
+    #[cfg(test)]
     pub(crate) const fn new() -> Self {
         TypeIndex {
             slots: Vec::new(),
             len: 0,
+            on_new_table: None,
+        }
+    }
+
+    /// An empty index that calls `on_new_table` with the address and
+    /// length of each table it allocates.
+    pub(crate) const fn publishing(on_new_table: fn(*const Slot, usize)) -> Self {
+        TypeIndex {
+            slots: Vec::new(),
+            len: 0,
+            on_new_table: Some(on_new_table),
         }
     }
 
@@ -53,19 +68,8 @@ impl TypeIndex {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let mut at = hash(id) as usize & mask;
-        // Terminates: at most a quarter of the slots hold a key.
-        loop {
-            let slot = &self.slots[at];
-            if slot.key == id {
-                return Some(&slot.live);
-            }
-            if slot.key == vacant() {
-                return None;
-            }
-            at = (at + 1) & mask;
-        }
+        // SAFETY: the table is `slots`, a power of two long.
+        unsafe { probe(self.slots.as_ptr(), self.slots.len() - 1, id) }
     }
 
     /// Sets the live install of `id` (its value, entry and height, passed
@@ -172,6 +176,54 @@ impl TypeIndex {
                 self.replace(slot.key, slot.live.value, slot.live.entry, slot.live.height);
             }
         }
+        if let Some(on_new_table) = self.on_new_table {
+            on_new_table(self.slots.as_ptr(), self.slots.len());
+        }
+    }
+}
+
+/// The live install of `id` in the table at `table`, if its key is there:
+/// one comparison when the key sits in its home slot (the usual case at a
+/// load factor of 1/4).
+///
+/// # Safety
+///
+/// `table` points to `mask + 1` initialised slots, `mask + 1` a power of
+/// two, at least one of them vacant, none written while the returned
+/// reference lives.
+#[inline(always)]
+pub(crate) unsafe fn probe<'a>(table: *const Slot, mask: usize, id: TypeId) -> Option<&'a LiveRef> {
+    let home = hash(id) as usize & mask;
+    // SAFETY: `home <= mask`, inside the table (the caller's promise).
+    let slot = unsafe { &*table.add(home) };
+    if slot.key == id {
+        return Some(&slot.live);
+    }
+    // SAFETY: the caller's promise, passed on.
+    unsafe { probe_on(table, mask, id, home) }
+}
+
+/// The rest of [`probe`] after the home slot `at` held another key: out
+/// of line, so a lookup that hits at home saves no registers for the
+/// loop.
+#[inline(never)]
+unsafe fn probe_on<'a>(
+    table: *const Slot,
+    mask: usize,
+    id: TypeId,
+    mut at: usize,
+) -> Option<&'a LiveRef> {
+    // Terminates: at most a quarter of the slots hold a key.
+    loop {
+        // SAFETY: `at <= mask`, inside the table (the caller's promise).
+        let slot = unsafe { &*table.add(at) };
+        if slot.key == id {
+            return Some(&slot.live);
+        }
+        if slot.key == vacant() {
+            return None;
+        }
+        at = (at + 1) & mask;
     }
 }
 

@@ -34,20 +34,20 @@ use super::state::State;
 #[track_caller]
 #[inline]
 pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
-    let found = State::try_with(|state| {
-        let value = state.find(TypeId::of::<T>())?.cast::<T>().as_ptr();
-        // SAFETY: `value` points to the `T` inside a live `Arc` allocation
-        // made for a `T` (see `State::find`; the key is `TypeId::of::<T>()`,
-        // computed from the very `T` that was boxed). Taking one more
-        // strong count and wrapping it is `Arc::clone` on the typed `Arc`.
-        Some(unsafe {
-            Arc::increment_strong_count(value);
-            Arc::from_raw(value)
-        })
-    });
-    match found {
-        Some(Some(value)) => Ok(value),
-        _ => Err(missing::<T>(Location::caller())),
+    match State::find_current(TypeId::of::<T>()) {
+        Some(value) => {
+            let value = value.cast::<T>().as_ptr();
+            // SAFETY: `value` points to the `T` inside a live `Arc`
+            // allocation made for a `T` (see `State::find_current`; the key
+            // is `TypeId::of::<T>()`, computed from the very `T` that was
+            // boxed). Taking one more strong count and wrapping it is
+            // `Arc::clone` on the typed `Arc`.
+            Ok(unsafe {
+                Arc::increment_strong_count(value);
+                Arc::from_raw(value)
+            })
+        }
+        None => Err(missing::<T>(Location::caller())),
     }
 }
 
@@ -74,18 +74,15 @@ pub fn get<T: 'static>() -> Result<Arc<T>, Missing> {
 #[track_caller]
 #[inline]
 pub fn with<T: 'static, R>(f: impl FnOnce(&T) -> R) -> Result<R, Missing> {
-    let site = Location::caller();
-    let found = State::try_with(|state| {
-        let value = state.find(TypeId::of::<T>())?.cast::<T>();
-        // `f` may remove the install that holds the value; the pin parks
-        // whatever leaves the stack until `f` has returned.
-        let _pin = Pin::new(state);
-        // SAFETY: as in `get`, and the pin keeps the allocation alive.
-        Some(f(unsafe { value.as_ref() }))
-    });
-    match found {
-        Some(Some(value)) => Ok(value),
-        _ => Err(missing::<T>(site)),
+    match State::find_current(TypeId::of::<T>()) {
+        Some(value) => {
+            // `f` may remove the install that holds the value; the pin
+            // parks whatever leaves the stack until `f` has returned.
+            let _pin = Pin::new();
+            // SAFETY: as in `get`, and the pin keeps the allocation alive.
+            Ok(f(unsafe { value.cast::<T>().as_ref() }))
+        }
+        None => Err(missing::<T>(Location::caller())),
     }
 }
 
@@ -114,24 +111,24 @@ pub fn contains<T: 'static>() -> bool {
 /// Whether an entry keyed by `id` is visible in the current context.
 #[inline]
 pub(crate) fn contains_id(id: TypeId) -> bool {
-    State::try_with(|state| state.find(id).is_some()).unwrap_or(false)
+    State::find_current(id).is_some()
 }
 
 /// Pins the thread state while alive, also when `f` panics.
-struct Pin<'a>(&'a State);
+struct Pin(());
 
-impl<'a> Pin<'a> {
-    #[inline]
-    fn new(state: &'a State) -> Self {
-        state.pin();
-        Pin(state)
+impl Pin {
+    #[inline(always)]
+    fn new() -> Self {
+        State::pin();
+        Pin(())
     }
 }
 
-impl Drop for Pin<'_> {
-    #[inline]
+impl Drop for Pin {
+    #[inline(always)]
     fn drop(&mut self) {
-        self.0.unpin();
+        State::unpin();
     }
 }
 

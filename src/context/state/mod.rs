@@ -36,7 +36,8 @@ use std::sync::Arc;
 
 use super::entry::Entry;
 use super::frame::{Frame, ThreadInfo};
-use super::index::TypeIndex;
+use super::index::{Slot as IndexSlot, TypeIndex};
+use hot::{hot, PIN, UNPARKED};
 
 thread_local! {
     static STATE: State = const { State::new() };
@@ -50,13 +51,13 @@ pub(crate) struct State {
     /// snapshot (`Context::enter`, a polled wrapped future), oldest first.
     stack: UnsafeCell<Vec<Slot>>,
     /// For each type installed on this thread, its newest live install.
+    /// Its table is also published in `hot`, for lookups.
     index: UnsafeCell<TypeIndex>,
     /// The snapshot entered last (the frame of the topmost enter slot),
     /// null when none is or it was empty.
     base: Cell<*const Frame>,
-    /// The stack position above that enter slot: installs below it are
-    /// hidden by the entered snapshot.
-    floor: Cell<u32>,
+    // The stack position above that enter slot (installs below it are
+    // hidden by the entered snapshot) is `hot`'s floor.
     /// Private install frames ready for reuse.
     spare: UnsafeCell<Vec<Arc<Frame>>>,
     /// Values of local entries, with their sequence numbers, in install
@@ -65,13 +66,9 @@ pub(crate) struct State {
     locals: UnsafeCell<Vec<(u64, Arc<dyn Any>)>>,
     /// Source of slot ids and sequence numbers, unique on this thread.
     next_seq: Cell<u64>,
-    /// Twice the number of `with` borrows running on this thread, plus one
-    /// unless `graveyard` holds something. While borrows run, what leaves
-    /// the stack is parked in `graveyard` instead of being dropped, so the
-    /// value a borrow points into stays alive. One word for both, so an
-    /// unpin is one subtraction, which reaches zero exactly when the last
-    /// borrow ends with something parked.
-    pins: Cell<usize>,
+    /// What leaves the stack while `with` borrows run (`hot`'s pins count
+    /// them), parked here instead of being dropped, so the value a borrow
+    /// points into stays alive.
     graveyard: RefCell<Vec<Parked>>,
     thread: OnceCell<Arc<ThreadInfo>>,
     /// Address of the `tracing::Dispatch` value visible now (0 if none).
@@ -129,6 +126,7 @@ enum Parked {
 }
 
 mod dispatch;
+mod hot;
 mod pop;
 mod publish;
 mod push;
@@ -137,13 +135,11 @@ impl State {
     const fn new() -> Self {
         State {
             stack: UnsafeCell::new(Vec::new()),
-            index: UnsafeCell::new(TypeIndex::new()),
+            index: UnsafeCell::new(TypeIndex::publishing(publish_index_table)),
             base: Cell::new(ptr::null()),
-            floor: Cell::new(0),
             spare: UnsafeCell::new(Vec::new()),
             locals: UnsafeCell::new(Vec::new()),
             next_seq: Cell::new(1),
-            pins: Cell::new(State::UNPARKED),
             graveyard: RefCell::new(Vec::new()),
             thread: OnceCell::new(),
             want_dispatch: Cell::new(0),
@@ -174,24 +170,30 @@ impl State {
             .get_or_init(|| Arc::new(ThreadInfo::of_current()))
     }
 
-    /// Address of the value of type `id` visible now (inside its `Arc`),
-    /// if any. Valid until the stack changes (or, while pinned, until the
-    /// pins are released).
-    #[inline]
-    pub(crate) fn find(&self, id: TypeId) -> Option<NonNull<()>> {
-        // SAFETY: no mutable borrow of the index is alive (they live only
-        // inside the methods below, which call no user code meanwhile).
-        let index = unsafe { &*self.index.get() };
-        if let Some(live) = index.get(id) {
-            // Above the floor: live, and not hidden by an entered snapshot.
-            if live.height > self.floor.get() {
-                // SAFETY: a live install's value is the address inside its
-                // `Arc` (never null): only `LiveRef::NONE`, height 0, holds
-                // null. Saying so spares the callers a test.
-                return Some(unsafe { NonNull::new_unchecked(live.value.cast_mut()) });
-            }
+    /// Address of the value of type `id` visible now on this thread (inside
+    /// its `Arc`), if any. Valid until the stack changes (or, while pinned,
+    /// until the pins are released).
+    ///
+    /// The usual hit, an install above the floor, reads only `hot` (no
+    /// liveness check of the state's thread-local); the rest asks the
+    /// entered snapshot's frame, out of line.
+    #[inline(always)]
+    pub(crate) fn find_current(id: TypeId) -> Option<NonNull<()>> {
+        match hot(|hot| hot.find(id)) {
+            // SAFETY: a live install's value is the address inside its
+            // `Arc` (never null): only `LiveRef::NONE`, height 0, holds
+            // null, and height 0 is never above the floor. Saying so
+            // spares the callers a test.
+            Some(value) => Some(unsafe { NonNull::new_unchecked(value.cast_mut()) }),
+            None => State::find_in_current_base(id),
         }
-        self.find_in_base(id)
+    }
+
+    /// `find_current` when the index has no live install of `id` above the
+    /// floor: the entered snapshot's frame, if the state is alive.
+    #[inline(never)]
+    fn find_in_current_base(id: TypeId) -> Option<NonNull<()>> {
+        State::try_with(|state| state.find_in_base(id)).flatten()
     }
 
     #[inline]
@@ -207,7 +209,7 @@ impl State {
         // SAFETY: as in `find`.
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
-            if live.height > self.floor.get() {
+            if live.height > State::floor() {
                 return live.entry;
             }
         }
@@ -234,23 +236,37 @@ impl State {
             .map(|(_, value)| Arc::clone(value))
     }
 
-    /// One pin (see `pins`).
-    const PIN: usize = 2;
-    /// The bit of `pins` that says the graveyard is empty.
-    const UNPARKED: usize = 1;
-
-    #[inline]
-    pub(crate) fn pin(&self) {
-        self.pins.set(self.pins.get() + State::PIN);
+    /// The stack position above the last entered snapshot.
+    #[inline(always)]
+    pub(super) fn floor() -> u32 {
+        hot(|hot| hot.floor())
     }
 
-    #[inline]
-    pub(crate) fn unpin(&self) {
-        let pins = self.pins.get() - State::PIN;
-        self.pins.set(pins);
+    #[inline(always)]
+    pub(super) fn set_floor(floor: u32) {
+        hot(|hot| hot.set_floor(floor));
+    }
+
+    /// Marks a `with` borrow as running on this thread (see
+    /// `graveyard`). `hot`'s pins are twice the number of borrows, plus
+    /// one unless the graveyard holds something: one word for both, so an
+    /// unpin is one subtraction, which reaches zero exactly when the last
+    /// borrow ends with something parked.
+    #[inline(always)]
+    pub(crate) fn pin() {
+        hot(|hot| hot.set_pins(hot.pins() + PIN));
+    }
+
+    #[inline(always)]
+    pub(crate) fn unpin() {
+        let pins = hot(|hot| {
+            let pins = hot.pins() - PIN;
+            hot.set_pins(pins);
+            pins
+        });
         // No borrow left, and something parked.
         if pins == 0 {
-            self.drop_parked();
+            State::drop_current_parked();
         }
     }
 
@@ -258,17 +274,25 @@ impl State {
     /// parked).
     #[inline]
     pub(super) fn pinned(&self) -> bool {
-        self.pins.get() >= State::PIN
+        hot(|hot| hot.pins()) >= PIN
     }
 
     /// Records that the graveyard holds something.
     pub(super) fn mark_parked(&self) {
-        self.pins.set(self.pins.get() & !State::UNPARKED);
+        hot(|hot| hot.set_pins(hot.pins() & !UNPARKED));
     }
 
     #[cold]
+    #[inline(never)]
+    fn drop_current_parked() {
+        // Once the state is gone, so is its graveyard (dropped with it).
+        if State::try_with(State::drop_parked).is_none() {
+            hot(|hot| hot.set_pins(UNPARKED));
+        }
+    }
+
     fn drop_parked(&self) {
-        self.pins.set(State::UNPARKED);
+        hot(|hot| hot.set_pins(UNPARKED));
         {
             let parked = std::mem::take(&mut *self.graveyard.borrow_mut());
             // Newest first, as they were installed in the other order.
@@ -277,4 +301,21 @@ impl State {
             }
         }
     }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Before any field is dropped (a value's destructor may look
+        // something up): from now on lookups find nothing in the index,
+        // whose table and installs are about to be freed (`hot.rs`).
+        hot(|hot| {
+            hot.set_table(ptr::null(), 0);
+            hot.set_floor(0);
+        });
+    }
+}
+
+/// Where the thread's index keeps its table, for `hot`.
+fn publish_index_table(table: *const IndexSlot, len: usize) {
+    hot(|hot| hot.set_table(table, len));
 }

@@ -65,32 +65,18 @@ impl State {
             }
             if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
                 if let Some(frame) = &top.frame {
-                    let entries = &mut frame.data_mut().entries;
-                    if entries.len() == 1 {
-                        // `provide`'s slot: its one entry's index slot is
-                        // restored and the frame emptied in one pass
-                        // (`undo`, then `recycle_private`, would each test
-                        // the entries). No dispatch changed.
-                        let entry = entries.as_ptr();
-                        (*self.index.get()).restore((*entry).type_id, &(*entry).shadowed);
-                        entries.set_len(0);
-                        // Moved out one by one: a struct holding them cost
-                        // 16 instructions more (callgrind, scratch loop).
-                        let value = ptr::read(&(*entry).value);
-                        let reason = ptr::read(&(*entry).reason);
-                        let origin = ptr::read(&(*entry).origin);
-                        let frame: Arc<Frame> = ptr::read(frame);
-                        stack.set_len(at);
-                        // Nothing borrowed from the state is used past this
-                        // point: dropping the value may run user code. The
-                        // entry's own drop order: value, reason, origin.
-                        self.keep_spare(frame);
-                        drop(value);
-                        drop(reason);
-                        drop(origin);
+                    if frame.data_mut().entries.len() == 1 {
+                        self.pop_provide::<false>(stack, at, frame);
                         return None;
                     }
                 }
+            }
+            if top.kind == SlotKind::Published
+                && !top.restores
+                && !top.has_locals
+                && self.pop_published_provide(stack, at)
+            {
+                return None;
             }
             self.undo(top);
             // An install's local values are numbered between the id of the
@@ -125,6 +111,84 @@ impl State {
             }
         }
         None
+    }
+
+    /// Pops `provide`'s slot, on top at `at` with `frame` (a reference into
+    /// the slot), whose frame holds one entry and is unique (private, or `PUBLISHED` with no snapshot left): its
+    /// one entry's index slot is restored and the frame emptied in one
+    /// pass (`undo`, then `recycle`, would each test the entries), and
+    /// kept for reuse. No dispatch changed.
+    ///
+    /// # Safety
+    ///
+    /// As said, and no borrow of the stack or the frame is alive.
+    #[inline(always)]
+    unsafe fn pop_provide<const PUBLISHED: bool>(
+        &self,
+        stack: &mut Vec<Slot>,
+        at: usize,
+        frame: &Arc<Frame>,
+    ) {
+        // SAFETY: each owning field is read once, after the length no
+        // longer covers it (the caller's promise covers the rest).
+        unsafe {
+            let data = frame.data_mut();
+            let entry = data.entries.as_ptr();
+            (*self.index.get()).restore((*entry).type_id, &(*entry).shadowed);
+            data.entries.set_len(0);
+            // Moved out one by one: a struct holding them cost 16
+            // instructions more (callgrind, scratch loop).
+            let value = ptr::read(&(*entry).value);
+            let reason = ptr::read(&(*entry).reason);
+            let origin = ptr::read(&(*entry).origin);
+            // What publication wrote: the link below and a map.
+            let parent = if PUBLISHED {
+                Frame::reset_map(data);
+                data.parent.take()
+            } else {
+                None
+            };
+            let frame: Arc<Frame> = ptr::read(frame);
+            stack.set_len(at);
+            // Nothing borrowed from the state is used past this point:
+            // dropping the value may run user code. The entry's own drop
+            // order: value, reason, origin; then what is below, as
+            // `recycle` does.
+            self.keep_spare(frame);
+            drop(value);
+            drop(reason);
+            drop(origin);
+            drop(parent);
+        }
+    }
+
+    /// Pops the published slot on top at `at` if it is `provide`'s and
+    /// no snapshot holds its frame any more (a snapshot taken right after
+    /// `provide`, and dropped since), as [`pop_provide`](State::pop_provide)
+    /// does; returns whether it did. Out of line, so that `provide`'s own
+    /// removal, inlined at every guard, stays as small as it was (with both
+    /// inlined, it cost 8 to 26 instructions more: callgrind, scratch loop).
+    ///
+    /// # Safety
+    ///
+    /// The slot at `at` is on top, published, restores nothing and has no
+    /// local values; no borrow of the stack or the frame is alive.
+    #[inline(never)]
+    unsafe fn pop_published_provide(&self, stack: &mut Vec<Slot>, at: usize) -> bool {
+        // SAFETY: the caller's promise; the frame is only read here, and
+        // handed to `pop_provide` unique (the fence pairs with the release
+        // decrement of the last other holder, as in `recycle`).
+        unsafe {
+            let Some(frame) = &(*stack.as_ptr().add(at)).frame else {
+                return false;
+            };
+            if frame.data().entries.len() != 1 || Arc::strong_count(frame) != 1 {
+                return false;
+            }
+            fence(Ordering::Acquire);
+            self.pop_provide::<true>(stack, at, frame);
+        }
+        true
     }
 
     /// The slow path of [`drop_guard`](State::drop_guard) and
@@ -169,7 +233,7 @@ impl State {
             let saved = top.saved.assume_init_ref();
             self.want_dispatch.set(saved.dispatch);
             self.base.set(saved.base);
-            self.floor.set(saved.floor);
+            State::set_floor(saved.floor);
             debug_assert!(frame.is_none(), "leave: the future's frame is out");
             // Written, not assigned: `frame` is empty (see above), so
             // there is no old value to drop and no test for one.
@@ -337,7 +401,7 @@ impl State {
             let saved = unsafe { slot.saved.assume_init_ref() };
             self.want_dispatch.set(saved.dispatch);
             self.base.set(saved.base);
-            self.floor.set(saved.floor);
+            State::set_floor(saved.floor);
         }
         if slot.kind != SlotKind::Enter {
             if let Some(frame) = &slot.frame {

@@ -25,12 +25,13 @@ impl State {
     /// fills in what is derived from the chain.
     #[cold]
     fn publish(&self, stack: &mut [Slot]) {
-        let floor = self.floor.get() as usize;
-        // The private installs on top, down to the floor: usually one.
-        let first = stack[floor..]
-            .iter()
-            .rposition(|slot| slot.kind != SlotKind::Private)
-            .map_or(floor, |at| floor + at + 1);
+        let floor = State::floor() as usize;
+        // The private installs on top, down to the floor: usually one (the
+        // caller saw the top one), so a plain loop, not an iterator's.
+        let mut first = stack.len() - 1;
+        while first > floor && stack[first - 1].kind == SlotKind::Private {
+            first -= 1;
+        }
         for at in first..stack.len() {
             let parent = at
                 .checked_sub(1)

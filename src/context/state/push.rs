@@ -309,7 +309,7 @@ impl State {
         let dispatch = frame.as_deref().map_or(0, |f| f.data().dispatch);
         let depth = self.push_slot(id, site, SlotKind::Enter, frame, false, true);
         self.base.set(base);
-        self.floor.set(depth + 1);
+        State::set_floor(depth + 1);
         self.want_dispatch.set(dispatch);
         self.sync_dispatch();
         id
@@ -352,7 +352,7 @@ impl State {
                 let into = ptr::addr_of_mut!((*to).saved).cast::<Saved>();
                 ptr::addr_of_mut!((*into).dispatch).write(self.want_dispatch.get());
                 ptr::addr_of_mut!((*into).base).write(self.base.get());
-                ptr::addr_of_mut!((*into).floor).write(self.floor.get());
+                ptr::addr_of_mut!((*into).floor).write(State::floor());
             }
             stack.set_len(at + 1);
             at as u32
@@ -365,8 +365,15 @@ impl State {
         // SAFETY: borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
         // Room for `SPARE_FRAMES` is reserved once, so this never grows.
-        if spare.len() < spare.capacity() {
-            spare.push(frame);
+        let len = spare.len();
+        if len < spare.capacity() {
+            // `push` without its check for room (done just above), which
+            // left a call to `Vec::push_mut` in every inlined removal.
+            // SAFETY: `len` is below the capacity.
+            unsafe {
+                spare.as_mut_ptr().add(len).write(frame);
+                spare.set_len(len + 1);
+            }
         } else if spare.capacity() == 0 {
             spare.reserve_exact(SPARE_FRAMES);
             spare.push(frame);
