@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use super::{Parked, Slot, SlotKind, State};
 use crate::context::frame::Frame;
+#[cfg(feature = "tower")]
+use crate::context::frame::FrameKind;
 
 /// What a removed install leaves to release, outside every borrow of the
 /// state (values' destructors may use the context).
@@ -200,6 +202,21 @@ impl State {
         Frame::reset_map(data);
         drop(parent);
         self.recycle_private(frame);
+    }
+
+    /// Takes back a published install frame of this thread that the last
+    /// snapshot holding it no longer needs (a request's context, when the
+    /// tower layer's request ends): emptied and kept for the next install
+    /// if that was the only reference, else just released. Another
+    /// thread's frame is released: spare frames are this thread's.
+    #[cfg(feature = "tower")]
+    pub(crate) fn recycle_published(&self, frame: Arc<Frame>) {
+        let data = frame.data();
+        if matches!(data.kind, FrameKind::Installed { .. })
+            && Arc::ptr_eq(&data.thread, self.thread_ref())
+        {
+            self.recycle(frame);
+        }
     }
 
     /// [`recycle`](State::recycle) for a frame that was never published:
