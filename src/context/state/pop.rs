@@ -55,7 +55,8 @@ impl State {
         // length no longer covers the slot. A private frame is unique and
         // reachable only through its slot: `provide`'s path below empties
         // its entry, each owning field read once, after the length no
-        // longer covers it.
+        // longer covers it. The local value that path takes is popped off
+        // `locals` (borrowed here only) before anything is dropped.
         let (frame, kind, locals) = unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
@@ -65,10 +66,20 @@ impl State {
             if top.id != id || self.pinned() {
                 return self.pop_out_of_order(id);
             }
-            if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
+            if top.kind == SlotKind::Private && !top.restores {
                 if let Some(frame) = &top.frame {
                     let entries = &mut frame.data_mut().entries;
-                    if entries.len() == 1 {
+                    // A one-entry install with locals is a local entry
+                    // (the servers' `RequestInfo`, around every poll): its
+                    // value is the newest in `locals`, taken off the end.
+                    let locals = &mut *self.locals.get();
+                    let one = entries.len() == 1;
+                    let local_on_top = one
+                        && top.has_locals
+                        && locals
+                            .last()
+                            .is_some_and(|(seq, _)| *seq == (*entries.as_ptr()).seq);
+                    if one && (!top.has_locals || local_on_top) {
                         // `provide`'s slot: its one entry's index slot is
                         // restored and the frame emptied in one pass
                         // (`undo`, then `recycle_private`, would each test
@@ -82,14 +93,17 @@ impl State {
                         let reason = ptr::read(&(*entry).reason);
                         let origin = ptr::read(&(*entry).origin);
                         let frame: Arc<Frame> = ptr::read(frame);
+                        let local = if top.has_locals { locals.pop() } else { None };
                         stack.set_len(at);
                         // Nothing borrowed from the state is used past this
                         // point: dropping the value may run user code. The
-                        // entry's own drop order: value, reason, origin.
+                        // entry's own drop order: value, reason, origin;
+                        // then the local value, as `release` does.
                         self.keep_spare(frame);
                         drop(value);
                         drop(reason);
                         drop(origin);
+                        drop(local);
                         return None;
                     }
                 }
