@@ -22,10 +22,11 @@ struct NewEntry {
 }
 
 impl State {
-    /// Installs `pending` as one frame; returns the slot id to pop it with.
+    /// Installs `pending` as one frame, leaving the vector empty (for the
+    /// caller to reuse); returns the slot id to pop it with.
     pub(crate) fn install(
         &self,
-        pending: Vec<Pending>,
+        pending: &mut Vec<Pending>,
         reason: Option<&std::borrow::Cow<'static, str>>,
         origin: Option<&Arc<RemoteOrigin>>,
         site: &'static Location<'static>,
@@ -40,7 +41,7 @@ impl State {
         data.entries.reserve(pending.len());
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
-        for p in pending {
+        for p in pending.drain(..) {
             let seq = self.next_seq();
             let entry = NewEntry {
                 type_id: p.type_id,
