@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::request::InRequest;
 use crate::declare::Requirement;
-use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo, TraceContext};
+use crate::remote::{from_caller, path_in, FromCaller, Propagation, RequestInfo, TraceContext};
 
 /// Where the layer finds a request's peer address (see
 /// [`ContextLayer::peer_addr`]).
@@ -223,13 +223,17 @@ where
     }
 }
 
-/// The [`RequestInfo`] of `request`, numbered `id`.
+/// The [`RequestInfo`] of `request`, numbered `id`. Only the path is
+/// kept (the one part of the target `RequestInfo` shows), copied in place
+/// when short: no allocation for most requests.
 fn request_info<B>(id: u64, request: &http::Request<B>) -> RequestInfo {
-    let (target, path): (Arc<str>, _) = match request.uri().path_and_query() {
-        Some(target) => (Arc::from(target.as_str()), 0..target.path().len()),
-        None => (Arc::from("/"), 0..1),
+    let path = match request.uri().path_and_query() {
+        // Read from the target as milieu's server reads it (`path()`'s
+        // length may exceed the target's text: `/` for an empty path).
+        Some(target) => path_in(target.as_str(), &(0..target.path().len())),
+        None => "/",
     };
-    RequestInfo::new(id, method_name(request.method()), target, path)
+    RequestInfo::with_path(id, method_name(request.method()), path)
 }
 
 /// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
@@ -242,5 +246,45 @@ fn method_name(method: &http::Method) -> Cow<'static, str> {
     match KNOWN.iter().find(|known| **known == name) {
         Some(known) => Cow::Borrowed(known),
         None => Cow::Owned(name.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path a `RequestInfo` shows is the one the whole target gave
+    /// before only the path was kept (in place when short).
+    #[test]
+    fn request_info_keeps_the_path_of_the_target() {
+        let long = format!("/{}?q=1", "segment/".repeat(8));
+        // The longest path kept in place, and one byte more.
+        let (thirty, thirty_one) = (
+            format!("/{}", "x".repeat(29)),
+            format!("/{}", "x".repeat(30)),
+        );
+        let uris = [
+            "/",
+            "/a?b=c",
+            "/orders/42",
+            thirty.as_str(),
+            thirty_one.as_str(),
+            long.as_str(),
+            "http://host",
+            "http://host?q",
+            "http://host/p?q",
+            "*",
+        ];
+        for uri in uris {
+            let request = http::Request::builder().uri(uri).body(()).unwrap();
+            let expected = match request.uri().path_and_query() {
+                Some(target) => path_in(target.as_str(), &(0..target.path().len())).to_owned(),
+                None => "/".to_owned(),
+            };
+            let info = request_info(7, &request);
+            assert_eq!(info.path(), expected, "{uri}");
+            assert_eq!((info.id(), info.method()), (7, "GET"));
+            assert_eq!(info.clone(), info);
+        }
     }
 }
