@@ -213,13 +213,15 @@ where
         // The caller's entries first, in a frame of their own: the snapshot
         // later polls enter is then that frame itself, with no frame to
         // build that leaves a local entry out.
-        caller.unwrap_or_else(crate::scope).run(|| {
-            let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
-            // The inner service's `call` in the same context its future's
-            // polls will have (its own installs are its own).
-            let future = request_context.run(|| inner.call(request));
-            ResponseFuture::new(future, request_context)
-        })
+        // Held as a guard, not run as a closure: the response future (the
+        // inner one and the request's context) is then built where it is
+        // returned, not copied out of the closure.
+        let _caller = caller.unwrap_or_else(crate::scope).enter();
+        let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
+        // The inner service's `call` in the same context its future's
+        // polls will have (its own installs are its own).
+        let future = request_context.run(|| inner.call(request));
+        ResponseFuture::new(future, request_context)
     }
 }
 
@@ -239,13 +241,22 @@ fn request_info<B>(id: u64, request: &http::Request<B>) -> RequestInfo {
 /// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
 /// static string, so the usual request allocates nothing for its method.
 fn method_name(method: &http::Method) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    use http::Method;
+    // Compared as `Method`s (a tag each), not as strings.
+    static KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
     ];
-    let name = method.as_str();
-    match KNOWN.iter().find(|known| **known == name) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(name.to_owned()),
+    match KNOWN.iter().find(|(known, _)| known == method) {
+        Some((_, name)) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_owned()),
     }
 }
 
