@@ -108,9 +108,10 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 pub(crate) fn provide_local_arc<T: 'static>(value: Arc<T>, reason: &'static str) -> Guard {
     let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
-    let value = PendingValue::Local(value);
-    let reason = Some(Cow::Borrowed(reason));
-    match State::try_with(move |state| state.install_one(type_id, type_name, value, reason, site)) {
+    let value: Arc<dyn Any> = value;
+    let reason = Cow::Borrowed(reason);
+    match State::try_with(move |state| state.install_local(type_id, type_name, value, reason, site))
+    {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }
