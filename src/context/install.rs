@@ -3,6 +3,8 @@
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
+#[cfg(any(feature = "http", feature = "tower"))]
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::Location;
@@ -106,9 +108,10 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 pub(crate) fn provide_local_arc<T: 'static>(value: Arc<T>, reason: &'static str) -> Guard {
     let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
-    let value = PendingValue::Local(value);
-    let reason = Some(Cow::Borrowed(reason));
-    match State::try_with(move |state| state.install_one(type_id, type_name, value, reason, site)) {
+    let value: Arc<dyn Any> = value;
+    let reason = Cow::Borrowed(reason);
+    match State::try_with(move |state| state.install_local(type_id, type_name, value, reason, site))
+    {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }
@@ -144,12 +147,29 @@ pub fn scope() -> Scope {
 #[cfg(any(feature = "http", feature = "tower"))]
 #[inline]
 pub(crate) fn scope_with_capacity(entries: usize) -> Scope {
+    // The vector an earlier scope left behind, if any: a server builds a
+    // scope per request, and then allocates none.
+    let mut pending = SPARE_PENDING.try_with(Cell::take).unwrap_or_default();
+    pending.reserve(entries);
     Scope {
-        pending: Vec::with_capacity(entries),
+        pending,
         reason: None,
         origin: None,
     }
 }
+
+#[cfg(any(feature = "http", feature = "tower"))]
+thread_local! {
+    /// The emptied entry vector of the last scope installed on this
+    /// thread, for the next [`scope_with_capacity`]. A cache of one
+    /// allocation: it holds no entry, and nothing in it is visible.
+    static SPARE_PENDING: Cell<Vec<Pending>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest entry vector kept for reuse (a request's scope holds a few
+/// entries; a larger one is freed rather than kept for the thread's life).
+#[cfg(any(feature = "http", feature = "tower"))]
+const SPARE_PENDING_MAX: usize = 8;
 
 /// A set of entries to install together as one frame.
 ///
@@ -332,11 +352,19 @@ impl Scope {
 /// Installs a scope's entries as one frame on top of the current context.
 fn install(scope: Scope, site: &'static Location<'static>) -> Guard {
     let Scope {
-        pending,
+        mut pending,
         reason,
         origin,
     } = scope;
-    match State::try_with(|state| state.install(pending, reason.as_ref(), origin.as_ref(), site)) {
+    let installed = State::try_with(|state| {
+        state.install(&mut pending, reason.as_ref(), origin.as_ref(), site)
+    });
+    // Emptied by the install: kept for the next server scope.
+    #[cfg(any(feature = "http", feature = "tower"))]
+    if pending.is_empty() && pending.capacity() > 0 && pending.capacity() <= SPARE_PENDING_MAX {
+        let _ = SPARE_PENDING.try_with(|spare| spare.set(pending));
+    }
+    match installed {
         Some(id) => Guard::from_push(id, site),
         None => destroyed(site),
     }

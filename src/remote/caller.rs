@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use super::{Incoming, Propagation};
 use crate::{Context, Scope};
 
-/// The values of one field name, as the extractor takes them.
-#[inline]
-fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
-    values.iter().map(|value| &**value).collect()
+/// The values of one field, in the order they came (see [`from_caller`]).
+fn values_of<'a>(found: &'a [(Field, Cow<'_, str>)], field: Field) -> Vec<&'a str> {
+    let of_field = found.iter().filter(|(f, _)| *f == field);
+    of_field.map(|(_, value)| &**value).collect()
 }
 
 /// The entries a request brings from its caller, read from its header
@@ -27,34 +27,34 @@ pub(crate) fn from_caller<'h>(
     span: &tracing::Span,
 ) -> Scope {
     // One pass over the fields, every request: most carry none of these,
-    // and then nothing is allocated.
-    let (mut traceparent, mut tracestate, mut baggage, mut origin) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // and then nothing is allocated. One list for the four fields, so such
+    // a request also drops one empty vector, not four.
+    let mut found: Vec<(Field, Cow<'h, str>)> = Vec::new();
     for (name, value) in headers {
-        let list = match name.len() {
-            11 if name.eq_ignore_ascii_case(Propagation::TRACEPARENT) => &mut traceparent,
-            10 if name.eq_ignore_ascii_case(Propagation::TRACESTATE) => &mut tracestate,
-            7 if name.eq_ignore_ascii_case(Propagation::BAGGAGE) => &mut baggage,
-            13 if name.eq_ignore_ascii_case(Propagation::ORIGIN) => &mut origin,
+        let field = match name.len() {
+            11 if name.eq_ignore_ascii_case(Propagation::TRACEPARENT) => Field::Traceparent,
+            10 if name.eq_ignore_ascii_case(Propagation::TRACESTATE) => Field::Tracestate,
+            7 if name.eq_ignore_ascii_case(Propagation::BAGGAGE) => Field::Baggage,
+            13 if name.eq_ignore_ascii_case(Propagation::ORIGIN) => Field::Origin,
             _ => continue,
         };
         // Bytes that are not UTF-8 become U+FFFD: the member (or the
         // `traceparent`) holding them is refused like any malformed one,
         // and its neighbours in the same field survive.
-        list.push(String::from_utf8_lossy(value));
+        found.push((field, String::from_utf8_lossy(value)));
     }
-    let (traceparent, tracestate, baggage, origin) = (
-        as_strs(&traceparent),
-        as_strs(&tracestate),
-        as_strs(&baggage),
-        as_strs(&origin),
-    );
-    if traceparent.is_empty() && tracestate.is_empty() && baggage.is_empty() && origin.is_empty() {
+    if found.is_empty() {
         // Nothing from a caller: a new trace, no warning, and no process
         // hop to record (nor a peer address to format). Room for the trace
         // context, an empty forwarded list and the server's `RequestInfo`.
         return Incoming::new_trace_into(crate::context::scope_with_capacity(3));
     }
+    let (traceparent, tracestate, baggage, origin) = (
+        values_of(&found, Field::Traceparent),
+        values_of(&found, Field::Tracestate),
+        values_of(&found, Field::Baggage),
+        values_of(&found, Field::Origin),
+    );
     let peer = peer();
     let incoming = propagation.extract_process(
         &traceparent,
@@ -69,6 +69,15 @@ pub(crate) fn from_caller<'h>(
     let incoming_entries = incoming.entries();
     // Room for the caller's entries and the server's `RequestInfo`, so the scope's vector is allocated once.
     incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1))
+}
+
+/// The header fields [`from_caller`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Traceparent,
+    Tracestate,
+    Baggage,
+    Origin,
 }
 
 /// What a request brought from its caller, for the handler's later calls

@@ -44,9 +44,60 @@ use crate::Missing;
 pub struct RequestInfo {
     id: u64,
     method: Cow<'static, str>,
-    /// The request's target, shared with the [`Request`] (not copied).
-    target: Arc<str>,
+    /// The request's target, shared with the [`Request`] (not copied);
+    /// behind the tower layer, its path only.
+    target: Target,
     path: Range<usize>,
+}
+
+/// Where a [`RequestInfo`] keeps the text its path is read from.
+#[derive(Clone)]
+// Made only by the servers (features `http`, `tower`).
+#[cfg_attr(not(any(feature = "http", feature = "tower")), allow(dead_code))]
+enum Target {
+    /// Shared with the server's request (milieu's own server), or a
+    /// long path copied once.
+    Shared(Arc<str>),
+    /// A short path copied in place (the tower layer): most requests'
+    /// entries then need no allocation of their own. `bytes[..len]` is
+    /// the UTF-8 of a whole `str`.
+    #[cfg(feature = "tower")]
+    Inline {
+        len: u8,
+        bytes: [u8; Target::INLINE],
+    },
+}
+
+impl Target {
+    /// The longest path kept in place: the enum stays 32 bytes.
+    #[cfg(feature = "tower")]
+    const INLINE: usize = 30;
+
+    /// `text` copied: in place if short enough, else into an `Arc`.
+    #[cfg(feature = "tower")]
+    fn copied(text: &str) -> Target {
+        if text.len() > Target::INLINE {
+            return Target::Shared(Arc::from(text));
+        }
+        let mut bytes = [0; Target::INLINE];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Target::Inline {
+            len: text.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Target::Shared(text) => text,
+            #[cfg(feature = "tower")]
+            // SAFETY: `bytes[..len]` was copied from a whole `str`
+            // (`copied`) and never changes: valid UTF-8.
+            Target::Inline { len, bytes } => unsafe {
+                std::str::from_utf8_unchecked(&bytes[..usize::from(*len)])
+            },
+        }
+    }
 }
 
 impl RequestInfo {
@@ -77,7 +128,7 @@ impl RequestInfo {
     /// The request's path: the target without its query, `/` for an
     /// absolute URI without a path.
     pub fn path(&self) -> &str {
-        path_in(&self.target, &self.path)
+        path_in(self.target.as_str(), &self.path)
     }
 }
 
@@ -111,7 +162,7 @@ impl fmt::Debug for RequestInfo {
 impl RequestInfo {
     /// A request's entry: `target` is the request-target as received,
     /// `path` its path's range in it.
-    #[cfg(any(feature = "http", feature = "tower"))]
+    #[cfg(feature = "http")]
     pub(crate) fn new(
         id: u64,
         method: Cow<'static, str>,
@@ -121,8 +172,20 @@ impl RequestInfo {
         RequestInfo {
             id,
             method,
-            target,
+            target: Target::Shared(target),
             path,
+        }
+    }
+
+    /// A request's entry with its path copied (the tower layer, whose
+    /// request keeps its target in its own type): in place when short.
+    #[cfg(feature = "tower")]
+    pub(crate) fn with_path(id: u64, method: Cow<'static, str>, path: &str) -> RequestInfo {
+        RequestInfo {
+            id,
+            method,
+            target: Target::copied(path),
+            path: 0..path.len(),
         }
     }
 }

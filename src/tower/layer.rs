@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::request::InRequest;
 use crate::declare::Requirement;
-use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo, TraceContext};
+use crate::remote::{from_caller, path_in, FromCaller, Propagation, RequestInfo, TraceContext};
 
 /// Where the layer finds a request's peer address (see
 /// [`ContextLayer::peer_addr`]).
@@ -213,34 +213,89 @@ where
         // The caller's entries first, in a frame of their own: the snapshot
         // later polls enter is then that frame itself, with no frame to
         // build that leaves a local entry out.
-        caller.unwrap_or_else(crate::scope).run(|| {
-            let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
-            // The inner service's `call` in the same context its future's
-            // polls will have (its own installs are its own).
-            let future = request_context.run(|| inner.call(request));
-            ResponseFuture::new(future, request_context)
-        })
+        // Held as a guard, not run as a closure: the response future (the
+        // inner one and the request's context) is then built where it is
+        // returned, not copied out of the closure.
+        let _caller = caller.unwrap_or_else(crate::scope).enter();
+        let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
+        // The inner service's `call` in the same context its future's
+        // polls will have (its own installs are its own).
+        let future = request_context.run(|| inner.call(request));
+        ResponseFuture::new(future, request_context)
     }
 }
 
-/// The [`RequestInfo`] of `request`, numbered `id`.
+/// The [`RequestInfo`] of `request`, numbered `id`. Only the path is
+/// kept (the one part of the target `RequestInfo` shows), copied in place
+/// when short: no allocation for most requests.
 fn request_info<B>(id: u64, request: &http::Request<B>) -> RequestInfo {
-    let (target, path): (Arc<str>, _) = match request.uri().path_and_query() {
-        Some(target) => (Arc::from(target.as_str()), 0..target.path().len()),
-        None => (Arc::from("/"), 0..1),
+    let path = match request.uri().path_and_query() {
+        // Read from the target as milieu's server reads it (`path()`'s
+        // length may exceed the target's text: `/` for an empty path).
+        Some(target) => path_in(target.as_str(), &(0..target.path().len())),
+        None => "/",
     };
-    RequestInfo::new(id, method_name(request.method()), target, path)
+    RequestInfo::with_path(id, method_name(request.method()), path)
 }
 
 /// `method` as a `Cow`: the methods of RFC 9110 and `PATCH` borrow a
 /// static string, so the usual request allocates nothing for its method.
 fn method_name(method: &http::Method) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    use http::Method;
+    // Compared as `Method`s (a tag each), not as strings.
+    static KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
     ];
-    let name = method.as_str();
-    match KNOWN.iter().find(|known| **known == name) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(name.to_owned()),
+    match KNOWN.iter().find(|(known, _)| known == method) {
+        Some((_, name)) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path a `RequestInfo` shows is the one the whole target gave
+    /// before only the path was kept (in place when short).
+    #[test]
+    fn request_info_keeps_the_path_of_the_target() {
+        let long = format!("/{}?q=1", "segment/".repeat(8));
+        // The longest path kept in place, and one byte more.
+        let (thirty, thirty_one) = (
+            format!("/{}", "x".repeat(29)),
+            format!("/{}", "x".repeat(30)),
+        );
+        let uris = [
+            "/",
+            "/a?b=c",
+            "/orders/42",
+            thirty.as_str(),
+            thirty_one.as_str(),
+            long.as_str(),
+            "http://host",
+            "http://host?q",
+            "http://host/p?q",
+            "*",
+        ];
+        for uri in uris {
+            let request = http::Request::builder().uri(uri).body(()).unwrap();
+            let expected = match request.uri().path_and_query() {
+                Some(target) => path_in(target.as_str(), &(0..target.path().len())).to_owned(),
+                None => "/".to_owned(),
+            };
+            let info = request_info(7, &request);
+            assert_eq!(info.path(), expected, "{uri}");
+            assert_eq!((info.id(), info.method()), (7, "GET"));
+            assert_eq!(info.clone(), info);
+        }
     }
 }

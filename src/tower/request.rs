@@ -3,7 +3,7 @@
 use std::panic::Location;
 use std::sync::Arc;
 
-use crate::context::Frame;
+use crate::context::{Frame, State};
 use crate::propagate::run_in_frame;
 use crate::remote::{FromCaller, RequestInfo};
 
@@ -57,5 +57,19 @@ impl InRequest {
             );
             f()
         })
+    }
+}
+
+impl Drop for InRequest {
+    /// The request is over: its frame (the caller's entries, published by
+    /// the snapshot taken at `call`) goes back to this thread's spare
+    /// frames when nothing else holds it (no snapshot taken inside the
+    /// request outlives it), so the next request installs into it instead
+    /// of allocating one.
+    fn drop(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            // At thread exit the closure, and the frame, are just dropped.
+            State::try_with(|state| state.recycle_published(frame));
+        }
     }
 }

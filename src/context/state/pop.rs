@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use super::{Parked, Slot, SlotKind, State};
 use crate::context::frame::Frame;
+#[cfg(feature = "tower")]
+use crate::context::frame::FrameKind;
 
 /// What a removed install leaves to release, outside every borrow of the
 /// state (values' destructors may use the context).
@@ -53,7 +55,8 @@ impl State {
         // length no longer covers the slot. A private frame is unique and
         // reachable only through its slot: `provide`'s path below empties
         // its entry, each owning field read once, after the length no
-        // longer covers it.
+        // longer covers it. The local value that path takes is popped off
+        // `locals` (borrowed here only) before anything is dropped.
         let (frame, kind, locals) = unsafe {
             let stack = &mut *self.stack.get();
             let Some(at) = stack.len().checked_sub(1) else {
@@ -63,11 +66,28 @@ impl State {
             if top.id != id || self.pinned() {
                 return self.pop_out_of_order(id);
             }
-            if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
+            if top.kind == SlotKind::Private && !top.restores {
                 if let Some(frame) = &top.frame {
-                    if frame.data_mut().entries.len() == 1 {
-                        self.pop_provide::<false>(stack, at, frame);
-                        return None;
+                    let entries = &frame.data_mut().entries;
+                    if entries.len() == 1 {
+                        // A one-entry install with locals is a local entry
+                        // (the servers' `RequestInfo`, around every poll):
+                        // its value is the newest in `locals`, taken off
+                        // the end.
+                        let local = if top.has_locals {
+                            let locals = &mut *self.locals.get();
+                            let seq = (*entries.as_ptr()).seq;
+                            match locals.last() {
+                                Some((newest, _)) if *newest == seq => locals.pop(),
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        };
+                        if !top.has_locals || local.is_some() {
+                            self.pop_provide::<false>(stack, at, frame, local);
+                            return None;
+                        }
                     }
                 }
             }
@@ -114,10 +134,12 @@ impl State {
     }
 
     /// Pops `provide`'s slot, on top at `at` with `frame` (a reference into
-    /// the slot), whose frame holds one entry and is unique (private, or `PUBLISHED` with no snapshot left): its
-    /// one entry's index slot is restored and the frame emptied in one
-    /// pass (`undo`, then `recycle`, would each test the entries), and
-    /// kept for reuse. No dispatch changed.
+    /// the slot), whose frame holds one entry and is unique (private, or
+    /// `PUBLISHED` with no snapshot left): its one entry's index slot is
+    /// restored and the frame emptied in one pass (`undo`, then `recycle`,
+    /// would each test the entries), and kept for reuse. No dispatch
+    /// changed. `local` is the entry's local value, already taken off
+    /// `locals`, if it is a local entry; it is dropped last.
     ///
     /// # Safety
     ///
@@ -128,6 +150,7 @@ impl State {
         stack: &mut Vec<Slot>,
         at: usize,
         frame: &Arc<Frame>,
+        local: Option<(u64, Arc<dyn Any>)>,
     ) {
         // SAFETY: each owning field is read once, after the length no
         // longer covers it (the caller's promise covers the rest).
@@ -153,12 +176,13 @@ impl State {
             // Nothing borrowed from the state is used past this point:
             // dropping the value may run user code. The entry's own drop
             // order: value, reason, origin; then what is below, as
-            // `recycle` does.
+            // `recycle` does, and the local value, as `release` does.
             self.keep_spare(frame);
             drop(value);
             drop(reason);
             drop(origin);
             drop(parent);
+            drop(local);
         }
     }
 
@@ -186,7 +210,7 @@ impl State {
                 return false;
             }
             fence(Ordering::Acquire);
-            self.pop_provide::<true>(stack, at, frame);
+            self.pop_provide::<true>(stack, at, frame, None);
         }
         true
     }
@@ -264,6 +288,21 @@ impl State {
         Frame::reset_map(data);
         drop(parent);
         self.recycle_private(frame);
+    }
+
+    /// Takes back a published install frame of this thread that the last
+    /// snapshot holding it no longer needs (a request's context, when the
+    /// tower layer's request ends): emptied and kept for the next install
+    /// if that was the only reference, else just released. Another
+    /// thread's frame is released: spare frames are this thread's.
+    #[cfg(feature = "tower")]
+    pub(crate) fn recycle_published(&self, frame: Arc<Frame>) {
+        let data = frame.data();
+        if matches!(data.kind, FrameKind::Installed { .. })
+            && Arc::ptr_eq(&data.thread, self.thread_ref())
+        {
+            self.recycle(frame);
+        }
     }
 
     /// [`recycle`](State::recycle) for a frame that was never published:

@@ -22,10 +22,11 @@ struct NewEntry {
 }
 
 impl State {
-    /// Installs `pending` as one frame; returns the slot id to pop it with.
+    /// Installs `pending` as one frame, leaving the vector empty (for the
+    /// caller to reuse); returns the slot id to pop it with.
     pub(crate) fn install(
         &self,
-        pending: Vec<Pending>,
+        pending: &mut Vec<Pending>,
         reason: Option<&std::borrow::Cow<'static, str>>,
         origin: Option<&Arc<RemoteOrigin>>,
         site: &'static Location<'static>,
@@ -40,7 +41,7 @@ impl State {
         data.entries.reserve(pending.len());
         let mut has_locals = false;
         let mut dispatch = self.want_dispatch.get();
-        for p in pending {
+        for p in pending.drain(..) {
             let seq = self.next_seq();
             let entry = NewEntry {
                 type_id: p.type_id,
@@ -117,6 +118,76 @@ impl State {
             entries.set_len(1);
             let slot = stack.as_mut_ptr().add(at);
             write_slot(slot, seq + 1, site, SlotKind::Private, Some(frame), false);
+            ptr::addr_of_mut!((*slot).restores).write(false);
+            stack.set_len(at + 1);
+        }
+        seq + 1
+    }
+
+    /// [`install_one`](State::install_one) for a local entry with a
+    /// reason: the servers' `RequestInfo`, installed anew around every
+    /// poll. Like [`install_shared`](State::install_shared), it runs
+    /// straight through when the thread is warm (and there is room for the
+    /// value in `locals`), and takes `install_one` otherwise. The entry,
+    /// the slot and `locals` end up as `install_one` leaves them.
+    #[cfg(any(feature = "http", feature = "tower"))]
+    #[inline]
+    pub(crate) fn install_local(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        value: Arc<dyn Any>,
+        reason: std::borrow::Cow<'static, str>,
+        site: &'static Location<'static>,
+    ) -> u64 {
+        // SAFETY: shared borrows, ending with this block.
+        let warm = unsafe {
+            let (stack, index, spare, locals) = (
+                &*self.stack.get(),
+                &*self.index.get(),
+                &*self.spare.get(),
+                &*self.locals.get(),
+            );
+            stack.len() < stack.capacity()
+                && index.has_room()
+                && locals.len() < locals.capacity()
+                && spare
+                    .last()
+                    .is_some_and(|f| f.data().entries.capacity() > 0)
+        };
+        if !warm || type_id == TypeId::of::<tracing::Dispatch>() {
+            let value = PendingValue::Local(value);
+            return self.install_one(type_id, type_name, value, Some(reason), site);
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 2);
+        let address = Arc::as_ptr(&value).cast::<()>();
+        // SAFETY: as in `install_shared`, and `locals` has room for one
+        // more value (checked above): written, then covered by the length.
+        unsafe {
+            let locals = &mut *self.locals.get();
+            let at = locals.len();
+            locals.as_mut_ptr().add(at).write((seq, value));
+            locals.set_len(at + 1);
+            let spare = &mut *self.spare.get();
+            let last = spare.len() - 1;
+            let frame = ptr::read(spare.as_ptr().add(last));
+            spare.set_len(last);
+            let entries = &mut frame.data_mut().entries;
+            debug_assert!(entries.is_empty() && entries.capacity() > 0);
+            let to = entries.as_mut_ptr();
+            let stack = &mut *self.stack.get();
+            let at = stack.len();
+            let (shadowed, index_at) =
+                (*self.index.get()).replace_in_room(type_id, address, to, at as u32 + 1);
+            write_entry(to, type_id, type_name, Value::Local, site, seq);
+            ptr::addr_of_mut!((*to).reason).write(Some(reason));
+            ptr::addr_of_mut!((*to).debug).write(None);
+            ptr::addr_of_mut!((*to).origin).write(None);
+            write_shadowed(to, shadowed, index_at);
+            entries.set_len(1);
+            let slot = stack.as_mut_ptr().add(at);
+            write_slot(slot, seq + 1, site, SlotKind::Private, Some(frame), true);
             ptr::addr_of_mut!((*slot).restores).write(false);
             stack.set_len(at + 1);
         }
