@@ -66,30 +66,20 @@ impl State {
             if top.id != id || self.pinned() {
                 return self.pop_out_of_order(id);
             }
-            if top.kind == SlotKind::Private && !top.restores {
+            if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
                 if let Some(frame) = &top.frame {
-                    let entries = &frame.data_mut().entries;
-                    if entries.len() == 1 {
-                        // A one-entry install with locals is a local entry
-                        // (the servers' `RequestInfo`, around every poll):
-                        // its value is the newest in `locals`, taken off
-                        // the end.
-                        let local = if top.has_locals {
-                            let locals = &mut *self.locals.get();
-                            let seq = (*entries.as_ptr()).seq;
-                            match locals.last() {
-                                Some((newest, _)) if *newest == seq => locals.pop(),
-                                _ => None,
-                            }
-                        } else {
-                            None
-                        };
-                        if !top.has_locals || local.is_some() {
-                            self.pop_provide::<false>(stack, at, frame, local);
-                            return None;
-                        }
+                    if frame.data_mut().entries.len() == 1 {
+                        self.pop_provide::<false>(stack, at, frame);
+                        return None;
                     }
                 }
+            }
+            if top.kind == SlotKind::Private
+                && !top.restores
+                && top.has_locals
+                && self.pop_local_entry(stack, at)
+            {
+                return None;
             }
             if top.kind == SlotKind::Published
                 && !top.restores
@@ -138,8 +128,7 @@ impl State {
     /// `PUBLISHED` with no snapshot left): its one entry's index slot is
     /// restored and the frame emptied in one pass (`undo`, then `recycle`,
     /// would each test the entries), and kept for reuse. No dispatch
-    /// changed. `local` is the entry's local value, already taken off
-    /// `locals`, if it is a local entry; it is dropped last.
+    /// changed.
     ///
     /// # Safety
     ///
@@ -150,7 +139,6 @@ impl State {
         stack: &mut Vec<Slot>,
         at: usize,
         frame: &Arc<Frame>,
-        local: Option<(u64, Arc<dyn Any>)>,
     ) {
         // SAFETY: each owning field is read once, after the length no
         // longer covers it (the caller's promise covers the rest).
@@ -176,14 +164,52 @@ impl State {
             // Nothing borrowed from the state is used past this point:
             // dropping the value may run user code. The entry's own drop
             // order: value, reason, origin; then what is below, as
-            // `recycle` does, and the local value, as `release` does.
+            // `recycle` does.
             self.keep_spare(frame);
             drop(value);
             drop(reason);
             drop(origin);
             drop(parent);
+        }
+    }
+
+    /// Pops the private slot on top at `at` if it holds one local entry
+    /// whose value is the newest in `locals` (the servers' `RequestInfo`,
+    /// installed around every poll), as [`pop_provide`](State::pop_provide)
+    /// does, taking the value off the end of `locals`; returns whether it
+    /// did. Out of line for the same reason as
+    /// [`pop_published_provide`](State::pop_published_provide): inlined,
+    /// its test cost `provide`'s own removal 12 instructions (callgrind,
+    /// scratch loop).
+    ///
+    /// # Safety
+    ///
+    /// The slot at `at` is on top, private, restores nothing and has local
+    /// values; no borrow of the stack, the frame or `locals` is alive.
+    #[inline(never)]
+    unsafe fn pop_local_entry(&self, stack: &mut Vec<Slot>, at: usize) -> bool {
+        // SAFETY: the caller's promise; a private frame is unique. The
+        // borrow of `locals` ends before `pop_provide` drops anything.
+        unsafe {
+            let Some(frame) = &(*stack.as_ptr().add(at)).frame else {
+                return false;
+            };
+            let entries = &frame.data().entries;
+            if entries.len() != 1 {
+                return false;
+            }
+            let seq = (*entries.as_ptr()).seq;
+            let locals = &mut *self.locals.get();
+            let local = match locals.last() {
+                Some((newest, _)) if *newest == seq => locals.pop(),
+                _ => return false,
+            };
+            self.pop_provide::<false>(stack, at, frame);
+            // Last, as `release` drops an install's local values after
+            // its entries.
             drop(local);
         }
+        true
     }
 
     /// Pops the published slot on top at `at` if it is `provide`'s and
@@ -210,7 +236,7 @@ impl State {
                 return false;
             }
             fence(Ordering::Acquire);
-            self.pop_provide::<true>(stack, at, frame, None);
+            self.pop_provide::<true>(stack, at, frame);
         }
         true
     }
