@@ -201,6 +201,10 @@ fn handlers_see_the_request_the_trace_and_the_root_context() {
         let first = send(addr, "/whoami/a?x=1", &[]).await;
         assert_eq!(first.status, 200, "{}", first.body);
         assert_contains(&first.body, " GET /whoami/a db=orders.sqlite trace=");
+        // The absolute form (as sent to a proxy): the same path.
+        let absolute = send(addr, "http://localhost/whoami/c?x=1", &[]).await;
+        assert_eq!(absolute.status, 200, "{}", absolute.body);
+        assert_contains(&absolute.body, " GET /whoami/c db=orders.sqlite trace=");
         let traced = send(addr, "/whoami/b", &[("traceparent", TRACEPARENT)]).await;
         assert_contains(
             &traced.body,

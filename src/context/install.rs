@@ -359,15 +359,19 @@ fn install(scope: Scope, site: &'static Location<'static>) -> Guard {
     let installed = State::try_with(|state| {
         state.install(&mut pending, reason.as_ref(), origin.as_ref(), site)
     });
+    let Some(id) = installed else {
+        // The entries go before the panic, as they would have inside the
+        // install: a value's destructor that panics then is a panic, not
+        // an abort during unwinding.
+        drop(pending);
+        destroyed(site)
+    };
     // Emptied by the install: kept for the next server scope.
     #[cfg(any(feature = "http", feature = "tower"))]
     if pending.is_empty() && pending.capacity() > 0 && pending.capacity() <= SPARE_PENDING_MAX {
         let _ = SPARE_PENDING.try_with(|spare| spare.set(pending));
     }
-    match installed {
-        Some(id) => Guard::from_push(id, site),
-        None => destroyed(site),
-    }
+    Guard::from_push(id, site)
 }
 
 #[cold]

@@ -108,7 +108,7 @@ pub use ids::{ParseIdError, SpanId, TraceFlags, TraceId};
 pub use incoming::{Arrived, Declined, ForwardedBaggage, Incoming};
 pub use milieu_macros::Baggage;
 pub use propagation::{Injected, Propagation};
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "http")]
 pub(crate) use request::path_in;
 pub use request::RequestInfo;
 pub use trace::{Extracted, TraceContext, TraceOrigin, TraceStateIssue, TraceparentError};

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::request::InRequest;
 use crate::declare::Requirement;
-use crate::remote::{from_caller, path_in, FromCaller, Propagation, RequestInfo, TraceContext};
+use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo, TraceContext};
 
 /// Where the layer finds a request's peer address (see
 /// [`ContextLayer::peer_addr`]).
@@ -230,9 +230,9 @@ where
 /// when short: no allocation for most requests.
 fn request_info<B>(id: u64, request: &http::Request<B>) -> RequestInfo {
     let path = match request.uri().path_and_query() {
-        // Read from the target as milieu's server reads it (`path()`'s
-        // length may exceed the target's text: `/` for an empty path).
-        Some(target) => path_in(target.as_str(), &(0..target.path().len())),
+        // `http` answers `/` for an absolute target without a path
+        // (`http://host?q`), as milieu's server does.
+        Some(target) => target.path(),
         None => "/",
     };
     RequestInfo::with_path(id, method_name(request.method()), path)
@@ -264,34 +264,31 @@ fn method_name(method: &http::Method) -> Cow<'static, str> {
 mod tests {
     use super::*;
 
-    /// The path a `RequestInfo` shows is the one the whole target gave
-    /// before only the path was kept (in place when short).
+    /// The path a `RequestInfo` shows is the target's path, kept in place
+    /// when short; `/` when the target has none.
     #[test]
     fn request_info_keeps_the_path_of_the_target() {
-        let long = format!("/{}?q=1", "segment/".repeat(8));
+        let segments = format!("/{}", "segment/".repeat(8));
+        let long = format!("{segments}?q=1");
         // The longest path kept in place, and one byte more.
         let (thirty, thirty_one) = (
             format!("/{}", "x".repeat(29)),
             format!("/{}", "x".repeat(30)),
         );
         let uris = [
-            "/",
-            "/a?b=c",
-            "/orders/42",
-            thirty.as_str(),
-            thirty_one.as_str(),
-            long.as_str(),
-            "http://host",
-            "http://host?q",
-            "http://host/p?q",
-            "*",
+            ("/", "/"),
+            ("/a?b=c", "/a"),
+            ("/orders/42", "/orders/42"),
+            (thirty.as_str(), thirty.as_str()),
+            (thirty_one.as_str(), thirty_one.as_str()),
+            (long.as_str(), segments.as_str()),
+            ("http://host", "/"),
+            ("http://host?q", "/"),
+            ("http://host/p?q", "/p"),
+            ("*", "*"),
         ];
-        for uri in uris {
+        for (uri, expected) in uris {
             let request = http::Request::builder().uri(uri).body(()).unwrap();
-            let expected = match request.uri().path_and_query() {
-                Some(target) => path_in(target.as_str(), &(0..target.path().len())).to_owned(),
-                None => "/".to_owned(),
-            };
             let info = request_info(7, &request);
             assert_eq!(info.path(), expected, "{uri}");
             assert_eq!((info.id(), info.method()), (7, "GET"));

@@ -206,7 +206,8 @@ impl State {
 
     /// The entry a lookup of `id` finds now (for dumps).
     pub(crate) fn find_entry(&self, id: TypeId) -> *const Entry {
-        // SAFETY: as in `find`.
+        // SAFETY: a shared borrow of the index, ending with this function;
+        // nothing here runs user code or changes the index.
         let index = unsafe { &*self.index.get() };
         if let Some(live) = index.get(id) {
             if live.height > State::floor() {

@@ -163,8 +163,9 @@ impl State {
             stack.set_len(at);
             // Nothing borrowed from the state is used past this point:
             // dropping the value may run user code. The entry's own drop
-            // order: value, reason, origin; then what is below, as
-            // `recycle` does.
+            // order: value, reason, origin; then the link below (`recycle`
+            // drops it first; no difference shows, since the slot below
+            // still holds that frame).
             self.keep_spare(frame);
             drop(value);
             drop(reason);
