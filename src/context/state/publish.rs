@@ -23,7 +23,13 @@ impl State {
     /// Publishes every private install above the last published one or
     /// the last entered snapshot: links each frame to the one below and
     /// fills in what is derived from the chain.
-    #[cold]
+    ///
+    /// Inline in [`snapshot`](State::snapshot), its only caller: a
+    /// snapshot right after an install takes this path every time, and
+    /// out of line (it was `#[cold]`) it cost that case 9 instructions
+    /// (598 against 607 in design.md's scratch loop) and 1-2 ns
+    /// (docs/benchmarks.md, "Third round").
+    #[inline]
     fn publish(&self, stack: &mut [Slot]) {
         let floor = State::floor() as usize;
         // The private installs on top, down to the floor: usually one (the
