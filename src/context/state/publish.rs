@@ -27,7 +27,7 @@ impl State {
     /// Inline in [`snapshot`](State::snapshot), its only caller: a
     /// snapshot right after an install takes this path every time, and
     /// out of line (it was `#[cold]`) it cost that case 9 instructions
-    /// (598 against 607 in design.md's scratch loop) and 1-2 ns
+    /// (598 against 607 in design.md's scratch loop) and about 1.5 ns
     /// (docs/benchmarks.md, "Third round").
     #[inline]
     fn publish(&self, stack: &mut [Slot]) {
