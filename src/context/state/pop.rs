@@ -148,7 +148,7 @@ impl State {
             (*self.index.get()).restore((*entry).type_id, &(*entry).shadowed);
             data.entries.set_len(0);
             // Moved out one by one: a struct holding them cost 16
-            // instructions more (callgrind, scratch loop).
+            // instructions more (the loop of benches/context_instructions.sh).
             let value = ptr::read(&(*entry).value);
             let reason = ptr::read(&(*entry).reason);
             let origin = ptr::read(&(*entry).origin);
@@ -180,8 +180,8 @@ impl State {
     /// does, taking the value off the end of `locals`; returns whether it
     /// did. Out of line for the same reason as
     /// [`pop_published_provide`](State::pop_published_provide): inlined,
-    /// its test cost `provide`'s own removal 12 instructions (callgrind,
-    /// scratch loop).
+    /// its test cost `provide`'s own removal 14 instructions (453 against
+    /// 439: `bash benches/context_instructions.sh 904a39f c0a20cc`).
     ///
     /// # Safety
     ///
@@ -218,7 +218,8 @@ impl State {
     /// `provide`, and dropped since), as [`pop_provide`](State::pop_provide)
     /// does; returns whether it did. Out of line, so that `provide`'s own
     /// removal, inlined at every guard, stays as small as it was (with both
-    /// inlined, it cost 8 to 26 instructions more: callgrind, scratch loop).
+    /// inlined, it cost 8 to 26 instructions more, counted with the loop
+    /// of `benches/context_instructions.sh`).
     ///
     /// # Safety
     ///

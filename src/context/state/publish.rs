@@ -27,8 +27,8 @@ impl State {
     /// Inline in [`snapshot`](State::snapshot), its only caller: a
     /// snapshot right after an install takes this path every time, and
     /// out of line (it was `#[cold]`) it cost that case 9 instructions
-    /// (598 against 607 in design.md's scratch loop) and about 1.5 ns
-    /// (docs/benchmarks.md, "Third round").
+    /// (607 against 598: `bash benches/context_instructions.sh c0a20cc
+    /// 8787f0f`) and about 1.5 ns (docs/benchmarks.md, "Third round").
     #[inline]
     fn publish(&self, stack: &mut [Slot]) {
         let floor = State::floor() as usize;
