@@ -5,7 +5,9 @@
 # side runs under callgrind twice, serving 0 and then N sequential
 # keep-alive requests (benches/http_client.py); the difference of the two
 # totals divided by N is one request's cost, server side (hyper, axum,
-# the layer, tokio). See docs/benchmarks.md, "axum hello with the layer".
+# the layer, tokio). A third side, `--passthrough-layer`, is a layer of
+# the same shape that does nothing (what axum charges for any layer). See
+# docs/benchmarks.md, "axum hello with the layer".
 #
 # Usage: bash benches/axum_instructions.sh [-n N]
 # Needs valgrind (apt-get install valgrind).
@@ -37,4 +39,6 @@ per_request() {
 }
 without=$(per_request)
 with=$(per_request --layer)
+pass=$(per_request --passthrough-layer)
 echo "instructions per GET / ($n requests): without the layer $without, with it $with (+$((with - without)), $(python3 -c "print(f'{$with/$without:.2f}')")x)"
+echo "with a do-nothing layer of the same shape (--passthrough-layer): $pass (+$((pass - without)): what axum charges for any layer); the layer's own work: +$((with - pass))"

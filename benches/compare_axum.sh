@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # axum hello world with milieu's ContextLayer against the same service
 # without it, side by side in one run: examples/axum_hello.rs (axum 0.8 on
-# a tokio current_thread runtime) started with and without `--layer`, each
-# loaded by the same `wrk -t1 -c64 -d10s` on `GET /`, keep-alive,
-# loopback. The server is pinned to CPU 0 and wrk to CPU 1 (taskset). Runs
-# N pairs (default 5), alternating which side goes first, then prints the
-# table, the ratios (with / without; the goal is >= 0.95x) and each
-# server's CPU time per request read from /proc (user + system).
+# a tokio current_thread runtime) started with `--layer`, without a
+# layer, and with `--passthrough-layer` (a layer of the same shape that
+# does nothing: what axum charges for any layer), each loaded by the same
+# `wrk -t1 -c64 -d10s` on `GET /`, keep-alive, loopback. The server is
+# pinned to CPU 0 and wrk to CPU 1 (taskset). Runs N rounds of the three
+# (default 5), rotating which goes first, then prints the table, the
+# ratios (with / without: the goal is >= 0.95x; do-nothing / without;
+# with / do-nothing) and each server's CPU time per request read from
+# /proc (user + system).
 # See docs/benchmarks.md, "axum hello with the layer (issue 15)".
 #
 # Usage: bash benches/compare_axum.sh [--pairs N] [--duration S]
+# (--pairs: the number of rounds)
 # Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,26 +46,37 @@ side() {
 }
 
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
-declare -a with withc without withoutc
+declare -a with withc without withoutc pass passc
+# Each round runs the three sides, the first moved to the end from one
+# round to the next, so no side always goes first.
+order=(with without pass)
 for i in $(seq "$pairs"); do
-    if ((i % 2)); then
-        side with "$i" --layer; side without "$i"
-    else
-        side without "$i"; side with "$i" --layer
-    fi
-    echo "-- pair $i: with the layer ${with[$i]} req/s (${withc[$i]} µs CPU/req), without ${without[$i]} req/s (${withoutc[$i]} µs CPU/req)"
+    for name in "${order[@]}"; do
+        case $name in
+            with) side with "$i" --layer ;;
+            without) side without "$i" ;;
+            pass) side pass "$i" --passthrough-layer ;;
+        esac
+    done
+    order=("${order[@]:1}" "${order[0]}")
+    echo "-- round $i: with the layer ${with[$i]} req/s (${withc[$i]} µs CPU/req), without ${without[$i]} req/s (${withoutc[$i]} µs CPU/req), do-nothing layer ${pass[$i]} req/s (${passc[$i]} µs CPU/req)"
 done
 
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo
-echo "| pair | with the layer (req/s) | without (req/s) | with / without | CPU/req with | CPU/req without |"
-echo "| --- | --- | --- | --- | --- | --- |"
-ratios=()
+echo "| round | with the layer (req/s) | without (req/s) | do-nothing layer (req/s) | with / without | do-nothing / without | with / do-nothing | CPU/req with | without | do-nothing |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+ratios=() floor=() own=()
 for i in $(seq "$pairs"); do
-    r=$(python3 -c "print(f'{${with[$i]}/${without[$i]}:.2f}')")
-    ratios+=("$r")
-    echo "| $i | ${with[$i]} | ${without[$i]} | ${r}x | ${withc[$i]} µs | ${withoutc[$i]} µs |"
+    ratios+=("$(ratio "${with[$i]}" "${without[$i]}")")
+    floor+=("$(ratio "${pass[$i]}" "${without[$i]}")")
+    own+=("$(ratio "${with[$i]}" "${pass[$i]}")")
+    echo "| $i | ${with[$i]} | ${without[$i]} | ${pass[$i]} | ${ratios[-1]}x | ${floor[-1]}x | ${own[-1]}x | ${withc[$i]} µs | ${withoutc[$i]} µs | ${passc[$i]} µs |"
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+range() { echo "$(printf '%s\n' "$@" | sort -n | head -1)-$(printf '%s\n' "$@" | sort -n | tail -1)"; }
 echo
-echo "median with / without: $(median "${ratios[@]}")x requests/s (goal >= 0.95x); range $(printf '%s\n' "${ratios[@]}" | sort -n | head -1)-$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)"
-echo "median CPU per request: with $(median "${withc[@]}") µs, without $(median "${withoutc[@]}") µs"
+echo "median with / without: $(median "${ratios[@]}")x requests/s (goal >= 0.95x); range $(range "${ratios[@]}")"
+echo "median do-nothing layer / without: $(median "${floor[@]}")x (what axum charges for any layer); range $(range "${floor[@]}")"
+echo "median with / do-nothing layer: $(median "${own[@]}")x (the layer's own work); range $(range "${own[@]}")"
+echo "median CPU per request: with $(median "${withc[@]}") µs, without $(median "${withoutc[@]}") µs, do-nothing layer $(median "${passc[@]}") µs"

@@ -13,11 +13,16 @@
 //! request); without it, the handler answers the same bytes with no
 //! lookup.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use axum::routing::get;
 use axum::Router;
+use http_body::{Body, Frame, SizeHint};
 use milieu::tower::{ContextLayer, RequestInfo};
+use tower::{Layer, Service};
 
 const BODY: &str = "hello from milieu\n";
 
@@ -32,9 +37,23 @@ async fn hello_in_context() -> &'static str {
     BODY
 }
 
-fn args() -> Result<(SocketAddr, bool), String> {
+/// Which layer wraps the route.
+#[derive(Clone, Copy, PartialEq)]
+enum Wrap {
+    None,
+    /// milieu's `ContextLayer`.
+    Context,
+    /// A layer of the same shape that does nothing: it wraps the service,
+    /// its future and the response body, and passes every call and poll
+    /// straight through. What axum charges for any such layer (it boxes
+    /// the layered service's future and the new body type), measured on
+    /// its own.
+    Passthrough,
+}
+
+fn args() -> Result<(SocketAddr, Wrap), String> {
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 8082));
-    let mut layer = false;
+    let mut layer = Wrap::None;
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -42,10 +61,11 @@ fn args() -> Result<(SocketAddr, bool), String> {
                 let value = words.next().ok_or("--addr needs a value")?;
                 addr = value.parse().map_err(|e| format!("--addr {value}: {e}"))?;
             }
-            "--layer" => layer = true,
+            "--layer" => layer = Wrap::Context,
+            "--passthrough-layer" => layer = Wrap::Passthrough,
             other => {
                 return Err(format!(
-                    "usage: axum_hello [--addr HOST:PORT] [--layer] (got {other:?})"
+                    "usage: axum_hello [--addr HOST:PORT] [--layer | --passthrough-layer] (got {other:?})"
                 ))
             }
         }
@@ -55,12 +75,12 @@ fn args() -> Result<(SocketAddr, bool), String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (addr, layer) = args()?;
-    let app = if layer {
-        Router::new()
+    let app = match layer {
+        Wrap::Context => Router::new()
             .route("/", get(hello_in_context))
-            .layer(ContextLayer::new())
-    } else {
-        Router::new().route("/", get(hello))
+            .layer(ContextLayer::new()),
+        Wrap::Passthrough => Router::new().route("/", get(hello)).layer(Passthrough),
+        Wrap::None => Router::new().route("/", get(hello)),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,4 +91,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, app).await
     })?;
     Ok(())
+}
+
+/// The do-nothing layer of `--passthrough-layer` (see [`Wrap`]).
+#[derive(Clone)]
+struct Passthrough;
+
+impl<S> Layer<S> for Passthrough {
+    type Service = PassService<S>;
+
+    fn layer(&self, inner: S) -> PassService<S> {
+        PassService(inner)
+    }
+}
+
+#[derive(Clone)]
+struct PassService<S>(S);
+
+impl<S, Req, B> Service<Req> for PassService<S>
+where
+    S: Service<Req, Response = http::Response<B>>,
+{
+    type Response = http::Response<PassBody<B>>;
+    type Error = S::Error;
+    type Future = PassFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> PassFuture<S::Future> {
+        PassFuture {
+            inner: self.0.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct PassFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> Future for PassFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<PassBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.project().inner.poll(cx));
+        Poll::Ready(response.map(|response| response.map(|body| PassBody { inner: body })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct PassBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: Body> Body for PassBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -79,6 +79,17 @@ pub(crate) struct Shadowed {
     pub(crate) index_at: u32,
 }
 
+impl Shadowed {
+    /// What an entry of a frame that is never installed shadows: nothing.
+    #[cfg(feature = "tower")]
+    pub(crate) const NONE: Shadowed = Shadowed {
+        value: std::ptr::null(),
+        entry: std::ptr::null(),
+        height: 0,
+        index_at: 0,
+    };
+}
+
 /// Where the value a lookup of one type finds lives on the installing
 /// thread: the thread's type index maps each `TypeId` to one of these.
 ///

@@ -7,11 +7,17 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+#[cfg(any(feature = "http", feature = "tower"))]
+use std::mem::ManuallyDrop;
 use std::panic::Location;
+#[cfg(any(feature = "http", feature = "tower"))]
+use std::ptr;
 use std::sync::Arc;
 
 use super::entry::{debug_fn, Pending, PendingValue};
 use super::remote::RemoteOrigin;
+#[cfg(any(feature = "http", feature = "tower"))]
+use super::state::LocalValue;
 use super::state::{Slot, State};
 
 /// Installs `value` in the current context until the returned guard drops.
@@ -100,15 +106,29 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 /// Installs `value` as a [local](crate::dump::Policy::Local) entry of its
 /// own frame, with `reason`, until the guard drops: what
 /// `scope().with_local(..).because(reason).enter()` does, without the
-/// `Scope`'s vector. The servers install a request's `RequestInfo` this
-/// way around every poll of its handler.
+/// `Scope`'s vector, and without touching `value`'s reference count: the
+/// value is lent to the install (see `LocalValue`). The servers install a
+/// request's `RequestInfo` this way around every poll of its handler.
+///
+/// # Safety
+///
+/// `value` (the caller's `Arc`) outlives the guard: the guard is dropped,
+/// also when unwinding, before anything can drop `value`, as a guard held
+/// in the function that borrows `value` is.
 #[cfg(any(feature = "http", feature = "tower"))]
 #[track_caller]
 #[inline]
-pub(crate) fn provide_local_arc<T: 'static>(value: Arc<T>, reason: &'static str) -> Guard {
+pub(crate) unsafe fn provide_local_lent<T: 'static>(value: &Arc<T>, reason: &'static str) -> Guard {
     let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
-    let value: Arc<dyn Any> = value;
+    // A copy of the caller's `Arc` that counts no reference, as a
+    // `dyn Any`: `LocalValue` never drops what it was lent.
+    // SAFETY: the copy is read only through the `LocalValue`, which the
+    // caller's promise keeps within the life of `value`.
+    let copy: Arc<T> = unsafe { ptr::read(value) };
+    let copy: Arc<dyn Any> = copy;
+    // SAFETY: the caller's promise.
+    let value = unsafe { LocalValue::lent(ManuallyDrop::new(copy)) };
     let reason = Cow::Borrowed(reason);
     match State::try_with(move |state| state.install_local(type_id, type_name, value, reason, site))
     {
@@ -337,6 +357,38 @@ impl Scope {
         f()
     }
 
+    /// The frame a request's polls enter (see
+    /// [`Context::into_frame_for_entering`]) for the context that
+    /// installing these entries on top of the current one would make,
+    /// without installing them: the frame is published at once
+    /// ([`State::publish_over_current`]), so nothing is pushed, pointed
+    /// at or undone for a context that is only ever entered (the tower
+    /// layer's request). A scope with a local entry, which such a frame
+    /// cannot hold, takes the long way: install, snapshot, removal.
+    ///
+    /// # Panics
+    ///
+    /// As [`enter`](Scope::enter), if the thread's context state is
+    /// already destroyed.
+    #[cfg(feature = "tower")]
+    pub(crate) fn into_frame_for_entering(
+        self,
+        site: &'static Location<'static>,
+    ) -> Option<Arc<super::Frame>> {
+        let has_local = self
+            .pending
+            .iter()
+            .any(|p| matches!(p.value, PendingValue::Local(_)));
+        if has_local {
+            let _installed = install(self, site);
+            return super::Context::current().into_frame_for_entering(site);
+        }
+        let frame = drain_into_state(self, site, |state, pending, reason, origin| {
+            state.publish_over_current(pending, reason, origin, site)
+        });
+        super::Context::from_frame(frame).into_frame_for_entering(site)
+    }
+
     /// Installs the entries until the returned guard drops.
     ///
     /// # Panics
@@ -351,27 +403,56 @@ impl Scope {
 
 /// Installs a scope's entries as one frame on top of the current context.
 fn install(scope: Scope, site: &'static Location<'static>) -> Guard {
+    let id = drain_into_state(scope, site, |state, pending, reason, origin| {
+        state.install(pending, reason, origin, site)
+    });
+    Guard::from_push(id, site)
+}
+
+/// Runs `f` on this thread's state with the scope's entries (which it
+/// drains), its reason and its origin; then keeps the emptied vector for
+/// the next server scope.
+///
+/// # Panics
+///
+/// If the thread's context state is already destroyed (see
+/// [`Scope::enter`]).
+fn drain_into_state<R>(
+    scope: Scope,
+    site: &'static Location<'static>,
+    f: impl FnOnce(
+        &State,
+        &mut Vec<Pending>,
+        Option<&Cow<'static, str>>,
+        Option<&Arc<RemoteOrigin>>,
+    ) -> R,
+) -> R {
     let Scope {
         mut pending,
         reason,
         origin,
     } = scope;
-    let installed = State::try_with(|state| {
-        state.install(&mut pending, reason.as_ref(), origin.as_ref(), site)
-    });
-    let Some(id) = installed else {
+    let done = State::try_with(|state| f(state, &mut pending, reason.as_ref(), origin.as_ref()));
+    let Some(done) = done else {
         // The entries go before the panic, as they would have inside the
         // install: a value's destructor that panics then is a panic, not
         // an abort during unwinding.
         drop(pending);
         destroyed(site)
     };
-    // Emptied by the install: kept for the next server scope.
+    // Emptied: kept for the next server scope.
     #[cfg(any(feature = "http", feature = "tower"))]
+    keep_pending(pending);
+    done
+}
+
+/// Keeps a scope's emptied entry vector for the next
+/// [`scope_with_capacity`], unless it is too large to keep.
+#[cfg(any(feature = "http", feature = "tower"))]
+fn keep_pending(pending: Vec<Pending>) {
     if pending.is_empty() && pending.capacity() > 0 && pending.capacity() <= SPARE_PENDING_MAX {
         let _ = SPARE_PENDING.try_with(|spare| spare.set(pending));
     }
-    Guard::from_push(id, site)
 }
 
 #[cold]
@@ -482,5 +563,63 @@ pub(crate) fn misuse(report: String) {
         tracing::error!(target: "milieu", "{report}");
     } else {
         panic!("{report}");
+    }
+}
+
+#[cfg(all(test, feature = "tower"))]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Service;
+    #[derive(Debug)]
+    struct Trace(u32);
+    struct Scratch;
+
+    /// The frame a request enters holds the scope's entries on top of the
+    /// current context, leaves nothing installed behind, and, entered,
+    /// makes the scope's `Dispatch` tracing's default.
+    #[test]
+    fn a_scope_published_without_an_install_is_what_its_install_would_make() {
+        let _service = crate::provide(Service);
+        let depth = || State::try_with(|state| state.stack_len()).unwrap();
+        let before = depth();
+        let dispatch = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let frame = scope()
+            .with_debug(Trace(7))
+            .because("the caller's")
+            .with(dispatch.clone())
+            .into_frame_for_entering(Location::caller());
+        assert_eq!(depth(), before, "nothing installed");
+        assert!(!crate::contains::<Trace>());
+        let context = crate::Context::from_frame(frame);
+        assert_eq!(context.get::<Trace>().unwrap().0, 7);
+        assert!(context.contains::<Service>());
+        let _entered = context.enter();
+        assert_eq!(crate::get::<Trace>().unwrap().0, 7);
+        let entry = crate::dump();
+        let entry = entry
+            .entries()
+            .find(|e| e.type_name.ends_with("Trace"))
+            .unwrap();
+        assert_eq!(entry.provenance.reason.as_deref(), Some("the caller's"));
+        tracing::dispatcher::get_default(|current| {
+            assert!(current.is::<tracing::subscriber::NoSubscriber>())
+        });
+    }
+
+    /// A scope with a local entry takes the long way, and its frame
+    /// leaves the local entry out, as a snapshot of its install would.
+    #[test]
+    fn a_scope_with_a_local_entry_is_entered_without_it() {
+        let frame = scope()
+            .with(Trace(1))
+            .with_local(Scratch)
+            .into_frame_for_entering(Location::caller());
+        let depth = State::try_with(|state| state.stack_len()).unwrap();
+        assert_eq!(depth, 0, "the install was removed");
+        let _entered = crate::Context::from_frame(frame).enter();
+        assert_eq!(crate::get::<Trace>().unwrap().0, 1);
+        assert!(!crate::contains::<Scratch>());
     }
 }

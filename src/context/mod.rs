@@ -43,7 +43,7 @@ pub(crate) use snapshot::PendingHop;
 pub(crate) use frame::Frame;
 pub(crate) use install::{misuse, out_of_order_report};
 #[cfg(any(feature = "http", feature = "tower"))]
-pub(crate) use install::{provide_local_arc, scope_with_capacity};
+pub(crate) use install::{provide_local_lent, scope_with_capacity};
 pub(crate) use lookup::contains_id;
 #[cfg(feature = "remote")]
 pub(crate) use lookup::origin_of;

@@ -52,6 +52,12 @@ impl Context {
         }
     }
 
+    /// The context whose top frame is `frame`, a published one.
+    #[cfg(feature = "tower")]
+    pub(crate) fn from_frame(frame: Option<Arc<Frame>>) -> Context {
+        Context { frame }
+    }
+
     /// A context with no entries.
     pub fn empty() -> Context {
         Context { frame: None }

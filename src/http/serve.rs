@@ -453,7 +453,8 @@ struct InRequest {
     future: Pin<Box<dyn Future<Output = Response> + Send>>,
     /// For a `HEAD` request: the call to make if `future` declines it.
     retry_as_get: Option<RetryAsGet>,
-    /// Shared with each poll's install (no copy, no `Scope` vector).
+    /// Lent to each poll's install (no copy, no reference count, no
+    /// `Scope` vector).
     info: Arc<RequestInfo>,
     /// What the request brought from its caller (see [`Server`]); `None`
     /// when the server reads nothing from callers.
@@ -468,10 +469,11 @@ impl Future for InRequest {
         let this = &mut *self;
         let _entered = this.span.enter();
         let _context = this.context.as_ref().map(|context| context.enter());
-        let _info = crate::context::provide_local_arc(
-            Arc::clone(&this.info),
-            "the HTTP request being handled",
-        );
+        // SAFETY: `this.info` is neither dropped nor replaced while this
+        // poll runs, and the guard drops at its end (also when unwinding).
+        let _info = unsafe {
+            crate::context::provide_local_lent(&this.info, "the HTTP request being handled")
+        };
         loop {
             let response = ready!(this.future.as_mut().poll(cx));
             match this.retry_as_get.take() {

@@ -6,7 +6,9 @@
 use std::borrow::Cow;
 
 use super::{Incoming, Propagation};
-use crate::{Context, Scope};
+#[cfg(feature = "http")]
+use crate::Context;
+use crate::Scope;
 
 /// The values of one field, in the order they came (see [`from_caller`]).
 fn values_of<'a>(found: &'a [(Field, Cow<'_, str>)], field: Field) -> Vec<&'a str> {
@@ -84,6 +86,7 @@ enum Field {
 /// and polls: the milieu context and, with the
 /// `opentelemetry` feature, the same trace context as an OpenTelemetry
 /// context. Both are entered together.
+#[cfg(feature = "http")]
 pub(crate) struct FromCaller {
     #[cfg(feature = "opentelemetry")]
     pub(crate) opentelemetry: opentelemetry::Context,
@@ -100,6 +103,7 @@ pub(crate) struct EnteredFromCaller {
     _context: crate::Guard,
 }
 
+#[cfg(feature = "http")]
 impl FromCaller {
     /// The current context, as a handler's calls and polls enter it.
     pub(crate) fn current() -> FromCaller {

@@ -102,7 +102,9 @@ pub use baggage::{
     MalformedReason, ParsedBaggage, Truncated,
 };
 #[cfg(any(feature = "http", feature = "tower"))]
-pub(crate) use caller::{from_caller, FromCaller};
+pub(crate) use caller::from_caller;
+#[cfg(feature = "http")]
+pub(crate) use caller::FromCaller;
 pub use carry::{Baggage, DecodeError};
 pub use ids::{ParseIdError, SpanId, TraceFlags, TraceId};
 pub use incoming::{Arrived, Declined, ForwardedBaggage, Incoming};

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -13,7 +14,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::request::InRequest;
 use crate::declare::Requirement;
-use crate::remote::{from_caller, FromCaller, Propagation, RequestInfo, TraceContext};
+use crate::remote::{from_caller, Propagation, RequestInfo, TraceContext};
 
 /// Where the layer finds a request's peer address (see
 /// [`ContextLayer::peer_addr`]).
@@ -210,14 +211,14 @@ where
         });
         let _entered = span.enter();
         let inner = &mut self.inner;
-        // The caller's entries first, in a frame of their own: the snapshot
-        // later polls enter is then that frame itself, with no frame to
-        // build that leaves a local entry out.
-        // Held as a guard, not run as a closure: the response future (the
-        // inner one and the request's context) is then built where it is
-        // returned, not copied out of the closure.
-        let _caller = caller.unwrap_or_else(crate::scope).enter();
-        let mut request_context = InRequest::new(info, FromCaller::current(), span.clone());
+        // The caller's entries in a frame of their own on top of the
+        // service's context, published at once and never installed: every
+        // call and poll enters that frame, so nothing is installed here
+        // only to be removed again at the end of `call`.
+        let frame = caller
+            .unwrap_or_else(crate::scope)
+            .into_frame_for_entering(Location::caller());
+        let mut request_context = InRequest::new(info, frame, span.clone());
         // The inner service's `call` in the same context its future's
         // polls will have (its own installs are its own).
         let future = request_context.run(|| inner.call(request));

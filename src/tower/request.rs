@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::context::{Frame, State};
 use crate::propagate::run_in_frame;
-use crate::remote::{FromCaller, RequestInfo};
+use crate::remote::RequestInfo;
 
 /// A request's context as every poll enters it: what it brought from its
 /// caller (with the service's own context below), its [`RequestInfo`],
@@ -25,17 +25,30 @@ pub(super) struct InRequest {
 }
 
 impl InRequest {
-    /// The context of a request, `from` taken inside it at `call`.
+    /// The context of a request: `frame` (what
+    /// [`Scope::into_frame_for_entering`](crate::Scope) gave at `call`)
+    /// and `info`.
     #[track_caller]
-    pub(super) fn new(info: RequestInfo, from: FromCaller, span: tracing::Span) -> InRequest {
+    pub(super) fn new(
+        info: RequestInfo,
+        frame: Option<Arc<Frame>>,
+        span: tracing::Span,
+    ) -> InRequest {
         let site = Location::caller();
+        // OpenTelemetry's context is read from milieu's, with the
+        // request's frame current (once: polls only attach it).
+        #[cfg(feature = "opentelemetry")]
+        let opentelemetry = {
+            let _in_request = crate::Context::from_frame(frame.clone()).enter();
+            crate::remote::otel::context()
+        };
         InRequest {
             info: Arc::new(info),
-            frame: from.context.into_frame_for_entering(site),
+            frame,
             arrived: false,
             site,
             #[cfg(feature = "opentelemetry")]
-            opentelemetry: from.opentelemetry,
+            opentelemetry,
             span,
         }
     }
@@ -51,10 +64,12 @@ impl InRequest {
             // A local entry is never carried into a snapshot (that is what
             // local means), so it is installed anew around each poll, on
             // the thread that polls.
-            let _info = crate::context::provide_local_arc(
-                Arc::clone(info),
-                "the HTTP request being handled",
-            );
+            // SAFETY: `info` is borrowed from `self` for the whole of
+            // `run`, and the guard drops before `run` returns (also when
+            // unwinding).
+            let _info = unsafe {
+                crate::context::provide_local_lent(info, "the HTTP request being handled")
+            };
             f()
         })
     }

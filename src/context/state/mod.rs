@@ -38,6 +38,7 @@ use super::entry::Entry;
 use super::frame::{Frame, ThreadInfo};
 use super::index::{Slot as IndexSlot, TypeIndex};
 use hot::{hot, PIN, UNPARKED};
+pub(crate) use local::LocalValue;
 
 thread_local! {
     static STATE: State = const { State::new() };
@@ -63,7 +64,7 @@ pub(crate) struct State {
     /// Values of local entries, with their sequence numbers, in install
     /// order: kept here, not in the (shareable) frames, as they need not
     /// be `Send`.
-    locals: UnsafeCell<Vec<(u64, Arc<dyn Any>)>>,
+    locals: UnsafeCell<Vec<(u64, LocalValue)>>,
     /// Source of slot ids and sequence numbers, unique on this thread.
     next_seq: Cell<u64>,
     /// What leaves the stack while `with` borrows run (`hot`'s pins count
@@ -127,6 +128,7 @@ enum Parked {
 
 mod dispatch;
 mod hot;
+mod local;
 mod pop;
 mod publish;
 mod push;
@@ -234,7 +236,14 @@ impl State {
             .iter()
             .rev()
             .find(|(s, _)| *s == seq)
-            .map(|(_, value)| Arc::clone(value))
+            .map(|(_, value)| Arc::clone(value.get()))
+    }
+
+    /// How many installs and entered snapshots are active on this thread.
+    #[cfg(test)]
+    pub(crate) fn stack_len(&self) -> usize {
+        // SAFETY: a shared borrow inside this method only.
+        unsafe { &*self.stack.get() }.len()
     }
 
     /// The stack position above the last entered snapshot.

@@ -457,7 +457,7 @@ impl State {
         // SAFETY: borrow ends with this method; no user code runs.
         let locals = unsafe { &mut *self.locals.get() };
         let at = locals.iter().rposition(|(seq, _)| seqs.contains(seq))?;
-        Some(locals.remove(at).1)
+        Some(locals.remove(at).1.into_owned())
     }
 
     /// Reverts what pushing `slot` changed (slots are undone newest first).

@@ -2,10 +2,18 @@
 //! and handing out the top frame.
 
 use std::any::TypeId;
+#[cfg(feature = "tower")]
+use std::borrow::Cow;
+#[cfg(feature = "tower")]
+use std::panic::Location;
 use std::sync::Arc;
 
 use super::{Slot, SlotKind, State};
+#[cfg(feature = "tower")]
+use crate::context::entry::{Entry, Pending, PendingValue, Shadowed, Value};
 use crate::context::frame::{Frame, FrameKind};
+#[cfg(feature = "tower")]
+use crate::context::remote::RemoteOrigin;
 
 impl State {
     /// The current context's top frame, publishing the installs of the
@@ -73,5 +81,69 @@ impl State {
             data.locals_since_cut = parent_locals || slot.has_locals;
             data.parent = parent;
         }
+    }
+
+    /// A published frame holding the entries of `pending` on top of the
+    /// current context, installed nowhere: the frame that installing them,
+    /// taking a snapshot and removing the install would leave behind, for
+    /// a context that is only ever entered (the tower layer's request).
+    /// The type index, the stack and the dispatch are not touched, so
+    /// there is nothing to undo. `None` when the context is empty and
+    /// `pending` too.
+    ///
+    /// `pending` must hold shared entries only (a local value has no place
+    /// in a frame that is never installed): the caller checks.
+    #[cfg(feature = "tower")]
+    pub(crate) fn publish_over_current(
+        &self,
+        pending: &mut Vec<Pending>,
+        reason: Option<&Cow<'static, str>>,
+        origin: Option<&Arc<RemoteOrigin>>,
+        site: &'static Location<'static>,
+    ) -> Option<Arc<Frame>> {
+        let parent = self.snapshot();
+        if pending.is_empty() {
+            return parent;
+        }
+        let frame = self.take_spare();
+        // SAFETY: a spare frame is private to this thread, and so is a new
+        // one (see `install`); the borrow ends with this method, and no
+        // user code runs while it is alive (nothing is dropped: every
+        // value moves into the frame).
+        let data = unsafe { frame.data_mut() };
+        data.entries.reserve(pending.len());
+        let (mut dispatch, parent_locals) = match parent.as_deref().map(Frame::data) {
+            Some(p) => (
+                p.dispatch,
+                matches!(p.kind, FrameKind::Installed { .. }) && p.locals_since_cut,
+            ),
+            None => (0, false),
+        };
+        for p in pending.drain(..) {
+            let PendingValue::Shared(value) = p.value else {
+                unreachable!("milieu: a local entry in a frame that is never installed")
+            };
+            // The newest `Dispatch` wins, as `publish` finds it.
+            if p.type_id == TypeId::of::<tracing::Dispatch>() {
+                dispatch = Arc::as_ptr(&value).cast::<()>() as usize;
+            }
+            data.entries.push(Entry {
+                type_id: p.type_id,
+                type_name: p.type_name,
+                value: Value::Shared(value),
+                site: p.site,
+                seq: self.next_seq(),
+                reason: p.reason.or_else(|| reason.cloned()),
+                debug: p.debug,
+                origin: p.origin.or_else(|| origin.cloned()),
+                // Never installed, so it shadows nothing: never read.
+                shadowed: Shadowed::NONE,
+            });
+        }
+        data.kind = FrameKind::Installed { site };
+        data.dispatch = dispatch;
+        data.locals_since_cut = parent_locals;
+        data.parent = parent;
+        Some(frame)
     }
 }

@@ -6,7 +6,7 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
-use super::{Saved, Slot, SlotKind, State, SPARE_FRAMES};
+use super::{LocalValue, Saved, Slot, SlotKind, State, SPARE_FRAMES};
 use crate::context::entry::{Entry, LiveRef, Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
 use crate::context::remote::RemoteOrigin;
@@ -129,14 +129,16 @@ impl State {
     /// poll. Like [`install_shared`](State::install_shared), it runs
     /// straight through when the thread is warm (and there is room for the
     /// value in `locals`), and takes `install_one` otherwise. The entry,
-    /// the slot and `locals` end up as `install_one` leaves them.
+    /// the slot and `locals` end up as `install_one` leaves them. The
+    /// value is usually lent ([`LocalValue::lent`]); on the slow path it
+    /// becomes owned, as `install_one` keeps it.
     #[cfg(any(feature = "http", feature = "tower"))]
     #[inline]
     pub(crate) fn install_local(
         &self,
         type_id: TypeId,
         type_name: &'static str,
-        value: Arc<dyn Any>,
+        value: LocalValue,
         reason: std::borrow::Cow<'static, str>,
         site: &'static Location<'static>,
     ) -> u64 {
@@ -156,12 +158,12 @@ impl State {
                     .is_some_and(|f| f.data().entries.capacity() > 0)
         };
         if !warm || type_id == TypeId::of::<tracing::Dispatch>() {
-            let value = PendingValue::Local(value);
+            let value = PendingValue::Local(value.into_owned());
             return self.install_one(type_id, type_name, value, Some(reason), site);
         }
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 2);
-        let address = Arc::as_ptr(&value).cast::<()>();
+        let address = Arc::as_ptr(value.get()).cast::<()>();
         // SAFETY: as in `install_shared`, and `locals` has room for one
         // more value (checked above): written, then covered by the length.
         unsafe {
@@ -245,7 +247,7 @@ impl State {
     /// A private frame to install into: a spare one, or a new one while
     /// the thread is warming up.
     #[inline(always)]
-    fn take_spare(&self) -> Arc<Frame> {
+    pub(super) fn take_spare(&self) -> Arc<Frame> {
         // SAFETY: the borrow ends with this method.
         let spare = unsafe { &mut *self.spare.get() };
         match spare.pop() {
@@ -289,7 +291,7 @@ impl State {
             PendingValue::Local(v) => {
                 let address = Arc::as_ptr(&v).cast::<()>();
                 // SAFETY: the borrow ends with this block.
-                unsafe { &mut *self.locals.get() }.push((seq, v));
+                unsafe { &mut *self.locals.get() }.push((seq, LocalValue::owned(v)));
                 *has_locals = true;
                 (Value::Local, address)
             }
