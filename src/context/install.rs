@@ -107,7 +107,8 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 /// own frame, with `reason`, until the guard drops: what
 /// `scope().with_local(..).because(reason).enter()` does, without the
 /// `Scope`'s vector, and without touching `value`'s reference count: the
-/// value is lent to the install (see `LocalValue`). The servers install a
+/// value is lent to the install (see `LocalValue`; on a thread not warmed
+/// up yet, the install takes a count of its own). The servers install a
 /// request's `RequestInfo` this way around every poll of its handler.
 ///
 /// # Safety

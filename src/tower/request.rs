@@ -12,7 +12,8 @@ use crate::remote::RequestInfo;
 /// and its span.
 pub(super) struct InRequest {
     info: Arc<RequestInfo>,
-    /// The snapshot taken at `call`, as the frame to make current: fixed
+    /// The request's frame (the caller's entries on top of the service's
+    /// context, published at `call`), as the frame to make current: fixed
     /// once, so a poll only moves a pointer in and out of the thread's
     /// state (as `WithContext` does).
     frame: Option<Arc<Frame>>,
@@ -53,7 +54,8 @@ impl InRequest {
         }
     }
 
-    /// Runs `f` inside the request's context.
+    /// Runs `f` inside the request's context. The `RequestInfo` is lent to
+    /// the install around `f`: `self` holds its `Arc` until after `run`.
     #[inline]
     pub(super) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let _span = self.span.enter();
@@ -76,8 +78,8 @@ impl InRequest {
 }
 
 impl Drop for InRequest {
-    /// The request is over: its frame (the caller's entries, published by
-    /// the snapshot taken at `call`) goes back to this thread's spare
+    /// The request is over: its frame (the caller's entries, published at
+    /// `call`) goes back to this thread's spare
     /// frames when nothing else holds it (no snapshot taken inside the
     /// request outlives it), so the next request installs into it instead
     /// of allocating one.

@@ -12,9 +12,14 @@ use std::sync::Arc;
 /// (the tower layer's `RequestInfo`) *lends* it instead: `locals` holds a
 /// copy of the caller's `Arc` that counts nothing, so an install and its
 /// removal touch no reference count (two locked operations per poll
-/// saved). Whatever takes a lent value out of `locals` to keep it (a dump,
-/// the graveyard while a `with` borrow runs, an out-of-order repair)
-/// takes a count of its own first, while the lender still holds it.
+/// saved). The lender keeps its `Arc` until the install's guard drops,
+/// and a removal by that guard takes the copy out without dropping it.
+/// Every other way out of `locals` takes a count of its own first, while
+/// the lender still holds its `Arc`: a dump that reads the value clones
+/// it, and an install removed otherwise (while a `with` borrow runs, by
+/// an out-of-order repair, or by the general removal path) is made owned
+/// in place before anything is released (`State::own_locals_from`), so a
+/// release that panics half-way leaves only owned values behind.
 pub(crate) struct LocalValue {
     value: ManuallyDrop<Arc<dyn Any>>,
     owned: bool,
@@ -36,8 +41,10 @@ impl LocalValue {
     ///
     /// # Safety
     ///
-    /// The caller's `Arc` stays alive until this `LocalValue` has left
-    /// `locals` (the install is removed), so the value it points to does.
+    /// The caller's `Arc` stays alive until the install this value goes
+    /// into is removed (its guard dropped, or the install taken off the
+    /// stack by a repair); by then the value has left `locals` or been
+    /// made owned ([`make_owned`](LocalValue::make_owned)).
     #[cfg(any(feature = "http", feature = "tower"))]
     #[inline]
     pub(crate) unsafe fn lent(value: ManuallyDrop<Arc<dyn Any>>) -> LocalValue {
@@ -51,6 +58,18 @@ impl LocalValue {
     #[inline]
     pub(crate) fn get(&self) -> &Arc<dyn Any> {
         &self.value
+    }
+
+    /// Takes a reference count of its own if lent (the lender still holds
+    /// its `Arc` at this point): from now on this owns the value.
+    #[inline]
+    pub(crate) fn make_owned(&mut self) {
+        if !self.owned {
+            let counted = Arc::clone(&self.value);
+            // The lent copy counted nothing: overwritten, not dropped.
+            self.value = ManuallyDrop::new(counted);
+            self.owned = true;
+        }
     }
 
     /// The value with a reference count of its own: the owned `Arc`
@@ -105,13 +124,6 @@ mod tests {
             let guard = unsafe { provide_local_lent(&lender, "a test") };
             assert_eq!(crate::with(|s: &String| s.clone()).unwrap(), "lent");
             assert_eq!(Arc::strong_count(&lender), 1, "lent: no count taken");
-            let dump = crate::dump();
-            assert_eq!(
-                Arc::strong_count(&lender),
-                1,
-                "a dump counts only while it reads"
-            );
-            drop(dump);
             drop(guard);
             assert_eq!(
                 Arc::strong_count(&lender),
@@ -145,5 +157,51 @@ mod tests {
         assert_eq!(*lender, 7);
         assert!(!crate::contains::<u32>() && !crate::contains::<Stray>());
         drop(stray);
+    }
+
+    /// A repair whose release panics half-way (a newer install's value
+    /// panics in its destructor) leaves the older installs' local values
+    /// in `locals` with no slot; a later removal whose range covers them
+    /// drops them. A lent one must have been made owned before that
+    /// release: its lender may be gone by then. Dropped exactly once,
+    /// after the lender.
+    #[test]
+    fn a_lent_value_left_behind_by_a_panicking_repair_is_owned() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted;
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a value's destructor panics");
+            }
+        }
+        struct Later;
+        let lender = Arc::new(Counted);
+        // SAFETY: the guards drop before `lender` (the first at once, to
+        // warm up, as in the tests above).
+        drop(unsafe { provide_local_lent(&lender, "warming up") });
+        let lent = unsafe { provide_local_lent(&lender, "a test") };
+        let stray = crate::provide(PanicsOnDrop);
+        let repaired = catch_unwind(AssertUnwindSafe(|| drop(lent)));
+        assert!(repaired.is_err(), "the repair's release panicked");
+        // The stray guard's install went with the repair: its drop finds
+        // nothing (its value already ran its destructor).
+        std::mem::forget(stray);
+        assert_eq!(Arc::strong_count(&lender), 2, "left behind, owned");
+        drop(lender);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 0, "still held by `locals`");
+        // A later local install removed by the general path (it was
+        // published) takes every local numbered below its slot.
+        let later = crate::provide_local(Later);
+        let snapshot = crate::Context::current();
+        drop(later);
+        drop(snapshot);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1, "dropped once, by `locals`");
     }
 }

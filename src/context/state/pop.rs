@@ -97,6 +97,7 @@ impl State {
                     Some(below) => (*stack.as_ptr().add(below)).id,
                     None => 0,
                 };
+                self.own_locals_from(below + 1);
                 below + 1..id
             } else {
                 0..0
@@ -383,6 +384,9 @@ impl State {
                     Some(slot) => {
                         self.undo(&slot);
                         let below = stack.last().map_or(0, |s| s.id);
+                        if slot.has_locals {
+                            self.own_locals_from(below + 1);
+                        }
                         Popped::InOrder(self.release_or_park(slot, below))
                     }
                     None => Popped::Gone,
@@ -392,6 +396,9 @@ impl State {
                         let slots: Vec<Slot> = stack.drain(at..).collect();
                         for slot in slots.iter().rev() {
                             self.undo(slot);
+                        }
+                        if slots.iter().any(|slot| slot.has_locals) {
+                            self.own_locals_from(stack.last().map_or(0, |s| s.id) + 1);
                         }
                         Popped::OutOfOrder(slots)
                     }
@@ -446,6 +453,30 @@ impl State {
             graveyard.push(Parked::Local(local));
         }
         self.mark_parked();
+    }
+
+    /// Gives every local value numbered `first` or later a reference count
+    /// of its own, in place (see [`LocalValue::make_owned`]): done, with
+    /// no user code running, when their installs leave the stack by any
+    /// way but [`pop_local_entry`](State::pop_local_entry), before
+    /// anything is released. The releases that follow drop values and
+    /// frames, whose destructors may panic and leave some of these values
+    /// in `locals` with no slot (a later removal whose range covers them
+    /// then drops them): they must not be lent by then, as their lender
+    /// may be gone.
+    #[cold]
+    #[inline(never)]
+    fn own_locals_from(&self, first: u64) {
+        // SAFETY: borrow ends with this method; `make_owned` runs no user
+        // code (a reference count increment).
+        let locals = unsafe { &mut *self.locals.get() };
+        // In install order, so the ones numbered `first` or later are last.
+        for (seq, value) in locals.iter_mut().rev() {
+            if *seq < first {
+                break;
+            }
+            value.make_owned();
+        }
     }
 
     /// Removes one local value numbered in `seqs` (the newest); the caller

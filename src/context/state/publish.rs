@@ -87,8 +87,10 @@ impl State {
     /// current context, installed nowhere: the frame that installing them,
     /// taking a snapshot and removing the install would leave behind, for
     /// a context that is only ever entered (the tower layer's request).
-    /// The type index, the stack and the dispatch are not touched, so
-    /// there is nothing to undo. `None` when the context is empty and
+    /// No slot is pushed and the type index and the dispatch are not
+    /// touched, so there is nothing to undo (the snapshot of the current
+    /// context publishes the private installs below, as any snapshot
+    /// does). `None` when the context is empty and
     /// `pending` too.
     ///
     /// `pending` must hold shared entries only (a local value has no place
