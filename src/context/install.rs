@@ -585,7 +585,8 @@ mod tests {
         let _service = crate::provide(Service);
         let depth = || State::try_with(|state| state.stack_len()).unwrap();
         let before = depth();
-        let dispatch = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        // A subscriber of a type the thread's default is not otherwise.
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
         let frame = scope()
             .with_debug(Trace(7))
             .because("the caller's")
@@ -605,7 +606,7 @@ mod tests {
             .unwrap();
         assert_eq!(entry.provenance.reason.as_deref(), Some("the caller's"));
         tracing::dispatcher::get_default(|current| {
-            assert!(current.is::<tracing::subscriber::NoSubscriber>())
+            assert!(current.is::<tracing_subscriber::Registry>())
         });
     }
 
