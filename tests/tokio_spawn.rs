@@ -445,3 +445,58 @@ fn a_spawn_after_an_ended_task_records_only_its_own_hop() {
         Some(1)
     );
 }
+
+/// Sends the `RequestId` its drop sees, if any.
+struct SeenOnDrop(std::sync::mpsc::Sender<Option<u64>>);
+
+impl Drop for SeenOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(milieu::get::<RequestId>().ok().map(|id| id.0));
+    }
+}
+
+/// A task aborted while it waits is dropped inside its captured context:
+/// what it held across `.await` sees its spawner's entries as it goes.
+#[test]
+fn an_aborted_task_drops_what_it_held_inside_its_context() {
+    let (dropped, seen) = std::sync::mpsc::channel();
+    let (started, has_started) = tokio::sync::oneshot::channel();
+    multi_thread(2).block_on(async {
+        let task = {
+            let _request = milieu::provide(RequestId(41));
+            milieu::tokio::spawn(async move {
+                let _held = SeenOnDrop(dropped);
+                started.send(()).unwrap();
+                std::future::pending::<()>().await
+            })
+        };
+        has_started.await.unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    });
+    assert_eq!(seen.recv().unwrap(), Some(41));
+}
+
+/// A wrapped future dropped before it was ever polled is dropped inside
+/// its context too; one that finished is dropped as it is.
+#[test]
+fn unfinished_wrapped_futures_are_dropped_inside_their_context() {
+    use milieu::FutureExt;
+    let (dropped, seen) = std::sync::mpsc::channel();
+    let held = SeenOnDrop(dropped.clone());
+    let never_polled = {
+        let _request = milieu::provide(RequestId(7));
+        async move { drop(held) }.in_current_context()
+    };
+    drop(never_polled);
+    assert_eq!(seen.recv().unwrap(), Some(7));
+    // Finished: its state was dropped when it returned, inside a poll.
+    let finished = {
+        let _request = milieu::provide(RequestId(8));
+        let held = SeenOnDrop(dropped);
+        async move { drop(held) }.in_current_context()
+    };
+    futures::executor::block_on(finished);
+    assert_eq!(seen.recv().unwrap(), Some(8));
+    assert!(!milieu::contains::<RequestId>());
+}

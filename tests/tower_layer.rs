@@ -501,3 +501,93 @@ fn the_layer_serves_hyper_directly() {
         );
     });
 }
+
+/// What a value a handler holds across `.await` saw when it was dropped:
+/// the request's path and trace id, if they were in the context.
+struct SeenOnDrop(std::sync::mpsc::Sender<(Option<String>, Option<String>)>);
+
+impl Drop for SeenOnDrop {
+    fn drop(&mut self) {
+        let path = RequestInfo::current()
+            .ok()
+            .map(|info| info.path().to_owned());
+        let trace = milieu::get::<TraceContext>()
+            .ok()
+            .map(|trace| trace.trace_id().to_string());
+        let _ = self.0.send((path, trace));
+    }
+}
+
+/// A client that goes away while its request is still being handled: the
+/// handler's future (holding a `SeenOnDrop` across `.await`) or its
+/// streamed body is dropped by hyper, and the drop sees the request's
+/// context, as the polls did.
+#[test]
+fn what_a_cancelled_request_held_is_dropped_inside_its_context() {
+    use std::sync::mpsc;
+    let (dropped, seen) = mpsc::channel();
+    let (started, has_started) = mpsc::channel::<()>();
+    let has_started = Arc::new(std::sync::Mutex::new(has_started));
+    let hang = {
+        let (dropped, started) = (dropped.clone(), started.clone());
+        move || async move {
+            let _held = SeenOnDrop(dropped);
+            started.send(()).unwrap();
+            std::future::pending::<String>().await
+        }
+    };
+    // A body that sends one frame, then waits for ever, holding the probe.
+    let endless = move || {
+        let (dropped, started) = (dropped.clone(), started.clone());
+        async move {
+            let held = SeenOnDrop(dropped);
+            let mut sent = false;
+            Body::from_stream(futures::stream::poll_fn(move |_| {
+                let _ = &held;
+                if sent {
+                    return Poll::Pending;
+                }
+                sent = true;
+                started.send(()).unwrap();
+                Poll::Ready(Some(Ok::<_, Infallible>(Bytes::from_static(b"first\n"))))
+            }))
+        }
+    };
+    let app = Router::new()
+        .route("/hang", get(hang))
+        .route("/endless", get(endless))
+        .layer(layer());
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve(app).await;
+        for path in ["/hang", "/endless"] {
+            let has_started = Arc::clone(&has_started);
+            tokio::task::spawn_blocking(move || {
+                let mut stream = common::connect(addr);
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: localhost\r\ntraceparent: {TRACEPARENT}\r\n\r\n"
+                )
+                .unwrap();
+                let started = has_started.lock().unwrap();
+                started
+                    .recv_timeout(common::SOCKET_DEADLINE)
+                    .expect("the handler runs");
+                // The client goes away.
+                drop(stream);
+            })
+            .await
+            .unwrap();
+            let (path_seen, trace_seen) = seen
+                .recv_timeout(common::SOCKET_DEADLINE)
+                .expect("hyper drops the request's future or body");
+            assert_eq!(path_seen.as_deref(), Some(path));
+            assert_eq!(
+                trace_seen.as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+                "{path}"
+            );
+        }
+    });
+}

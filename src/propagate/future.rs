@@ -2,6 +2,7 @@
 //! executor (tokio, futures, a milieu reactor).
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,21 +25,42 @@ pin_project_lite::pin_project! {
     /// is still alive (a guard held across `.await`) is reported as misuse:
     /// the stray install is removed and the poll panics naming its site.
     /// Hold context across `.await` with [`ScopeExt::wrap`] instead.
+    ///
+    /// A future dropped before it finished (a task aborted, the loser of a
+    /// `select!`, a request whose client went away) is dropped inside the
+    /// captured context too, so the destructors of what it held across
+    /// `.await` (a transaction rolling back, a log line) see what its polls
+    /// saw. A finished future is dropped as it is.
     #[must_use = "futures do nothing unless polled"]
     pub struct WithContext<F> {
+        // Dropped by hand, in `drop`, inside the context when unfinished.
         #[pin]
-        inner: F,
+        inner: ManuallyDrop<F>,
         frame: Option<Arc<Frame>>,
         site: &'static Location<'static>,
         // Whether a poll has recorded the hop's arrival (done once).
         arrived: bool,
+        // Whether `inner` returned `Ready`.
+        finished: bool,
     }
 
     impl<F> PinnedDrop for WithContext<F> {
         fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // SAFETY: only to drop it in place below (pinned, it never
+            // moves).
+            let inner = unsafe { this.inner.get_unchecked_mut() };
+            // SAFETY: called once, here in the wrapper's own drop, after
+            // which nothing touches `inner`.
+            let mut drop_inner = move || unsafe { ManuallyDrop::drop(inner) };
+            if *this.finished {
+                drop_inner();
+            } else {
+                drop_unfinished_in_frame(this.frame, this.site, drop_inner);
+            }
             // A spawned task's hop frame, when nothing else holds it, is
             // kept for the thread's next spawn.
-            if let Some(frame) = this.project().frame.take() {
+            if let Some(frame) = this.frame.take() {
                 Frame::recycle_hop(frame);
             }
         }
@@ -50,10 +72,11 @@ impl<F> WithContext<F> {
         // The frame to enter is fixed now, so polls only move a pointer.
         let frame = ctx.into_frame_for_entering(site);
         WithContext {
-            inner,
+            inner: ManuallyDrop::new(inner),
             frame,
             site,
             arrived: false,
+            finished: false,
         }
     }
 
@@ -77,11 +100,24 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let mut inner = this.inner;
-        run_in_frame(this.frame, this.arrived, this.site, || {
-            inner.as_mut().poll(cx)
-        })
+        // SAFETY: structural pinning through `ManuallyDrop` (transparent):
+        // the future is never moved out.
+        let inner = unsafe { this.inner.map_unchecked_mut(|inner| &mut **inner) };
+        let poll = run_in_frame(this.frame, this.arrived, this.site, || inner.poll(cx));
+        *this.finished = poll.is_ready();
+        poll
     }
+}
+
+/// Drops what a future wrapper holds (`drop_it`) inside the wrapper's
+/// frame, for a future dropped before it finished. No arrival is recorded:
+/// a future dropped unpolled never arrived anywhere.
+pub(crate) fn drop_unfinished_in_frame(
+    slot: &mut Option<Arc<Frame>>,
+    site: &'static Location<'static>,
+    drop_it: impl FnOnce(),
+) {
+    run_in_frame(slot, &mut true, site, drop_it);
 }
 
 /// Runs `f` with the frame in `slot` (one [`Context::frame_for_entering`]

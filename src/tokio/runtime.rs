@@ -38,15 +38,23 @@ thread_local! {
 /// [`milieu::tokio::spawn`](super::spawn) (and the rest of this module)
 /// see their spawner's context, which inside the runtime has the root at
 /// its bottom. A bare `tokio::spawn` sees the root context only: the
-/// thread's own, not its spawner's. Whatever a task installs itself stays
-/// within its polls.
+/// thread's own, not its spawner's. Whatever a task spawned with
+/// milieu's functions installs itself stays within its polls: a guard it
+/// holds across `.await` is reported as misuse at the end of that poll.
 ///
 /// Limits: [`from_builder`](Runtime::from_builder) sets the builder's
 /// `on_thread_start` and `on_thread_stop` hooks, replacing any set before
 /// (tokio keeps one of each). Futures run with tokio's `Handle::block_on`
 /// on a thread of your own see that thread's context, not the root.
-/// A guard a bare task leaks on a worker (held across `.await`) is caught
-/// when the worker stops, as an out-of-order drop.
+/// A bare task has no such bounds, as tokio tells milieu nothing about its
+/// polls: a guard it holds across `.await` stays current on its worker
+/// while it is suspended, so whatever that worker polls meanwhile (other
+/// tasks, requests behind `milieu::tower::ContextLayer`)
+/// sees the entry, and one it leaks for good (`mem::forget`) is reported
+/// only when the worker stops, as an out-of-order drop. In a bare task,
+/// hold an entry across `.await` with
+/// [`ScopeExt::wrap`](crate::ScopeExt::wrap), or spawn with
+/// [`milieu::tokio::spawn`](super::spawn).
 ///
 /// # Examples
 ///

@@ -2,6 +2,7 @@
 //! context.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{ready, Context as TaskContext, Poll};
 
@@ -14,18 +15,41 @@ pin_project! {
     /// The future [`ContextService`](super::ContextService) returns: the
     /// inner service's, each poll inside the request's context; its
     /// response's body keeps that context ([`ContextBody`]).
+    ///
+    /// Dropped before the response is ready (the client went away, a
+    /// timeout above the layer fired), it drops the inner future inside
+    /// the request's context too, so what the handler held across `.await`
+    /// is dropped seeing its request, trace and span.
     pub struct ResponseFuture<F> {
+        // Dropped by hand, in `drop`.
         #[pin]
-        future: F,
-        // Moved into the body once the response is ready.
+        future: ManuallyDrop<F>,
+        // Moved into the body once the response is ready: `None` once
+        // the inner future has finished.
         request: Option<InRequest>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // SAFETY: only to drop it in place below (pinned, it never
+            // moves).
+            let future = unsafe { this.future.get_unchecked_mut() };
+            // SAFETY: called once, here in the wrapper's own drop, after
+            // which nothing touches `future`.
+            let mut drop_future = move || unsafe { ManuallyDrop::drop(future) };
+            match this.request {
+                Some(request) => request.run(drop_future),
+                None => drop_future(),
+            }
+        }
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(super) fn new(future: F, request: InRequest) -> ResponseFuture<F> {
         ResponseFuture {
-            future,
+            future: ManuallyDrop::new(future),
             request: Some(request),
         }
     }
@@ -43,7 +67,9 @@ where
             .request
             .as_mut()
             .expect("milieu::tower::ResponseFuture polled after it completed");
-        let future = this.future;
+        // SAFETY: structural pinning through `ManuallyDrop` (transparent):
+        // the future is never moved out.
+        let future = unsafe { this.future.map_unchecked_mut(|future| &mut **future) };
         let result = ready!(request.run(|| future.poll(cx)));
         let request = this.request.take();
         Poll::Ready(result.map(|response| response.map(|body| ContextBody::new(body, request))))
