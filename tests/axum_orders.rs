@@ -178,3 +178,26 @@ fn ten_thousand_tasks_through_the_layer_see_only_their_own_context() {
     }
     assert_eq!(request_ids.len() as u64, TASKS);
 }
+
+/// A client that sends half a request and waits does not keep the service
+/// from stopping: after SIGTERM, requests in flight get `--shutdown-grace`
+/// seconds, then the connections left are closed and the process exits 0.
+#[test]
+fn a_half_sent_request_does_not_hold_up_the_stop() {
+    use std::io::{Read, Write};
+    let mut server = Server::orders_from(&binary(), &["--shutdown-grace", "1"]);
+    let mut half = common::connect(server.addr);
+    half.write_all(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    // A whole request on another connection first, so the half one has
+    // surely been accepted and is being read.
+    assert_eq!(server.get("/").status, 200);
+    assert!(
+        server.terminate().success(),
+        "a stop past the grace exits 0"
+    );
+    // The half-sent request was dropped, not answered.
+    let mut rest = Vec::new();
+    let _ = half.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}

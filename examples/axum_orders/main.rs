@@ -27,7 +27,10 @@
 //! `milieu::tower::DebugService`; off by default), `--data DIR` (default
 //! `./axum-orders-data`). The first line on standard output is
 //! `listening on ADDR`; with `--admin-addr`, the second is
-//! `admin listening on ADDR`. Ctrl-C or SIGTERM stops it gracefully.
+//! `admin listening on ADDR`. Ctrl-C or SIGTERM stops it gracefully: it
+//! stops accepting, lets requests in flight finish for up to
+//! `--shutdown-grace SECS` (default 10), then closes the connections still
+//! open (a client that sends half a request holds none of it up).
 
 mod app;
 #[path = "../orders/line_item.rs"]
@@ -58,6 +61,9 @@ struct Args {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     data: PathBuf,
+    /// How long requests in flight may take to finish after the stop
+    /// signal.
+    shutdown_grace: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
         addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
         admin_addr: None,
         data: PathBuf::from("axum-orders-data"),
+        shutdown_grace: Duration::from_secs(10),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -73,9 +80,18 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = parse_addr(&flag, &value()?)?,
             "--admin-addr" => args.admin_addr = Some(parse_addr(&flag, &value()?)?),
             "--data" => args.data = PathBuf::from(value()?),
+            "--shutdown-grace" => {
+                let secs = value()?;
+                args.shutdown_grace = secs
+                    .parse()
+                    .map(Duration::from_secs)
+                    .map_err(|e| format!("{flag} {secs:?}: not a number of seconds ({e})"))?;
+            }
             "--help" | "-h" => {
                 return Err(
-                    "usage: axum_orders [--addr ADDR] [--admin-addr ADDR] [--data DIR]".to_owned(),
+                    "usage: axum_orders [--addr ADDR] [--admin-addr ADDR] [--data DIR] \
+                     [--shutdown-grace SECS]"
+                        .to_owned(),
                 )
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
@@ -184,9 +200,34 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             milieu::tokio::spawn(async move { axum::serve(admin, app).await });
         }
         let app = app::public(layer).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(public, app)
-            .with_graceful_shutdown(stop_signal())
-            .await
+        // axum's graceful shutdown waits for every open connection to
+        // finish its request, with no bound: one client that never sends
+        // the rest of its request would keep the service up for ever. So
+        // the wait is bounded; the connections left are dropped with the
+        // runtime.
+        let (stopping, stopped) = tokio::sync::oneshot::channel();
+        let signal = async move {
+            stop_signal().await;
+            let _ = stopping.send(());
+        };
+        let serve = axum::serve(public, app).with_graceful_shutdown(signal);
+        tokio::select! {
+            served = serve => served,
+            () = async {
+                // Never resolves when `serve` ended on its own (the sender
+                // dropped without a signal): `serve`'s branch wins then.
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(args.shutdown_grace).await;
+            } => {
+                tracing::warn!(
+                    "{:?} after the stop signal, requests still in flight are dropped",
+                    args.shutdown_grace
+                );
+                Ok(())
+            }
+        }
     });
     drop(runtime);
     db.close(milieu::stage::CloseMode::Drain)?;

@@ -546,13 +546,18 @@ impl Drop for Guard {
 pub(crate) fn out_of_order_report(dropped_site: &Location<'_>, slots: &[Slot]) -> String {
     let newest = slots.last().map_or(dropped_site, |slot| slot.site);
     let others = slots.len().saturating_sub(1);
+    // The install removed may be milieu's own (a request's or a task's
+    // context, left at the end of a poll): the ones still active above it
+    // are where the user's mistake usually is, so the message says what
+    // keeps the newest alive.
     format!(
         "milieu: context guard dropped out of order: the install at {dropped_site} was removed \
-         while {others} install(s) made after it were still active (the most recent at {newest}). \
-         Guards must be dropped in reverse order of creation; keep guards in one block, use \
-         `Scope::run`, or for async code wrap the future (`FutureExt::in_current_context`) \
-         instead of holding a guard across `.await`. The stack was repaired: all {} install(s) \
-         were removed.",
+         while {others} install(s) made after it were still active, the most recent at \
+         {newest}, still alive when the older one went (to be dropped later, leaked with \
+         `mem::forget`, or held across `.await`). Guards must be dropped in reverse order \
+         of creation; keep guards in one block, use `Scope::run`, or for async code wrap the \
+         future (`FutureExt::in_current_context`, `ScopeExt::wrap`) instead of holding a guard \
+         across `.await`. The stack was repaired: all {} install(s) were removed.",
         slots.len()
     )
 }
