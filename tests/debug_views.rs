@@ -289,6 +289,28 @@ fn the_context_views_show_the_requests_context_escaped() {
         html.header("content-type"),
         Some("text/html; charset=utf-8")
     );
+    // Quality values count: `q=0` refuses a format, the higher one wins.
+    let not_json = get(
+        addr,
+        "/debug/stages",
+        Some("application/json;q=0, text/html"),
+    );
+    assert_eq!(
+        not_json.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let rather_json = get(
+        addr,
+        "/debug/stages",
+        Some("text/html;q=0.5, application/json;q=0.9"),
+    );
+    assert_eq!(rather_json.header("content-type"), Some("application/json"));
+    // None of the three acceptable: 406, saying which there are.
+    let refused = ask(addr, "GET", "/debug/stages", Some("image/png"));
+    assert_eq!(refused.status, 406);
+    assert!(refused
+        .body
+        .contains("text/plain, application/json, text/html"));
 }
 
 #[test]

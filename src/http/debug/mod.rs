@@ -46,10 +46,13 @@
 //! | `/debug/context` | the context of the request being handled ([`milieu::dump()`](crate::dump())), then the stages' current figures |
 //! | `/debug/stages` | per stage: the current figures, and queue depth, throughput and p50/p99 latency per interval over the last minutes (charts in HTML) |
 //!
-//! The format is HTML if `Accept` names `text/html` before
-//! `application/json` (a browser), JSON if it names `application/json`,
-//! text otherwise (curl); `?format=text`, `?format=json` or
-//! `?format=html` overrides `Accept`. Durations are in human units in
+//! The format is the one of `text/plain`, `application/json` and
+//! `text/html` that `Accept` rates highest, by RFC 9110's rules (quality
+//! values, `q=0` excluding, specific ranges before wildcards, the first
+//! named among equals): HTML for a browser, text for curl's `*/*` and
+//! when `Accept` is absent, JSON when asked for; 406 when it accepts none
+//! of them. `?format=text`, `?format=json` or `?format=html` overrides
+//! `Accept`. Durations are in human units in
 //! every format ([`HumanDuration`](crate::stage::HumanDuration): `491.5
 //! µs`); JSON also gives each in nanoseconds (`latency_p50_ns`), see
 //! [`StageStats`]'s formats.
@@ -128,6 +131,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod accept;
 mod chart;
 mod context;
 mod history;
@@ -520,12 +524,15 @@ pub enum Format {
 impl Format {
     /// The format a request asks for: `format=text|json|html` in `query`
     /// if there (other query parameters are ignored, for the application's
-    /// own), else from `accept` (the `Accept` header field): the first of
-    /// `application/json` and `text/html` it names, text if neither.
+    /// own), else from `accept` (the `Accept` header field): the one it
+    /// rates highest by RFC 9110's rules (quality values, `q=0` excluding,
+    /// specific ranges before wildcards; among equals the first named,
+    /// then text, JSON, HTML), text when it is absent or says nothing.
     ///
     /// # Errors
     ///
-    /// A 406 response naming the formats, for any other `format`.
+    /// A 406 response naming the formats, for any other `format`, or an
+    /// `accept` that accepts none of the three.
     ///
     /// # Examples
     ///
@@ -536,6 +543,9 @@ impl Format {
     /// assert_eq!(Format::negotiate(None, browser), Ok(Format::Html));
     /// assert_eq!(Format::negotiate(Some("format=json"), browser), Ok(Format::Json));
     /// assert_eq!(Format::negotiate(None, Some("*/*")), Ok(Format::Text));
+    /// let not_json = Some("application/json;q=0, text/html");
+    /// assert_eq!(Format::negotiate(None, not_json), Ok(Format::Html));
+    /// assert_eq!(Format::negotiate(None, Some("image/png")).unwrap_err().status, 406);
     /// assert_eq!(Format::negotiate(Some("format=yaml"), None).unwrap_err().status, 406);
     /// ```
     pub fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<Format, DebugResponse> {
@@ -558,12 +568,15 @@ impl Format {
                 )),
             };
         }
-        let accept = accept.unwrap_or("");
-        match (accept.find("application/json"), accept.find("text/html")) {
-            (Some(j), Some(h)) if h < j => Ok(Format::Html),
-            (Some(_), _) => Ok(Format::Json),
-            (None, Some(_)) => Ok(Format::Html),
-            (None, None) => Ok(Format::Text),
+        const FORMATS: [Format; 3] = [Format::Text, Format::Json, Format::Html];
+        const MEDIA: [&str; 3] = ["text/plain", "application/json", "text/html"];
+        match accept::preferred(accept.unwrap_or(""), &MEDIA) {
+            Some(index) => Ok(FORMATS[index]),
+            None => Err(DebugResponse::refusal(
+                406,
+                "`Accept` accepts none of this view's formats: text/plain, application/json, \
+                 text/html (or ask with format=text, format=json or format=html)\n",
+            )),
         }
     }
 
