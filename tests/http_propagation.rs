@@ -390,3 +390,55 @@ fn an_edge_service_can_refuse_to_pass_on_its_callers_baggage() {
         assert_eq!(text, expected, "forwarding {forwarding}");
     }
 }
+
+/// A handler still waiting when its server stops is dropped inside its
+/// request's context: what it held across `.await` sees the request and
+/// the caller's trace as it goes, as its polls did.
+#[test]
+fn a_handler_dropped_unfinished_at_the_stop_is_dropped_in_its_request() {
+    use std::io::Write;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    struct SeenOnDrop(mpsc::Sender<(Option<String>, Option<String>)>);
+    impl Drop for SeenOnDrop {
+        fn drop(&mut self) {
+            let path = milieu::http::RequestInfo::current()
+                .ok()
+                .map(|info| info.path().to_owned());
+            let trace = milieu::get::<TraceContext>()
+                .ok()
+                .map(|trace| trace.trace_id().to_string());
+            let _ = self.0.send((path, trace));
+        }
+    }
+
+    let (dropped, seen) = mpsc::channel();
+    let (started, has_started) = mpsc::channel();
+    // The handler is `Fn + Sync`: the senders wait in mutexes.
+    let (dropped, started) = (Mutex::new(dropped), Mutex::new(started));
+    let server = HttpServer::serve(Server::new().serve(move |_: Request| {
+        let held = SeenOnDrop(dropped.lock().unwrap().clone());
+        started.lock().unwrap().send(()).unwrap();
+        async move {
+            let _held = held;
+            std::future::pending::<Response>().await
+        }
+    }));
+    let mut stream = common::connect(server.addr);
+    write!(
+        stream,
+        "GET /waits HTTP/1.1\r\nHost: t\r\ntraceparent: \
+         00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"
+    )
+    .unwrap();
+    has_started
+        .recv_timeout(SOCKET_DEADLINE)
+        .expect("the handler runs");
+    // Stops the reactor and joins its thread: the waiting handler is
+    // dropped with the reactor's tasks.
+    drop(server);
+    let (path, trace) = seen.recv_timeout(SOCKET_DEADLINE).expect("dropped");
+    assert_eq!(path.as_deref(), Some("/waits"));
+    assert_eq!(trace.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+}

@@ -411,6 +411,7 @@ fn in_request_future(
             info: Arc::new(info),
             context,
             span,
+            finished: false,
         })),
     }
 }
@@ -460,6 +461,27 @@ struct InRequest {
     /// when the server reads nothing from callers.
     context: Option<FromCaller>,
     span: tracing::Span,
+    /// Whether `future` has given its response.
+    finished: bool,
+}
+
+/// The request's context entered, until the value returned drops: its
+/// span, what it brought from its caller, and its `RequestInfo`, lent.
+/// Private, and never forgotten: the lent `info` must outlive the install,
+/// which the borrow of `info` for the value's life ensures.
+fn enter_request<'a>(
+    span: &'a tracing::Span,
+    context: Option<&'a FromCaller>,
+    info: &'a Arc<RequestInfo>,
+) -> impl Sized + 'a {
+    let entered = span.enter();
+    let context = context.map(FromCaller::enter);
+    // SAFETY: `info` stays borrowed for as long as the returned value,
+    // which holds the guard, lives.
+    let info =
+        unsafe { crate::context::provide_local_lent(info, "the HTTP request being handled") };
+    // Dropped in this order: the newest install first.
+    (info, context, entered)
 }
 
 impl Future for InRequest {
@@ -467,23 +489,40 @@ impl Future for InRequest {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
         let this = &mut *self;
-        let _entered = this.span.enter();
-        let _context = this.context.as_ref().map(|context| context.enter());
-        // SAFETY: `this.info` is neither dropped nor replaced while this
-        // poll runs, and the guard drops at its end (also when unwinding).
-        let _info = unsafe {
-            crate::context::provide_local_lent(&this.info, "the HTTP request being handled")
-        };
+        let _in_request = enter_request(&this.span, this.context.as_ref(), &this.info);
         loop {
             let response = ready!(this.future.as_mut().poll(cx));
             match this.retry_as_get.take() {
                 Some(retry) if declines_head(&response) => match retry() {
-                    Reply::Now(response) => return Poll::Ready(response),
+                    Reply::Now(response) => {
+                        this.finished = true;
+                        return Poll::Ready(response);
+                    }
                     // Polled at once, in this install.
                     Reply::Later(future) => this.future = future,
                 },
-                _ => return Poll::Ready(response),
+                _ => {
+                    this.finished = true;
+                    return Poll::Ready(response);
+                }
             }
         }
+    }
+}
+
+impl Drop for InRequest {
+    /// A handler dropped before it answered (the reactor stopped) is
+    /// dropped inside its request's context, so what it held across
+    /// `.await` sees the request as its polls did.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // A stand-in that allocates nothing (a zero-sized future).
+        let unfinished: Pin<Box<dyn Future<Output = Response> + Send>> =
+            Box::pin(std::future::pending());
+        let future = std::mem::replace(&mut self.future, unfinished);
+        let _in_request = enter_request(&self.span, self.context.as_ref(), &self.info);
+        drop(future);
     }
 }
