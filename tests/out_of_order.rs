@@ -188,3 +188,40 @@ fn a_guard_held_across_await_is_detected_when_the_future_returns_a_large_value()
     assert!(out.iter().all(|&b| b == 2));
     assert_eq!(milieu::dump(), before);
 }
+
+/// A wrapped future dropped unfinished whose destructor leaves an install
+/// behind: the stray install is removed and reported as an error event, not
+/// a panic out of the drop (which would abort at thread exit, and cut
+/// short whatever destructor dropped the future).
+#[test]
+fn an_install_left_by_a_wrapped_futures_drop_is_an_error_event_not_a_panic() {
+    struct LeavesAnInstall;
+    impl Drop for LeavesAnInstall {
+        fn drop(&mut self) {
+            std::mem::forget(milieu::provide(C));
+        }
+    }
+    let before = milieu::dump();
+    let future = {
+        let _a = milieu::provide(A(5));
+        let held = LeavesAnInstall;
+        async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        }
+        .in_current_context()
+    };
+    let capture = Capture::new();
+    tracing::subscriber::with_default(capture.clone(), || {
+        catch(|| drop(future)).expect("no panic out of the drop");
+    });
+    let errors: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter(|event| event.level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_contains(&errors[0].message, "out of order");
+    assert_eq!(milieu::dump(), before, "the stray install was removed");
+    assert!(!milieu::contains::<C>());
+}

@@ -591,3 +591,36 @@ fn what_a_cancelled_request_held_is_dropped_inside_its_context() {
         }
     });
 }
+
+/// A response future still waiting when its thread exits, kept in a
+/// thread-local destroyed after milieu's state: it is dropped without the
+/// request's context (there is none left), not with a panic inside a
+/// thread-local destructor, which would abort the process.
+#[test]
+fn a_request_dropped_after_its_threads_context_state_is_gone_does_not_abort() {
+    use std::cell::RefCell;
+    use tower::{Layer, Service};
+    thread_local! {
+        static KEPT: RefCell<Vec<Box<dyn std::any::Any>>> = const { RefCell::new(Vec::new()) };
+    }
+    let (dropped, seen) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // Used first, so its destructor is registered before milieu's
+        // state's, and runs after it.
+        KEPT.with(|_| ());
+        let mut service =
+            ContextLayer::new().layer(tower::service_fn(move |_: http::Request<()>| {
+                let held = SeenOnDrop(dropped.clone());
+                async move {
+                    let _held = held;
+                    std::future::pending::<Result<http::Response<String>, Infallible>>().await
+                }
+            }));
+        let mut future = Box::pin(service.call(http::Request::new(())));
+        assert!(common::poll_once(future.as_mut()).is_pending());
+        KEPT.with(|kept| kept.borrow_mut().push(Box::new(future)));
+    });
+    assert!(thread.join().is_ok(), "no panic at the thread's exit");
+    let (path, trace) = seen.recv().expect("the handler's future was dropped");
+    assert_eq!((path, trace), (None, None), "no context left to drop it in");
+}

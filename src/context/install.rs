@@ -3,7 +3,6 @@
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
-#[cfg(any(feature = "http", feature = "tower"))]
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -111,6 +110,11 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 /// up yet, the install takes a count of its own). The servers install a
 /// request's `RequestInfo` this way around every poll of its handler.
 ///
+/// `None`, and nothing installed, on a thread whose context state is gone
+/// (thread exit): a request dropped from another thread-local's
+/// destructor then drops without its context, instead of panicking in a
+/// destructor (an abort).
+///
 /// # Safety
 ///
 /// `value` (the caller's `Arc`) outlives the guard: the guard is dropped,
@@ -119,7 +123,10 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 #[cfg(any(feature = "http", feature = "tower"))]
 #[track_caller]
 #[inline]
-pub(crate) unsafe fn provide_local_lent<T: 'static>(value: &Arc<T>, reason: &'static str) -> Guard {
+pub(crate) unsafe fn provide_local_lent<T: 'static>(
+    value: &Arc<T>,
+    reason: &'static str,
+) -> Option<Guard> {
     let site = Location::caller();
     let (type_id, type_name) = (TypeId::of::<T>(), std::any::type_name::<T>());
     // A copy of the caller's `Arc` that counts no reference, as a
@@ -131,11 +138,8 @@ pub(crate) unsafe fn provide_local_lent<T: 'static>(value: &Arc<T>, reason: &'st
     // SAFETY: the caller's promise.
     let value = unsafe { LocalValue::lent(ManuallyDrop::new(copy)) };
     let reason = Cow::Borrowed(reason);
-    match State::try_with(move |state| state.install_local(type_id, type_name, value, reason, site))
-    {
-        Some(id) => Guard::from_push(id, site),
-        None => destroyed(site),
-    }
+    State::try_with(move |state| state.install_local(type_id, type_name, value, reason, site))
+        .map(|id| Guard::from_push(id, site))
 }
 
 /// Starts a [`Scope`]: several entries installed as one frame, with options.
@@ -563,13 +567,41 @@ pub(crate) fn out_of_order_report(dropped_site: &Location<'_>, slots: &[Slot]) -
 }
 
 /// Reports misuse: a panic, or an error event when already unwinding
-/// (a second panic would abort the process).
+/// (a second panic would abort the process) or inside a wrapper's drop
+/// ([`reporting_misuse_as_errors`]).
 pub(crate) fn misuse(report: String) {
-    if std::thread::panicking() {
+    let in_drop = MISUSE_AS_ERRORS.try_with(Cell::get).unwrap_or(0) > 0;
+    if in_drop || std::thread::panicking() {
         tracing::error!(target: "milieu", "{report}");
     } else {
         panic!("{report}");
     }
+}
+
+thread_local! {
+    /// How many wrapper drops are running [`reporting_misuse_as_errors`]
+    /// on this thread.
+    static MISUSE_AS_ERRORS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f`, the drop of what a wrapper holds inside its context, with
+/// misuse reported as error events, not panics: a panic from a destructor
+/// aborts the process at thread exit and cuts short the destructor that
+/// called it (a reactor's, say). The stray installs are removed all the
+/// same.
+pub(crate) fn reporting_misuse_as_errors<R>(f: impl FnOnce() -> R) -> R {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            let _ = MISUSE_AS_ERRORS.try_with(|depth| depth.set(depth.get() - 1));
+        }
+    }
+    let counted = MISUSE_AS_ERRORS
+        .try_with(|depth| depth.set(depth.get() + 1))
+        .is_ok();
+    // Only when the count went up does it come down.
+    let _leave = counted.then_some(Leave);
+    f()
 }
 
 #[cfg(all(test, feature = "tower"))]

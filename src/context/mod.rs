@@ -41,7 +41,7 @@ pub(crate) use frame::HopLabel;
 pub(crate) use snapshot::PendingHop;
 
 pub(crate) use frame::Frame;
-pub(crate) use install::{misuse, out_of_order_report};
+pub(crate) use install::{misuse, out_of_order_report, reporting_misuse_as_errors};
 #[cfg(any(feature = "http", feature = "tower"))]
 pub(crate) use install::{provide_local_lent, scope_with_capacity};
 pub(crate) use lookup::contains_id;

@@ -475,7 +475,9 @@ fn enter_request<'a>(
     info: &'a Arc<RequestInfo>,
 ) -> impl Sized + 'a {
     let entered = span.enter();
-    let context = context.map(FromCaller::enter);
+    // A closure, not `FromCaller::enter` itself, so that its
+    // `#[track_caller]` site is this line, not one inside `core`.
+    let context = context.map(|context| context.enter());
     // SAFETY: `info` stays borrowed for as long as the returned value,
     // which holds the guard, lives.
     let info =
@@ -515,14 +517,21 @@ impl Drop for InRequest {
     /// dropped inside its request's context, so what it held across
     /// `.await` sees the request as its polls did.
     fn drop(&mut self) {
-        if self.finished {
+        // On a thread whose milieu state is gone (a reactor dropped from a
+        // thread-local's destructor), the future drops as it is: entering
+        // would panic in a destructor, an abort.
+        if self.finished || crate::context::State::try_with(|_| ()).is_none() {
             return;
         }
         // A stand-in that allocates nothing (a zero-sized future).
         let unfinished: Pin<Box<dyn Future<Output = Response> + Send>> =
             Box::pin(std::future::pending());
         let future = std::mem::replace(&mut self.future, unfinished);
-        let _in_request = enter_request(&self.span, self.context.as_ref(), &self.info);
-        drop(future);
+        // Misuse found on the way is an error event, not a panic out of
+        // the reactor's drop.
+        crate::context::reporting_misuse_as_errors(|| {
+            let _in_request = enter_request(&self.span, self.context.as_ref(), &self.info);
+            drop(future);
+        });
     }
 }

@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::context::{misuse, out_of_order_report, Context, Frame, HopKind, Scope, State};
+use crate::context::{
+    misuse, out_of_order_report, reporting_misuse_as_errors, Context, Frame, HopKind, Scope, State,
+};
 
 pin_project_lite::pin_project! {
     /// A future that runs inside a captured context.
@@ -30,7 +32,10 @@ pin_project_lite::pin_project! {
     /// `select!`, a request whose client went away) is dropped inside the
     /// captured context too, so the destructors of what it held across
     /// `.await` (a transaction rolling back, a log line) see what its polls
-    /// saw. A finished future is dropped as it is.
+    /// saw. A finished future is dropped as it is. An install such a drop
+    /// leaves behind is removed and reported as an error event (target
+    /// `milieu`), not a panic: a panic out of a destructor would abort the
+    /// process at thread exit.
     #[must_use = "futures do nothing unless polled"]
     pub struct WithContext<F> {
         // Dropped by hand, in `drop`, inside the context when unfinished.
@@ -47,16 +52,13 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for WithContext<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // SAFETY: only to drop it in place below (pinned, it never
-            // moves).
-            let inner = unsafe { this.inner.get_unchecked_mut() };
-            // SAFETY: called once, here in the wrapper's own drop, after
-            // which nothing touches `inner`.
-            let mut drop_inner = move || unsafe { ManuallyDrop::drop(inner) };
+            // SAFETY: this is the wrapper's drop: nothing touches `inner`
+            // after it.
+            let inner = unsafe { DropInPlace::new(this.inner.get_unchecked_mut()) };
             if *this.finished {
-                drop_inner();
+                drop(inner);
             } else {
-                drop_unfinished_in_frame(this.frame, this.site, drop_inner);
+                drop_unfinished_in_frame(this.frame, this.site, move || drop(inner));
             }
             // A spawned task's hop frame, when nothing else holds it, is
             // kept for the thread's next spawn.
@@ -117,13 +119,37 @@ impl<F: Future> Future for WithContext<F> {
 
 /// Drops what a future wrapper holds (`drop_it`) inside the wrapper's
 /// frame, for a future dropped before it finished. No arrival is recorded:
-/// a future dropped unpolled never arrived anywhere.
-pub(crate) fn drop_unfinished_in_frame(
+/// a future dropped unpolled never arrived anywhere. Misuse found on the
+/// way (an install the drop left behind) is reported as an error event,
+/// not a panic out of a destructor.
+fn drop_unfinished_in_frame(
     slot: &mut Option<Arc<Frame>>,
     site: &'static Location<'static>,
     drop_it: impl FnOnce(),
 ) {
-    run_in_frame(slot, &mut true, site, drop_it);
+    reporting_misuse_as_errors(|| run_in_frame(slot, &mut true, site, drop_it));
+}
+
+/// A wrapper's pinned `ManuallyDrop` field, dropped in place when this
+/// goes: where the closure meant to drop it runs, or wherever it is
+/// dropped unrun (something before it panicked), so the value is dropped
+/// on every path, as pinned data must be before its memory is reused.
+pub(crate) struct DropInPlace<'a, T>(&'a mut ManuallyDrop<T>);
+
+impl<'a, T> DropInPlace<'a, T> {
+    /// # Safety
+    ///
+    /// Nothing reads or drops `value` after this is made: this drops it.
+    pub(crate) unsafe fn new(value: &'a mut ManuallyDrop<T>) -> DropInPlace<'a, T> {
+        DropInPlace(value)
+    }
+}
+
+impl<T> Drop for DropInPlace<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `new`'s contract: the value is dropped once, here.
+        unsafe { ManuallyDrop::drop(self.0) }
+    }
 }
 
 /// Runs `f` with the frame in `slot` (one [`Context::frame_for_entering`]

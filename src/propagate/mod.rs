@@ -5,5 +5,5 @@ mod future;
 pub mod thread;
 
 #[cfg(feature = "tower")]
-pub(crate) use future::run_in_frame;
+pub(crate) use future::{run_in_frame, DropInPlace};
 pub use future::{FutureExt, ScopeExt, WithContext};

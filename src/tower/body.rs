@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::request::InRequest;
+use crate::propagate::DropInPlace;
 
 pin_project! {
     /// A response body that [`ContextService`](super::ContextService)
@@ -31,16 +32,12 @@ pin_project! {
     impl<B> PinnedDrop for ContextBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // SAFETY: only to drop it in place below (pinned, it never
-            // moves).
-            let body = unsafe { this.body.get_unchecked_mut() };
-            let unfinished = !*this.ended;
-            // SAFETY: called once, here in the wrapper's own drop, after
-            // which nothing touches `body`.
-            let mut drop_body = move || unsafe { ManuallyDrop::drop(body) };
+            // SAFETY: this is the wrapper's drop: nothing touches `body`
+            // after it.
+            let body = unsafe { DropInPlace::new(this.body.get_unchecked_mut()) };
             match this.request {
-                Some(request) if unfinished => request.run(drop_body),
-                _ => drop_body(),
+                Some(request) if !*this.ended => request.drop_inside(move || drop(body)),
+                _ => drop(body),
             }
         }
     }

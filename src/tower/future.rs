@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::body::ContextBody;
 use super::request::InRequest;
+use crate::propagate::DropInPlace;
 
 pin_project! {
     /// The future [`ContextService`](super::ContextService) returns: the
@@ -32,15 +33,12 @@ pin_project! {
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // SAFETY: only to drop it in place below (pinned, it never
-            // moves).
-            let future = unsafe { this.future.get_unchecked_mut() };
-            // SAFETY: called once, here in the wrapper's own drop, after
-            // which nothing touches `future`.
-            let mut drop_future = move || unsafe { ManuallyDrop::drop(future) };
+            // SAFETY: this is the wrapper's drop: nothing touches `future`
+            // after it.
+            let future = unsafe { DropInPlace::new(this.future.get_unchecked_mut()) };
             match this.request {
-                Some(request) => request.run(drop_future),
-                None => drop_future(),
+                Some(request) => request.drop_inside(move || drop(future)),
+                None => drop(future),
             }
         }
     }

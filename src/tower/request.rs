@@ -58,9 +58,29 @@ impl InRequest {
     /// the install around `f`: `self` holds its `Arc` until after `run`.
     #[inline]
     pub(super) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let _span = self.span.enter();
         #[cfg(feature = "opentelemetry")]
         let _opentelemetry = self.opentelemetry.clone().attach();
+        self.run_in_milieu(f)
+    }
+
+    /// Drops what a response future or body holds (`drop_it`) inside the
+    /// request's context, for one dropped before it finished; misuse
+    /// found on the way is reported as an error event, not a panic out of
+    /// a destructor. On a thread whose milieu state is gone (a drop from
+    /// another thread-local's destructor) it drops without the context,
+    /// and OpenTelemetry's is not attached (its thread-local may be gone
+    /// too): nothing here may panic.
+    pub(super) fn drop_inside(&mut self, drop_it: impl FnOnce()) {
+        if State::try_with(|_| ()).is_none() {
+            return drop_it();
+        }
+        crate::context::reporting_misuse_as_errors(|| self.run_in_milieu(drop_it));
+    }
+
+    /// [`run`](InRequest::run) but for OpenTelemetry's context.
+    #[inline]
+    fn run_in_milieu<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let _span = self.span.enter();
         let info = &self.info;
         run_in_frame(&mut self.frame, &mut self.arrived, self.site, || {
             // A local entry is never carried into a snapshot (that is what
