@@ -396,22 +396,10 @@ fn an_edge_service_can_refuse_to_pass_on_its_callers_baggage() {
 /// the caller's trace as it goes, as its polls did.
 #[test]
 fn a_handler_dropped_unfinished_at_the_stop_is_dropped_in_its_request() {
+    use common::SeenOnDrop;
     use std::io::Write;
     use std::sync::mpsc;
     use std::sync::Mutex;
-
-    struct SeenOnDrop(mpsc::Sender<(Option<String>, Option<String>)>);
-    impl Drop for SeenOnDrop {
-        fn drop(&mut self) {
-            let path = milieu::http::RequestInfo::current()
-                .ok()
-                .map(|info| info.path().to_owned());
-            let trace = milieu::get::<TraceContext>()
-                .ok()
-                .map(|trace| trace.trace_id().to_string());
-            let _ = self.0.send((path, trace));
-        }
-    }
 
     let (dropped, seen) = mpsc::channel();
     let (started, has_started) = mpsc::channel();

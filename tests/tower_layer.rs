@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Path};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use common::{assert_contains, assert_not_contains, Capture};
+use common::{assert_contains, assert_not_contains, Capture, SeenOnDrop};
 use milieu::dump::{HopKind, Policy};
 use milieu::remote::{Propagation, TraceContext};
 use milieu::tower::{ContextLayer, MissingContext, RequestInfo};
@@ -500,22 +500,6 @@ fn the_layer_serves_hyper_directly() {
             "#1 GET /hyper/x /hyper/x?y=1 db=orders.sqlite trace=4bf92f3577b34da6a3ce929d0e0e4736"
         );
     });
-}
-
-/// What a value a handler holds across `.await` saw when it was dropped:
-/// the request's path and trace id, if they were in the context.
-struct SeenOnDrop(std::sync::mpsc::Sender<(Option<String>, Option<String>)>);
-
-impl Drop for SeenOnDrop {
-    fn drop(&mut self) {
-        let path = RequestInfo::current()
-            .ok()
-            .map(|info| info.path().to_owned());
-        let trace = milieu::get::<TraceContext>()
-            .ok()
-            .map(|trace| trace.trace_id().to_string());
-        let _ = self.0.send((path, trace));
-    }
 }
 
 /// A client that goes away while its request is still being handled: the

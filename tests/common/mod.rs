@@ -317,3 +317,22 @@ pub fn without_date(responses: &str) -> String {
     );
     out
 }
+
+/// A value a handler holds across `.await`: its drop sends the request's
+/// path and trace id as the context shows them then (`None` for what is
+/// not there), to tell whether it was dropped inside the request.
+#[cfg(feature = "remote")]
+pub struct SeenOnDrop(pub std::sync::mpsc::Sender<(Option<String>, Option<String>)>);
+
+#[cfg(feature = "remote")]
+impl Drop for SeenOnDrop {
+    fn drop(&mut self) {
+        let path = milieu::remote::RequestInfo::current()
+            .ok()
+            .map(|info| info.path().to_owned());
+        let trace = milieu::get::<milieu::remote::TraceContext>()
+            .ok()
+            .map(|trace| trace.trace_id().to_string());
+        let _ = self.0.send((path, trace));
+    }
+}
