@@ -6,7 +6,9 @@
 # keep-alive requests (benches/http_client.py); the difference of the two
 # totals divided by N is one request's cost, server side (hyper, axum,
 # the layer, tokio). A third side, `--passthrough-layer`, is a layer of
-# the same shape that does nothing (what axum charges for any layer). See
+# the same shape that does nothing (what axum charges for any layer). Two
+# more sides put each layer around the whole router instead of through
+# `Router::layer` (`--layer-outside`, `--passthrough-layer-outside`). See
 # docs/benchmarks.md, "axum hello with the layer".
 #
 # Usage: bash benches/axum_instructions.sh [-n N]
@@ -40,5 +42,9 @@ per_request() {
 without=$(per_request)
 with=$(per_request --layer)
 pass=$(per_request --passthrough-layer)
-echo "instructions per GET / ($n requests): without the layer $without, with it $with (+$((with - without)), $(python3 -c "print(f'{$with/$without:.2f}')")x)"
+outside=$(per_request --layer-outside)
+pass_outside=$(per_request --passthrough-layer-outside)
+times() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo "instructions per GET / ($n requests): without the layer $without, with it $with (+$((with - without)), $(times "$with" "$without")x)"
 echo "with a do-nothing layer of the same shape (--passthrough-layer): $pass (+$((pass - without)): what axum charges for any layer); the layer's own work: +$((with - pass))"
+echo "around the whole router (--layer-outside): $outside (+$((outside - without)), $(times "$outside" "$without")x); the do-nothing layer there (--passthrough-layer-outside): $pass_outside (+$((pass_outside - without))); the layer's own work there: +$((outside - pass_outside))"

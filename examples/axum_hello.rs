@@ -4,7 +4,8 @@
 //! layer").
 //!
 //! ```text
-//! cargo run --release --example axum_hello --features axum,tokio -- --addr 127.0.0.1:0 [--layer]
+//! cargo run --release --example axum_hello --features axum,tokio -- --addr 127.0.0.1:0 \
+//!     [--layer | --passthrough-layer | --layer-outside | --passthrough-layer-outside]
 //! ```
 //!
 //! Prints `listening on ADDR` first. With `--layer`, the handler reads
@@ -12,6 +13,11 @@
 //! layer would (and the layer continues or starts a W3C trace per
 //! request); without it, the handler answers the same bytes with no
 //! lookup.
+//!
+//! The layer goes where axum's documentation puts middleware,
+//! `Router::layer`. The `-outside` sides wrap the whole router instead,
+//! the other place a tower layer can go with `axum::serve`: around the
+//! `Router` as one service, its body turned back into axum's `Body`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +28,8 @@ use axum::routing::get;
 use axum::Router;
 use http_body::{Body, Frame, SizeHint};
 use milieu::tower::{ContextLayer, RequestInfo};
+use tower::make::Shared;
+use tower::util::MapResponse;
 use tower::{Layer, Service};
 
 const BODY: &str = "hello from milieu\n";
@@ -49,6 +57,11 @@ enum Wrap {
     /// the layered service's future and the new body type), measured on
     /// its own.
     Passthrough,
+    /// milieu's `ContextLayer` around the whole router rather than
+    /// through `Router::layer`.
+    ContextOutside,
+    /// The do-nothing layer around the whole router.
+    PassthroughOutside,
 }
 
 fn args() -> Result<(SocketAddr, Wrap), String> {
@@ -63,9 +76,12 @@ fn args() -> Result<(SocketAddr, Wrap), String> {
             }
             "--layer" => layer = Wrap::Context,
             "--passthrough-layer" => layer = Wrap::Passthrough,
+            "--layer-outside" => layer = Wrap::ContextOutside,
+            "--passthrough-layer-outside" => layer = Wrap::PassthroughOutside,
             other => {
                 return Err(format!(
-                    "usage: axum_hello [--addr HOST:PORT] [--layer | --passthrough-layer] (got {other:?})"
+                    "usage: axum_hello [--addr HOST:PORT] [--layer | --passthrough-layer | \
+                     --layer-outside | --passthrough-layer-outside] (got {other:?})"
                 ))
             }
         }
@@ -75,22 +91,50 @@ fn args() -> Result<(SocketAddr, Wrap), String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (addr, layer) = args()?;
-    let app = match layer {
-        Wrap::Context => Router::new()
-            .route("/", get(hello_in_context))
-            .layer(ContextLayer::new()),
-        Wrap::Passthrough => Router::new().route("/", get(hello)).layer(Passthrough),
-        Wrap::None => Router::new().route("/", get(hello)),
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on {}", listener.local_addr()?);
-        axum::serve(listener, app).await
+        match layer {
+            Wrap::None => axum::serve(listener, Router::new().route("/", get(hello))).await,
+            Wrap::Context => {
+                let app = Router::new()
+                    .route("/", get(hello_in_context))
+                    .layer(ContextLayer::new());
+                axum::serve(listener, app).await
+            }
+            Wrap::Passthrough => {
+                let app = Router::new().route("/", get(hello)).layer(Passthrough);
+                axum::serve(listener, app).await
+            }
+            Wrap::ContextOutside => {
+                let app =
+                    ContextLayer::new().layer(Router::new().route("/", get(hello_in_context)));
+                axum::serve(listener, Shared::new(into_axum_body(app))).await
+            }
+            Wrap::PassthroughOutside => {
+                let app = Passthrough.layer(Router::new().route("/", get(hello)));
+                axum::serve(listener, Shared::new(into_axum_body(app))).await
+            }
+        }
     })?;
     Ok(())
+}
+
+/// `service` answering with axum's `Body`, as `axum::serve` wants: the
+/// price of wrapping the whole router (one more box per response body).
+fn into_axum_body<S, B>(
+    service: S,
+) -> MapResponse<S, impl Fn(http::Response<B>) -> axum::response::Response + Clone>
+where
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    MapResponse::new(service, |response: http::Response<B>| {
+        response.map(axum::body::Body::new)
+    })
 }
 
 /// The do-nothing layer of `--passthrough-layer` (see [`Wrap`]).

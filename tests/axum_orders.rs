@@ -12,6 +12,9 @@ mod app;
 #[path = "../examples/orders/line_item.rs"]
 mod line_item;
 #[allow(dead_code)]
+#[path = "../examples/axum_orders/serve.rs"]
+mod serve;
+#[allow(dead_code)]
 #[path = "../examples/orders/store.rs"]
 mod store;
 
@@ -34,6 +37,12 @@ fn binary() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// The example's own limits, for the routes served in-process.
+const LIMITS: serve::Limits = serve::Limits {
+    read_timeout: std::time::Duration::from_secs(30),
+    body_bytes: 2 * 1024 * 1024,
+};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -130,7 +139,7 @@ fn ten_thousand_tasks_through_the_layer_see_only_their_own_context() {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(4).enable_all();
     let runtime = milieu::tokio::Runtime::from_builder(&mut builder, root).unwrap();
-    let router = app::public(ContextLayer::new());
+    let router = app::public(ContextLayer::new(), LIMITS);
     let results = runtime.block_on(async move {
         let tasks: Vec<_> = (1..=TASKS)
             .map(|i| {
@@ -200,4 +209,64 @@ fn a_half_sent_request_does_not_hold_up_the_stop() {
     let mut rest = Vec::new();
     let _ = half.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// A client that never finishes its header fields is disconnected after
+/// `--read-timeout` (`axum::serve` alone would keep the connection for
+/// ever), while other clients are served meanwhile.
+#[test]
+fn a_client_that_never_ends_its_header_fields_is_disconnected() {
+    use std::io::Write;
+    let server = Server::orders_from(&binary(), &["--read-timeout", "1"]);
+    let mut slow = common::connect(server.addr);
+    slow.write_all(b"GET /orders HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    assert_eq!(server.get("/").status, 200);
+    let started = std::time::Instant::now();
+    let answer = common::read_to_end(&mut slow);
+    // hyper closes it without an answer.
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // Well before the test client's own deadline gives up on the read.
+    assert!(started.elapsed() < common::SOCKET_DEADLINE / 2);
+}
+
+/// A client that sends its header fields and then not all of its body is
+/// answered `408`, with the connection closed, after `--read-timeout`;
+/// the handler never runs (no order is placed).
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use std::io::Write;
+    let server = Server::orders_from(&binary(), &["--read-timeout", "1"]);
+    let mut slow = common::connect(server.addr);
+    slow.write_all(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let answer = String::from_utf8(common::read_to_end(&mut slow)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert_contains(&answer.to_ascii_lowercase(), "connection: close");
+    assert_contains(&answer, "the body did not arrive within 1s");
+    assert_eq!(server.get("/orders").json(), serde_json::json!([]));
+}
+
+/// The body is read in full before the handler, up to the limit: one byte
+/// over it is `413`, and a body of exactly the limit reaches the handler.
+#[test]
+fn a_body_over_the_limit_is_answered_413() {
+    use tower::ServiceExt;
+    let limits = serve::Limits {
+        body_bytes: 16,
+        ..LIMITS
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = |body: &'static str| {
+        let router = app::public(ContextLayer::new(), limits);
+        let request = http::Request::get("/")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        runtime.block_on(router.oneshot(request)).unwrap().status()
+    };
+    assert_eq!(status("seventeen bytes!!"), 413);
+    assert_eq!(status("sixteen bytes!!!"), 200);
 }

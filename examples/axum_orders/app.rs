@@ -19,6 +19,7 @@ use milieu::txn::{Database, TxError};
 use milieu::{Missing, Route};
 
 use crate::line_item::LineItem;
+use crate::serve::{read_body_within, Limits};
 use crate::store;
 
 /// The service's own figures: an entry of the root context.
@@ -160,22 +161,32 @@ async fn with_trace_id(mut response: Response) -> Response {
     response
 }
 
-/// The public routes, behind `layer`.
-pub fn public(layer: ContextLayer) -> Router {
+/// The public routes, behind `layer`; each request's body is read in full
+/// within `limits` before its handler runs.
+pub fn public(layer: ContextLayer, limits: Limits) -> Router {
     Router::new()
         .route("/", get(hello))
         .route("/orders", get(list_orders).post(place_order))
         .route("/orders/{id}", get(get_order))
         .layer(axum::middleware::map_response(with_trace_id))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            read_body_within,
+        ))
         .layer(layer)
 }
 
 /// The admin routes, behind `layer`: milieu's debug views
 /// (`/debug/context`, `/debug/stages`), which show install sites, peer
 /// addresses and the DB stage's load, so never on the public listener.
-pub fn admin(layer: ContextLayer, views: DebugViews) -> Router {
+/// Bodies are read within `limits` as on the public routes.
+pub fn admin(layer: ContextLayer, views: DebugViews, limits: Limits) -> Router {
     Router::new()
         .route_service("/debug/{*view}", DebugService::new(views))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            read_body_within,
+        ))
         .layer(layer)
 }
 

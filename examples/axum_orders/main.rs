@@ -31,10 +31,17 @@
 //! stops accepting, lets requests in flight finish for up to
 //! `--shutdown-grace SECS` (default 10), then closes the connections still
 //! open (a client that sends half a request holds none of it up).
+//!
+//! Slow clients are bounded by `--read-timeout SECS` (default 30): a
+//! connection whose next request's header fields are not all in within
+//! that time is closed (an idle keep-alive connection too), and a body
+//! not all in within that time gets `408` (see `serve.rs`: `axum::serve`
+//! sets no such bound).
 
 mod app;
 #[path = "../orders/line_item.rs"]
 mod line_item;
+mod serve;
 #[path = "../orders/store.rs"]
 mod store;
 
@@ -64,6 +71,9 @@ struct Args {
     /// How long requests in flight may take to finish after the stop
     /// signal.
     shutdown_grace: Duration,
+    /// How long a client may take to send a request's header fields, and
+    /// then its body.
+    read_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -72,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         admin_addr: None,
         data: PathBuf::from("axum-orders-data"),
         shutdown_grace: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -80,17 +91,17 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = parse_addr(&flag, &value()?)?,
             "--admin-addr" => args.admin_addr = Some(parse_addr(&flag, &value()?)?),
             "--data" => args.data = PathBuf::from(value()?),
-            "--shutdown-grace" => {
-                let secs = value()?;
-                args.shutdown_grace = secs
-                    .parse()
-                    .map(Duration::from_secs)
-                    .map_err(|e| format!("{flag} {secs:?}: not a number of seconds ({e})"))?;
+            "--shutdown-grace" => args.shutdown_grace = parse_secs(&flag, &value()?)?,
+            "--read-timeout" => {
+                args.read_timeout = parse_secs(&flag, &value()?)?;
+                if args.read_timeout.is_zero() {
+                    return Err(format!("{flag} 0: a client needs some time"));
+                }
             }
             "--help" | "-h" => {
                 return Err(
                     "usage: axum_orders [--addr ADDR] [--admin-addr ADDR] [--data DIR] \
-                     [--shutdown-grace SECS]"
+                     [--shutdown-grace SECS] [--read-timeout SECS]"
                         .to_owned(),
                 )
             }
@@ -98,6 +109,13 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+fn parse_secs(flag: &str, value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("{flag} {value:?}: not a number of seconds ({e})"))
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
@@ -194,40 +212,25 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             None => None,
         };
         std::io::stdout().flush()?;
-        if let Some(admin) = admin {
-            let app = app::admin(layer.clone(), views)
-                .into_make_service_with_connect_info::<SocketAddr>();
-            milieu::tokio::spawn(async move { axum::serve(admin, app).await });
-        }
-        let app = app::public(layer).into_make_service_with_connect_info::<SocketAddr>();
-        // axum's graceful shutdown waits for every open connection to
-        // finish its request, with no bound: one client that never sends
-        // the rest of its request would keep the service up for ever. So
-        // the wait is bounded; the connections left are dropped with the
-        // runtime.
-        let (stopping, stopped) = tokio::sync::oneshot::channel();
-        let signal = async move {
-            stop_signal().await;
-            let _ = stopping.send(());
+        let limits = serve::Limits {
+            read_timeout: args.read_timeout,
+            // axum's own default for the extractors that read a body.
+            body_bytes: 2 * 1024 * 1024,
         };
-        let serve = axum::serve(public, app).with_graceful_shutdown(signal);
-        tokio::select! {
-            served = serve => served,
-            () = async {
-                // Never resolves when `serve` ended on its own (the sender
-                // dropped without a signal): `serve`'s branch wins then.
-                if stopped.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(args.shutdown_grace).await;
-            } => {
-                tracing::warn!(
-                    "{:?} after the stop signal, requests still in flight are dropped",
-                    args.shutdown_grace
-                );
-                Ok(())
-            }
+        if let Some(admin) = admin {
+            let app = app::admin(layer.clone(), views, limits);
+            let forever = std::future::pending();
+            milieu::tokio::spawn(serve::serve(
+                admin,
+                app,
+                limits,
+                forever,
+                args.shutdown_grace,
+            ));
         }
+        let app = app::public(layer, limits);
+        serve::serve(public, app, limits, stop_signal(), args.shutdown_grace).await;
+        Ok::<_, std::io::Error>(())
     });
     drop(runtime);
     db.close(milieu::stage::CloseMode::Drain)?;
