@@ -40,8 +40,9 @@ fn binary() -> std::path::PathBuf {
 
 /// The example's own limits, for the routes served in-process.
 const LIMITS: serve::Limits = serve::Limits {
-    read_timeout: std::time::Duration::from_secs(30),
-    body_bytes: 2 * 1024 * 1024,
+    client_timeout: std::time::Duration::from_secs(30),
+    body_bytes: 64 * 1024,
+    connections: 1024,
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -212,12 +213,12 @@ fn a_half_sent_request_does_not_hold_up_the_stop() {
 }
 
 /// A client that never finishes its header fields is disconnected after
-/// `--read-timeout` (`axum::serve` alone would keep the connection for
+/// `--client-timeout` (`axum::serve` alone would keep the connection for
 /// ever), while other clients are served meanwhile.
 #[test]
 fn a_client_that_never_ends_its_header_fields_is_disconnected() {
     use std::io::Write;
-    let server = Server::orders_from(&binary(), &["--read-timeout", "1"]);
+    let server = Server::orders_from(&binary(), &["--client-timeout", "1"]);
     let mut slow = common::connect(server.addr);
     slow.write_all(b"GET /orders HTTP/1.1\r\nHost: t\r\n")
         .unwrap();
@@ -231,12 +232,12 @@ fn a_client_that_never_ends_its_header_fields_is_disconnected() {
 }
 
 /// A client that sends its header fields and then not all of its body is
-/// answered `408`, with the connection closed, after `--read-timeout`;
+/// answered `408`, with the connection closed, after `--client-timeout`;
 /// the handler never runs (no order is placed).
 #[test]
 fn a_body_that_does_not_arrive_in_time_is_answered_408() {
     use std::io::Write;
-    let server = Server::orders_from(&binary(), &["--read-timeout", "1"]);
+    let server = Server::orders_from(&binary(), &["--client-timeout", "1"]);
     let mut slow = common::connect(server.addr);
     slow.write_all(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
@@ -269,4 +270,101 @@ fn a_body_over_the_limit_is_answered_413() {
     };
     assert_eq!(status("seventeen bytes!!"), 413);
     assert_eq!(status("sixteen bytes!!!"), 200);
+}
+
+/// A `Content-Length` over the limit is answered `413` at once: no
+/// `100 Continue`, no wait for the body.
+#[test]
+fn a_declared_length_over_the_limit_is_answered_413_before_the_body() {
+    use std::io::Write;
+    let server = Server::orders_from(&binary(), &[]);
+    let mut client = common::connect(server.addr);
+    client
+        .write_all(
+            b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 65537\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let answer = String::from_utf8(common::read_to_end(&mut client)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert_contains(&answer, "the body is over 65536 bytes");
+}
+
+/// A client that sends requests and never reads the answers is let go
+/// once a write has made no progress for `--client-timeout`, instead of
+/// holding its connection (and the stop) for ever.
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let server = Server::orders_from(&binary(), &["--client-timeout", "1"]);
+    let mut client = common::server::small_window_client(server.addr, 4096);
+    const REQUESTS: usize = 50_000;
+    let requests = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(REQUESTS);
+    let writer = common::server::write_in_background(&client, requests);
+    // Well past the timeout, reading nothing.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // What was sent before the server gave up, then the end of the stream
+    // (or a reset, for the requests it left unread); without the bound
+    // the answers would keep coming and the connection stay open, and
+    // this read would fail at the test client's deadline.
+    let (answers, error) = common::server::read_all(&mut client);
+    if let Some(e) = error {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    let answered = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200 ")
+        .count();
+    assert!(answered < REQUESTS, "all {answered} requests were answered");
+    let _ = writer.join();
+    // Other clients are served.
+    assert_eq!(server.get("/").status, 200);
+}
+
+/// At most `--max-connections` connections are served at once: the next
+/// client waits (in the listen backlog) until one closes, then is served.
+#[test]
+fn connections_past_the_cap_wait_for_a_place() {
+    use std::io::{Read, Write};
+    let server = Server::orders_from(&binary(), &["--max-connections", "1"]);
+    let first = common::connect(server.addr);
+    // The first connection is served (so it holds the one place).
+    let mut first_client = &first;
+    first_client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0; 1024];
+    let n = first_client.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+    let mut second = common::connect(server.addr);
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    second
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let waiting = second.read(&mut buf);
+    assert!(
+        waiting.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        "answered while the only place was taken: {waiting:?}"
+    );
+    drop(first);
+    second
+        .set_read_timeout(Some(common::SOCKET_DEADLINE))
+        .unwrap();
+    let answer = String::from_utf8(common::read_to_end(&mut second)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
+
+/// A stop sent as soon as the service says it listens is a graceful one
+/// (exit 0, the database closed), not death by the signal: the signal is
+/// listened for before the line is printed.
+#[test]
+fn a_stop_right_after_start_is_graceful() {
+    for _ in 0..5 {
+        let mut server = Server::orders_from(&binary(), &[]);
+        let status = server.terminate();
+        assert!(status.success(), "{status}");
+    }
 }

@@ -32,11 +32,14 @@
 //! `--shutdown-grace SECS` (default 10), then closes the connections still
 //! open (a client that sends half a request holds none of it up).
 //!
-//! Slow clients are bounded by `--read-timeout SECS` (default 30): a
-//! connection whose next request's header fields are not all in within
-//! that time is closed (an idle keep-alive connection too), and a body
-//! not all in within that time gets `408` (see `serve.rs`: `axum::serve`
-//! sets no such bound).
+//! Slow clients are bounded by `--client-timeout SECS` (default 30, at
+//! most a day): a connection whose next request's header fields are not
+//! all in within that time is closed (an idle keep-alive connection too),
+//! a body not all in within that time gets `408`, and a connection whose
+//! answer cannot be written for that long (the client stopped reading)
+//! is closed. Bodies are read up to 64 KiB (`413` past that), and at most
+//! `--max-connections N` (default 1024) connections are served at once
+//! per listener. See `serve.rs`: `axum::serve` sets none of these bounds.
 
 mod app;
 #[path = "../orders/line_item.rs"]
@@ -71,9 +74,11 @@ struct Args {
     /// How long requests in flight may take to finish after the stop
     /// signal.
     shutdown_grace: Duration,
-    /// How long a client may take to send a request's header fields, and
-    /// then its body.
-    read_timeout: Duration,
+    /// How long a client may take to send a request's header fields,
+    /// then its body, and to take each part of an answer.
+    client_timeout: Duration,
+    /// Connections served at once, per listener.
+    max_connections: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,7 +87,8 @@ fn parse_args() -> Result<Args, String> {
         admin_addr: None,
         data: PathBuf::from("axum-orders-data"),
         shutdown_grace: Duration::from_secs(10),
-        read_timeout: Duration::from_secs(30),
+        client_timeout: Duration::from_secs(30),
+        max_connections: 1024,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -92,16 +98,24 @@ fn parse_args() -> Result<Args, String> {
             "--admin-addr" => args.admin_addr = Some(parse_addr(&flag, &value()?)?),
             "--data" => args.data = PathBuf::from(value()?),
             "--shutdown-grace" => args.shutdown_grace = parse_secs(&flag, &value()?)?,
-            "--read-timeout" => {
-                args.read_timeout = parse_secs(&flag, &value()?)?;
-                if args.read_timeout.is_zero() {
-                    return Err(format!("{flag} 0: a client needs some time"));
+            "--client-timeout" => {
+                let secs = value()?;
+                args.client_timeout = parse_secs(&flag, &secs)?;
+                if !(1..=86_400).contains(&args.client_timeout.as_secs()) {
+                    return Err(format!("{flag} {secs}: from 1 to 86400 seconds"));
                 }
+            }
+            "--max-connections" => {
+                let n = value()?;
+                args.max_connections = match n.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("{flag} {n:?}: a number of connections, at least 1")),
+                };
             }
             "--help" | "-h" => {
                 return Err(
                     "usage: axum_orders [--addr ADDR] [--admin-addr ADDR] [--data DIR] \
-                     [--shutdown-grace SECS] [--read-timeout SECS]"
+                     [--shutdown-grace SECS] [--client-timeout SECS] [--max-connections N]"
                         .to_owned(),
                 )
             }
@@ -201,6 +215,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     builder.enable_all().thread_name("axum-orders");
     let runtime = milieu::tokio::Runtime::from_builder(&mut builder, root)?;
     let served = runtime.block_on(async move {
+        let stop = stop_signal()?;
         let public = tokio::net::TcpListener::bind(args.addr).await?;
         println!("listening on {}", public.local_addr()?);
         let admin = match args.admin_addr {
@@ -213,9 +228,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         };
         std::io::stdout().flush()?;
         let limits = serve::Limits {
-            read_timeout: args.read_timeout,
-            // axum's own default for the extractors that read a body.
-            body_bytes: 2 * 1024 * 1024,
+            client_timeout: args.client_timeout,
+            // An order is a small JSON object.
+            body_bytes: 64 * 1024,
+            connections: args.max_connections,
         };
         if let Some(admin) = admin {
             let app = app::admin(layer.clone(), views, limits);
@@ -229,7 +245,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             ));
         }
         let app = app::public(layer, limits);
-        serve::serve(public, app, limits, stop_signal(), args.shutdown_grace).await;
+        serve::serve(public, app, limits, stop, args.shutdown_grace).await;
         Ok::<_, std::io::Error>(())
     });
     drop(runtime);
@@ -243,14 +259,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     Ok(served?)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Ctrl-C or SIGTERM, listened for from this call on: made before the
+/// service says it listens, so that a stop sent as soon as it does is
+/// never missed (the signal's default action would end the process
+/// without closing the database).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// A milieu reactor on a thread of its own, for the outbox deliveries.
