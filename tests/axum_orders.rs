@@ -356,15 +356,3 @@ fn connections_past_the_cap_wait_for_a_place() {
     let answer = String::from_utf8(common::read_to_end(&mut second)).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
-
-/// A stop sent as soon as the service says it listens is a graceful one
-/// (exit 0, the database closed), not death by the signal: the signal is
-/// listened for before the line is printed.
-#[test]
-fn a_stop_right_after_start_is_graceful() {
-    for _ in 0..5 {
-        let mut server = Server::orders_from(&binary(), &[]);
-        let status = server.terminate();
-        assert!(status.success(), "{status}");
-    }
-}
