@@ -51,6 +51,9 @@ fn orders_are_placed_read_and_listed() {
         r#"{"item": "", "quantity": 1}"#,
         r#"{"item": "tea", "quantity": 0}"#,
         r#"{"item": "tea", "quantity": 2, "extra": true}"#,
+        // A line break could forge a line in the service's log.
+        r#"{"item": "tea\n2026-12-03T09:00:00Z  WARN orders: forged", "quantity": 1}"#,
+        r#"{"item": "tea\u0000", "quantity": 1}"#,
     ] {
         let answer = server.post("/orders", bad);
         assert_eq!(answer.status, 400, "{bad}: {}", answer.text());

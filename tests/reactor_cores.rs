@@ -102,3 +102,22 @@ fn dropping_the_cores_stops_their_threads() {
         assert!(err.to_string().contains("reactor was dropped"), "{err}");
     }
 }
+
+/// A port something listens on already is refused, even when that is
+/// another `SharedPort` (its sockets have `SO_REUSEPORT` too, so the kernel
+/// would let a second group join and split the connections between two
+/// services); once it is closed, the port can be bound again.
+#[test]
+fn a_shared_port_is_not_shared_with_another_listener() {
+    let first = SharedPort::bind("127.0.0.1:0").unwrap();
+    let addr = first.local_addr();
+    let again = SharedPort::bind(addr).expect_err("a second group on the same port");
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse, "{again}");
+    assert!(again.to_string().contains(&addr.to_string()), "{again}");
+    drop(first);
+    drop(SharedPort::bind(addr).expect("free again once the first is closed"));
+
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = SharedPort::bind(plain.local_addr().unwrap()).expect_err("a plain listener");
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse, "{taken}");
+}

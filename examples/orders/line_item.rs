@@ -75,6 +75,11 @@ impl LineItem {
         if item.len() > 200 {
             return Err("`item` must be at most 200 bytes".into());
         }
+        // Items are written to logs and pages: a line break or another
+        // control character in one could forge a log line.
+        if item.chars().any(char::is_control) {
+            return Err("`item` must not contain control characters".into());
+        }
         if !(1..=1000).contains(&self.quantity) {
             return Err("`quantity` must be between 1 and 1000".into());
         }

@@ -246,6 +246,10 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
 
     let public = server.clone().serve(routes::public);
     let admin = server.serve(routes::admin);
+    // SIGINT and SIGTERM are watched before the service says it listens,
+    // so a stop sent as soon as it does is a graceful one (the signal's
+    // default action would end the process with the database open).
+    let signals = StopOnSignal::watch(main_reactor.handle())?;
     let listening = Listening::start(&args, &root, public, admin)?;
     tracing::info!(
         target: "orders",
@@ -257,7 +261,6 @@ fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {
     );
 
     // Run until SIGINT or SIGTERM.
-    let signals = StopOnSignal::watch(main_reactor.handle())?;
     main_reactor.run()?;
 
     // 1. and 2.: no new connections, in-flight requests finish.
@@ -315,6 +318,7 @@ fn run_stock(args: Args) -> Result<(), Box<dyn Error>> {
 
     let public = public.serve(stock::public);
     let admin = admin.serve(stock::admin);
+    let signals = StopOnSignal::watch(main_reactor.handle())?;
     let listening = Listening::start(&args, &root, public, admin)?;
     tracing::info!(
         target: "stock",
@@ -324,7 +328,6 @@ fn run_stock(args: Args) -> Result<(), Box<dyn Error>> {
         "serving"
     );
 
-    let signals = StopOnSignal::watch(main_reactor.handle())?;
     main_reactor.run()?;
     listening.stop(&mut main_reactor, &in_flight)?;
     signals.finish();

@@ -162,12 +162,32 @@ impl fmt::Debug for SharedPort {
 impl SharedPort {
     /// Binds `addr` with `SO_REUSEPORT` (port 0 picks a free port).
     ///
+    /// A port some other socket listens on already is refused, even when
+    /// that socket has `SO_REUSEPORT` too (another process of the same
+    /// user, or another `SharedPort` of this one): joining its group would
+    /// split the connections between two services.
+    ///
     /// # Errors
     ///
-    /// The bind error, or `Unsupported` where `SO_REUSEPORT` is not
-    /// available (Windows, illumos).
+    /// The bind error (`AddrInUse` for a port in use), or `Unsupported`
+    /// where `SO_REUSEPORT` is not available (Windows, illumos).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<SharedPort> {
-        let listener = bind(addr, true)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        // A socket without `SO_REUSEPORT` cannot bind where one listens,
+        // with or without it: bound and closed again first, it tells a
+        // free port from a taken one. (Only a bind racing this one, in
+        // the moment between, can still join.)
+        for addr in addrs.iter().filter(|addr| addr.port() != 0) {
+            if let Err(e) = bind_unlistened(*addr) {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {addr}: another socket listens there ({e})"),
+                    ));
+                }
+            }
+        }
+        let listener = bind(&addrs[..], true)?;
         Ok(SharedPort {
             addr: listener.local_addr()?,
             first: Arc::new(Mutex::new(Some(listener))),
@@ -236,6 +256,19 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Binds a socket to `addr` without listening, and closes it: whether
+/// the port is free (see [`SharedPort::bind`]).
+fn bind_unlistened(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As the real bind: a port left in TIME_WAIT by a stopped server
+    // counts as free.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 #[cfg(all(
