@@ -96,7 +96,7 @@ fn keep_alive_and_pipelining_answer_in_order_on_one_connection() {
 #[test]
 fn bad_input_gets_the_right_status_and_others_are_served_meanwhile() {
     let server = Server::start(&[]);
-    let cases: [(&str, String, u16); 5] = [
+    let cases: [(&str, String, u16); 6] = [
         ("malformed request line", "GET\r\n\r\n".to_owned(), 400),
         (
             "malformed header",
@@ -114,6 +114,12 @@ fn bad_input_gets_the_right_status_and_others_are_served_meanwhile() {
         (
             "body over the limit",
             "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n".to_owned(),
+            413,
+        ),
+        (
+            // The example's own limit (64 KiB), not the library's default.
+            "body one byte over the service's limit",
+            "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 65537\r\n\r\n".to_owned(),
             413,
         ),
         (

@@ -65,12 +65,19 @@ impl Args {
     /// The HTTP limits of both listeners.
     pub fn http_limits(&self) -> HttpLimits {
         HttpLimits::new()
+            // An order, and a reservation, is a small JSON object: a body
+            // larger than this is refused from its headers (413), and a
+            // slow client pins at most this much per connection.
+            .with_max_body(MAX_BODY_BYTES)
             .with_read_timeout(self.read_timeout)
             .with_idle_timeout(self.idle_timeout)
             .with_write_timeout(self.write_timeout)
             .with_max_connections(self.max_connections)
     }
 }
+
+/// The largest request body either role reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub const USAGE: &str = "\
 usage: orders [--role orders|stock] [--addr HOST:PORT] [--admin-addr HOST:PORT] [--threads N]
