@@ -172,22 +172,11 @@ impl SharedPort {
     /// The bind error (`AddrInUse` for a port in use), or `Unsupported`
     /// where `SO_REUSEPORT` is not available (Windows, illumos).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<SharedPort> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        // A socket without `SO_REUSEPORT` cannot bind where one listens,
-        // with or without it: bound and closed again first, it tells a
-        // free port from a taken one. (Only a bind racing this one, in
-        // the moment between, can still join.)
-        for addr in addrs.iter().filter(|addr| addr.port() != 0) {
-            if let Err(e) = bind_unlistened(*addr) {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot listen on {addr}: another socket listens there ({e})"),
-                    ));
-                }
-            }
-        }
-        let listener = bind(&addrs[..], true)?;
+        // As with `bind`, the first address that works is taken.
+        let listener = bind_first(addr, |addr| {
+            refuse_if_taken(addr)?;
+            bind_one(addr, true)
+        })?;
         Ok(SharedPort {
             addr: listener.local_addr()?,
             first: Arc::new(Mutex::new(Some(listener))),
@@ -218,9 +207,18 @@ pub(crate) fn bind(
     addr: impl ToSocketAddrs,
     reuse_port: bool,
 ) -> io::Result<std::net::TcpListener> {
+    bind_first(addr, |addr| bind_one(addr, reuse_port))
+}
+
+/// `bind_one` on each address of `addr` in turn, until one works; the
+/// last error (with its address) when none does.
+fn bind_first(
+    addr: impl ToSocketAddrs,
+    bind_one: impl Fn(SocketAddr) -> io::Result<std::net::TcpListener>,
+) -> io::Result<std::net::TcpListener> {
     let mut last = None;
     for addr in addr.to_socket_addrs()? {
-        match bind_one(addr, reuse_port) {
+        match bind_one(addr) {
             Ok(listener) => return Ok(listener),
             Err(e) => {
                 last = Some(io::Error::new(
@@ -258,17 +256,30 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
-/// Binds a socket to `addr` without listening, and closes it: whether
-/// the port is free (see [`SharedPort::bind`]).
-fn bind_unlistened(addr: SocketAddr) -> io::Result<()> {
+/// `AddrInUse` if a socket listens on `addr` already (see
+/// [`SharedPort::bind`]): a socket without `SO_REUSEPORT` cannot bind
+/// where one listens, with or without it, so one is bound there and
+/// closed again. Only a bind racing this one, in the moment between, can
+/// still join. Port 0, and failures other than `AddrInUse` (which the
+/// real bind then reports), pass.
+fn refuse_if_taken(addr: SocketAddr) -> io::Result<()> {
     use socket2::{Domain, Socket, Type};
 
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // As the real bind: a port left in TIME_WAIT by a stopped server
     // counts as free.
     #[cfg(unix)]
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!("another socket listens there ({e})"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(all(
