@@ -357,6 +357,12 @@ fn entry_dump(
         let shown = |v: &dyn std::any::Any| format!("{:?}", DebugWith(v, debug));
         match &entry.value {
             Value::Shared(v) => Some(shown(&**v)),
+            // Held by a frame only its own request enters: shown where
+            // that request looks, like any local value.
+            Value::FrameLocal(v) => match (view, &status) {
+                (View::Current, EntryStatus::NotCarried { .. }) | (View::Snapshot, _) => None,
+                (View::Current, _) => Some(shown(&**v)),
+            },
             // Local values live in their thread's table: shown only in a
             // dump of the installing thread's own current context.
             Value::Local => match view {

@@ -44,6 +44,14 @@ pub(crate) enum Value {
     /// Kept in the installing thread's local table under this sequence
     /// number, so the (shareable) frame never holds a `!Send` value.
     Local,
+    /// A local entry whose (`Send + Sync`) value its frame holds: the
+    /// tower layer's request frame, which only its request ever makes
+    /// current. Lookups find it only while that frame is the entered
+    /// one (`State::find_in_base`); maps, snapshots entered again and
+    /// hops leave it out, as they leave out every local entry. It spares
+    /// the request an install of its `RequestInfo` around every poll.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    FrameLocal(Arc<dyn Any + Send + Sync>),
 }
 
 /// An installed value with its provenance. Immutable once its frame is
@@ -124,14 +132,23 @@ impl Entry {
     pub(crate) fn shared_ptr(&self) -> *const () {
         match &self.value {
             Value::Shared(v) => Arc::as_ptr(v).cast::<()>(),
-            Value::Local => std::ptr::null(),
+            Value::Local | Value::FrameLocal(_) => std::ptr::null(),
+        }
+    }
+
+    /// Address of a [`Value::FrameLocal`]'s value, null for any other
+    /// entry.
+    pub(crate) fn frame_local_ptr(&self) -> *const () {
+        match &self.value {
+            Value::FrameLocal(v) => Arc::as_ptr(v).cast::<()>(),
+            _ => std::ptr::null(),
         }
     }
 
     pub(crate) fn policy(&self) -> Policy {
         match self.value {
             Value::Shared(_) => Policy::Inherited,
-            Value::Local => Policy::Local,
+            Value::Local | Value::FrameLocal(_) => Policy::Local,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! again. Frames never change once published, so a snapshot is an `Arc`
 //! clone and can be shared across threads.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::cell::{RefCell, UnsafeCell};
 use std::fmt;
@@ -252,6 +253,9 @@ pub(crate) struct FrameData {
     /// Whether a local entry was installed since the nearest hop or entry
     /// below (entering the frame then needs a frame that leaves it out).
     pub(crate) locals_since_cut: bool,
+    /// Whether `entries` holds a [`Value::FrameLocal`](super::entry::Value)
+    /// (lookups with this frame entered then look among them first).
+    pub(crate) frame_locals: bool,
 }
 
 impl Frame {
@@ -269,6 +273,7 @@ impl Frame {
             map: OnceLock::new(),
             dispatch: 0,
             locals_since_cut: false,
+            frame_locals: false,
         }))
     }
 
@@ -284,6 +289,7 @@ impl Frame {
             map: OnceLock::new(),
             dispatch,
             locals_since_cut: false,
+            frame_locals: false,
         }))
     }
 
@@ -341,6 +347,20 @@ impl Frame {
             }
         }
         EntryMap::build(&newest, below.unwrap_or(&EntryMap::default()))
+    }
+
+    /// The value of the frame-local entry of type `id` this frame holds,
+    /// if any (see [`Value::FrameLocal`](super::entry::Value)).
+    #[inline]
+    pub(crate) fn frame_local(&self, id: TypeId) -> Option<&Entry> {
+        let data = self.data();
+        if !data.frame_locals {
+            return None;
+        }
+        data.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.type_id == id && !entry.frame_local_ptr().is_null())
     }
 
     /// Forgets the map (the frame is being reused for another install).

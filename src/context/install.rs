@@ -6,16 +6,16 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "http")]
 use std::mem::ManuallyDrop;
 use std::panic::Location;
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "http")]
 use std::ptr;
 use std::sync::Arc;
 
 use super::entry::{debug_fn, Pending, PendingValue};
 use super::remote::RemoteOrigin;
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "http")]
 use super::state::LocalValue;
 use super::state::{Slot, State};
 
@@ -120,7 +120,7 @@ pub fn provide_local<T: 'static>(value: T) -> Guard {
 /// `value` (the caller's `Arc`) outlives the guard: the guard is dropped,
 /// also when unwinding, before anything can drop `value`, as a guard held
 /// in the function that borrows `value` is.
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "http")]
 #[track_caller]
 #[inline]
 pub(crate) unsafe fn provide_local_lent<T: 'static>(
@@ -362,36 +362,39 @@ impl Scope {
         f()
     }
 
-    /// The frame a request's polls enter (see
-    /// [`Context::into_frame_for_entering`]) for the context that
-    /// installing these entries on top of the current one would make,
-    /// without installing them: the frame is published at once
-    /// ([`State::publish_over_current`]), so nothing is pushed, pointed
-    /// at or undone for a context that is only ever entered (the tower
-    /// layer's request). A scope with a local entry, which such a frame
-    /// cannot hold, takes the long way: install, snapshot, removal.
+    /// The frame a request's polls enter: the context that installing
+    /// these entries and then `frame_local` (the request's own local
+    /// entry, see [`State::publish_over_current`]) on top of the current
+    /// one would make, without installing them: the frame is published at
+    /// once, so nothing is pushed, pointed at or undone for a context that
+    /// is only ever entered (the tower layer's request). A scope with a
+    /// local entry, which such a frame cannot hold, takes the long way:
+    /// install, then the frame over the context that makes.
     ///
     /// # Panics
     ///
     /// As [`enter`](Scope::enter), if the thread's context state is
     /// already destroyed.
     #[cfg(feature = "tower")]
-    pub(crate) fn into_frame_for_entering(
+    pub(crate) fn into_request_frame(
         self,
+        frame_local: super::FrameLocal,
         site: &'static Location<'static>,
-    ) -> Option<Arc<super::Frame>> {
+    ) -> Arc<super::Frame> {
         let has_local = self
             .pending
             .iter()
             .any(|p| matches!(p.value, PendingValue::Local(_)));
         if has_local {
             let _installed = install(self, site);
-            return super::Context::current().into_frame_for_entering(site);
+            return State::try_with(|state| {
+                state.publish_over_current(&mut Vec::new(), None, None, frame_local, site)
+            })
+            .unwrap_or_else(|| destroyed(site));
         }
-        let frame = drain_into_state(self, site, |state, pending, reason, origin| {
-            state.publish_over_current(pending, reason, origin, site)
-        });
-        super::Context::from_frame(frame).into_frame_for_entering(site)
+        drain_into_state(self, site, |state, pending, reason, origin| {
+            state.publish_over_current(pending, reason, origin, frame_local, site)
+        })
     }
 
     /// Installs the entries until the returned guard drops.
@@ -614,9 +617,27 @@ mod tests {
     struct Trace(u32);
     struct Scratch;
 
-    /// The frame a request enters holds the scope's entries on top of the
-    /// current context, leaves nothing installed behind, and, entered,
-    /// makes the scope's `Dispatch` tracing's default.
+    /// The request's own local entry (a `RequestInfo` in the layer).
+    #[derive(Debug)]
+    struct Request(u32);
+
+    fn request_frame(scope: Scope) -> Arc<super::super::Frame> {
+        scope.into_request_frame(
+            super::super::FrameLocal::new(Arc::new(Request(3)), "the request"),
+            Location::caller(),
+        )
+    }
+
+    /// Enters `frame` as the tower layer's polls do.
+    fn inside<R>(frame: &Arc<super::super::Frame>, f: impl FnOnce() -> R) -> R {
+        let mut slot = Some(Arc::clone(frame));
+        crate::propagate::run_in_frame(&mut slot, &mut false, Location::caller(), f)
+    }
+
+    /// The frame a request enters holds the scope's entries and the
+    /// request's local entry on top of the current context, leaves
+    /// nothing installed behind, and, entered, makes the scope's
+    /// `Dispatch` tracing's default.
     #[test]
     fn a_scope_published_without_an_install_is_what_its_install_would_make() {
         let _service = crate::provide(Service);
@@ -624,41 +645,69 @@ mod tests {
         let before = depth();
         // A subscriber of a type the thread's default is not otherwise.
         let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
-        let frame = scope()
-            .with_debug(Trace(7))
-            .because("the caller's")
-            .with(dispatch.clone())
-            .into_frame_for_entering(Location::caller());
+        let frame = request_frame(
+            scope()
+                .with_debug(Trace(7))
+                .because("the caller's")
+                .with(dispatch.clone()),
+        );
         assert_eq!(depth(), before, "nothing installed");
         assert!(!crate::contains::<Trace>());
-        let context = crate::Context::from_frame(frame);
+        assert!(!crate::contains::<Request>());
+        let context = crate::Context::from_frame(Some(Arc::clone(&frame)));
         assert_eq!(context.get::<Trace>().unwrap().0, 7);
         assert!(context.contains::<Service>());
-        let _entered = context.enter();
-        assert_eq!(crate::get::<Trace>().unwrap().0, 7);
-        let entry = crate::dump();
-        let entry = entry
-            .entries()
-            .find(|e| e.type_name.ends_with("Trace"))
-            .unwrap();
-        assert_eq!(entry.provenance.reason.as_deref(), Some("the caller's"));
-        tracing::dispatcher::get_default(|current| {
-            assert!(current.is::<tracing_subscriber::Registry>())
+        // The request's entry is local: no snapshot carries it.
+        assert!(!context.contains::<Request>());
+        inside(&frame, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 7);
+            assert_eq!(crate::get::<Request>().unwrap().0, 3);
+            let dump = crate::dump();
+            let trace = dump
+                .entries()
+                .find(|e| e.type_name.ends_with("Trace"))
+                .unwrap();
+            assert_eq!(trace.provenance.reason.as_deref(), Some("the caller's"));
+            let request = dump
+                .entries()
+                .find(|e| e.type_name.ends_with("Request"))
+                .unwrap();
+            assert_eq!(request.policy, crate::dump::Policy::Local);
+            assert_eq!(request.status, crate::dump::EntryStatus::Visible);
+            tracing::dispatcher::get_default(|current| {
+                assert!(current.is::<tracing_subscriber::Registry>())
+            });
+            // A snapshot taken inside and entered again leaves it behind,
+            // and its dump says so.
+            let _again = crate::Context::current().enter();
+            assert_eq!(crate::get::<Trace>().unwrap().0, 7);
+            assert!(!crate::contains::<Request>());
+            let dump = crate::dump();
+            let request = dump
+                .entries()
+                .find(|e| e.type_name.ends_with("Request"))
+                .unwrap();
+            assert!(matches!(
+                request.status,
+                crate::dump::EntryStatus::NotCarried { .. }
+            ));
+            assert_eq!(request.value, None);
         });
+        assert!(!crate::contains::<Request>());
     }
 
     /// A scope with a local entry takes the long way, and its frame
-    /// leaves the local entry out, as a snapshot of its install would.
+    /// leaves that local entry out, as a snapshot of its install would;
+    /// the request's own entry is still there.
     #[test]
     fn a_scope_with_a_local_entry_is_entered_without_it() {
-        let frame = scope()
-            .with(Trace(1))
-            .with_local(Scratch)
-            .into_frame_for_entering(Location::caller());
+        let frame = request_frame(scope().with(Trace(1)).with_local(Scratch));
         let depth = State::try_with(|state| state.stack_len()).unwrap();
         assert_eq!(depth, 0, "the install was removed");
-        let _entered = crate::Context::from_frame(frame).enter();
-        assert_eq!(crate::get::<Trace>().unwrap().0, 1);
-        assert!(!crate::contains::<Scratch>());
+        inside(&frame, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 1);
+            assert!(!crate::contains::<Scratch>());
+            assert_eq!(crate::get::<Request>().unwrap().0, 3);
+        });
     }
 }

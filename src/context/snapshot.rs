@@ -53,7 +53,7 @@ impl Context {
     }
 
     /// The context whose top frame is `frame`, a published one.
-    #[cfg(feature = "tower")]
+    #[cfg(all(test, feature = "tower"))]
     pub(crate) fn from_frame(frame: Option<Arc<Frame>>) -> Context {
         Context { frame }
     }

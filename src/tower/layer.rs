@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::request::InRequest;
+use crate::context::FrameLocal;
 use crate::declare::Requirement;
 use crate::remote::{from_caller, Propagation, RequestInfo, TraceContext};
 
@@ -211,14 +212,17 @@ where
         });
         let _entered = span.enter();
         let inner = &mut self.inner;
-        // The caller's entries in a frame of their own on top of the
-        // service's context, published at once and never installed: every
-        // call and poll enters that frame, so nothing is installed here
-        // only to be removed again at the end of `call`.
-        let frame = caller
-            .unwrap_or_else(crate::scope)
-            .into_frame_for_entering(Location::caller());
-        let mut request_context = InRequest::new(info, frame, span.clone());
+        // The caller's entries and the request's `RequestInfo` in a frame
+        // of their own on top of the service's context, published at once
+        // and never installed: every call and poll enters that frame, so
+        // nothing is installed here only to be removed again at the end of
+        // `call`, nor around each poll. The `RequestInfo` is the frame's
+        // local entry: what the request spawns does not carry it.
+        let frame = caller.unwrap_or_else(crate::scope).into_request_frame(
+            FrameLocal::new(Arc::new(info), "the HTTP request being handled"),
+            Location::caller(),
+        );
+        let mut request_context = InRequest::new(frame, span.clone());
         // The inner service's `call` in the same context its future's
         // polls will have (its own installs are its own).
         let future = request_context.run(|| inner.call(request));

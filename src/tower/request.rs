@@ -5,17 +5,14 @@ use std::sync::Arc;
 
 use crate::context::{Frame, State};
 use crate::propagate::run_in_frame;
-use crate::remote::RequestInfo;
 
-/// A request's context as every poll enters it: what it brought from its
-/// caller (with the service's own context below), its [`RequestInfo`],
-/// and its span.
+/// A request's context as every poll enters it: its frame (what it
+/// brought from its caller and its [`RequestInfo`](crate::tower::RequestInfo),
+/// with the service's own context below) and its span.
 pub(super) struct InRequest {
-    info: Arc<RequestInfo>,
-    /// The request's frame (the caller's entries on top of the service's
-    /// context, published at `call`), as the frame to make current: fixed
-    /// once, so a poll only moves a pointer in and out of the thread's
-    /// state (as `WithContext` does).
+    /// The request's frame (published at `call`), as the frame to make
+    /// current: fixed once, so a poll only moves a pointer in and out of
+    /// the thread's state (as `WithContext` does).
     frame: Option<Arc<Frame>>,
     arrived: bool,
     site: &'static Location<'static>,
@@ -27,35 +24,28 @@ pub(super) struct InRequest {
 
 impl InRequest {
     /// The context of a request: `frame` (what
-    /// [`Scope::into_frame_for_entering`](crate::Scope) gave at `call`)
-    /// and `info`.
+    /// [`Scope::into_request_frame`](crate::Scope) gave at `call`).
     #[track_caller]
-    pub(super) fn new(
-        info: RequestInfo,
-        frame: Option<Arc<Frame>>,
-        span: tracing::Span,
-    ) -> InRequest {
-        let site = Location::caller();
+    pub(super) fn new(frame: Arc<Frame>, span: tracing::Span) -> InRequest {
+        #[allow(unused_mut)]
+        let mut request = InRequest {
+            frame: Some(frame),
+            arrived: false,
+            site: Location::caller(),
+            #[cfg(feature = "opentelemetry")]
+            opentelemetry: opentelemetry::Context::new(),
+            span,
+        };
         // OpenTelemetry's context is read from milieu's, with the
         // request's frame current (once: polls only attach it).
         #[cfg(feature = "opentelemetry")]
-        let opentelemetry = {
-            let _in_request = crate::Context::from_frame(frame.clone()).enter();
-            crate::remote::otel::context()
-        };
-        InRequest {
-            info: Arc::new(info),
-            frame,
-            arrived: false,
-            site,
-            #[cfg(feature = "opentelemetry")]
-            opentelemetry,
-            span,
+        {
+            request.opentelemetry = request.run_in_milieu(crate::remote::otel::context);
         }
+        request
     }
 
-    /// Runs `f` inside the request's context. The `RequestInfo` is lent to
-    /// the install around `f`: `self` holds its `Arc` until after `run`.
+    /// Runs `f` inside the request's context.
     #[inline]
     pub(super) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "opentelemetry")]
@@ -81,19 +71,7 @@ impl InRequest {
     #[inline]
     fn run_in_milieu<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let _span = self.span.enter();
-        let info = &self.info;
-        run_in_frame(&mut self.frame, &mut self.arrived, self.site, || {
-            // A local entry is never carried into a snapshot (that is what
-            // local means), so it is installed anew around each poll, on
-            // the thread that polls.
-            // SAFETY: `info` is borrowed from `self` for the whole of
-            // `run`, and the guard drops before `run` returns (also when
-            // unwinding).
-            let _info = unsafe {
-                crate::context::provide_local_lent(info, "the HTTP request being handled")
-            };
-            f()
-        })
+        run_in_frame(&mut self.frame, &mut self.arrived, self.site, f)
     }
 }
 

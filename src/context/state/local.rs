@@ -45,7 +45,7 @@ impl LocalValue {
     /// into is removed (its guard dropped, or the install taken off the
     /// stack by a repair); by then the value has left `locals` or been
     /// made owned ([`make_owned`](LocalValue::make_owned)).
-    #[cfg(any(feature = "http", feature = "tower"))]
+    #[cfg(feature = "http")]
     #[inline]
     pub(crate) unsafe fn lent(value: ManuallyDrop<Arc<dyn Any>>) -> LocalValue {
         LocalValue {
@@ -97,7 +97,7 @@ impl Drop for LocalValue {
     }
 }
 
-#[cfg(all(test, any(feature = "http", feature = "tower")))]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::Arc;

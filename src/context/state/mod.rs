@@ -39,6 +39,8 @@ use super::frame::{Frame, ThreadInfo};
 use super::index::{Slot as IndexSlot, TypeIndex};
 use hot::{hot, PIN, UNPARKED};
 pub(crate) use local::LocalValue;
+#[cfg(feature = "tower")]
+pub(crate) use publish::FrameLocal;
 
 thread_local! {
     static STATE: State = const { State::new() };
@@ -203,6 +205,9 @@ impl State {
         // SAFETY: the base is the frame of the topmost enter slot, which
         // keeps it alive while it is the base.
         let base = unsafe { self.base.get().as_ref() }?;
+        if let Some(entry) = base.frame_local(id) {
+            return NonNull::new(entry.frame_local_ptr().cast_mut());
+        }
         NonNull::new(base.map().get(id)?.value.cast_mut())
     }
 
@@ -218,7 +223,10 @@ impl State {
         }
         // SAFETY: as in `find_in_base`.
         match unsafe { self.base.get().as_ref() } {
-            Some(base) => base.map().get(id).map_or(ptr::null(), |found| found.entry),
+            Some(base) => match base.frame_local(id) {
+                Some(entry) => entry,
+                None => base.map().get(id).map_or(ptr::null(), |found| found.entry),
+            },
             None => ptr::null(),
         }
     }

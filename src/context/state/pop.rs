@@ -315,6 +315,7 @@ impl State {
         let data = unsafe { frame.data_mut() };
         let parent = data.parent.take();
         Frame::reset_map(data);
+        data.frame_locals = false;
         drop(parent);
         self.recycle_private(frame);
     }

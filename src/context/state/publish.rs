@@ -83,15 +83,19 @@ impl State {
         }
     }
 
-    /// A published frame holding the entries of `pending` on top of the
-    /// current context, installed nowhere: the frame that installing them,
-    /// taking a snapshot and removing the install would leave behind, for
-    /// a context that is only ever entered (the tower layer's request).
-    /// No slot is pushed and the type index and the dispatch are not
-    /// touched, so there is nothing to undo (the snapshot of the current
-    /// context publishes the private installs below, as any snapshot
-    /// does). `None` when the context is empty and
-    /// `pending` too.
+    /// A published frame holding the entries of `pending` and then
+    /// `frame_local` on top of the current context, installed nowhere: the
+    /// frame a request's polls enter (the tower layer's). No slot is
+    /// pushed and the type index and the dispatch are not touched, so
+    /// there is nothing to undo (the snapshot of the current context
+    /// publishes the private installs below, as any snapshot does).
+    ///
+    /// `frame_local` is kept in the frame as a local entry
+    /// ([`Value::FrameLocal`]): visible while the frame is the entered one,
+    /// left out of every snapshot entered again and every hop. Local
+    /// entries of the current context are left out below it (a cut, as
+    /// entering a snapshot of it would make), so the new frame is entered
+    /// as it is.
     ///
     /// `pending` must hold shared entries only (a local value has no place
     /// in a frame that is never installed): the caller checks.
@@ -101,11 +105,20 @@ impl State {
         pending: &mut Vec<Pending>,
         reason: Option<&Cow<'static, str>>,
         origin: Option<&Arc<RemoteOrigin>>,
+        frame_local: FrameLocal,
         site: &'static Location<'static>,
-    ) -> Option<Arc<Frame>> {
-        let parent = self.snapshot();
-        if pending.is_empty() {
-            return parent;
+    ) -> Arc<Frame> {
+        let mut parent = self.snapshot();
+        if let Some(below) = parent.take() {
+            parent = Some(if below.data().locals_since_cut {
+                Arc::new(Frame::cut(
+                    below,
+                    FrameKind::Entered { site },
+                    self.thread_info(),
+                ))
+            } else {
+                below
+            });
         }
         let frame = self.take_spare();
         // SAFETY: a spare frame is private to this thread, and so is a new
@@ -113,14 +126,8 @@ impl State {
         // user code runs while it is alive (nothing is dropped: every
         // value moves into the frame).
         let data = unsafe { frame.data_mut() };
-        data.entries.reserve(pending.len());
-        let (mut dispatch, parent_locals) = match parent.as_deref().map(Frame::data) {
-            Some(p) => (
-                p.dispatch,
-                matches!(p.kind, FrameKind::Installed { .. }) && p.locals_since_cut,
-            ),
-            None => (0, false),
-        };
+        data.entries.reserve(pending.len() + 1);
+        let mut dispatch = parent.as_deref().map_or(0, |p| p.data().dispatch);
         for p in pending.drain(..) {
             let PendingValue::Shared(value) = p.value else {
                 unreachable!("milieu: a local entry in a frame that is never installed")
@@ -142,10 +149,55 @@ impl State {
                 shadowed: Shadowed::NONE,
             });
         }
+        let FrameLocal {
+            type_id,
+            type_name,
+            value,
+            reason,
+        } = frame_local;
+        data.entries.push(Entry {
+            type_id,
+            type_name,
+            value: Value::FrameLocal(value),
+            site,
+            seq: self.next_seq(),
+            reason: Some(Cow::Borrowed(reason)),
+            debug: None,
+            origin: None,
+            shadowed: Shadowed::NONE,
+        });
         data.kind = FrameKind::Installed { site };
         data.dispatch = dispatch;
-        data.locals_since_cut = parent_locals;
+        // A local entry is here: entering a snapshot of this frame again
+        // leaves it out.
+        data.locals_since_cut = true;
+        data.frame_locals = true;
         data.parent = parent;
-        Some(frame)
+        frame
+    }
+}
+
+/// The entry a request frame holds as its own local one (see
+/// [`State::publish_over_current`]).
+#[cfg(feature = "tower")]
+pub(crate) struct FrameLocal {
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+    pub(crate) value: Arc<dyn std::any::Any + Send + Sync>,
+    pub(crate) reason: &'static str,
+}
+
+#[cfg(feature = "tower")]
+impl FrameLocal {
+    /// `value` as a frame-local entry of type `T`. Dumps show its type
+    /// and provenance, not its value, as for an entry installed with
+    /// `provide_local`.
+    pub(crate) fn new<T: Send + Sync + 'static>(value: Arc<T>, reason: &'static str) -> FrameLocal {
+        FrameLocal {
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+            value,
+            reason,
+        }
     }
 }

@@ -132,7 +132,7 @@ impl State {
     /// the slot and `locals` end up as `install_one` leaves them. The
     /// value is usually lent ([`LocalValue::lent`]); on the slow path it
     /// becomes owned, as `install_one` keeps it.
-    #[cfg(any(feature = "http", feature = "tower"))]
+    #[cfg(feature = "http")]
     #[inline]
     pub(crate) fn install_local(
         &self,
