@@ -11,12 +11,23 @@
 # `Router::layer` (`--layer-outside`, `--passthrough-layer-outside`). See
 # docs/benchmarks.md, "axum hello with the layer".
 #
-# Usage: bash benches/axum_instructions.sh [-n N]
+# With `--lookup-trace`, the handler behind milieu's layer also reads the
+# request's TraceContext (examples/axum_hello.rs).
+#
+# Usage: bash benches/axum_instructions.sh [-n N] [--lookup-trace]
 # Needs valgrind (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=2000
-if [[ "${1:-}" == "-n" ]]; then n=$2; shift 2; fi
+handler=()
+while (($#)); do
+    case "$1" in
+        -n) n=$2; shift ;;
+        --lookup-trace) handler=(--lookup-trace) ;;
+        *) echo "usage: $0 [-n N] [--lookup-trace]" >&2; exit 2 ;;
+    esac
+    shift
+done
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 cargo build --release --quiet --example axum_hello --features axum,tokio
 bin=target/release/examples/axum_hello
@@ -40,9 +51,9 @@ per_request() {
     echo $(((busy - idle) / n))
 }
 without=$(per_request)
-with=$(per_request --layer)
+with=$(per_request --layer "${handler[@]}")
 pass=$(per_request --passthrough-layer)
-outside=$(per_request --layer-outside)
+outside=$(per_request --layer-outside "${handler[@]}")
 pass_outside=$(per_request --passthrough-layer-outside)
 times() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "instructions per GET / ($n requests): without the layer $without, with it $with (+$((with - without)), $(times "$with" "$without")x)"

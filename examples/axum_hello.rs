@@ -5,14 +5,17 @@
 //!
 //! ```text
 //! cargo run --release --example axum_hello --features axum,tokio -- --addr 127.0.0.1:0 \
-//!     [--layer | --passthrough-layer | --layer-outside | --passthrough-layer-outside]
+//!     [--layer | --passthrough-layer | --layer-outside | --passthrough-layer-outside] \
+//!     [--lookup-trace]
 //! ```
 //!
 //! Prints `listening on ADDR` first. With `--layer`, the handler reads
 //! the request's `RequestInfo` from the context, as a handler behind the
 //! layer would (and the layer continues or starts a W3C trace per
 //! request); without it, the handler answers the same bytes with no
-//! lookup.
+//! lookup. `--lookup-trace` makes the handler behind milieu's layer also
+//! read the request's `TraceContext`, as one that logs its trace id
+//! would: an entry of the request's frame other than its own local one.
 //!
 //! The layer goes where axum's documentation puts middleware,
 //! `Router::layer`. The `-outside` sides wrap the whole router instead,
@@ -45,6 +48,16 @@ async fn hello_in_context() -> &'static str {
     BODY
 }
 
+async fn hello_with_trace() -> &'static str {
+    let found = milieu::with(|_: &RequestInfo| ()).is_ok()
+        && milieu::with(|_: &milieu::remote::TraceContext| ()).is_ok();
+    assert!(
+        found,
+        "the layer installs the request's RequestInfo and trace"
+    );
+    BODY
+}
+
 /// Which layer wraps the route.
 #[derive(Clone, Copy, PartialEq)]
 enum Wrap {
@@ -64,9 +77,10 @@ enum Wrap {
     PassthroughOutside,
 }
 
-fn args() -> Result<(SocketAddr, Wrap), String> {
+fn args() -> Result<(SocketAddr, Wrap, bool), String> {
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 8082));
     let mut layer = Wrap::None;
+    let mut lookup_trace = false;
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -78,19 +92,25 @@ fn args() -> Result<(SocketAddr, Wrap), String> {
             "--passthrough-layer" => layer = Wrap::Passthrough,
             "--layer-outside" => layer = Wrap::ContextOutside,
             "--passthrough-layer-outside" => layer = Wrap::PassthroughOutside,
+            "--lookup-trace" => lookup_trace = true,
             other => {
                 return Err(format!(
                     "usage: axum_hello [--addr HOST:PORT] [--layer | --passthrough-layer | \
-                     --layer-outside | --passthrough-layer-outside] (got {other:?})"
+                     --layer-outside | --passthrough-layer-outside] [--lookup-trace] (got {other:?})"
                 ))
             }
         }
     }
-    Ok((addr, layer))
+    Ok((addr, layer, lookup_trace))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (addr, layer) = args()?;
+    let (addr, layer, lookup_trace) = args()?;
+    let in_context = if lookup_trace {
+        get(hello_with_trace)
+    } else {
+        get(hello_in_context)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -101,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Wrap::None => axum::serve(listener, Router::new().route("/", get(hello))).await,
             Wrap::Context => {
                 let app = Router::new()
-                    .route("/", get(hello_in_context))
+                    .route("/", in_context)
                     .layer(ContextLayer::new());
                 axum::serve(listener, app).await
             }
@@ -110,8 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 axum::serve(listener, app).await
             }
             Wrap::ContextOutside => {
-                let app =
-                    ContextLayer::new().layer(Router::new().route("/", get(hello_in_context)));
+                let app = ContextLayer::new().layer(Router::new().route("/", in_context));
                 axum::serve(listener, Shared::new(into_axum_body(app))).await
             }
             Wrap::PassthroughOutside => {

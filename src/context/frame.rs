@@ -349,18 +349,35 @@ impl Frame {
         EntryMap::build(&newest, below.unwrap_or(&EntryMap::default()))
     }
 
-    /// The value of the frame-local entry of type `id` this frame holds,
-    /// if any (see [`Value::FrameLocal`](super::entry::Value)).
+    /// What a lookup of `id` finds while this frame is the entered one.
+    ///
+    /// Usually the frame's map. A request's frame (one holding a
+    /// frame-local entry, see [`Value::FrameLocal`](super::entry::Value))
+    /// is made per request and holds a few entries: its own are scanned,
+    /// newest first, its frame-local one included, and the rest is asked
+    /// of its parent's map (the service's context, built once), so a
+    /// request builds no map of its own.
     #[inline]
-    pub(crate) fn frame_local(&self, id: TypeId) -> Option<&Entry> {
+    pub(crate) fn find_entered(&self, id: TypeId) -> Option<Found> {
         let data = self.data();
         if !data.frame_locals {
-            return None;
+            return self.map().get(id).copied();
         }
-        data.entries
-            .iter()
-            .rev()
-            .find(|entry| entry.type_id == id && !entry.frame_local_ptr().is_null())
+        match data.entries.iter().rev().find(|entry| entry.type_id == id) {
+            Some(entry) => {
+                let shared = entry.shared_ptr();
+                Some(Found {
+                    type_id: id,
+                    entry,
+                    value: if shared.is_null() {
+                        entry.frame_local_ptr()
+                    } else {
+                        shared
+                    },
+                })
+            }
+            None => data.parent.as_deref()?.map().get(id).copied(),
+        }
     }
 
     /// Forgets the map (the frame is being reused for another install).

@@ -641,6 +641,8 @@ mod tests {
     #[test]
     fn a_scope_published_without_an_install_is_what_its_install_would_make() {
         let _service = crate::provide(Service);
+        // Shadowed inside the request by the scope's own.
+        let _older = crate::provide(Trace(1));
         let depth = || State::try_with(|state| state.stack_len()).unwrap();
         let before = depth();
         // A subscriber of a type the thread's default is not otherwise.
@@ -652,7 +654,7 @@ mod tests {
                 .with(dispatch.clone()),
         );
         assert_eq!(depth(), before, "nothing installed");
-        assert!(!crate::contains::<Trace>());
+        assert_eq!(crate::get::<Trace>().unwrap().0, 1);
         assert!(!crate::contains::<Request>());
         let context = crate::Context::from_frame(Some(Arc::clone(&frame)));
         assert_eq!(context.get::<Trace>().unwrap().0, 7);
@@ -660,7 +662,10 @@ mod tests {
         // The request's entry is local: no snapshot carries it.
         assert!(!context.contains::<Request>());
         inside(&frame, || {
+            // The frame's own entries, then its parent's.
             assert_eq!(crate::get::<Trace>().unwrap().0, 7);
+            assert!(crate::contains::<Service>());
+            assert!(!crate::contains::<Scratch>());
             assert_eq!(crate::get::<Request>().unwrap().0, 3);
             let dump = crate::dump();
             let trace = dump

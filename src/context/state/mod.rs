@@ -205,10 +205,7 @@ impl State {
         // SAFETY: the base is the frame of the topmost enter slot, which
         // keeps it alive while it is the base.
         let base = unsafe { self.base.get().as_ref() }?;
-        if let Some(entry) = base.frame_local(id) {
-            return NonNull::new(entry.frame_local_ptr().cast_mut());
-        }
-        NonNull::new(base.map().get(id)?.value.cast_mut())
+        NonNull::new(base.find_entered(id)?.value.cast_mut())
     }
 
     /// The entry a lookup of `id` finds now (for dumps).
@@ -223,10 +220,9 @@ impl State {
         }
         // SAFETY: as in `find_in_base`.
         match unsafe { self.base.get().as_ref() } {
-            Some(base) => match base.frame_local(id) {
-                Some(entry) => entry,
-                None => base.map().get(id).map_or(ptr::null(), |found| found.entry),
-            },
+            Some(base) => base
+                .find_entered(id)
+                .map_or(ptr::null(), |found| found.entry),
             None => ptr::null(),
         }
     }
