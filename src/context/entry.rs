@@ -76,7 +76,9 @@ pub(crate) struct Entry {
 
 /// What an entry's install replaced in the thread's type index, and where:
 /// a [`LiveRef`] with the index slot's position in its padding, so the
-/// entry stays 128 bytes and removal writes the slot back without probing.
+/// position costs the entry no room and removal writes the slot back
+/// without probing. (The entry is 136 bytes: 128 until `Value` gained its
+/// third variant, `FrameLocal`, whose payload leaves no niche for the tag.)
 #[derive(Clone, Copy)]
 pub(crate) struct Shadowed {
     pub(crate) value: *const (),

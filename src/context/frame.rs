@@ -256,6 +256,12 @@ pub(crate) struct FrameData {
     /// Whether `entries` holds a [`Value::FrameLocal`](super::entry::Value)
     /// (lookups with this frame entered then look among them first).
     pub(crate) frame_locals: bool,
+    /// Which entries (by position, the first eight) of a request frame
+    /// hold a value of the layer's own making, which the next request
+    /// built in the frame may overwrite in place (`RequestEntries` in
+    /// `state/publish.rs`).
+    #[cfg(feature = "tower")]
+    pub(crate) reusable: u8,
 }
 
 impl Frame {
@@ -274,6 +280,8 @@ impl Frame {
             dispatch: 0,
             locals_since_cut: false,
             frame_locals: false,
+            #[cfg(feature = "tower")]
+            reusable: 0,
         }))
     }
 
@@ -290,6 +298,8 @@ impl Frame {
             dispatch,
             locals_since_cut: false,
             frame_locals: false,
+            #[cfg(feature = "tower")]
+            reusable: 0,
         }))
     }
 

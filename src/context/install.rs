@@ -376,9 +376,9 @@ impl Scope {
     /// As [`enter`](Scope::enter), if the thread's context state is
     /// already destroyed.
     #[cfg(feature = "tower")]
-    pub(crate) fn into_request_frame(
+    pub(crate) fn into_request_frame<L: Send + Sync + 'static>(
         self,
-        frame_local: super::FrameLocal,
+        frame_local: super::FrameLocal<L>,
         site: &'static Location<'static>,
     ) -> Arc<super::Frame> {
         let has_local = self
@@ -387,13 +387,15 @@ impl Scope {
             .any(|p| matches!(p.value, PendingValue::Local(_)));
         if has_local {
             let _installed = install(self, site);
-            return State::try_with(|state| {
-                state.publish_over_current(&mut Vec::new(), None, None, frame_local, site)
-            })
-            .unwrap_or_else(|| destroyed(site));
+            return request_frame(|_| {}, frame_local, site);
         }
         drain_into_state(self, site, |state, pending, reason, origin| {
-            state.publish_over_current(pending, reason, origin, frame_local, site)
+            let fill = |entries: &mut super::RequestEntries<'_>| {
+                for p in pending.drain(..) {
+                    entries.push_pending(p, reason, origin);
+                }
+            };
+            state.publish_over_current(fill, frame_local, site)
         })
     }
 
@@ -407,6 +409,26 @@ impl Scope {
     pub fn enter(self) -> Guard {
         install(self, Location::caller())
     }
+}
+
+/// The frame a request's polls enter: the entries `fill` adds (the
+/// layer's own, with [`RequestEntries::carry`](super::RequestEntries)),
+/// then `frame_local`, on top of the current context, published and
+/// never installed; [`Scope::into_request_frame`] without a scope, for a
+/// request that brought nothing from its caller.
+///
+/// # Panics
+///
+/// As [`Scope::enter`], if the thread's context state is already
+/// destroyed.
+#[cfg(feature = "tower")]
+pub(crate) fn request_frame<L: Send + Sync + 'static>(
+    fill: impl FnOnce(&mut super::RequestEntries<'_>),
+    frame_local: super::FrameLocal<L>,
+    site: &'static Location<'static>,
+) -> Arc<super::Frame> {
+    State::try_with(|state| state.publish_over_current(fill, frame_local, site))
+        .unwrap_or_else(|| destroyed(site))
 }
 
 /// Installs a scope's entries as one frame on top of the current context.
@@ -623,7 +645,10 @@ mod tests {
 
     fn request_frame(scope: Scope) -> Arc<super::super::Frame> {
         scope.into_request_frame(
-            super::super::FrameLocal::new(Arc::new(Request(3)), "the request"),
+            super::super::FrameLocal {
+                value: Request(3),
+                reason: "the request",
+            },
             Location::caller(),
         )
     }
@@ -714,5 +739,157 @@ mod tests {
             assert!(!crate::contains::<Scratch>());
             assert_eq!(crate::get::<Request>().unwrap().0, 3);
         });
+    }
+
+    /// A request frame built with the layer's own entries, as the tower
+    /// layer builds one for a request that brought nothing from a caller.
+    fn own_request_frame(trace: u32, request: u32, forward: bool) -> Arc<super::super::Frame> {
+        super::request_frame(
+            |entries| {
+                entries.carry_debug(Trace(trace), "the trace");
+                if forward {
+                    entries.carry(Scratch, "forwarded");
+                }
+            },
+            super::super::FrameLocal {
+                value: Request(request),
+                reason: "the request",
+            },
+            Location::caller(),
+        )
+    }
+
+    /// The request is over: its frame goes back to the thread, as the
+    /// layer's `InRequest` gives it back.
+    fn end(frame: Arc<super::super::Frame>) {
+        State::try_with(|state| state.recycle_published(frame)).unwrap();
+    }
+
+    /// The address of the value a lookup of `T` finds inside `frame`.
+    fn address_of<T: Send + Sync + 'static>(frame: &Arc<super::super::Frame>) -> *const T {
+        inside(frame, || Arc::as_ptr(&crate::get::<T>().unwrap()))
+    }
+
+    /// A request frame whose values nothing else holds is kept whole when
+    /// its request ends: the next request on the thread gets the same
+    /// frame and value allocations, with its own values written in, and
+    /// sees nothing of the earlier request's.
+    #[test]
+    fn the_next_request_writes_its_values_into_the_last_ones_frame() {
+        let _service = crate::provide(Service);
+        let first = own_request_frame(1, 10, false);
+        let frame_at = Arc::as_ptr(&first);
+        let (trace_at, request_at) = (address_of::<Trace>(&first), address_of::<Request>(&first));
+        end(first);
+        let second = own_request_frame(2, 20, false);
+        assert_eq!(Arc::as_ptr(&second), frame_at, "the same frame");
+        assert_eq!(
+            address_of::<Trace>(&second),
+            trace_at,
+            "the same allocation"
+        );
+        assert_eq!(address_of::<Request>(&second), request_at);
+        inside(&second, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 2);
+            assert_eq!(crate::get::<Request>().unwrap().0, 20);
+            assert!(crate::contains::<Service>());
+            let dump = crate::dump();
+            let request = dump
+                .entries()
+                .find(|e| e.type_name.ends_with("Request"))
+                .unwrap();
+            assert_eq!(request.policy, crate::dump::Policy::Local);
+            let trace = dump
+                .entries()
+                .find(|e| e.type_name.ends_with("Trace"))
+                .unwrap();
+            assert_eq!(trace.value.as_deref(), Some("Trace(2)"));
+        });
+        // A snapshot taken inside carries the trace, not the request.
+        let context = crate::Context::from_frame(Some(Arc::clone(&second)));
+        assert_eq!(context.get::<Trace>().unwrap().0, 2);
+        assert!(!context.contains::<Request>());
+        drop(context);
+        end(second);
+        // More entries than the kept frame has: the trace is written in
+        // place, the rest added after it.
+        let third = own_request_frame(3, 30, true);
+        assert_eq!(Arc::as_ptr(&third), frame_at);
+        assert_eq!(address_of::<Trace>(&third), trace_at);
+        inside(&third, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 3);
+            assert!(crate::contains::<Scratch>());
+            assert_eq!(crate::get::<Request>().unwrap().0, 30);
+        });
+        end(third);
+        // Fewer: the earlier request's `Scratch` goes.
+        let fourth = own_request_frame(4, 40, false);
+        assert_eq!(Arc::as_ptr(&fourth), frame_at);
+        inside(&fourth, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 4);
+            assert!(!crate::contains::<Scratch>(), "the earlier request's");
+            assert_eq!(crate::get::<Request>().unwrap().0, 40);
+        });
+        end(fourth);
+    }
+
+    /// A value the handler still holds when its request ends (an `Arc`
+    /// from `milieu::get`, a snapshot) is never written over: that frame
+    /// is not kept whole, and the next request's values go elsewhere.
+    #[test]
+    fn a_value_held_past_its_request_is_never_written_over() {
+        let first = own_request_frame(1, 10, false);
+        let held_request = inside(&first, || crate::get::<Request>().unwrap());
+        let held_trace = inside(&first, || crate::get::<Trace>().unwrap());
+        end(first);
+        let second = own_request_frame(2, 20, false);
+        inside(&second, || {
+            assert_eq!(crate::get::<Trace>().unwrap().0, 2);
+            assert_eq!(crate::get::<Request>().unwrap().0, 20);
+        });
+        assert_eq!((held_trace.0, held_request.0), (1, 10));
+        assert!(!std::ptr::eq(address_of::<Trace>(&second), &*held_trace));
+        end(second);
+
+        // A snapshot taken inside the request keeps its whole frame.
+        let third = own_request_frame(3, 30, false);
+        let snapshot = inside(&third, crate::Context::current);
+        let third_at = Arc::as_ptr(&third);
+        end(third);
+        let fourth = own_request_frame(4, 40, false);
+        assert_ne!(
+            Arc::as_ptr(&fourth),
+            third_at,
+            "the snapshot holds that one"
+        );
+        assert_eq!(snapshot.get::<Trace>().unwrap().0, 3);
+        inside(&fourth, || assert_eq!(crate::get::<Trace>().unwrap().0, 4));
+        end(fourth);
+        let _entered = snapshot.enter();
+        assert_eq!(crate::get::<Trace>().unwrap().0, 3);
+    }
+
+    /// A frame that held an entry not of the layer's own making (a
+    /// caller's, from a scope) is emptied when its request ends, not kept
+    /// whole: the entry's value is dropped then, not at some later
+    /// request.
+    #[test]
+    fn a_frame_with_a_scope_entry_is_emptied_when_its_request_ends() {
+        struct Counted(#[allow(dead_code)] Arc<()>);
+        let count = Arc::new(());
+        let frame = request_frame(scope().with(Counted(Arc::clone(&count))));
+        end(frame);
+        assert_eq!(Arc::strong_count(&count), 1, "dropped at the end");
+        // Over a kept frame, a scope's entries replace the earlier ones.
+        end(own_request_frame(1, 10, true));
+        let frame = request_frame(scope().with(Counted(Arc::clone(&count))));
+        inside(&frame, || {
+            assert!(crate::contains::<Counted>());
+            assert!(!crate::contains::<Trace>(), "the earlier request's");
+            assert!(!crate::contains::<Scratch>());
+            assert_eq!(crate::get::<Request>().unwrap().0, 3);
+        });
+        end(frame);
+        assert_eq!(Arc::strong_count(&count), 1);
     }
 }

@@ -43,12 +43,14 @@ pub(crate) use snapshot::PendingHop;
 pub(crate) use frame::Frame;
 #[cfg(feature = "http")]
 pub(crate) use install::provide_local_lent;
+#[cfg(feature = "tower")]
+pub(crate) use install::request_frame;
 #[cfg(any(feature = "http", feature = "tower"))]
 pub(crate) use install::scope_with_capacity;
 pub(crate) use install::{misuse, out_of_order_report, reporting_misuse_as_errors};
 pub(crate) use lookup::contains_id;
 #[cfg(feature = "remote")]
 pub(crate) use lookup::origin_of;
-#[cfg(feature = "tower")]
-pub(crate) use state::FrameLocal;
 pub(crate) use state::State;
+#[cfg(feature = "tower")]
+pub(crate) use state::{FrameLocal, RequestEntries};

@@ -195,13 +195,30 @@ pub(crate) fn run_in_frame<R>(
         // above, it would be copied once per move. The frame goes in with
         // one access to the state and comes out with another, in
         // `TakeBackLater`'s drop.
-        let Some(id) = State::try_with(|state| enter(state, slot, arrived, site)) else {
-            return f();
-        };
-        let _restore = TakeBackLater { id, slot, site };
+        let _restore = enter_frame(slot, arrived, site);
         f()
     }
 }
+
+/// The guard form of [`run_in_frame`]: makes the frame in `slot` current
+/// until the guard drops, for a caller whose work returns a large value
+/// that a closure would carry out by copying (the tower layer's `call`,
+/// whose result is the inner service's whole future). `None` on a thread
+/// whose state is gone (thread exit): the work then runs without the
+/// context, as `run_in_frame`'s does.
+#[inline]
+pub(crate) fn enter_frame<'a>(
+    slot: &'a mut Option<Arc<Frame>>,
+    arrived: &mut bool,
+    site: &'static Location<'static>,
+) -> Option<FrameEntered<'a>> {
+    let id = State::try_with(|state| enter(state, slot, arrived, site))?;
+    Some(FrameEntered(TakeBackLater { id, slot, site }))
+}
+
+/// What [`enter_frame`] returns: takes the frame back out of the current
+/// context into its slot when dropped.
+pub(crate) struct FrameEntered<'a>(#[allow(dead_code)] TakeBackLater<'a>);
 
 /// Results up to this size leave [`run_in_frame`] through the closure of
 /// its one access to the thread's state (in registers); larger ones are

@@ -5,5 +5,5 @@ mod future;
 pub mod thread;
 
 #[cfg(feature = "tower")]
-pub(crate) use future::{run_in_frame, DropInPlace};
+pub(crate) use future::{enter_frame, run_in_frame, DropInPlace, FrameEntered};
 pub use future::{FutureExt, ScopeExt, WithContext};

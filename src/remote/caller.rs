@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 
-use super::{Incoming, Propagation};
+#[cfg(feature = "http")]
+use super::Incoming;
+use super::Propagation;
 #[cfg(feature = "http")]
 use crate::Context;
 use crate::Scope;
@@ -21,6 +23,7 @@ fn values_of<'a>(found: &'a [(Field, Cow<'_, str>)], field: Field) -> Vec<&'a st
 /// handler's first call; `peer` names the caller's address, and is asked
 /// only when the request brings context (a process hop records it).
 /// Warnings about what was refused go to `span`, at `target`.
+#[cfg(feature = "http")]
 #[inline]
 pub(crate) fn from_caller<'h>(
     propagation: &Propagation,
@@ -28,6 +31,24 @@ pub(crate) fn from_caller<'h>(
     peer: impl FnOnce() -> Option<String>,
     span: &tracing::Span,
 ) -> Scope {
+    // Nothing from a caller: a new trace, no warning, and no process hop
+    // to record (nor a peer address to format). Room for the trace
+    // context, an empty forwarded list and the server's `RequestInfo`.
+    caller_scope(propagation, headers, peer, span)
+        .unwrap_or_else(|| Incoming::new_trace_into(crate::context::scope_with_capacity(3)))
+}
+
+/// [`from_caller`]'s entries for a request that brings context from its
+/// caller (any of the W3C fields, or an origin); `None` for one that
+/// brings none, for which the server starts a new trace
+/// ([`Incoming::new_trace_in`] in the tower layer's request frame).
+#[inline]
+pub(crate) fn caller_scope<'h>(
+    propagation: &Propagation,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    peer: impl FnOnce() -> Option<String>,
+    span: &tracing::Span,
+) -> Option<Scope> {
     // One pass over the fields, every request: most carry none of these,
     // and then nothing is allocated. One list for the four fields, so such
     // a request also drops one empty vector, not four.
@@ -46,10 +67,7 @@ pub(crate) fn from_caller<'h>(
         found.push((field, String::from_utf8_lossy(value)));
     }
     if found.is_empty() {
-        // Nothing from a caller: a new trace, no warning, and no process
-        // hop to record (nor a peer address to format). Room for the trace
-        // context, an empty forwarded list and the server's `RequestInfo`.
-        return Incoming::new_trace_into(crate::context::scope_with_capacity(3));
+        return None;
     }
     let (traceparent, tracestate, baggage, origin) = (
         values_of(&found, Field::Traceparent),
@@ -70,7 +88,7 @@ pub(crate) fn from_caller<'h>(
     }
     let incoming_entries = incoming.entries();
     // Room for the caller's entries and the server's `RequestInfo`, so the scope's vector is allocated once.
-    incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1))
+    Some(incoming.into_scope(crate::context::scope_with_capacity(incoming_entries + 1)))
 }
 
 /// The header fields [`from_caller`] reads.

@@ -286,7 +286,7 @@ impl Incoming {
     /// `propagation.extract(&[], &[], &[]).into_scope(scope)`, without
     /// building the `Incoming` first: the servers take this path for
     /// nearly every request of a service that is not called by another.
-    #[cfg(any(feature = "http", feature = "tower"))]
+    #[cfg(feature = "http")]
     #[track_caller]
     pub(crate) fn new_trace_into(scope: Scope) -> Scope {
         let site = Location::caller();
@@ -299,6 +299,22 @@ impl Incoming {
                 .because(FORWARDED_REASON)
         } else {
             scope
+        }
+    }
+
+    /// [`new_trace_into`](Incoming::new_trace_into) for the tower layer's
+    /// request frame, built without a scope: the same entries, their
+    /// allocations kept from one request to the next. `forward_baggage`
+    /// says whether an outer context holds members to pass on (asked
+    /// before the frame is built: a lookup may not run while it is).
+    #[cfg(feature = "tower")]
+    pub(crate) fn new_trace_in(
+        entries: &mut crate::context::RequestEntries<'_>,
+        forward_baggage: bool,
+    ) {
+        entries.carry_debug(TraceContext::new_root(), TRACE_REASON);
+        if forward_baggage {
+            entries.carry(ForwardedBaggage::new(Vec::new()), FORWARDED_REASON);
         }
     }
 }

@@ -101,7 +101,9 @@ pub use baggage::{
     BaggageHeader, BaggageLimit, BaggageLimits, BaggageMember, InvalidBaggageKey, MalformedMember,
     MalformedReason, ParsedBaggage, Truncated,
 };
-#[cfg(any(feature = "http", feature = "tower"))]
+#[cfg(feature = "tower")]
+pub(crate) use caller::caller_scope;
+#[cfg(feature = "http")]
 pub(crate) use caller::from_caller;
 #[cfg(feature = "http")]
 pub(crate) use caller::FromCaller;

@@ -77,9 +77,18 @@ impl TraceContext {
     /// assert_eq!(root.traceparent().len(), 55);
     /// ```
     pub fn new_root() -> TraceContext {
+        // Both ids from one use of the thread's generator (each id's own
+        // `random` would take one each): a server makes one per request.
+        let mut bytes = [0; 24];
+        fastrand::fill(&mut bytes);
+        let (trace, span) = bytes.split_at(16);
+        let trace_id = trace.try_into().ok().and_then(TraceId::from_bytes);
+        let span_id = span.try_into().ok().and_then(SpanId::from_bytes);
         TraceContext {
-            trace_id: TraceId::random(),
-            span_id: SpanId::random(),
+            // An all-zero id is invalid: one chance in 2^128 (2^64), and
+            // then a new one is drawn.
+            trace_id: trace_id.unwrap_or_else(TraceId::random),
+            span_id: span_id.unwrap_or_else(SpanId::random),
             parent_id: None,
             flags: TraceFlags::SAMPLED | TraceFlags::RANDOM,
             state: TraceState::new(),
@@ -585,6 +594,21 @@ mod tests {
 
     const TRACE: &str = "12345678901234567890123456789012";
     const PARENT: &str = "1234567890123456";
+
+    /// A new root's two ids come from one draw of the generator: each is
+    /// valid (not all zero) and differs from every other root's.
+    #[test]
+    fn new_roots_have_ids_of_their_own() {
+        let roots: Vec<TraceContext> = (0..1000).map(|_| TraceContext::new_root()).collect();
+        let traces: std::collections::HashSet<_> = roots.iter().map(|r| r.trace_id()).collect();
+        let spans: std::collections::HashSet<_> = roots.iter().map(|r| r.span_id()).collect();
+        assert_eq!((traces.len(), spans.len()), (1000, 1000));
+        for root in &roots {
+            // The span id is not the trace id's last 8 bytes.
+            assert_ne!(root.trace_id().to_bytes()[8..], root.span_id().to_bytes());
+            assert_eq!(root.parent_id(), None);
+        }
+    }
 
     fn refused(traceparent: &str) -> TraceparentError {
         match TraceContext::extract(Some(traceparent), &[]).origin {

@@ -77,7 +77,10 @@ impl<B: Body> Body for ContextBody<B> {
         // the body is never moved out.
         let mut body = unsafe { this.body.map_unchecked_mut(|body| &mut **body) };
         let poll = match this.request.as_mut() {
-            Some(request) => request.run(|| body.as_mut().poll_frame(cx)),
+            Some(request) => {
+                let _entered = request.enter();
+                body.as_mut().poll_frame(cx)
+            }
             None => body.as_mut().poll_frame(cx),
         };
         // What hyper asks before it drops a body it sent in full, asked

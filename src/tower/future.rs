@@ -68,7 +68,10 @@ where
         // SAFETY: structural pinning through `ManuallyDrop` (transparent):
         // the future is never moved out.
         let future = unsafe { this.future.map_unchecked_mut(|future| &mut **future) };
-        let result = ready!(request.run(|| future.poll(cx)));
+        let result = {
+            let _entered = request.enter();
+            ready!(future.poll(cx))
+        };
         let request = this.request.take();
         Poll::Ready(result.map(|response| response.map(|body| ContextBody::new(body, request))))
     }

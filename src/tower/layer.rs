@@ -13,9 +13,11 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::request::InRequest;
-use crate::context::FrameLocal;
+use crate::context::{request_frame, FrameLocal, RequestEntries};
 use crate::declare::Requirement;
-use crate::remote::{from_caller, Propagation, RequestInfo, TraceContext};
+use crate::remote::{
+    caller_scope, ForwardedBaggage, Incoming, Propagation, RequestInfo, TraceContext,
+};
 
 /// Where the layer finds a request's peer address (see
 /// [`ContextLayer::peer_addr`]).
@@ -208,7 +210,7 @@ where
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_bytes()));
             let peer = || (shared.peer)(request.extensions()).map(|peer| peer.to_string());
-            from_caller(propagation, headers, peer, &span)
+            caller_scope(propagation, headers, peer, &span)
         });
         let _entered = span.enter();
         let inner = &mut self.inner;
@@ -218,14 +220,33 @@ where
         // nothing is installed here only to be removed again at the end of
         // `call`, nor around each poll. The `RequestInfo` is the frame's
         // local entry: what the request spawns does not carry it.
-        let frame = caller.unwrap_or_else(crate::scope).into_request_frame(
-            FrameLocal::new(Arc::new(info), "the HTTP request being handled"),
-            Location::caller(),
-        );
-        let mut request_context = InRequest::new(frame, span.clone());
+        let info = FrameLocal {
+            value: info,
+            reason: "the HTTP request being handled",
+        };
+        let site = Location::caller();
+        let frame = match caller {
+            // The usual request, from no caller that sent context: a new
+            // trace, written with the request's `RequestInfo` into the
+            // allocations an earlier request's frame kept.
+            Some(None) => {
+                let forward_baggage = crate::contains::<ForwardedBaggage>();
+                let fill = |entries: &mut RequestEntries<'_>| {
+                    Incoming::new_trace_in(entries, forward_baggage)
+                };
+                request_frame(fill, info, site)
+            }
+            Some(Some(scope)) => scope.into_request_frame(info, site),
+            // No propagation: the request's `RequestInfo` alone.
+            None => request_frame(|_| {}, info, site),
+        };
+        let mut request_context = InRequest::new(frame, &span);
         // The inner service's `call` in the same context its future's
         // polls will have (its own installs are its own).
-        let future = request_context.run(|| inner.call(request));
+        let future = {
+            let _entered = request_context.enter();
+            inner.call(request)
+        };
         ResponseFuture::new(future, request_context)
     }
 }

@@ -4,37 +4,42 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use crate::context::{Frame, State};
-use crate::propagate::run_in_frame;
+use crate::propagate::{enter_frame, run_in_frame, FrameEntered};
 
 /// A request's context as every poll enters it: its frame (what it
 /// brought from its caller and its [`RequestInfo`](crate::tower::RequestInfo),
 /// with the service's own context below) and its span.
+///
+/// Two words without OpenTelemetry: the response future and the body
+/// carry it, and hyper and axum move both (a whole `http::Response`)
+/// several times per request, so every word here is copied each time.
 pub(super) struct InRequest {
     /// The request's frame (published at `call`), as the frame to make
     /// current: fixed once, so a poll only moves a pointer in and out of
-    /// the thread's state (as `WithContext` does).
+    /// the thread's state (as `WithContext` does). An install frame,
+    /// whose arrival is never recorded (only hops record one), so none
+    /// of `WithContext`'s bookkeeping for it is kept.
     frame: Option<Arc<Frame>>,
-    arrived: bool,
-    site: &'static Location<'static>,
+    /// The request's span, when a subscriber wants it: a disabled span
+    /// (no subscriber, or one that filters it out) does nothing when
+    /// entered, and boxing only an enabled one keeps four words out of
+    /// every move of the response in the usual case.
+    span: Option<Box<tracing::Span>>,
     /// The same trace as OpenTelemetry's current context.
     #[cfg(feature = "opentelemetry")]
     opentelemetry: opentelemetry::Context,
-    span: tracing::Span,
 }
 
 impl InRequest {
     /// The context of a request: `frame` (what
     /// [`Scope::into_request_frame`](crate::Scope) gave at `call`).
-    #[track_caller]
-    pub(super) fn new(frame: Arc<Frame>, span: tracing::Span) -> InRequest {
+    pub(super) fn new(frame: Arc<Frame>, span: &tracing::Span) -> InRequest {
         #[allow(unused_mut)]
         let mut request = InRequest {
             frame: Some(frame),
-            arrived: false,
-            site: Location::caller(),
+            span: (!span.is_disabled()).then(|| Box::new(span.clone())),
             #[cfg(feature = "opentelemetry")]
             opentelemetry: opentelemetry::Context::new(),
-            span,
         };
         // OpenTelemetry's context is read from milieu's, with the
         // request's frame current (once: polls only attach it).
@@ -45,12 +50,20 @@ impl InRequest {
         request
     }
 
-    /// Runs `f` inside the request's context.
+    /// Makes the request's context current until the guard drops: its
+    /// frame, its span and (with that feature) OpenTelemetry's context.
+    ///
+    /// A guard, not a closure: what runs inside returns a whole future, a
+    /// response or a body's frame, and a closure would carry each out by
+    /// copying it.
     #[inline]
-    pub(super) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        #[cfg(feature = "opentelemetry")]
-        let _opentelemetry = self.opentelemetry.clone().attach();
-        self.run_in_milieu(f)
+    pub(super) fn enter(&mut self) -> Entered<'_> {
+        Entered {
+            #[cfg(feature = "opentelemetry")]
+            _opentelemetry: self.opentelemetry.clone().attach(),
+            _span: self.span.as_deref().map(tracing::Span::enter),
+            _frame: enter_frame(&mut self.frame, &mut true, polled_at()),
+        }
     }
 
     /// Drops what a response future or body holds (`drop_it`) inside the
@@ -67,12 +80,30 @@ impl InRequest {
         crate::context::reporting_misuse_as_errors(|| self.run_in_milieu(drop_it));
     }
 
-    /// [`run`](InRequest::run) but for OpenTelemetry's context.
+    /// Runs `f` with the request's frame and span current (not
+    /// OpenTelemetry's context).
     #[inline]
     fn run_in_milieu<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let _span = self.span.enter();
-        run_in_frame(&mut self.frame, &mut self.arrived, self.site, f)
+        let _span = self.span.as_deref().map(tracing::Span::enter);
+        run_in_frame(&mut self.frame, &mut true, polled_at(), f)
     }
+}
+
+/// What [`InRequest::enter`] returns. Its fields drop in reverse order of
+/// entering: the frame is taken out first, the span left next, and
+/// OpenTelemetry's context detached last.
+pub(super) struct Entered<'a> {
+    _frame: Option<FrameEntered<'a>>,
+    _span: Option<tracing::span::Entered<'a>>,
+    #[cfg(feature = "opentelemetry")]
+    _opentelemetry: opentelemetry::ContextGuard,
+}
+
+/// Where misuse found when a poll returns (an install it left behind) is
+/// said to come from: the layer's polls, one place for every request.
+#[inline]
+fn polled_at() -> &'static Location<'static> {
+    Location::caller()
 }
 
 impl Drop for InRequest {

@@ -40,7 +40,7 @@ use super::index::{Slot as IndexSlot, TypeIndex};
 use hot::{hot, PIN, UNPARKED};
 pub(crate) use local::LocalValue;
 #[cfg(feature = "tower")]
-pub(crate) use publish::FrameLocal;
+pub(crate) use publish::{FrameLocal, RequestEntries};
 
 thread_local! {
     static STATE: State = const { State::new() };
@@ -63,6 +63,11 @@ pub(crate) struct State {
     // hidden by the entered snapshot) is `hot`'s floor.
     /// Private install frames ready for reuse.
     spare: UnsafeCell<Vec<Arc<Frame>>>,
+    /// Request frames of the tower layer whose request ended, kept whole
+    /// (their entries in place, each value unique) for the next request
+    /// to write its values into (see `State::publish_over_current`).
+    #[cfg(feature = "tower")]
+    spare_requests: UnsafeCell<Vec<Arc<Frame>>>,
     /// Values of local entries, with their sequence numbers, in install
     /// order: kept here, not in the (shareable) frames, as they need not
     /// be `Send`.
@@ -142,6 +147,8 @@ impl State {
             index: UnsafeCell::new(TypeIndex::publishing(publish_index_table)),
             base: Cell::new(ptr::null()),
             spare: UnsafeCell::new(Vec::new()),
+            #[cfg(feature = "tower")]
+            spare_requests: UnsafeCell::new(Vec::new()),
             locals: UnsafeCell::new(Vec::new()),
             next_seq: Cell::new(1),
             graveyard: RefCell::new(Vec::new()),

@@ -315,8 +315,18 @@ impl State {
         let data = unsafe { frame.data_mut() };
         let parent = data.parent.take();
         Frame::reset_map(data);
+        #[cfg(feature = "tower")]
+        let whole = data.frame_locals && super::publish::reusable_whole(data);
         data.frame_locals = false;
         drop(parent);
+        #[cfg(feature = "tower")]
+        let Some(frame) = (if whole {
+            self.keep_spare_request(frame)
+        } else {
+            Some(frame)
+        }) else {
+            return;
+        };
         self.recycle_private(frame);
     }
 
