@@ -282,7 +282,11 @@ impl RequestEntries<'_> {
         if let Some(entry) = self.entries.get_mut(self.at) {
             let same_kind = entry.type_id == TypeId::of::<T>()
                 && matches!(entry.value, Value::FrameLocal(_)) == frame_local;
-            if let (true, Value::Shared(v) | Value::FrameLocal(v)) = (same_kind, &entry.value) {
+            if let (true, Value::Shared(v) | Value::FrameLocal(v)) = (same_kind, &mut entry.value) {
+                debug_assert!(
+                    Arc::get_mut(v).is_some_and(|v| v.is::<T>()),
+                    "milieu: a kept request frame's value is shared or of another type"
+                );
                 // SAFETY: an entry from `at` on is an earlier request's, in
                 // a frame kept whole: its value was held by nothing else
                 // when that request ended (`reusable_whole`), and the frame
