@@ -31,8 +31,9 @@ pub(super) struct InRequest {
 }
 
 impl InRequest {
-    /// The context of a request: `frame` (what
-    /// [`Scope::into_request_frame`](crate::Scope) gave at `call`).
+    /// The context of a request: `frame`, the request's frame built at
+    /// `call` (`context::request_frame` or `Scope::into_request_frame`),
+    /// and `span`, kept only if a subscriber wants it.
     pub(super) fn new(frame: Arc<Frame>, span: &tracing::Span) -> InRequest {
         #[allow(unused_mut)]
         let mut request = InRequest {
