@@ -12,7 +12,7 @@
 # docs/benchmarks.md, "axum hello with the layer".
 #
 # With `--lookup-trace`, the handler behind milieu's layer also reads the
-# request's TraceContext (examples/axum_hello.rs).
+# request's TraceContext (examples/axum_hello).
 #
 # Usage: bash benches/axum_instructions.sh [-n N] [--lookup-trace]
 # Needs valgrind (apt-get install valgrind).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # axum hello world with milieu's ContextLayer against the same service
-# without it, side by side in one run: examples/axum_hello.rs (axum 0.8 on
+# without it, side by side in one run: examples/axum_hello (axum 0.8 on
 # a tokio current_thread runtime) started with `--layer`, without a
 # layer, and with `--passthrough-layer` (a layer of the same shape that
 # does nothing: what axum charges for any layer), and the same two
@@ -30,13 +30,10 @@ while (($#)); do
     esac
     shift
 done
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-
-echo "== cargo build --release --example axum_hello --features axum,tokio"
-cargo build --release --example axum_hello --features axum,tokio
-bin=target/release/examples/axum_hello
-# work, start, stop, cpu_ticks, load:
+# work, start, stop, cpu_ticks, load, need_wrk, build_example:
 source benches/server.sh
+need_wrk
+build_example axum_hello axum,tokio
 # side NAME I [FLAGS]: one side of pair I into NAME[I] and NAMEc[I].
 side() {
     local name=$1 i=$2 out

@@ -10,6 +10,9 @@
 # - `load URL [WRK ARGS]`: `wrk -t1 -c64 -d${duration}s` on CPU 1 against
 #   the server `start` ran; prints its requests/s and the server's CPU time
 #   per request in microseconds.
+# - `need_wrk`: exits with a hint unless wrk is installed;
+# - `build_example NAME FEATURES`: builds examples/NAME in release with
+#   FEATURES, saying so, and sets `bin` to it.
 work=$(mktemp -d)
 pid=""
 cleanup() {
@@ -71,4 +74,14 @@ load() {
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
     requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
     echo "$rps $(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $requests * 1e6:.2f}')")"
+}
+
+need_wrk() {
+    command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+}
+
+build_example() {
+    echo "== cargo build --release --example $1 --features $2"
+    cargo build --release --example "$1" --features "$2"
+    bin=target/release/examples/$1
 }

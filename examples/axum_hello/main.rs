@@ -22,41 +22,21 @@
 //! the other place a tower layer can go with `axum::serve`: around the
 //! `Router` as one service, its body turned back into axum's `Body`.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use axum::routing::get;
 use axum::Router;
-use http_body::{Body, Frame, SizeHint};
-use milieu::tower::{ContextLayer, RequestInfo};
+use http_body::Body;
+use milieu::tower::ContextLayer;
 use tower::make::Shared;
 use tower::util::MapResponse;
-use tower::{Layer, Service};
+use tower::Layer;
 
-const BODY: &str = "hello from milieu\n";
+mod handlers;
+mod passthrough;
 
-async fn hello() -> &'static str {
-    BODY
-}
-
-async fn hello_in_context() -> &'static str {
-    // One lookup, so the layer's entry is used, not only installed.
-    let found = milieu::with(|_: &RequestInfo| ()).is_ok();
-    assert!(found, "the layer installs the request's RequestInfo");
-    BODY
-}
-
-async fn hello_with_trace() -> &'static str {
-    let found = milieu::with(|_: &RequestInfo| ()).is_ok()
-        && milieu::with(|_: &milieu::remote::TraceContext| ()).is_ok();
-    assert!(
-        found,
-        "the layer installs the request's RequestInfo and trace"
-    );
-    BODY
-}
+use handlers::{hello, hello_in_context, hello_with_trace};
+use passthrough::Passthrough;
 
 /// Which layer wraps the route.
 #[derive(Clone, Copy, PartialEq)]
@@ -154,84 +134,4 @@ where
     MapResponse::new(service, |response: http::Response<B>| {
         response.map(axum::body::Body::new)
     })
-}
-
-/// The do-nothing layer of `--passthrough-layer` (see [`Wrap`]).
-#[derive(Clone)]
-struct Passthrough;
-
-impl<S> Layer<S> for Passthrough {
-    type Service = PassService<S>;
-
-    fn layer(&self, inner: S) -> PassService<S> {
-        PassService(inner)
-    }
-}
-
-#[derive(Clone)]
-struct PassService<S>(S);
-
-impl<S, Req, B> Service<Req> for PassService<S>
-where
-    S: Service<Req, Response = http::Response<B>>,
-{
-    type Response = http::Response<PassBody<B>>;
-    type Error = S::Error;
-    type Future = PassFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Req) -> PassFuture<S::Future> {
-        PassFuture {
-            inner: self.0.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct PassFuture<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, B, E> Future for PassFuture<F>
-where
-    F: Future<Output = Result<http::Response<B>, E>>,
-{
-    type Output = Result<http::Response<PassBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().inner.poll(cx));
-        Poll::Ready(response.map(|response| response.map(|body| PassBody { inner: body })))
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct PassBody<B> {
-        #[pin]
-        inner: B,
-    }
-}
-
-impl<B: Body> Body for PassBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
