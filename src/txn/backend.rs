@@ -5,6 +5,8 @@
 //! [`TxError`], marking lock contention as [`TxError::Busy`] so the caller
 //! retries with backoff.
 
+use std::time::Duration;
+
 use super::{OutboxId, TxError};
 
 /// An outbox row as stored: what delivery and recovery read back.
@@ -94,4 +96,24 @@ pub trait Backend: Sealed + Send + Sync + 'static {
     /// mark lost to a power cut only makes the item delivered again,
     /// which at-least-once allows).
     fn mark_delivered(conn: &Self::Connection, ids: &[OutboxId]) -> Result<(), TxError>;
+
+    /// Deletes, in one statement inside the open transaction, up to
+    /// `limit` of the oldest rows (by id) marked delivered more than
+    /// `keep` ago; returns how many went. Undelivered rows are never
+    /// touched.
+    fn prune_delivered_in_transaction(
+        conn: &Self::Connection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError>;
+
+    /// [`prune_delivered_in_transaction`](Backend::prune_delivered_in_transaction)
+    /// in its own short transaction, with the cheaper durability of
+    /// [`mark_delivered`](Backend::mark_delivered) (a delete lost to a
+    /// power cut is made again by the next prune).
+    fn prune_delivered(
+        conn: &Self::Connection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError>;
 }

@@ -20,7 +20,8 @@
 //!   rollback, error or panic nothing is released. Rows committed but not
 //!   delivered when the process died are delivered after the next
 //!   [`open`](DatabaseBuilder::open) (at-least-once, with stable
-//!   [`OutboxId`]s).
+//!   [`OutboxId`]s). Delivered rows are deleted once older than
+//!   [`DatabaseBuilder::keep_delivered`] (default 7 days).
 //! - [`Cache`] invalidations registered in a transaction apply only on
 //!   commit.
 //! - **Group commit**: interactions queued together run in one database
@@ -104,7 +105,7 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use backend::{Backend, StoredItem};
 pub use cache::Cache;
@@ -452,9 +453,25 @@ struct DbSettings<B: Backend> {
     retry: Retry,
     handlers: Arc<Handlers>,
     reactor: Handle,
+    /// How long delivered outbox rows are kept (`None`: forever).
+    keep_delivered: Option<Duration>,
     /// Set once the stage exists: deliveries mark rows through it.
     db: OnceLock<Weak<DbInner<B>>>,
 }
+
+/// How long delivered outbox rows are kept unless
+/// [`DatabaseBuilder::keep_delivered`] says otherwise.
+const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How often a DB worker that marks rows delivered also prunes the old
+/// ones, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Rows one prune statement deletes at most: the statement looks at this
+/// many of the oldest delivered rows.
+const PRUNE_BATCH: usize = 1000;
+/// Statements one prune of a worker runs at most (it stops sooner when a
+/// statement deletes less than a full batch): 10,000 rows a second at
+/// most, so a worker never spends long on it.
+const PRUNE_STATEMENTS: usize = 10;
 
 /// One unit of work queued on the DB stage.
 enum DbJob<B: Backend> {
@@ -506,6 +523,8 @@ struct Ran {
 struct DbWorker<B: Backend> {
     settings: Arc<DbSettings<B>>,
     conn: Option<Rc<B::Connection>>,
+    /// When this worker may next prune delivered rows.
+    next_prune: Instant,
 }
 
 /// Options of a [`Database`] (from [`Database::builder`]).
@@ -519,6 +538,7 @@ pub struct DatabaseBuilder<B: Backend> {
     max_batch_wait: Duration,
     reactor: Option<Handle>,
     handlers: Handlers,
+    keep_delivered: Option<Duration>,
 }
 
 impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
@@ -531,6 +551,7 @@ impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
             .field("max_batch", &self.max_batch)
             .field("max_batch_wait", &self.max_batch_wait)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("keep_delivered", &self.keep_delivered)
             .finish()
     }
 }
@@ -653,6 +674,55 @@ impl<B: Backend> DatabaseBuilder<B> {
         self
     }
 
+    /// How long an outbox row is kept once it is marked delivered (default
+    /// 7 days); after that the DB workers delete it, so the outbox table
+    /// holds the rows still to deliver and the recent history, not every
+    /// item ever pushed.
+    ///
+    /// A worker that marks rows delivered also deletes, at most once a
+    /// second, the oldest delivered rows whose mark is older than `keep`:
+    /// up to 1,000 rows a statement and 10,000 a second, each statement
+    /// looking only at the 1,000 oldest delivered rows (through the
+    /// primary key), so its cost does not grow with the table. Rows not
+    /// yet delivered are never deleted, and ids are never reused (SQLite's
+    /// `AUTOINCREMENT`, PostgreSQL's sequence), so a consumer that
+    /// de-duplicates by [`OutboxId`] is not misled. A service that stops
+    /// delivering keeps its last rows until it delivers again or
+    /// [`Database::prune_delivered`] runs. SQLite counts whole seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::time::Duration;
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, Sqlite};
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let db = reactor.context().run(|| {
+    ///     Database::builder(Sqlite::memory())
+    ///         // Delivered rows are deleted after a day.
+    ///         .keep_delivered(Duration::from_secs(24 * 60 * 60))
+    ///         .open()
+    /// })?;
+    /// # drop(db);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keep_delivered(mut self, keep: Duration) -> Self {
+        self.keep_delivered = Some(keep);
+        self
+    }
+
+    /// Keeps every delivered outbox row: the workers never delete any
+    /// (see [`keep_delivered`](DatabaseBuilder::keep_delivered)), and the
+    /// table grows with every item pushed. For a service whose own jobs
+    /// archive or delete the rows.
+    pub fn keep_delivered_forever(mut self) -> Self {
+        self.keep_delivered = None;
+        self
+    }
+
     /// Registers the handler of `T` items: called on the reactor thread
     /// for each item a committed transaction pushed (and for items found
     /// undelivered at open). A later registration for the same kind
@@ -697,6 +767,7 @@ impl<B: Backend> DatabaseBuilder<B> {
             retry: self.retry,
             handlers: Arc::new(self.handlers),
             reactor,
+            keep_delivered: self.keep_delivered,
             db: OnceLock::new(),
         });
         let for_workers = Arc::clone(&settings);
@@ -710,6 +781,7 @@ impl<B: Backend> DatabaseBuilder<B> {
                 let mut worker = DbWorker {
                     settings: Arc::clone(&for_workers),
                     conn: None,
+                    next_prune: Instant::now(),
                 };
                 move |jobs: Vec<Batched<DbJob<B>>>| worker.run_batch(jobs)
             })
@@ -787,6 +859,7 @@ impl<B: Backend> Database<B> {
             max_batch_wait: Duration::ZERO,
             reactor: None,
             handlers: Handlers::new(),
+            keep_delivered: Some(KEEP_DELIVERED),
         }
     }
 
@@ -980,6 +1053,50 @@ impl<B: Backend> Database<B> {
         self.run_interaction(|tx: &Tx<B>| B::undelivered(tx))
     }
 
+    /// Deletes every outbox row marked delivered more than `older_than`
+    /// ago, now, in one transaction of its own; answers how many went.
+    /// For operators and tests: the workers prune by themselves as they
+    /// deliver (see [`DatabaseBuilder::keep_delivered`]). Undelivered rows
+    /// are never deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::time::Duration;
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, Sqlite};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let db = reactor
+    ///     .context()
+    ///     .run(|| Database::builder(Sqlite::memory()).open())?;
+    /// let pruned = db.prune_delivered(Duration::from_secs(3600));
+    /// assert_eq!(reactor.run_until(pruned)??, 0); // nothing delivered yet
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`run_interaction`](Database::run_interaction).
+    #[track_caller]
+    pub fn prune_delivered(
+        &self,
+        older_than: Duration,
+    ) -> impl Future<Output = Result<u64, TxError>> + Send + 'static {
+        self.run_interaction_alone(move |tx: &Tx<B>| {
+            let mut total = 0u64;
+            loop {
+                let deleted = B::prune_delivered_in_transaction(tx, older_than, PRUNE_BATCH)?;
+                total += deleted as u64;
+                if deleted < PRUNE_BATCH {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
     /// The DB stage's figures: queue depth, counts, latency.
     pub fn stats(&self) -> StageStats {
         self.inner.stage.stats()
@@ -1064,7 +1181,43 @@ impl<B: Backend> DbWorker<B> {
             // of their own.
             self.commit_group_with_marks(group, &marks);
         }
+        if !marks.is_empty() {
+            self.prune_if_due();
+        }
         answered
+    }
+
+    /// Deletes the delivered rows older than the database keeps (see
+    /// [`DatabaseBuilder::keep_delivered`]), at most once every
+    /// [`PRUNE_EVERY`] and [`PRUNE_STATEMENTS`] statements at a time, in
+    /// autocommit (the batch's transaction has ended). A failure is
+    /// logged and left for the next prune: the rows stay, nothing is lost.
+    fn prune_if_due(&mut self) {
+        let Some(keep) = self.settings.keep_delivered else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_EVERY;
+        let Ok(conn) = self.connection() else {
+            return;
+        };
+        for _ in 0..PRUNE_STATEMENTS {
+            match B::prune_delivered(&conn, keep, PRUNE_BATCH) {
+                Ok(deleted) if deleted == PRUNE_BATCH => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(
+                        target: "milieu::txn",
+                        stage = %self.settings.stage_name,
+                        "cannot delete old delivered outbox rows (the next prune tries again): {e}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     fn commit_group(&mut self, interactions: Vec<(Interaction, Context)>) {

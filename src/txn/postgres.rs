@@ -8,6 +8,7 @@
 
 use std::cell::{RefCell, RefMut};
 use std::fmt;
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
@@ -183,6 +184,38 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    /// One `DELETE` of the oldest delivered rows by id, at most `limit`,
+    /// those marked more than `keep` ago (the server's clock). The rows
+    /// looked at are the `limit` oldest delivered ones, found through the
+    /// primary key: the statement's cost does not grow with the table.
+    fn prune_delivered_in_transaction(
+        conn: &PgConnection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError> {
+        let deleted = conn
+            .client()
+            .execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep.as_secs_f64()])?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    /// [`prune_delivered_in_transaction`](Backend::prune_delivered_in_transaction)
+    /// in a transaction committed with `synchronous_commit = off`, as
+    /// [`mark_delivered`](Backend::mark_delivered): a delete lost to a
+    /// server crash is made again by the next prune.
+    fn prune_delivered(
+        conn: &PgConnection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError> {
+        let mut client = conn.client();
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        let deleted = tx.execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep.as_secs_f64()])?;
+        tx.commit()?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
     /// One `UPDATE` for all `ids`, in a transaction committed with
     /// `synchronous_commit = off`: the server answers before its WAL
     /// record is flushed (within a few hundred milliseconds). A server
@@ -202,6 +235,18 @@ impl Backend for Postgres {
 /// Marks the rows whose ids are `$1` delivered (those not marked yet).
 const MARK_DELIVERED: &str =
     "UPDATE milieu_outbox SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL";
+
+/// Deletes at most `$1` of the oldest delivered rows, those marked more
+/// than `$2` seconds ago.
+const PRUNE_DELIVERED: &str = "DELETE FROM milieu_outbox \
+     WHERE id IN (SELECT id FROM milieu_outbox WHERE delivered_at IS NOT NULL \
+                  ORDER BY id LIMIT $1) \
+     AND delivered_at < now() - make_interval(secs => $2)";
+
+/// A row count for a `LIMIT`.
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
 
 impl From<postgres::Error> for TxError {
     fn from(e: postgres::Error) -> Self {

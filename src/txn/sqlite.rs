@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization, TransactionOperation};
 use rusqlite::ErrorCode;
@@ -234,6 +235,48 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    /// One `DELETE` of the oldest delivered rows by id, at most `limit`,
+    /// those whose mark is older than `keep` in whole seconds (SQLite's
+    /// `unixepoch()`; a strict comparison, so a row always outlives
+    /// `keep`). The rows looked at are the `limit` oldest delivered ones,
+    /// found through the primary key: the statement's cost does not grow
+    /// with the table.
+    fn prune_delivered_in_transaction(
+        conn: &rusqlite::Connection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError> {
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM milieu_outbox \
+                 WHERE id IN (SELECT id FROM milieu_outbox WHERE delivered_at IS NOT NULL \
+                              ORDER BY id LIMIT ?1) \
+                 AND delivered_at < unixepoch() - ?2",
+            )?
+            .execute((
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                whole_seconds(keep),
+            ))?;
+        Ok(deleted)
+    }
+
+    /// [`prune_delivered_in_transaction`](Backend::prune_delivered_in_transaction)
+    /// in autocommit with `synchronous = NORMAL`, as
+    /// [`mark_delivered`](Backend::mark_delivered): a delete lost to a
+    /// power cut is made again by the next prune.
+    fn prune_delivered(
+        conn: &rusqlite::Connection,
+        keep: Duration,
+        limit: usize,
+    ) -> Result<usize, TxError> {
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let pruned = Self::prune_delivered_in_transaction(conn, keep, limit);
+        let restored = conn.execute_batch("PRAGMA synchronous = FULL");
+        let pruned = pruned?;
+        restored?;
+        Ok(pruned)
+    }
+
     /// The `UPDATE` in autocommit, committed with `synchronous = NORMAL`:
     /// in WAL mode that commit is not synced to disk by itself (the next
     /// `FULL` commit or checkpoint syncs it). A process crash keeps it
@@ -247,6 +290,13 @@ impl Backend for Sqlite {
         restored?;
         Ok(())
     }
+}
+
+/// `keep` in whole seconds, rounded up (a row is never pruned early),
+/// for SQLite's integer timestamps.
+fn whole_seconds(keep: Duration) -> i64 {
+    let seconds = keep.as_secs() + u64::from(keep.subsec_nanos() > 0);
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 impl From<rusqlite::Error> for TxError {
