@@ -101,7 +101,9 @@
 //! `--write-timeout-ms N` (defaults 10 s, 60 s and 30 s: a client that
 //! takes none of its answers for that long is dropped),
 //! `--max-connections N` (default 16,384, shared by all threads: past it a
-//! new connection gets `503` and `Retry-After: 1`). Orders only:
+//! new connection gets `503` and `Retry-After: 1`; at start the open-file
+//! limit is raised to fit it, and where the system's hard limit is lower
+//! the service says so and serves what fits). Orders only:
 //! `--panic-route` (makes `POST /debug/panic` on the public listener
 //! panic, for the tests of the panic handling: they check that the public
 //! listener answers 500 and goes on serving; without the flag the path
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
         .with_target(true)
         .with_max_level(args.log_level)
         .init();
+    let args = fit_open_files(args);
     let role = args.role;
     let ran = match role {
         Role::Orders => run_orders(args),
@@ -162,6 +165,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the open-file limit so that every listener can hold
+/// `--max-connections` connections; where the system allows fewer,
+/// serves fewer (said once, at start): past the limit `accept` fails and
+/// clients would wait in the backlog instead of getting the budget's 503.
+fn fit_open_files(mut args: Args) -> Args {
+    use milieu::reactor::OpenFilesLimit;
+    let listeners = if args.admin_addr.is_some() { 2 } else { 1 };
+    let wanted = (args.max_connections as u64)
+        .saturating_mul(listeners)
+        .saturating_add(OpenFilesLimit::RESERVE);
+    match OpenFilesLimit::raise_to(wanted) {
+        Ok(limit) if limit.soft >= wanted => {}
+        Ok(limit) => {
+            let fits = usize::try_from(limit.connections() / listeners)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            tracing::warn!(
+                target: "orders",
+                "the open-file limit is {} (hard limit {}): serving at most {fits} connections \
+                 per listener, not --max-connections {} (raise it with `ulimit -n`)",
+                limit.soft,
+                limit.hard,
+                args.max_connections,
+            );
+            args.max_connections = fits;
+        }
+        Err(e) => tracing::warn!(target: "orders", "cannot read the open-file limit: {e}"),
+    }
+    args
 }
 
 fn run_orders(args: Args) -> Result<(), Box<dyn Error>> {

@@ -185,6 +185,9 @@ impl HttpLimits {
 
     /// At most `connections` connections served at once by one server
     /// (past it: `503`, `Retry-After: 1`, close; see [`ServerBudget`]).
+    /// Each is a file descriptor: a process whose open-file limit is
+    /// lower fails to accept past it instead, so raise the limit at
+    /// start-up ([`OpenFilesLimit::raise_to`](crate::reactor::OpenFilesLimit::raise_to)).
     pub fn with_max_connections(mut self, connections: usize) -> HttpLimits {
         self.max_connections = connections;
         self

@@ -83,6 +83,7 @@ mod info;
 mod listener;
 #[cfg(feature = "test-util")]
 mod memory;
+mod open_files;
 mod protocol;
 mod readiness;
 mod sources;
@@ -107,6 +108,7 @@ pub use event_loop::{Builder, NotVirtual, Reactor};
 pub use handle::Handle;
 pub use info::{ConnectionId, ConnectionInfo};
 pub use listener::{Listener, SharedPort};
+pub use open_files::OpenFilesLimit;
 pub use protocol::{LineError, LineProtocol, Protocol, Requests};
 pub use stats::TickStats;
 pub use task::{JoinError, JoinHandle};
