@@ -142,6 +142,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(true)
+        // A log line that cannot be written (stderr closed: a pipe whose
+        // reader went away) is lost, not reported with `eprintln!`, which
+        // panics on the same closed stderr and would take down the
+        // thread that logged, such as the one that stops the service.
+        .log_internal_errors(false)
         .init();
     let args = match parse_args() {
         Ok(args) => args,

@@ -151,6 +151,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(true)
         .with_max_level(args.log_level)
+        // A log line that cannot be written (stderr closed: a pipe whose
+        // reader went away) is lost, not reported with `eprintln!`, which
+        // panics on the same closed stderr and would take down the
+        // thread that logged, such as the one that stops the service.
+        .log_internal_errors(false)
         .init();
     let args = fit_open_files(args);
     let role = args.role;
@@ -177,7 +182,13 @@ fn fit_open_files(mut args: Args) -> Args {
     let wanted = (args.max_connections as u64)
         .saturating_mul(listeners)
         .saturating_add(OpenFilesLimit::RESERVE);
-    match OpenFilesLimit::raise_to(wanted) {
+    // Where the raise is refused (a request past the kernel's own cap,
+    // `fs.nr_open`), the limit in force decides.
+    let limit = OpenFilesLimit::raise_to(wanted).or_else(|e| {
+        tracing::warn!(target: "orders", "cannot raise the open-file limit to {wanted}: {e}");
+        OpenFilesLimit::current()
+    });
+    match limit {
         Ok(limit) if limit.soft >= wanted => {}
         Ok(limit) => {
             let fits = usize::try_from(limit.connections() / listeners)

@@ -195,7 +195,7 @@ impl Backend for Postgres {
     ) -> Result<usize, TxError> {
         let deleted = conn
             .client()
-            .execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep.as_secs_f64()])?;
+            .execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep_seconds(keep)])?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
@@ -211,7 +211,7 @@ impl Backend for Postgres {
         let mut client = conn.client();
         let mut tx = client.transaction()?;
         tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        let deleted = tx.execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep.as_secs_f64()])?;
+        let deleted = tx.execute(PRUNE_DELIVERED, &[&limit_i64(limit), &keep_seconds(keep)])?;
         tx.commit()?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
@@ -242,6 +242,13 @@ const PRUNE_DELIVERED: &str = "DELETE FROM milieu_outbox \
      WHERE id IN (SELECT id FROM milieu_outbox WHERE delivered_at IS NOT NULL \
                   ORDER BY id LIMIT $1) \
      AND delivered_at < now() - make_interval(secs => $2)";
+
+/// `keep` in seconds for `make_interval`, at most about 3,000 years (an
+/// interval of `Duration::MAX` is out of PostgreSQL's range, and nothing
+/// older than that exists to delete).
+fn keep_seconds(keep: Duration) -> f64 {
+    keep.as_secs_f64().min(1e11)
+}
 
 /// A row count for a `LIMIT`.
 fn limit_i64(limit: usize) -> i64 {
