@@ -158,44 +158,41 @@ fn the_workers_delete_delivered_rows_once_past_their_retention() {
     );
 }
 
+/// Two deliveries more than a second apart under `keep`: the ids pushed,
+/// and those in the table once the worker is done with the second (a
+/// prune, if one ran, follows the marks it waited for).
+fn two_deliveries(
+    keep: impl FnOnce(DatabaseBuilder<Sqlite>) -> DatabaseBuilder<Sqlite>,
+) -> (Vec<i64>, Vec<i64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let mut s = open(&path, keep);
+    let mut pushed = s.push(4, 1);
+    next_second();
+    std::thread::sleep(Duration::from_millis(1100));
+    pushed.extend(s.push(2, 0));
+    (pushed, rows(&path))
+}
+
 /// `keep_delivered_forever`: no worker deletes anything.
 #[test]
 fn rows_kept_forever_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let mut s = open(&path, DatabaseBuilder::keep_delivered_forever);
-    let first = s.push(4, 1);
-    next_second();
-    std::thread::sleep(Duration::from_millis(1100));
-    let second = s.push(2, 0);
-    // Let a prune, if one ran, finish: the marks of `second` were the last
-    // work of the worker, and the prune would follow them.
-    let db = s.db.clone();
-    s.reactor.run_until(db.undelivered()).unwrap().unwrap();
-    let all: Vec<i64> = first.iter().chain(&second).copied().collect();
-    assert_eq!(rows(&path), all);
+    let (pushed, left) = two_deliveries(DatabaseBuilder::keep_delivered_forever);
+    assert_eq!(left, pushed);
 }
 
 /// The default keeps rows for days: a service that delivers does not lose
 /// its recent history.
 #[test]
 fn the_default_retention_keeps_recent_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let mut s = open(&path, |b| b);
-    let first = s.push(3, 0);
-    next_second();
-    std::thread::sleep(Duration::from_millis(1100));
-    let second = s.push(1, 0);
-    let db = s.db.clone();
-    s.reactor.run_until(db.undelivered()).unwrap().unwrap();
-    let all: Vec<i64> = first.iter().chain(&second).copied().collect();
-    assert_eq!(rows(&path), all);
+    let (pushed, left) = two_deliveries(|b| b);
+    assert_eq!(left, pushed);
 }
 
-/// `prune_delivered` deletes, at once and past a statement's batch, the
-/// delivered rows older than asked, and nothing else; ids are not reused
-/// after a prune.
+/// `prune_delivered` deletes, at once, every delivered row older than
+/// asked, also behind a young one delivered late (the workers' windowed
+/// prune would stop there), and nothing else; ids are not reused after a
+/// prune.
 #[test]
 fn prune_delivered_deletes_old_delivered_rows_and_only_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,16 +207,43 @@ fn prune_delivered_deletes_old_delivered_rows_and_only_them() {
         .unwrap()
         .unwrap();
     assert_eq!(young, 0, "nothing is an hour old");
-    next_second();
-    let pruned = s
-        .reactor
-        .run_until(db.prune_delivered(Duration::ZERO))
-        .unwrap()
-        .unwrap();
-    assert_eq!(pruned, 2_500);
-    assert_eq!(rows(&path), first[2_500..], "the undelivered rows stay");
-    // The newest rows were deleted too: new ones still get new ids.
-    let newest = *first.iter().max().unwrap();
-    let after = s.push(1, 0);
-    assert!(after[0] > newest, "{after:?} after {newest}");
+    // The oldest row delivered just now (as after a restart), the others
+    // two days ago, through a connection of the test's own.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE milieu_outbox SET delivered_at = unixepoch() - 172800 \
+         WHERE delivered_at IS NOT NULL AND id > ?1",
+        [first[0]],
+    )
+    .unwrap();
+    let prune_a_day_old = |s: &mut Service| {
+        s.reactor
+            .run_until(db.prune_delivered(Duration::from_secs(86_400)))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        prune_a_day_old(&mut s),
+        2_499,
+        "all but the row delivered late"
+    );
+    let kept: Vec<i64> = std::iter::once(first[0])
+        .chain(first[2_500..].iter().copied())
+        .collect();
+    assert_eq!(
+        rows(&path),
+        kept,
+        "the late row and the undelivered rows stay"
+    );
+    // The newest row pruned: the next one still gets a new id.
+    let newest = s.push(1, 0)[0];
+    conn.execute(
+        "UPDATE milieu_outbox SET delivered_at = unixepoch() - 172800 WHERE id = ?1",
+        [newest],
+    )
+    .unwrap();
+    assert_eq!(prune_a_day_old(&mut s), 1);
+    assert!(!rows(&path).contains(&newest));
+    let after = s.push(1, 0)[0];
+    assert!(after > newest, "{after} after {newest}");
 }

@@ -116,4 +116,12 @@ pub trait Backend: Sealed + Send + Sync + 'static {
         keep: Duration,
         limit: usize,
     ) -> Result<usize, TxError>;
+
+    /// Deletes, inside the open transaction, every row marked delivered
+    /// more than `keep` ago, wherever it is in the table (a scan: for
+    /// operators, not for the workers); returns how many went.
+    fn prune_all_delivered_in_transaction(
+        conn: &Self::Connection,
+        keep: Duration,
+    ) -> Result<u64, TxError>;
 }

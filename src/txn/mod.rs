@@ -1054,10 +1054,13 @@ impl<B: Backend> Database<B> {
     }
 
     /// Deletes every outbox row marked delivered more than `older_than`
-    /// ago, now, in one transaction of its own; answers how many went.
-    /// For operators and tests: the workers prune by themselves as they
-    /// deliver (see [`DatabaseBuilder::keep_delivered`]). Undelivered rows
-    /// are never deleted.
+    /// ago, now, in one statement and one transaction of its own; answers
+    /// how many went. For operators and tests: the workers prune by
+    /// themselves as they deliver (see
+    /// [`DatabaseBuilder::keep_delivered`]), looking only at the oldest
+    /// rows, where this looks at the whole table (a row delivered late
+    /// does not hold back the older ones behind it). Undelivered rows are
+    /// never deleted.
     ///
     /// # Examples
     ///
@@ -1086,14 +1089,7 @@ impl<B: Backend> Database<B> {
         older_than: Duration,
     ) -> impl Future<Output = Result<u64, TxError>> + Send + 'static {
         self.run_interaction_alone(move |tx: &Tx<B>| {
-            let mut total = 0u64;
-            loop {
-                let deleted = B::prune_delivered_in_transaction(tx, older_than, PRUNE_BATCH)?;
-                total += deleted as u64;
-                if deleted < PRUNE_BATCH {
-                    return Ok(total);
-                }
-            }
+            B::prune_all_delivered_in_transaction(tx, older_than)
         })
     }
 

@@ -216,6 +216,17 @@ impl Backend for Postgres {
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
+    fn prune_all_delivered_in_transaction(
+        conn: &PgConnection,
+        keep: Duration,
+    ) -> Result<u64, TxError> {
+        Ok(conn.client().execute(
+            "DELETE FROM milieu_outbox \
+             WHERE delivered_at IS NOT NULL AND delivered_at < now() - make_interval(secs => $1)",
+            &[&keep_seconds(keep)],
+        )?)
+    }
+
     /// One `UPDATE` for all `ids`, in a transaction committed with
     /// `synchronous_commit = off`: the server answers before its WAL
     /// record is flushed (within a few hundred milliseconds). A server

@@ -277,6 +277,19 @@ impl Backend for Sqlite {
         Ok(pruned)
     }
 
+    fn prune_all_delivered_in_transaction(
+        conn: &rusqlite::Connection,
+        keep: Duration,
+    ) -> Result<u64, TxError> {
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM milieu_outbox \
+                 WHERE delivered_at IS NOT NULL AND delivered_at < unixepoch() - ?1",
+            )?
+            .execute([whole_seconds(keep)])?;
+        Ok(deleted as u64)
+    }
+
     /// The `UPDATE` in autocommit, committed with `synchronous = NORMAL`:
     /// in WAL mode that commit is not synced to disk by itself (the next
     /// `FULL` commit or checkpoint syncs it). A process crash keeps it
