@@ -7,7 +7,8 @@
 //!
 //! Run with `cargo bench --bench tower_layer --features axum` (append
 //! `-- --rounds N --requests M` to change the defaults, 200 rounds of
-//! 20,000 requests per side).
+//! 20,000 requests per side; `-- --only SIDE` runs one side alone, for a
+//! profiler).
 //!
 //! Each request is one `GET /` through an axum 0.8 `Router` with the hello
 //! route of examples/axum_hello: ready, call, the response future polled
@@ -176,8 +177,19 @@ fn arg(name: &str, default: u32) -> u32 {
     }
 }
 
+/// `--only NAME`: run that side alone (to profile it).
+fn only_side() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--only")?;
+    Some(
+        args.get(at + 1)
+            .expect("--only needs a side's name")
+            .clone(),
+    )
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; only these two options are read.
+    // `cargo bench` passes `--bench`; only these options are read.
     let rounds = arg("--rounds", 200) as usize;
     let requests = arg("--requests", 20_000);
     let mut sides = [
@@ -214,6 +226,19 @@ fn main() {
             boxed(Passthrough.layer(Router::new().route("/", get(hello)).with_state(()))),
         ),
     ];
+    if let Some(only) = only_side() {
+        // For a profiler: one side alone, the others never run.
+        let side = sides
+            .iter_mut()
+            .find(|side| side.name == only)
+            .unwrap_or_else(|| panic!("--only: no side named {only}"));
+        let times: Vec<f64> = (0..rounds).map(|_| (side.run)(requests)).collect();
+        println!(
+            "{only}: {:.1} ns per request (median of {rounds} rounds)",
+            median(&times)
+        );
+        return;
+    }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     // One round unrecorded: every side warm.
     for side in &mut sides {

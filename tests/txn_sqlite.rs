@@ -249,7 +249,7 @@ fn a_locked_database_is_retried_with_backoff_then_a_typed_error() {
         .contains("locked after 3 attempts"));
 
     // With a patient policy, a lock released while retrying is waited for.
-    drop(s);
+    drop((db, s));
     let mut s = open(
         &path_after_unlock(other, &path),
         Retry {
@@ -412,7 +412,7 @@ fn undelivered_items_are_delivered_after_reopening_with_the_same_ids() {
         assert!(Instant::now() < deadline);
         s.reactor.tick(Some(Duration::from_millis(10))).unwrap();
     }
-    drop(s);
+    drop((db, s));
     let mut s = open(&path, Retry::default());
     assert!(s.settle(0).is_empty());
 }

@@ -16,7 +16,8 @@
 //!
 //! Defaults: role `orders`, `127.0.0.1:8080` (stock: `127.0.0.1:8090`),
 //! no admin listener, one reactor thread, the orders database in
-//! `milieu-orders` under the system temp dir. The first line of stdout is
+//! `milieu-orders` under the system temp dir (one instance per directory:
+//! a second is refused, naming the process that holds it). The first line of stdout is
 //! `listening on ADDR`; with `--admin-addr` the second is
 //! `admin listening on ADDR`.
 //!

@@ -21,7 +21,16 @@ pub struct StoredItem {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    use std::path::Path;
+
+    pub trait Sealed {
+        /// The file one open `Database` owns at a time (a SQLite file):
+        /// `open` takes its owner lock (`txn::owner`). `None`: nothing to
+        /// lock (in memory, or a server that serves many clients).
+        fn owned_file(&self) -> Option<&Path> {
+            None
+        }
+    }
 }
 pub(crate) use sealed::Sealed;
 

@@ -93,6 +93,7 @@
 mod backend;
 mod cache;
 mod outbox;
+mod owner;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -103,6 +104,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -443,6 +445,9 @@ impl<B: Backend> Clone for Database<B> {
 struct DbInner<B: Backend> {
     stage: Stage<DbJob<B>, ()>,
     settings: Arc<DbSettings<B>>,
+    /// The file's owner lock (see [`DatabaseBuilder::exclusive`]), held
+    /// until the last handle drops.
+    _owner: Option<owner::OwnerLock>,
 }
 
 /// What `open` fixed, shared by the DB workers and the deliveries (never
@@ -539,6 +544,7 @@ pub struct DatabaseBuilder<B: Backend> {
     reactor: Option<Handle>,
     handlers: Handlers,
     keep_delivered: Option<Duration>,
+    exclusive: bool,
 }
 
 impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
@@ -552,6 +558,7 @@ impl<B: Backend> fmt::Debug for DatabaseBuilder<B> {
             .field("max_batch_wait", &self.max_batch_wait)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .field("keep_delivered", &self.keep_delivered)
+            .field("exclusive", &self.exclusive)
             .finish()
     }
 }
@@ -570,6 +577,23 @@ pub enum OpenError {
     /// Connecting, preparing the outbox table or reading undelivered rows
     /// failed.
     Database(TxError),
+    /// Another open [`Database`] owns the file, in this process or in
+    /// another one (see [`DatabaseBuilder::exclusive`]).
+    InUse {
+        /// The owner's lock file, beside the database.
+        lock: PathBuf,
+        /// The owner's process id, as it wrote it into the lock file
+        /// (`None` if it could not be read).
+        holder: Option<u32>,
+    },
+    /// The owner lock could not be taken: its file beside the database
+    /// cannot be created or locked.
+    Lock {
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -583,6 +607,22 @@ impl fmt::Display for OpenError {
             OpenError::Config(why) => write!(f, "invalid database settings: {why}"),
             OpenError::Stage(e) => write!(f, "cannot start the DB stage: {e}"),
             OpenError::Database(e) => write!(f, "cannot open the database: {e}"),
+            OpenError::InUse { lock, holder } => {
+                f.write_str("the database is open in another milieu Database (")?;
+                match holder {
+                    Some(pid) => write!(f, "process {pid}")?,
+                    None => f.write_str("another process")?,
+                }
+                write!(
+                    f,
+                    " holds {}): both would deliver its undelivered outbox items; stop the \
+                     other one or give each its own file",
+                    lock.display()
+                )
+            }
+            OpenError::Lock { lock, error } => {
+                write!(f, "cannot take the owner lock {}: {error}", lock.display())
+            }
         }
     }
 }
@@ -593,7 +633,8 @@ impl StdError for OpenError {
             OpenError::NoReactor(missing) => Some(missing.as_ref()),
             OpenError::Stage(e) => Some(e),
             OpenError::Database(e) => Some(e),
-            OpenError::Config(_) => None,
+            OpenError::Lock { error, .. } => Some(error),
+            OpenError::Config(_) | OpenError::InUse { .. } => None,
         }
     }
 }
@@ -723,6 +764,49 @@ impl<B: Backend> DatabaseBuilder<B> {
         self
     }
 
+    /// Whether this `Database` must be the only one open on its file
+    /// (default `true`; only a SQLite file has one).
+    ///
+    /// Two `Database`s on one file, in two processes started on the same
+    /// data directory or twice in one process, would each deliver at open
+    /// the outbox items the other committed and has not delivered yet:
+    /// those items twice. So [`open`](DatabaseBuilder::open) takes an
+    /// advisory lock on a file beside the database,
+    /// `<file>-milieu.lock`, holds it until the last handle drops, and
+    /// fails with [`OpenError::InUse`], naming the holder's process id,
+    /// while another holds it. The system releases the lock when its
+    /// holder exits, even by a crash: nothing stale is left to clean up.
+    ///
+    /// `exclusive(false)` opens without the lock, for a program that knows
+    /// a second delivery of the same item is harmless to it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use milieu::reactor::Reactor;
+    /// use milieu::txn::{Database, OpenError, Sqlite};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("milieu-doc-exclusive-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let file = dir.join("app.db");
+    /// let reactor = Reactor::new()?;
+    /// let first = reactor.context().run(|| Database::builder(Sqlite::file(&file)).open())?;
+    /// let second = reactor.context().run(|| Database::builder(Sqlite::file(&file)).open());
+    /// assert!(matches!(second, Err(OpenError::InUse { holder: Some(pid), .. }) if pid == std::process::id()));
+    /// drop(first);
+    /// // The lock is free again once the first one's handles are dropped.
+    /// let again = reactor.context().run(|| Database::builder(Sqlite::file(&file)).open())?;
+    /// # drop(again);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
     /// Registers the handler of `T` items: called on the reactor thread
     /// for each item a committed transaction pushed (and for items found
     /// undelivered at open). A later registration for the same kind
@@ -760,6 +844,15 @@ impl<B: Backend> DatabaseBuilder<B> {
                 )));
             }
         }
+        // Before anything connects: a second owner must not even read the
+        // undelivered rows.
+        let owner = match self.backend.owned_file() {
+            Some(file) if self.exclusive => Some(owner::claim(file).map_err(|e| match e {
+                owner::ClaimError::Held { lock, holder } => OpenError::InUse { lock, holder },
+                owner::ClaimError::Io { lock, error } => OpenError::Lock { lock, error },
+            })?),
+            _ => None,
+        };
         let stage_name: Arc<str> = self.name.unwrap_or_else(|| "db".to_owned()).into();
         let settings = Arc::new(DbSettings {
             backend: self.backend,
@@ -786,7 +879,11 @@ impl<B: Backend> DatabaseBuilder<B> {
                 move |jobs: Vec<Batched<DbJob<B>>>| worker.run_batch(jobs)
             })
             .map_err(OpenError::Stage)?;
-        let inner = Arc::new(DbInner { stage, settings });
+        let inner = Arc::new(DbInner {
+            stage,
+            settings,
+            _owner: owner,
+        });
         let _ = inner.settings.db.set(Arc::downgrade(&inner));
         let db = Database { inner };
 
@@ -860,6 +957,7 @@ impl<B: Backend> Database<B> {
             reactor: None,
             handlers: Handlers::new(),
             keep_delivered: Some(KEEP_DELIVERED),
+            exclusive: true,
         }
     }
 

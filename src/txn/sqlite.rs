@@ -104,7 +104,11 @@ fn authorize(action: AuthContext<'_>) -> Authorization {
     }
 }
 
-impl Sealed for Sqlite {}
+impl Sealed for Sqlite {
+    fn owned_file(&self) -> Option<&Path> {
+        self.path()
+    }
+}
 
 impl Backend for Sqlite {
     type Connection = rusqlite::Connection;
