@@ -117,8 +117,10 @@ impl Listening {
         })
     }
 
-    /// The first steps of a graceful stop: no new connections, on either
-    /// listener; the requests in flight finish (for 10 s at most), while
+    /// The first steps of a graceful stop: the reactor threads drain
+    /// ([`Cores::drain`]: no new connections, on either listener; every
+    /// request received is answered, also those read and not yet handled;
+    /// then each connection closes), for 10 s at most, while
     /// `main_reactor` goes on ticking (orders delivers its outbox there);
     /// then the reactor threads stop.
     pub fn stop(
@@ -126,6 +128,11 @@ impl Listening {
         main_reactor: &mut Reactor,
         in_flight: &InFlightRequests,
     ) -> Result<(), Box<dyn Error>> {
+        tracing::info!(
+            target: "orders",
+            in_flight = in_flight.count(),
+            "draining: answering the requests received, then closing"
+        );
         let listeners = std::mem::take(
             &mut *self
                 .listeners
@@ -135,8 +142,9 @@ impl Listening {
         for listener in listeners {
             listener.close();
         }
+        self.cores.drain();
         let deadline = Instant::now() + DRAIN_DEADLINE;
-        while in_flight.count() > 0 && Instant::now() < deadline {
+        while !self.cores.is_finished() && Instant::now() < deadline {
             main_reactor.tick(Some(Duration::from_millis(10)))?;
         }
         self.cores.stop();

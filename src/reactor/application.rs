@@ -275,6 +275,9 @@ pub(crate) struct ServerConn<P: Protocol> {
     body_since: Option<(Instant, u64)>,
     /// This connection's part of the server's budget, if there is one.
     share: Option<Share>,
+    /// The reactor is draining: the connection closes as soon as it has
+    /// nothing in progress (see [`Driver::drain`]).
+    draining: bool,
 }
 
 /// Polls a deferred reply once, here: an async handler that does not wait
@@ -325,6 +328,7 @@ impl<P: Protocol> ServerConn<P> {
             read_total: 0,
             body_since: None,
             share,
+            draining: false,
         };
         if refused {
             tracing::debug!(
@@ -783,6 +787,17 @@ impl<P: Protocol> Driver for ServerConn<P> {
             self.idle_since = None;
             return;
         }
+        if self.draining {
+            // Everything received is answered and sent: the connection
+            // ends as any closing one does (our side shut, the peer's
+            // input read and dropped until it closes, for at most the
+            // linger time), so that a request crossing our close on the
+            // wire meets an end of stream, not a reset. `ending` is set
+            // now, so this second flush does not come here again.
+            self.end(CloseReason::Drained);
+            self.flush(cx);
+            return;
+        }
         self.transport.input.release_if_empty();
         self.transport.output.release_if_empty();
         if self.idle_since.is_none() && self.transport.limits.idle_timeout().is_some() {
@@ -874,6 +889,17 @@ impl<P: Protocol> Driver for ServerConn<P> {
 
     fn finished(&self) -> bool {
         self.done.is_some()
+    }
+
+    fn drain(&mut self, cx: &mut DriverCx<'_>) -> bool {
+        // What the peer sent and we have not read yet (a connection
+        // accepted in this tick has read nothing) is read now: the
+        // dispatch step that follows decodes and handles it, and `flush`,
+        // which runs in this tick and after every response, ends the
+        // connection once nothing is in progress.
+        self.draining = true;
+        self.io(Ready::ANY, cx);
+        true
     }
 
     fn abort(&mut self, reason: CloseReason) {

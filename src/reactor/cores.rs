@@ -78,6 +78,45 @@ impl Cores {
         }
     }
 
+    /// Asks every reactor to stop gracefully ([`Handle::drain`]): each
+    /// closes its listeners, answers every request its connections
+    /// received, closes them, and stops once none is left. Returns at
+    /// once; [`is_finished`](Cores::is_finished) says when all have
+    /// stopped, and [`stop`](Cores::stop) ends those still draining at a
+    /// deadline of the caller's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use milieu::reactor::{run_on_threads, serve, LineProtocol, SharedPort};
+    ///
+    /// let port = SharedPort::bind("127.0.0.1:0")?;
+    /// let cores = run_on_threads(2, move |handle| {
+    ///     handle.listen_shared(&port, || serve(LineProtocol::new(), |line: String| line))?;
+    ///     Ok(())
+    /// })?;
+    /// cores.drain();
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while !cores.is_finished() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// cores.stop(); // those still draining at the deadline
+    /// cores.join()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn drain(&self) {
+        for handle in &self.handles {
+            handle.drain();
+        }
+    }
+
+    /// Whether every reactor thread has ended (after
+    /// [`drain`](Cores::drain) or [`stop`](Cores::stop)).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
     /// Waits until every reactor stopped ([`stop`](Cores::stop), or
     /// [`Handle::stop`] on each).
     ///

@@ -69,6 +69,16 @@ pub(crate) trait Driver: Send {
     fn expire(&mut self, now: Instant, cx: &mut DriverCx<'_>) {
         let _ = (now, cx);
     }
+    /// The reactor is draining ([`Handle::drain`](super::Handle::drain)):
+    /// a server connection answers what it received and closes once it
+    /// has nothing in progress, and says so with `true`, so that the
+    /// reactor waits for it; the default (client connections) does
+    /// nothing and answers `false`. Called once per connection; it is
+    /// flushed in the same tick.
+    fn drain(&mut self, cx: &mut DriverCx<'_>) -> bool {
+        let _ = cx;
+        false
+    }
     fn stream(&mut self) -> &mut StreamIo;
     fn context(&self) -> &Context;
 }

@@ -200,6 +200,10 @@ impl Reactor {
         // 4. I/O: registrations queued by handles, then accept / recv (and
         // connects finishing) on the ready sources.
         self.sources.transport_step(&self.readiness, &mut stats);
+        // Draining (`Handle::drain`): from the tick it was asked for on.
+        if self.state.drain_requested.swap(false, Ordering::SeqCst) || self.sources.is_draining() {
+            self.sources.drain_step(&self.readiness, &mut stats);
+        }
 
         // 5. Protocol dispatch: complete requests to the application.
         self.sources.dispatch_step(&self.readiness, &mut stats);
@@ -211,6 +215,10 @@ impl Reactor {
 
         // 7. Flush of buffered writes; finished connections are removed.
         self.sources.flush_step(&self.readiness, &mut stats);
+        if self.sources.drained() {
+            // The last server connection closed: `run` returns.
+            self.state.stopping.store(true, Ordering::SeqCst);
+        }
         Ok(stats)
     }
 
@@ -241,6 +249,7 @@ impl Reactor {
     /// How long the readiness poll may wait.
     fn poll_timeout(&mut self, max_wait: Option<Duration>) -> Option<Duration> {
         let busy = self.state.stopping.load(Ordering::SeqCst)
+            || self.state.drain_requested.load(Ordering::SeqCst)
             || self.state.main_woken.load(Ordering::SeqCst)
             || self.state.executor.has_ready()
             || !self.state.calls().is_empty();

@@ -164,6 +164,52 @@ impl Handle {
         self.state.wakeup.wake();
     }
 
+    /// Asks the reactor to stop gracefully: at its next tick it stops
+    /// accepting (its listeners close), each server connection answers
+    /// every request it has received (those in flight, those read and not
+    /// yet handled, one still arriving), sends what it owes and then ends
+    /// (an idle one at once): its side is shut, and the peer's end of
+    /// stream is awaited for at most [`Limits::linger`](super::Limits::linger),
+    /// so that a request crossing the close meets an end of stream, not a
+    /// reset. Once no server connection is left the reactor stops
+    /// ([`Reactor::run`](super::Reactor::run) returns). Client
+    /// connections, tasks and timers are left alone; connections still in
+    /// the kernel's accept queue when the listeners close are reset by
+    /// the system.
+    ///
+    /// A connection that never finishes (a request that never completes)
+    /// is ended by its timeouts ([`Limits`](super::Limits)); a caller
+    /// with a deadline of its own calls [`stop`](Handle::stop) when it
+    /// passes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use milieu::reactor::{serve, LineProtocol, Reactor};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// let listener = handle.listen_tcp("127.0.0.1:0", || {
+    ///     serve(LineProtocol::new(), |line: String| line.to_uppercase())
+    /// })?;
+    /// let addr = listener.local_addr();
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(b"hello\n")?;
+    /// let answer = std::thread::spawn(move || {
+    ///     let mut answer = String::new();
+    ///     client.read_to_string(&mut answer).map(|_| answer) // to the close
+    /// });
+    /// handle.drain();
+    /// reactor.run()?; // returns once the client has its answer and left
+    /// assert_eq!(answer.join().unwrap()?, "HELLO\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&self) {
+        self.state.drain_requested.store(true, Ordering::SeqCst);
+        self.state.wakeup.wake();
+    }
+
     /// The caller's context for work this reactor will run, carried
     /// across a hop: with this reactor's handle on top unless it already is
     /// the visible one, so the work can always find the reactor running it.

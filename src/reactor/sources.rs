@@ -15,7 +15,7 @@
 //! state: only the reactor thread touches sockets. Handles on any thread
 //! reach it through the [`IoQueue`](super::driver::IoQueue).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -55,6 +55,17 @@ pub(crate) struct SourceTable {
     /// The earliest connection deadline seen (read or idle timeout,
     /// linger), if any: the sweep in step 4 runs once it has passed.
     next_sweep: Option<Instant>,
+    /// Set once [`Handle::drain`](super::Handle::drain) took effect.
+    draining: Option<Draining>,
+}
+
+/// A draining table's progress (see [`SourceTable::drain_step`]).
+#[derive(Default)]
+struct Draining {
+    /// The connections told to drain (server and client alike).
+    told: HashSet<usize>,
+    /// The server connections among them still open.
+    servers: Vec<usize>,
 }
 
 /// Hashes source tokens, which are sequential numbers: one multiplication
@@ -107,6 +118,7 @@ impl SourceTable {
             dead: Vec::new(),
             work: Vec::new(),
             next_sweep: None,
+            draining: None,
         }
     }
 
@@ -212,6 +224,68 @@ impl SourceTable {
             self.insert(token, driver, registry);
         }
         self.reap(registry, stats);
+    }
+
+    /// While draining (from the first call on, every tick after step 4):
+    /// closes the listeners, tells every connection not told yet to
+    /// drain (a server connection answers what it received, then closes;
+    /// see [`Driver::drain`]), and flushes the server connections told
+    /// now, so that idle ones close in this tick. Sources added since the
+    /// last call (a listener or a connection registered late) are handled
+    /// the same way.
+    pub(crate) fn drain_step(&mut self, readiness: &Readiness, stats: &mut TickStats) {
+        let registry = readiness.registry();
+        let draining = self.draining.get_or_insert_with(Draining::default);
+        let mut listeners = Vec::new();
+        for (&token, source) in &mut self.sources {
+            match source {
+                Source::Listener(_) => listeners.push(token),
+                Source::Conn(driver) => {
+                    if !draining.told.insert(token) {
+                        continue;
+                    }
+                    let mut serves = false;
+                    self.calls
+                        .drive(token, driver, stats, |d, cx| serves = d.drain(cx));
+                    if serves {
+                        draining.servers.push(token);
+                        self.dispatch.push(token);
+                        self.flush.push(token);
+                    }
+                    if driver.finished() {
+                        self.dead.push(token);
+                    }
+                }
+            }
+        }
+        for token in listeners {
+            if let Some(Source::Listener(mut listener)) = self.sources.remove(&token) {
+                let _ = registry.deregister(&mut listener.listener);
+            }
+        }
+        self.reap(registry, stats);
+    }
+
+    /// Whether a drain was under way and every server connection it told
+    /// has now closed: true once, after which the drain is over (a
+    /// listener added later accepts again).
+    pub(crate) fn drained(&mut self) -> bool {
+        let sources = &self.sources;
+        let Some(draining) = &mut self.draining else {
+            return false;
+        };
+        draining.servers.retain(|token| sources.contains_key(token));
+        if !draining.servers.is_empty() {
+            draining.told.retain(|token| sources.contains_key(token));
+            return false;
+        }
+        self.draining = None;
+        true
+    }
+
+    /// Whether a drain began.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.is_some()
     }
 
     /// Step 5: decode and dispatch on the connections that did I/O.

@@ -31,6 +31,9 @@ pub(crate) struct ReactorState {
     /// Requests from handles to the reactor's I/O sources.
     pub(crate) io: Arc<IoQueue>,
     pub(crate) stopping: AtomicBool,
+    /// [`Handle::drain`](super::Handle::drain) was called; the reactor
+    /// starts draining at its next tick.
+    pub(crate) drain_requested: AtomicBool,
     /// The future of `run_until` was woken.
     pub(crate) main_woken: AtomicBool,
     pool: OnceLock<Pool>,
@@ -54,6 +57,7 @@ impl ReactorState {
             calls: Mutex::new(VecDeque::new()),
             io: Arc::new(io),
             stopping: AtomicBool::new(false),
+            drain_requested: AtomicBool::new(false),
             main_woken: AtomicBool::new(false),
             pool: OnceLock::new(),
             pool_size,

@@ -254,13 +254,20 @@ pub enum CloseReason {
     Panicked,
     /// The reactor was dropped.
     ReactorGone,
+    /// The reactor drained ([`Handle::drain`](super::Handle::drain)):
+    /// everything the peer sent was answered, then the connection closed.
+    Drained,
 }
 
 impl CloseReason {
     /// Whether the connection ended abnormally (anything but
-    /// [`Finished`](CloseReason::Finished) or [`Local`](CloseReason::Local)).
+    /// [`Finished`](CloseReason::Finished), [`Local`](CloseReason::Local)
+    /// or [`Drained`](CloseReason::Drained)).
     pub fn is_error(&self) -> bool {
-        !matches!(self, CloseReason::Finished | CloseReason::Local)
+        !matches!(
+            self,
+            CloseReason::Finished | CloseReason::Local | CloseReason::Drained
+        )
     }
 
     pub(crate) fn from_io(error: io::Error) -> CloseReason {
@@ -275,7 +282,9 @@ impl CloseReason {
     /// The reason as an `io::Error`, for calls on a closed connection.
     pub(crate) fn to_io(&self) -> io::Error {
         let kind = match self {
-            CloseReason::Finished | CloseReason::Local => io::ErrorKind::NotConnected,
+            CloseReason::Finished | CloseReason::Local | CloseReason::Drained => {
+                io::ErrorKind::NotConnected
+            }
             CloseReason::Reset => io::ErrorKind::ConnectionReset,
             CloseReason::Io(e) => e.kind(),
             CloseReason::Protocol(_) | CloseReason::InputTooLarge { .. } => {
@@ -322,6 +331,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("a handler or the protocol panicked (logged with the context dump)")
             }
             CloseReason::ReactorGone => f.write_str("the reactor was dropped"),
+            CloseReason::Drained => {
+                f.write_str("the server stopped gracefully: everything received was answered")
+            }
         }
     }
 }
