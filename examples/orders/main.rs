@@ -95,8 +95,9 @@
 //!
 //! Start-up verifies every route's declared context before listening and
 //! refuses to start with a report if something is missing. SIGINT or
-//! SIGTERM stop it gracefully: both listeners close, in-flight requests
-//! finish, (orders) committed notifications are delivered, exit status 0.
+//! SIGTERM stop it gracefully: both listeners close, every request
+//! received is answered (`Cores::drain`), (orders) committed
+//! notifications are delivered, exit status 0.
 //!
 //! Other flags: `--read-timeout-ms N`, `--idle-timeout-ms N` and
 //! `--write-timeout-ms N` (defaults 10 s, 60 s and 30 s: a client that
