@@ -145,3 +145,117 @@ fn local_entries_of_the_service_are_left_out_below_the_request() {
         fut.await.unwrap();
     });
 }
+
+/// The text of a panic caught by `catch_unwind`.
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(text) => *text,
+        Err(panic) => panic
+            .downcast::<&str>()
+            .map_or_else(|_| "(not text)".to_owned(), |text| (*text).to_owned()),
+    }
+}
+
+/// The layer enters a request's context without a slot of its own on the
+/// stack (docs/design.md, "A request's context is entered without a
+/// slot"), so it checks when it leaves that nothing made inside is still
+/// active: a handler that holds a guard across `.await`, or an inner
+/// `call` that leaks one, is reported and the stray install removed, and
+/// the thread's context is as before the request.
+#[test]
+fn a_guard_left_active_inside_a_request_is_reported_and_removed() {
+    // The handler's future holds a guard across a yield.
+    let held = ContextLayer::new().layer(service_fn(|_r: http::Request<String>| async move {
+        let _guard = milieu::provide(Handler);
+        yield_now().await;
+        Ok::<_, Infallible>(http::Response::new(String::new()))
+    }));
+    // The inner service's `call` leaks one.
+    let leaked = ContextLayer::new().layer(tower::service_fn(|_r: http::Request<String>| {
+        std::mem::forget(milieu::provide(Handler));
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(String::new())))
+    }));
+    let _root = milieu::provide(Root);
+    let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt().block_on(held.oneshot(req("/held")))
+    }));
+    let report = panic_text(held.err().expect("a guard held across .await is reported"));
+    assert!(
+        report.contains("context guard held past its scope"),
+        "{report}"
+    );
+    assert!(
+        report.contains("tower_request_frame.rs"),
+        "names the install: {report}"
+    );
+    assert!(
+        !milieu::contains::<Handler>(),
+        "the stray install is removed"
+    );
+    assert!(
+        milieu::contains::<Root>(),
+        "the context before the request is back"
+    );
+    assert!(path().is_none(), "no request is current");
+
+    let leaked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt().block_on(leaked.oneshot(req("/leaked")))
+    }));
+    let report = panic_text(leaked.err().expect("a guard leaked in `call` is reported"));
+    assert!(
+        report.contains("context guard held past its scope"),
+        "{report}"
+    );
+    assert!(!milieu::contains::<Handler>());
+    assert!(milieu::contains::<Root>());
+    assert!(path().is_none());
+    // The thread's context still works: an install is seen and removed.
+    {
+        let _handler = milieu::provide(Handler);
+        assert!(milieu::contains::<Handler>());
+    }
+    assert!(!milieu::contains::<Handler>());
+}
+
+/// A guard made before the request and dropped inside it (moved into the
+/// handler) removes its install while the request's context is current:
+/// reported as out of order; the request goes on in its own context (its
+/// frame holds what the service's context held at `call`), installs made
+/// after that are still seen, and once the request is over the thread's
+/// context is as before the request, without the dropped install.
+#[test]
+fn a_guard_from_before_the_request_dropped_inside_it_is_reported() {
+    struct Outer;
+    let guard = std::cell::RefCell::new(None);
+    let svc = ContextLayer::new().layer(service_fn(|_r: http::Request<String>| {
+        let guard = &guard;
+        async move {
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(guard.borrow_mut().take());
+            }));
+            let report = panic_text(dropped.expect_err("the drop is reported"));
+            assert!(
+                report.contains("removed inside a context entered after it"),
+                "{report}"
+            );
+            // Still the request's context, with what it had at `call`.
+            assert_eq!(path().as_deref(), Some("/moved"));
+            assert!(milieu::contains::<Outer>());
+            {
+                let _handler = milieu::provide(Handler);
+                assert!(milieu::contains::<Handler>(), "an install after it is seen");
+            }
+            yield_now().await;
+            assert_eq!(path().as_deref(), Some("/moved"));
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        }
+    }));
+    let _root = milieu::provide(Root);
+    *guard.borrow_mut() = Some(milieu::provide(Outer));
+    rt().block_on(svc.oneshot(req("/moved"))).unwrap();
+    assert!(!milieu::contains::<Outer>(), "the dropped install is gone");
+    assert!(milieu::contains::<Root>());
+    assert!(path().is_none());
+    let _handler = milieu::provide(Handler);
+    assert!(milieu::contains::<Handler>());
+}

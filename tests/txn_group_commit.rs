@@ -153,10 +153,14 @@ fn one_interaction_of_ten_panics_and_the_nine_others_commit_with_one_commit() {
         join_all(interactions).await
     });
     let results = results.unwrap();
-    // The gate's commit and one for the ten (and perhaps already the
-    // marks'): group commit switched off makes it eleven or more.
+    // The gate's commit and one for the ten, and perhaps already the
+    // delivered marks'. On a loaded machine the worker may start a batch
+    // before the last interactions reach the queue, and the marks may
+    // take one commit per tick in which deliveries finished: four was
+    // seen in a full test run next to a profiler. Group commit switched
+    // off makes it eleven or more (the next test).
     let commits = service.commits.load(Ordering::SeqCst) - commits_before;
-    assert!(commits <= 3, "{commits} commits for the gate and one batch");
+    assert!(commits <= 5, "{commits} commits for the gate and the ten");
     for (n, result) in (1..=10).zip(&results) {
         match (n, result) {
             (4, Err(TxError::Panicked { message })) => {

@@ -573,6 +573,19 @@ impl Drop for Guard {
 
 /// The message for a guard dropped while younger installs are still active.
 pub(crate) fn out_of_order_report(dropped_site: &Location<'_>, slots: &[Slot]) -> String {
+    if slots.len() == 1 {
+        // Nothing was installed after it: it was removed while a context
+        // entered after it, which pushes no slot (a request's, by the
+        // tower layer), was current.
+        return format!(
+            "milieu: context guard dropped out of order: the install at {dropped_site} was \
+             removed inside a context entered after it was made (a request's or a task's, \
+             still current): the guard was moved into the request's handler or the task, or \
+             dropped from it. Guards must be dropped where they were made; to give a handler a \
+             value, install it before the request or pass it in. The install was removed; the \
+             entered context stays current until it is left."
+        );
+    }
     let newest = slots.last().map_or(dropped_site, |slot| slot.site);
     let others = slots.len().saturating_sub(1);
     // The install removed may be milieu's own (a request's or a task's
@@ -655,8 +668,8 @@ mod tests {
 
     /// Enters `frame` as the tower layer's polls do.
     fn inside<R>(frame: &Arc<super::super::Frame>, f: impl FnOnce() -> R) -> R {
-        let mut slot = Some(Arc::clone(frame));
-        crate::propagate::run_in_frame(&mut slot, &mut false, Location::caller(), f)
+        let _entered = crate::propagate::enter_kept_frame(frame, Location::caller());
+        f()
     }
 
     /// The frame a request enters holds the scope's entries and the

@@ -51,6 +51,8 @@ pub(crate) use install::{misuse, out_of_order_report, reporting_misuse_as_errors
 pub(crate) use lookup::contains_id;
 #[cfg(feature = "remote")]
 pub(crate) use lookup::origin_of;
+#[cfg(feature = "tower")]
+pub(crate) use state::Kept;
 pub(crate) use state::State;
 #[cfg(feature = "tower")]
 pub(crate) use state::{FrameLocal, RequestEntries};

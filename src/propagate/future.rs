@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+#[cfg(feature = "tower")]
+use crate::context::Kept;
 use crate::context::{
     misuse, out_of_order_report, reporting_misuse_as_errors, Context, Frame, HopKind, Scope, State,
 };
@@ -207,7 +209,7 @@ pub(crate) fn run_in_frame<R>(
 /// whose state is gone (thread exit): the work then runs without the
 /// context, as `run_in_frame`'s does.
 #[inline]
-pub(crate) fn enter_frame<'a>(
+fn enter_frame<'a>(
     slot: &'a mut Option<Arc<Frame>>,
     arrived: &mut bool,
     site: &'static Location<'static>,
@@ -218,7 +220,77 @@ pub(crate) fn enter_frame<'a>(
 
 /// What [`enter_frame`] returns: takes the frame back out of the current
 /// context into its slot when dropped.
-pub(crate) struct FrameEntered<'a>(#[allow(dead_code)] TakeBackLater<'a>);
+struct FrameEntered<'a>(#[allow(dead_code)] TakeBackLater<'a>);
+
+/// Makes `frame` current until the guard drops, the frame staying where
+/// its owner keeps it (see [`State::enter_kept`]): for milieu's own
+/// wrappers that enter a frame they own around a call or a poll and leave
+/// it in the same function (the tower layer's request). `None` on a
+/// thread whose state is gone (thread exit): the work then runs without
+/// the context.
+///
+/// The guard must be dropped, never leaked, before the frame goes: it is
+/// crate-private for that reason.
+#[cfg(feature = "tower")]
+#[inline(always)]
+pub(crate) fn enter_kept_frame<'a>(
+    frame: &'a Arc<Frame>,
+    site: &'static Location<'static>,
+) -> Option<KeptFrameEntered<'a>> {
+    let kept = State::try_with(|state| state.enter_kept(frame))?;
+    Some(KeptFrameEntered { frame, kept, site })
+}
+
+/// What [`enter_kept_frame`] returns: leaves the frame when dropped.
+#[cfg(feature = "tower")]
+pub(crate) struct KeptFrameEntered<'a> {
+    frame: &'a Arc<Frame>,
+    kept: Kept,
+    site: &'static Location<'static>,
+}
+
+#[cfg(feature = "tower")]
+impl Drop for KeptFrameEntered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // The state is gone only at thread exit, and the entry with it.
+        if State::try_with(|state| state.leave_kept(&self.kept)) == Some(false) {
+            self.repair();
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
+impl KeptFrameEntered<'_> {
+    /// Installs made inside were left active (a guard held across
+    /// `.await`, or leaked), or an older install was removed inside:
+    /// removes the strays and reports them, as a wrapped future's poll
+    /// does (the older install's removal reported itself).
+    #[cold]
+    #[inline(never)]
+    fn repair(&mut self) {
+        let Some(strays) =
+            State::try_with(|state| state.leave_kept_repairing(&self.kept, self.frame))
+        else {
+            return;
+        };
+        let Some(newest) = strays.last().map(|slot| slot.site) else {
+            return;
+        };
+        let report = format!(
+            "milieu: context guard held past its scope: {} install(s) made inside the context \
+             entered at {} were still active when it was left, the most recent at {newest} \
+             (leaked with `mem::forget`, or held across `.await`). Guards must be dropped in \
+             the call or poll that made them; for async code wrap the future \
+             (`FutureExt::in_current_context`, `ScopeExt::wrap`) instead of holding a guard \
+             across `.await`. The stack was repaired: the install(s) were removed.",
+            strays.len(),
+            self.site
+        );
+        State::dispose(strays);
+        misuse(report);
+    }
+}
 
 /// Results up to this size leave [`run_in_frame`] through the closure of
 /// its one access to the thread's state (in registers); larger ones are

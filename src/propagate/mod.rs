@@ -5,5 +5,7 @@ mod future;
 pub mod thread;
 
 #[cfg(feature = "tower")]
-pub(crate) use future::{enter_frame, run_in_frame, DropInPlace, FrameEntered};
+pub(crate) use future::DropInPlace;
+#[cfg(feature = "tower")]
+pub(crate) use future::{enter_kept_frame, KeptFrameEntered};
 pub use future::{FutureExt, ScopeExt, WithContext};

@@ -4,7 +4,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use crate::context::{Frame, State};
-use crate::propagate::{enter_frame, run_in_frame, FrameEntered};
+use crate::propagate::{enter_kept_frame, KeptFrameEntered};
 
 /// A request's context as every poll enters it: its frame (what it
 /// brought from its caller and its [`RequestInfo`](crate::tower::RequestInfo),
@@ -57,13 +57,16 @@ impl InRequest {
     /// A guard, not a closure: what runs inside returns a whole future, a
     /// response or a body's frame, and a closure would carry each out by
     /// copying it.
-    #[inline]
+    #[inline(always)]
     pub(super) fn enter(&mut self) -> Entered<'_> {
         Entered {
             #[cfg(feature = "opentelemetry")]
             _opentelemetry: self.opentelemetry.clone().attach(),
             _span: self.span.as_deref().map(tracing::Span::enter),
-            _frame: enter_frame(&mut self.frame, &mut true, polled_at()),
+            _frame: self
+                .frame
+                .as_ref()
+                .and_then(|frame| enter_kept_frame(frame, polled_at())),
         }
     }
 
@@ -85,8 +88,14 @@ impl InRequest {
     /// OpenTelemetry's context).
     #[inline]
     fn run_in_milieu<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        // Not OpenTelemetry's: `new` computes it here, and `drop_inside`
+        // may run where its thread-local is gone.
         let _span = self.span.as_deref().map(tracing::Span::enter);
-        run_in_frame(&mut self.frame, &mut true, polled_at(), f)
+        let _frame = self
+            .frame
+            .as_ref()
+            .and_then(|frame| enter_kept_frame(frame, polled_at()));
+        f()
     }
 }
 
@@ -94,7 +103,7 @@ impl InRequest {
 /// entering: the frame is taken out first, the span left next, and
 /// OpenTelemetry's context detached last.
 pub(super) struct Entered<'a> {
-    _frame: Option<FrameEntered<'a>>,
+    _frame: Option<KeptFrameEntered<'a>>,
     _span: Option<tracing::span::Entered<'a>>,
     #[cfg(feature = "opentelemetry")]
     _opentelemetry: opentelemetry::ContextGuard,

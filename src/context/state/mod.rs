@@ -107,12 +107,36 @@ pub(crate) struct Slot {
     saved: MaybeUninit<Saved>,
 }
 
+impl Slot {
+    /// The lowest floor under which this slot, at stack position `at`, is
+    /// not hidden by a context entered after it: its position, or for an
+    /// enter slot the floor it set itself (one above). A floor above that
+    /// means a context entered without a slot is current over it.
+    #[inline(always)]
+    fn height_seen(&self, at: usize) -> usize {
+        at + usize::from(self.kind == SlotKind::Enter)
+    }
+}
+
 /// The dispatch address, base and floor before a slot that changed them.
 #[derive(Clone, Copy)]
 struct Saved {
     dispatch: usize,
     base: *const Frame,
     floor: u32,
+}
+
+/// What [`State::enter_kept`] changed, for [`State::leave_kept`] to
+/// restore: the frame entered stays with its caller, which pushes no
+/// slot, so this is kept by the caller's guard instead of on the stack.
+#[cfg(feature = "tower")]
+pub(crate) struct Kept {
+    saved: Saved,
+    /// The stack's length at the entry, which is the floor while entered.
+    height: u32,
+    /// The id of the slot below the floor then (0 if none): if it is no
+    /// longer there, an out-of-order removal went through the entry.
+    below: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -296,6 +320,16 @@ impl State {
     #[inline]
     pub(super) fn pinned(&self) -> bool {
         hot(|hot| hot.pins()) >= PIN
+    }
+
+    /// [`pinned`](State::pinned), or a slot whose
+    /// [`height_seen`](Slot::height_seen) is `seen` is below the floor: a
+    /// context entered without a slot (`enter_kept`) is current above it.
+    /// Either sends a guard's removal off the fast path; one access to
+    /// `hot` for both.
+    #[inline(always)]
+    pub(super) fn pinned_or_entered_above(&self, seen: usize) -> bool {
+        hot(|hot| hot.pins() >= PIN || seen < hot.floor() as usize)
     }
 
     /// Records that the graveyard holds something.

@@ -6,7 +6,9 @@ use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use super::{Parked, Slot, SlotKind, State};
+#[cfg(feature = "tower")]
+use super::Kept;
+use super::{Parked, Saved, Slot, SlotKind, State};
 use crate::context::frame::Frame;
 #[cfg(feature = "tower")]
 use crate::context::frame::FrameKind;
@@ -63,7 +65,7 @@ impl State {
                 return self.pop_out_of_order(id);
             };
             let top = &*stack.as_ptr().add(at);
-            if top.id != id || self.pinned() {
+            if top.id != id || self.pinned_or_entered_above(top.height_seen(at)) {
                 return self.pop_out_of_order(id);
             }
             if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
@@ -390,7 +392,18 @@ impl State {
             // SAFETY: borrows end before `sync_dispatch` (which may run
             // subscriber code) and nothing in between runs user code.
             let stack = unsafe { &mut *self.stack.get() };
+            let floor = State::floor() as usize;
             match stack.last() {
+                // On top but below the floor: made before a context that a
+                // caller entered without a slot (`enter_kept`) and that is
+                // still current. Removed as out of order, alone.
+                Some(slot) if slot.id == id && slot.height_seen(stack.len() - 1) < floor => {
+                    let slots = self.remove_from(stack, stack.len() - 1);
+                    // Installs made from here on must be seen: they go
+                    // right above the stack as it is now.
+                    State::set_floor(State::floor().min(stack.len() as u32));
+                    Popped::OutOfOrder(slots)
+                }
                 Some(slot) if slot.id == id => match stack.pop() {
                     Some(slot) => {
                         self.undo(&slot);
@@ -404,12 +417,11 @@ impl State {
                 },
                 _ => match stack.iter().rposition(|slot| slot.id == id) {
                     Some(at) => {
-                        let slots: Vec<Slot> = stack.drain(at..).collect();
-                        for slot in slots.iter().rev() {
-                            self.undo(slot);
-                        }
-                        if slots.iter().any(|slot| slot.has_locals) {
-                            self.own_locals_from(stack.last().map_or(0, |s| s.id) + 1);
+                        let slots = self.remove_from(stack, at);
+                        if floor > stack.len() {
+                            // As above: a context entered without a slot
+                            // stays current, over what is left.
+                            State::set_floor(State::floor().min(stack.len() as u32));
                         }
                         Popped::OutOfOrder(slots)
                     }
@@ -419,6 +431,85 @@ impl State {
         };
         self.sync_dispatch();
         popped
+    }
+
+    /// Removes the slots from position `at` up, undoing them newest
+    /// first; returns them oldest first, for the caller to report and
+    /// [`dispose`](State::dispose) of. The caller syncs the dispatch.
+    #[cold]
+    fn remove_from(&self, stack: &mut Vec<Slot>, at: usize) -> Vec<Slot> {
+        let slots: Vec<Slot> = stack.drain(at..).collect();
+        for slot in slots.iter().rev() {
+            self.undo(slot);
+        }
+        if slots.iter().any(|slot| slot.has_locals) {
+            self.own_locals_from(stack.last().map_or(0, |s| s.id) + 1);
+        }
+        slots
+    }
+
+    /// Leaves what [`enter_kept`](State::enter_kept) entered (`frame`),
+    /// restoring what it changed. `true` in the usual case: nothing
+    /// installed inside is left and nothing below was removed. Otherwise
+    /// `false`, and the caller repairs with
+    /// [`leave_kept_repairing`](State::leave_kept_repairing).
+    #[cfg(feature = "tower")]
+    #[inline(always)]
+    pub(crate) fn leave_kept(&self, kept: &Kept) -> bool {
+        // SAFETY: a shared borrow inside this block only.
+        let intact = unsafe {
+            let stack = &*self.stack.get();
+            stack.len() == kept.height as usize
+                && stack.last().map_or(0, |slot| slot.id) == kept.below
+        };
+        if !intact {
+            return false;
+        }
+        self.restore(&kept.saved);
+        self.sync_dispatch();
+        true
+    }
+
+    /// [`leave_kept`](State::leave_kept) when it found the stack changed.
+    /// Installs made inside and still active (a guard held across
+    /// `.await`, or leaked) are removed and returned, oldest first, for
+    /// the caller to report and dispose of; then what the entry changed is
+    /// restored. If a slot below the entry was removed instead (an older
+    /// guard dropped inside, which reported it), the removal restored what
+    /// that slot saved: what the entry saved is restored only if nothing
+    /// did (the base is still `frame`), since it may point into a frame
+    /// that removal let go.
+    #[cfg(feature = "tower")]
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn leave_kept_repairing(&self, kept: &Kept, frame: &Arc<Frame>) -> Vec<Slot> {
+        let height = kept.height as usize;
+        let strays = {
+            // SAFETY: the borrow ends before `sync_dispatch`; nothing in
+            // between runs user code.
+            let stack = unsafe { &mut *self.stack.get() };
+            let below_intact = stack.len() >= height
+                && height.checked_sub(1).map_or(0, |below| stack[below].id) == kept.below;
+            if below_intact {
+                let strays = self.remove_from(stack, height);
+                self.restore(&kept.saved);
+                strays
+            } else {
+                if ptr::eq(self.base.get(), Arc::as_ptr(frame)) {
+                    self.restore(&kept.saved);
+                }
+                Vec::new()
+            }
+        };
+        self.sync_dispatch();
+        strays
+    }
+
+    #[inline(always)]
+    fn restore(&self, saved: &Saved) {
+        self.want_dispatch.set(saved.dispatch);
+        self.base.set(saved.base);
+        State::set_floor(saved.floor);
     }
 
     /// What the caller must release for a popped slot; while a `with`
@@ -507,10 +598,7 @@ impl State {
     fn undo(&self, slot: &Slot) {
         if slot.restores {
             // SAFETY: `restores` says `saved` was written.
-            let saved = unsafe { slot.saved.assume_init_ref() };
-            self.want_dispatch.set(saved.dispatch);
-            self.base.set(saved.base);
-            State::set_floor(saved.floor);
+            self.restore(unsafe { slot.saved.assume_init_ref() });
         }
         if slot.kind != SlotKind::Enter {
             if let Some(frame) = &slot.frame {

@@ -26,11 +26,32 @@ impl State {
     pub(crate) fn snapshot(&self) -> Option<Arc<Frame>> {
         // SAFETY: borrow ends with this method; no user code runs.
         let stack = unsafe { &mut *self.stack.get() };
-        let top = stack.len().checked_sub(1)?;
+        // Nothing installed above the entered frame (or nothing at all):
+        // the snapshot is that frame. Entered by a slot or kept by its
+        // caller (`enter_kept`), it is the base.
+        if stack.len() <= State::floor() as usize {
+            return self.base_frame();
+        }
+        let top = stack.len() - 1;
         if stack[top].kind == SlotKind::Private {
             self.publish(stack);
         }
         stack[top].frame.clone()
+    }
+
+    /// A reference to the entered frame, if any.
+    fn base_frame(&self) -> Option<Arc<Frame>> {
+        let base = self.base.get();
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: the base is the address inside an `Arc` (`Arc::as_ptr`
+        // or a deref of one) that the topmost enter slot or a caller's
+        // `enter_kept` keeps alive while it is the base.
+        unsafe {
+            Arc::increment_strong_count(base);
+            Some(Arc::from_raw(base))
+        }
     }
 
     /// Publishes every private install above the last published one or
@@ -52,9 +73,13 @@ impl State {
             first -= 1;
         }
         for at in first..stack.len() {
-            let parent = at
-                .checked_sub(1)
-                .and_then(|below| stack[below].frame.clone());
+            // Right above the floor, the parent is the entered frame: the
+            // enter slot's own, or one its caller keeps (no slot).
+            let parent = if at == floor {
+                self.base_frame()
+            } else {
+                stack[at - 1].frame.clone()
+            };
             let slot = &mut stack[at];
             slot.kind = SlotKind::Published;
             let Some(frame) = &slot.frame else { continue };
@@ -268,6 +293,9 @@ impl RequestEntries<'_> {
     /// Adds an entry of the layer's own making (shared, or the frame's
     /// local one): written over the earlier request's entry in the same
     /// place if that one is of the same type and kind, else in a new one.
+    // Inline: one call per entry per request, and the call's own
+    // prologue and epilogue were a third of its instructions.
+    #[inline(always)]
     fn own<T: Send + Sync + 'static>(
         &mut self,
         value: T,

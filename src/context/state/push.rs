@@ -6,6 +6,8 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
+#[cfg(feature = "tower")]
+use super::Kept;
 use super::{LocalValue, Saved, Slot, SlotKind, State, SPARE_FRAMES};
 use crate::context::entry::{Entry, LiveRef, Pending, PendingValue, Value};
 use crate::context::frame::{Frame, FrameData, FrameKind};
@@ -357,6 +359,43 @@ impl State {
             self.record_arrival(frame);
         }
         self.enter_again(frame, site)
+    }
+
+    /// Makes `frame`, which the caller keeps and outlives the entry, the
+    /// current context without pushing a slot: the base and the floor
+    /// change as an enter slot would change them, and what they were goes
+    /// into the returned [`Kept`], which the caller hands to
+    /// [`leave_kept`](State::leave_kept). Half the work of
+    /// [`enter_again`](State::enter_again) and its removal: nothing is
+    /// written to the stack and the frame's `Arc` does not move (the tower
+    /// layer enters each request's frame three times).
+    ///
+    /// The caller must not let the frame go before it leaves: the base
+    /// points into it. So this is not for guards users hold (one leaked
+    /// with `mem::forget` would leave the base dangling), only for a
+    /// frame entered and left within one call of milieu's own.
+    #[cfg(feature = "tower")]
+    #[inline(always)]
+    pub(crate) fn enter_kept(&self, frame: &Arc<Frame>) -> Kept {
+        // SAFETY: a shared borrow inside this block only.
+        let (height, below) = unsafe {
+            let stack = &*self.stack.get();
+            (stack.len(), stack.last().map_or(0, |slot| slot.id))
+        };
+        let kept = Kept {
+            saved: Saved {
+                dispatch: self.want_dispatch.get(),
+                base: self.base.get(),
+                floor: State::floor(),
+            },
+            height: height as u32,
+            below,
+        };
+        self.base.set(Arc::as_ptr(frame));
+        State::set_floor(height as u32);
+        self.want_dispatch.set(frame.data().dispatch);
+        self.sync_dispatch();
+        kept
     }
 
     /// Records this thread as the one a hop arrived on, if it is the
