@@ -111,15 +111,24 @@ fn draining_answers_everything_received_then_closes_and_stops() -> io::Result<()
         answer.contains("200 OK") && answer.contains("/partial done"),
         "{answer}"
     );
+    // The last response says the connection closes after it, so that a
+    // client sends its next request on a new connection.
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
     drop(partial);
     let answer = read_to_close(&mut unread)?;
+    // (Its `Connection: close` depends on whether it was answered before
+    // the drain began.)
     assert!(answer.contains("/unread done"), "{answer}");
     drop(unread);
-    // Both pipelined requests are answered, in order, then the close.
+    // Both pipelined requests are answered, in order, then the close;
+    // only the last response says so.
     let answer = read_to_close(&mut pipelined)?;
     let slow = answer.find("/slow done").expect(&answer);
     let after = answer.find("/after done").expect(&answer);
     assert!(slow < after, "{answer}");
+    let close = answer.find("Connection: close\r\n").expect(&answer);
+    assert!(slow < close && close < after, "{answer}");
+    assert_eq!(answer.matches("Connection: close").count(), 1, "{answer}");
     drop(pipelined);
 
     // No connection left: the reactor stopped by itself.

@@ -106,6 +106,9 @@ pub struct HttpProtocol {
     unfinished_is_head: bool,
     /// A request or a response closes the connection, or input was bad.
     closing: bool,
+    /// The next response is the connection's last (a draining reactor):
+    /// it says `Connection: close` whatever its request asked.
+    last_response: bool,
 }
 
 /// The search for the end of a request's header section, kept between
@@ -402,7 +405,9 @@ impl Protocol for HttpProtocol {
         // and they go without a body if the request they answer was HEAD.
         let answer = self.answers.pop_front();
         let head = answer.map_or(self.unfinished_is_head, |a| a.head);
-        let keep_alive = answer.is_some_and(|a| a.keep_alive) && !response.asks_to_close();
+        let keep_alive = answer.is_some_and(|a| a.keep_alive)
+            && !response.asks_to_close()
+            && !std::mem::take(&mut self.last_response);
         let connection = if !keep_alive {
             self.closing = true;
             Some("close")
@@ -424,6 +429,10 @@ impl Protocol for HttpProtocol {
 
     fn closing(&self) -> bool {
         self.closing
+    }
+
+    fn last_response(&mut self) {
+        self.last_response = true;
     }
 
     fn interim(&mut self, output: &mut Vec<u8>) {

@@ -474,13 +474,29 @@ impl<P: Protocol> ServerConn<P> {
                 Some(_) => self.protocol.response_closes(&response),
                 None => false,
             };
+            // Draining, and this answers the last request received (none
+            // owed after it, held back, partly received or unread): the
+            // connection ends with it, and the protocol may say so in it.
+            let last = self.draining
+                && self.ending.is_none()
+                && self.pipeline.is_empty()
+                && self.held.is_none()
+                && self.transport.input.is_empty()
+                && !self.protocol.receiving_body();
+            if last {
+                self.protocol.last_response();
+            }
             self.protocol.encode(response, self.transport.output.tail());
-            let closes = closes || (self.held.is_none() && self.protocol.closing());
+            let closes = closes || last || (self.held.is_none() && self.protocol.closing());
             if self.ending.is_none() && closes {
                 // This response ends the connection: later ones are not
                 // sent (their requests are answered by nobody).
                 self.pipeline.clear();
-                self.end(CloseReason::Finished);
+                self.end(if last {
+                    CloseReason::Drained
+                } else {
+                    CloseReason::Finished
+                });
                 break;
             }
         }

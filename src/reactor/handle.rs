@@ -168,7 +168,10 @@ impl Handle {
     /// accepting (its listeners close), each server connection answers
     /// every request it has received (those in flight, those read and not
     /// yet handled, one still arriving), sends what it owes and then ends
-    /// (an idle one at once): its side is shut, and the peer's end of
+    /// (an idle one at once). The response to the last request it has
+    /// says so when the protocol can ([`Protocol::last_response`](super::Protocol::last_response):
+    /// HTTP's carries `Connection: close`, so a client sends its next
+    /// request on a new connection). Then its side is shut, and the peer's end of
     /// stream is awaited for at most [`Limits::linger`](super::Limits::linger),
     /// so that a request crossing the close meets an end of stream, not a
     /// reset. Once no server connection is left the reactor stops

@@ -159,6 +159,15 @@ pub trait Protocol: Send + 'static {
         false
     }
 
+    /// Called before the last response of a draining connection is
+    /// encoded ([`Handle::drain`](super::Handle::drain)): the connection
+    /// ends after it, every request it received being answered, so a
+    /// protocol that can tell the peer does it in this response, and the
+    /// peer knows that a request it sends later is not handled (HTTP adds
+    /// `Connection: close`; a client then opens a new connection for its
+    /// next request instead of losing it to the close). Default: nothing.
+    fn last_response(&mut self) {}
+
     /// Whether `response` closes the connection whatever its request said
     /// (HTTP: the handler set `Connection: close`). Asked before a
     /// response is encoded while a request that

@@ -275,7 +275,7 @@ impl State {
     }
 
     /// How many installs and entered snapshots are active on this thread.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tower"))]
     pub(crate) fn stack_len(&self) -> usize {
         // SAFETY: a shared borrow inside this method only.
         unsafe { &*self.stack.get() }.len()
@@ -327,6 +327,7 @@ impl State {
     /// context entered without a slot (`enter_kept`) is current above it.
     /// Either sends a guard's removal off the fast path; one access to
     /// `hot` for both.
+    #[cfg(feature = "tower")]
     #[inline(always)]
     pub(super) fn pinned_or_entered_above(&self, seen: usize) -> bool {
         hot(|hot| hot.pins() >= PIN || seen < hot.floor() as usize)

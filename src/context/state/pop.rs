@@ -65,7 +65,13 @@ impl State {
                 return self.pop_out_of_order(id);
             };
             let top = &*stack.as_ptr().add(at);
-            if top.id != id || self.pinned_or_entered_above(top.height_seen(at)) {
+            // Only the tower layer enters a context without a slot: a
+            // context-only build skips the floor test.
+            #[cfg(feature = "tower")]
+            let off_the_fast_path = self.pinned_or_entered_above(top.height_seen(at));
+            #[cfg(not(feature = "tower"))]
+            let off_the_fast_path = self.pinned();
+            if top.id != id || off_the_fast_path {
                 return self.pop_out_of_order(id);
             }
             if top.kind == SlotKind::Private && !top.restores && !top.has_locals {
