@@ -15,10 +15,10 @@ use crate::propagate::{enter_kept_frame, KeptFrameEntered};
 /// several times per request, so every word here is copied each time.
 pub(super) struct InRequest {
     /// The request's frame (published at `call`), as the frame to make
-    /// current: fixed once, so a poll only moves a pointer in and out of
-    /// the thread's state (as `WithContext` does). An install frame,
-    /// whose arrival is never recorded (only hops record one), so none
-    /// of `WithContext`'s bookkeeping for it is kept.
+    /// current: fixed once, and kept here while entered (`enter_kept`:
+    /// the thread's state points at it, no stack slot holds it). An
+    /// install frame, whose arrival is never recorded (only hops record
+    /// one), so none of `WithContext`'s bookkeeping for it is kept.
     frame: Option<Arc<Frame>>,
     /// The request's span, when a subscriber wants it: a disabled span
     /// (no subscriber, or one that filters it out) does nothing when
