@@ -1,13 +1,16 @@
 //! `milieu::tower::ContextLayer` (features `tower`, `axum`) in front of
-//! axum 0.8 on hyper 1.x, served over loopback on real tokio runtimes.
+//! axum 0.8 on hyper 1.x, through `Router::layer` and around the whole
+//! router (`ContextLayer::around`), served over loopback on real tokio
+//! runtimes.
 
 mod common;
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context as TaskContext, Poll};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path};
@@ -15,6 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use common::{assert_contains, assert_not_contains, Capture, SeenOnDrop};
+use http_body::{Frame, SizeHint};
 use milieu::dump::{HopKind, Policy};
 use milieu::remote::{Propagation, TraceContext};
 use milieu::tower::{ContextLayer, MissingContext, RequestInfo};
@@ -179,7 +183,8 @@ async fn dump() -> String {
     milieu::dump().to_string()
 }
 
-fn app() -> Router {
+/// The routes, without the layer.
+fn routes() -> Router {
     Router::new()
         .route("/whoami/{rest}", get(whoami))
         .route("/flags", get(flags))
@@ -187,7 +192,34 @@ fn app() -> Router {
         .route("/spawned", get(spawned))
         .route("/stream", get(stream))
         .route("/dump", get(dump))
-        .layer(layer())
+}
+
+/// The routes through `Router::layer`.
+fn app() -> Router {
+    routes().layer(layer())
+}
+
+/// Where the layer goes.
+#[derive(Clone, Copy, Debug)]
+enum Mount {
+    /// Through `Router::layer`, the peer from axum's `ConnectInfo`.
+    Layer,
+    /// Around the whole router: `ContextLayer::around`.
+    Around,
+}
+
+/// Serves `routes` with the layer mounted as `mount`.
+async fn serve_as(routes: Router, mount: Mount) -> SocketAddr {
+    match mount {
+        Mount::Layer => serve(routes.layer(layer())).await,
+        Mount::Around => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let served = axum::serve(listener, ContextLayer::new().around(routes));
+            milieu::tokio::spawn(async move { served.await.unwrap() });
+            addr
+        }
+    }
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -356,15 +388,17 @@ fn a_body_streamed_after_the_handler_keeps_the_request_context() {
     let capture = Capture::new();
     let runtime = runtime(&capture);
     runtime.block_on(async {
-        let addr = serve(app()).await;
-        let _ = send(addr, "/whoami/first", &[]).await;
-        let answer = send(addr, "/stream", &[]).await;
-        assert_eq!(answer.status, 200);
-        assert_eq!(
-            answer.body, "frame 1 of #2\nframe 2 of #2\nframe 3 of #2\n",
-            "{}",
-            answer.head
-        );
+        for mount in [Mount::Layer, Mount::Around] {
+            let addr = serve_as(routes(), mount).await;
+            let _ = send(addr, "/whoami/first", &[]).await;
+            let answer = send(addr, "/stream", &[]).await;
+            assert_eq!(answer.status, 200);
+            assert_eq!(
+                answer.body, "frame 1 of #2\nframe 2 of #2\nframe 3 of #2\n",
+                "{mount:?} {}",
+                answer.head
+            );
+        }
     });
 }
 
@@ -537,15 +571,19 @@ fn what_a_cancelled_request_held_is_dropped_inside_its_context() {
             }))
         }
     };
-    let app = Router::new()
+    let routes = Router::new()
         .route("/hang", get(hang))
-        .route("/endless", get(endless))
-        .layer(layer());
+        .route("/endless", get(endless));
     let capture = Capture::new();
     let runtime = runtime(&capture);
     runtime.block_on(async {
-        let addr = serve(app).await;
-        for path in ["/hang", "/endless"] {
+        for (mount, path) in [
+            (Mount::Layer, "/hang"),
+            (Mount::Layer, "/endless"),
+            (Mount::Around, "/hang"),
+            (Mount::Around, "/endless"),
+        ] {
+            let addr = serve_as(routes.clone(), mount).await;
             let has_started = Arc::clone(&has_started);
             tokio::task::spawn_blocking(move || {
                 let mut stream = common::connect(addr);
@@ -570,7 +608,7 @@ fn what_a_cancelled_request_held_is_dropped_inside_its_context() {
             assert_eq!(
                 trace_seen.as_deref(),
                 Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-                "{path}"
+                "{path} {mount:?}"
             );
         }
     });
@@ -607,4 +645,156 @@ fn a_request_dropped_after_its_threads_context_state_is_gone_does_not_abort() {
     assert!(thread.join().is_ok(), "no panic at the thread's exit");
     let (path, trace) = seen.recv().expect("the handler's future was dropped");
     assert_eq!((path, trace), (None, None), "no context left to drop it in");
+}
+
+// `ContextLayer::around`: the layer around the whole router.
+
+/// The fallback (no route matched): inside the layer too.
+async fn not_found() -> (axum::http::StatusCode, String) {
+    let path = RequestInfo::current().map(|info| info.path().to_owned());
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no route for {path:?}"),
+    )
+}
+
+/// A body that knows its length and makes each of its frames in a poll,
+/// saying whether the request's context was there: `around` reads its
+/// first frame when the response is ready, hyper the others.
+struct Counted {
+    left: usize,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        let seen: &'static [u8] = if RequestInfo::current().is_ok() {
+            b"y"
+        } else {
+            b"n"
+        };
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(seen)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left as u64)
+    }
+}
+
+fn around_routes() -> Router {
+    routes()
+        .route("/counted", get(|| async { Body::new(Counted { left: 3 }) }))
+        .route(
+            "/empty",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .fallback(not_found)
+}
+
+#[test]
+fn around_the_router_handlers_and_the_fallback_see_the_request() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve_as(around_routes(), Mount::Around).await;
+        let first = send(addr, "/whoami/a?x=1", &[]).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_contains(&first.body, " GET /whoami/a db=orders.sqlite trace=");
+        let traced = send(addr, "/whoami/b", &[("traceparent", TRACEPARENT)]).await;
+        assert_contains(
+            &traced.body,
+            " GET /whoami/b db=orders.sqlite trace=4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        // Routing found nothing: the fallback runs inside the layer.
+        let missing = send(addr, "/nowhere", &[]).await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.body, "no route for Ok(\"/nowhere\")");
+        // The process hop names the connection's peer: `around` takes it
+        // from `axum::serve`, with no `peer_addr` set.
+        let dump = send(addr, "/dump", &[("traceparent", TRACEPARENT)]).await;
+        assert_contains(&dump.body, "RequestInfo  [local #");
+        assert_contains(&dump.body, "carried by process hop from 127.0.0.1:");
+        assert_contains(&dump.body, "tower_layer::Db  [inherited #1]");
+    });
+}
+
+#[test]
+fn around_the_router_a_body_of_known_length_is_read_inside_the_request() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let addr = serve_as(around_routes(), Mount::Around).await;
+        // Three frames: the first read early, two later, each inside the
+        // request, and the length announced.
+        let counted = send(addr, "/counted", &[]).await;
+        assert_eq!(counted.status, 200);
+        assert_contains(&counted.head.to_ascii_lowercase(), "content-length: 3");
+        assert_eq!(counted.body, "yyy");
+        let empty = send(addr, "/empty", &[]).await;
+        assert_eq!((empty.status, empty.body.as_str()), (204, ""));
+        // HEAD: the head of a known-length answer, no body.
+        let head = tokio::task::spawn_blocking(move || {
+            let mut stream = common::connect(addr);
+            write!(
+                stream,
+                "HEAD /whoami/h HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            String::from_utf8(common::read_to_end(&mut stream)).unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+    });
+}
+
+/// Any clonable service answering with axum's `Body`, not only a
+/// `Router`: its `call` runs inside the request's context, on the
+/// instance `poll_ready` found ready, and a future dropped unpolled never
+/// calls it.
+#[test]
+fn around_a_plain_service_calls_it_inside_the_request() {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Service, ServiceExt};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let calls = Arc::clone(&calls);
+        tower::service_fn(move |request: http::Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // In `call`, not in the future: the context is already there.
+            let seen = RequestInfo::current().map(|info| info.path().to_owned());
+            let body = format!("{} saw {seen:?}", request.uri().path());
+            std::future::ready(Ok::<_, Infallible>(http::Response::new(Body::from(body))))
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut around = ContextLayer::new().around(service);
+        for path in ["/a", "/b"] {
+            let request = http::Request::get(path).body(Body::empty()).unwrap();
+            let response = around.ready().await.unwrap().call(request).await.unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(bytes, format!("{path} saw Ok(\"{path}\")"));
+        }
+        let request = http::Request::get("/c").body(Body::empty()).unwrap();
+        drop(around.ready().await.unwrap().call(request));
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

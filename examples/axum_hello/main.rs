@@ -19,8 +19,9 @@
 //!
 //! The layer goes where axum's documentation puts middleware,
 //! `Router::layer`. The `-outside` sides wrap the whole router instead,
-//! the other place a tower layer can go with `axum::serve`: around the
-//! `Router` as one service, its body turned back into axum's `Body`.
+//! the other place a tower layer can go with `axum::serve`: milieu's with
+//! `ContextLayer::around`, the do-nothing layer around the `Router` as
+//! one service, its body turned back into axum's `Body`.
 
 use std::net::SocketAddr;
 
@@ -51,7 +52,7 @@ enum Wrap {
     /// its own.
     Passthrough,
     /// milieu's `ContextLayer` around the whole router rather than
-    /// through `Router::layer`.
+    /// through `Router::layer` (`ContextLayer::around`).
     ContextOutside,
     /// The do-nothing layer around the whole router.
     PassthroughOutside,
@@ -110,8 +111,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 axum::serve(listener, app).await
             }
             Wrap::ContextOutside => {
-                let app = ContextLayer::new().layer(Router::new().route("/", in_context));
-                axum::serve(listener, Shared::new(into_axum_body(app))).await
+                let app = Router::new().route("/", in_context);
+                axum::serve(listener, ContextLayer::new().around(app)).await
             }
             Wrap::PassthroughOutside => {
                 let app = Passthrough.layer(Router::new().route("/", get(hello)));

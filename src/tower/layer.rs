@@ -69,15 +69,15 @@ type PeerOf = fn(&http::Extensions) -> Option<SocketAddr>;
 /// ```
 #[derive(Clone)]
 pub struct ContextLayer {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 /// What a layer and its services share.
-struct Shared {
+pub(super) struct Shared {
     next_id: AtomicU64,
     /// `None`: nothing is read from the caller, nothing installed.
     propagation: Option<Propagation>,
-    peer: PeerOf,
+    pub(super) peer: PeerOf,
 }
 
 impl Default for ContextLayer {
@@ -202,18 +202,39 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> ResponseFuture<S::Future> {
         let shared = &*self.shared;
-        let info = request_info(shared.next_id.fetch_add(1, Ordering::Relaxed), &request);
+        let mut request_context =
+            shared.request_context(&request, || (shared.peer)(request.extensions()));
+        // The inner service's `call` in the same context its future's
+        // polls will have (its own installs are its own).
+        let future = {
+            let _entered = request_context.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(future, request_context)
+    }
+}
+
+impl Shared {
+    /// The context of `request`, made but not entered: its `RequestInfo`,
+    /// what its caller sent (the process hop from `peer`, asked only when
+    /// the caller sent context) and its `tracing` span.
+    #[inline(always)]
+    pub(super) fn request_context<B>(
+        &self,
+        request: &http::Request<B>,
+        peer: impl FnOnce() -> Option<SocketAddr>,
+    ) -> InRequest {
+        let info = request_info(self.next_id.fetch_add(1, Ordering::Relaxed), request);
         let span = tracing::info_span!(target: "milieu::tower", "http_request", id = info.id());
-        let caller = shared.propagation.as_ref().map(|propagation| {
+        let caller = self.propagation.as_ref().map(|propagation| {
             let headers = request
                 .headers()
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_bytes()));
-            let peer = || (shared.peer)(request.extensions()).map(|peer| peer.to_string());
+            let peer = || peer().map(|peer| peer.to_string());
             caller_scope(propagation, headers, peer, &span)
         });
         let _entered = span.enter();
-        let inner = &mut self.inner;
         // The caller's entries and the request's `RequestInfo` in a frame
         // of their own on top of the service's context, published at once
         // and never installed: every call and poll enters that frame, so
@@ -240,14 +261,7 @@ where
             // No propagation: the request's `RequestInfo` alone.
             None => request_frame(|_| {}, info, site),
         };
-        let mut request_context = InRequest::new(frame, &span);
-        // The inner service's `call` in the same context its future's
-        // polls will have (its own installs are its own).
-        let future = {
-            let _entered = request_context.enter();
-            inner.call(request)
-        };
-        ResponseFuture::new(future, request_context)
+        InRequest::new(frame, &span)
     }
 }
 

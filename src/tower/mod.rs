@@ -18,6 +18,11 @@
 //! `milieu::tokio::spawn` carries the request's context on; a bare
 //! `tokio::spawn` does not (see [`Missing::context_is_empty`](crate::Missing::context_is_empty)).
 //!
+//! With the `axum` feature, `ContextLayer::around` puts the layer around
+//! a whole axum `Router` instead of through `Router::layer`: a
+//! `ContextRouter` that `axum::serve` serves as it is, whose context also
+//! covers routing and the fallback, and which costs less per request.
+//!
 //! A handler whose context lacks something answers with
 //! [`MissingContext`]: a 500 that names only the request's id, and the
 //! whole report in the log.
@@ -64,6 +69,8 @@ mod future;
 mod layer;
 mod missing;
 mod request;
+#[cfg(feature = "axum")]
+mod router;
 
 pub use crate::remote::RequestInfo;
 pub use body::ContextBody;
@@ -72,3 +79,5 @@ pub use debug::DebugService;
 pub use future::ResponseFuture;
 pub use layer::{ContextLayer, ContextService};
 pub use missing::MissingContext;
+#[cfg(feature = "axum")]
+pub use router::{ContextRouter, RouterFuture};
