@@ -696,6 +696,10 @@ impl http_body::Body for Counted {
 
 fn around_routes() -> Router {
     routes()
+        .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        )
         .route("/counted", get(|| async { Body::new(Counted { left: 3 }) }))
         .route(
             "/empty",
@@ -728,6 +732,27 @@ fn around_the_router_handlers_and_the_fallback_see_the_request() {
         assert_contains(&dump.body, "RequestInfo  [local #");
         assert_contains(&dump.body, "carried by process hop from 127.0.0.1:");
         assert_contains(&dump.body, "tower_layer::Db  [inherited #1]");
+    });
+}
+
+/// `with_connect_info`: axum's `ConnectInfo` for the handlers that
+/// extract it; without it, axum refuses them as it does for a `Router`
+/// served without `into_make_service_with_connect_info`.
+#[test]
+fn around_the_router_gives_connect_info_when_asked() {
+    let capture = Capture::new();
+    let runtime = runtime(&capture);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = ContextLayer::new()
+            .around(around_routes())
+            .with_connect_info();
+        milieu::tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let answer = send(addr, "/peer", &[]).await;
+        assert_eq!((answer.status, answer.body.as_str()), (200, "127.0.0.1"));
+        let without = serve_as(around_routes(), Mount::Around).await;
+        assert_eq!(send(without, "/peer", &[]).await.status, 500);
     });
 }
 

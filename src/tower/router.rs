@@ -40,7 +40,8 @@ use crate::propagate::DropInPlace;
 /// the process hop a request that brings context records (when the
 /// listener's address is a [`SocketAddr`]); otherwise the layer's
 /// [`peer_addr`](ContextLayer::peer_addr) finds it, as for
-/// `ContextService`.
+/// `ContextService`. Handlers that extract axum's `ConnectInfo` get it
+/// with [`with_connect_info`](ContextRouter::with_connect_info).
 ///
 /// Two things differ from `ContextService`, both invisible to the
 /// client:
@@ -83,6 +84,34 @@ pub struct ContextRouter<S> {
     shared: Arc<Shared>,
     /// The connection's peer, when `axum::serve` made this one for it.
     peer: Option<SocketAddr>,
+    /// Whether each request gets `peer` as axum's `ConnectInfo` too.
+    connect_info: bool,
+}
+
+impl<S> ContextRouter<S> {
+    /// Also gives each request its connection's peer address as axum's
+    /// `ConnectInfo<SocketAddr>`, as
+    /// `Router::into_make_service_with_connect_info::<SocketAddr>()` does,
+    /// for handlers that extract it (served by `axum::serve` on a
+    /// listener whose addresses are [`SocketAddr`]s).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::{extract::ConnectInfo, routing::get, Router};
+    /// use milieu::tower::ContextLayer;
+    ///
+    /// async fn peer(ConnectInfo(addr): ConnectInfo<SocketAddr>) -> String {
+    ///     addr.to_string()
+    /// }
+    ///
+    /// let router: Router = Router::new().route("/peer", get(peer));
+    /// let app = ContextLayer::new().around(router).with_connect_info();
+    /// # drop(app);
+    /// ```
+    pub fn with_connect_info(mut self) -> ContextRouter<S> {
+        self.connect_info = true;
+        self
+    }
 }
 
 impl<S: Clone> Clone for ContextRouter<S> {
@@ -91,6 +120,7 @@ impl<S: Clone> Clone for ContextRouter<S> {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
             peer: self.peer,
+            connect_info: self.connect_info,
         }
     }
 }
@@ -100,6 +130,7 @@ impl<S: fmt::Debug> fmt::Debug for ContextRouter<S> {
         f.debug_struct("ContextRouter")
             .field("inner", &self.inner)
             .field("peer", &self.peer)
+            .field("connect_info", &self.connect_info)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +152,7 @@ impl ContextLayer {
             inner: service,
             shared: Arc::clone(&self.shared),
             peer: None,
+            connect_info: false,
         }
     }
 }
@@ -137,9 +169,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> RouterFuture<S, B> {
+    fn call(&mut self, mut request: http::Request<B>) -> RouterFuture<S, B> {
         let shared = &*self.shared;
         let peer = self.peer;
+        if let (true, Some(peer)) = (self.connect_info, peer) {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         let context = shared.request_context(&request, || {
             peer.or_else(|| (shared.peer)(request.extensions()))
         });
@@ -180,6 +217,7 @@ where
             inner: self.inner.clone().with_state(()),
             shared: Arc::clone(&self.shared),
             peer: addr.downcast_ref::<SocketAddr>().copied(),
+            connect_info: self.connect_info,
         }))
     }
 }
