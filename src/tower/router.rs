@@ -329,7 +329,8 @@ where
         let context = this.context.take();
         let body = match (body, first) {
             (_, FirstFrame::Whole(data)) => {
-                // Released here, outside the context it is.
+                // Nothing left to run in the request's context: its
+                // frame goes back to this thread now, after the entry.
                 drop(context);
                 data.map_or_else(Body::empty, Body::from)
             }
