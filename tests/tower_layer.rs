@@ -206,17 +206,22 @@ enum Mount {
     Layer,
     /// Around the whole router: `ContextLayer::around`.
     Around,
+    /// The same, with `with_connect_info`.
+    AroundWithConnectInfo,
 }
 
 /// Serves `routes` with the layer mounted as `mount`.
 async fn serve_as(routes: Router, mount: Mount) -> SocketAddr {
     match mount {
         Mount::Layer => serve(routes.layer(layer())).await,
-        Mount::Around => {
+        Mount::Around | Mount::AroundWithConnectInfo => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let served = axum::serve(listener, ContextLayer::new().around(routes));
-            milieu::tokio::spawn(async move { served.await.unwrap() });
+            let mut around = ContextLayer::new().around(routes);
+            if let Mount::AroundWithConnectInfo = mount {
+                around = around.with_connect_info();
+            }
+            milieu::tokio::spawn(async move { axum::serve(listener, around).await.unwrap() });
             addr
         }
     }
@@ -743,12 +748,7 @@ fn around_the_router_gives_connect_info_when_asked() {
     let capture = Capture::new();
     let runtime = runtime(&capture);
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = ContextLayer::new()
-            .around(around_routes())
-            .with_connect_info();
-        milieu::tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve_as(around_routes(), Mount::AroundWithConnectInfo).await;
         let answer = send(addr, "/peer", &[]).await;
         assert_eq!((answer.status, answer.body.as_str()), (200, "127.0.0.1"));
         let without = serve_as(around_routes(), Mount::Around).await;
